@@ -1,0 +1,1 @@
+//! The host <-> guest-init wire protocol (shared by `vmm` and `guest-init`).

@@ -1,0 +1,1 @@
+//! Guest root filesystem images: a newc cpio writer and build profiles.

@@ -1,0 +1,4 @@
+//! Emulated devices: the I/O buses, legacy devices (serial, i8042) and virtio-mmio devices.
+
+pub mod bus;
+pub mod virtio;

@@ -1,0 +1,2 @@
+//! The `paddock` command-line interface.
+fn main() {}

@@ -1,0 +1,78 @@
+//! `cargo xtask`: the project's build, lab, test and benchmark automation.
+
+mod util;
+mod kernel;
+mod rootfs;
+mod lab;
+mod ci;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "paddock build, lab, test and benchmark automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the guest kernel (vmlinux) from Debian's linux-source or a given source; print its path.
+    Kernel {
+        /// A kernel source tarball (.tar.xz/.tar.gz/.tar.bz2) or an unpacked source directory.
+        #[arg(long)]
+        source: Option<PathBuf>,
+    },
+    /// Build the guest root filesystem image for a profile; print its path.
+    Rootfs {
+        /// The rootfs profile to build.
+        #[arg(long, default_value = "minimal")]
+        profile: String,
+    },
+    /// Build every default artifact: guest kernel, rootfs and the paddock binary.
+    Build,
+    /// Boot the lab machine (qemu TCG with nested AMD-V) and run COMMAND inside it, paddock on PATH.
+    Lab {
+        /// The command to run inside the lab, e.g. `paddock run -- uname -a`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Build the artifacts and run a command in a sandbox: natively with hardware KVM, else in the lab.
+    Run {
+        /// The command to run in the sandbox.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run all tests: unit tests, then the end-to-end tests (natively with hardware KVM, else in the lab).
+    Ci,
+    /// Run the criterion benchmarks (natively with hardware KVM, else in the lab).
+    Bench {
+        /// Benchmark filter passed to criterion.
+        filter: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Kernel { source } => {
+            let path = kernel::build(source.as_deref())?;
+            println!("{}", path.display());
+        }
+        Command::Rootfs { profile } => {
+            let path = rootfs::build(&profile)?;
+            println!("{}", path.display());
+        }
+        Command::Build => {
+            let artifacts = ci::build_artifacts()?;
+            println!("{artifacts}");
+        }
+        Command::Lab { command } => std::process::exit(lab::run(&command)?),
+        Command::Run { command } => std::process::exit(ci::run_in_sandbox(&command)?),
+        Command::Ci => ci::ci()?,
+        Command::Bench { filter } => ci::bench(filter.as_deref())?,
+    }
+    Ok(())
+}
