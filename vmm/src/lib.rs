@@ -1,4 +1,15 @@
 //! paddock VMM library: boots and runs one microVM sandbox on KVM.
+//!
+//! `builder::boot` is the boot recipe; `vmm::Vmm` is the running VM; `client` talks to
+//! guest-init over vsock.
 
+pub mod arch;
+// pub mod builder; (awaiting the vsock device)
 pub mod client;
+pub mod config;
 pub mod devices;
+pub mod exit_codes;
+pub mod kvm;
+pub mod snapshot;
+pub mod vmm;
+pub mod vstate;

@@ -1,6 +1,103 @@
-//! `cargo xtask build|run|ci|bench`: artifacts, tests and benchmarks (in progress).
-use anyhow::{bail, Result};
-pub fn build_artifacts() -> Result<String> { bail!("in progress") }
-pub fn run_in_sandbox(_command: &[String]) -> Result<i32> { bail!("in progress") }
-pub fn ci() -> Result<()> { bail!("in progress") }
-pub fn bench(_filter: Option<&str>) -> Result<()> { bail!("in progress") }
+//! `cargo xtask build|run|ci|bench`: the default artifacts, running a sandbox, the whole test
+//! suite and the benchmarks — natively where hardware KVM exists, otherwise inside the lab.
+
+use crate::util::{self, run, STATIC_TARGET};
+use crate::{kernel, lab, rootfs};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Builds the guest kernel, the minimal rootfs and the static `paddock` binary.
+pub fn build_artifacts() -> Result<String> {
+    let kernel = kernel::build(None)?;
+    let rootfs = rootfs::build("minimal")?;
+    let paddock = util::build_static_bin("paddock-vmm", "paddock")?;
+    Ok(format!("kernel  {}\nrootfs  {}\npaddock {}", kernel.display(), rootfs.display(), paddock.display()))
+}
+
+/// Builds everything and runs `command` in a sandbox (`paddock run -- command`).
+pub fn run_in_sandbox(command: &[String]) -> Result<i32> {
+    eprintln!("{}", build_artifacts()?);
+    let mut paddock_cmd = vec!["paddock".to_string(), "run".to_string(), "--".to_string()];
+    paddock_cmd.extend_from_slice(command);
+    if util::host_has_hardware_kvm() {
+        let paddock = util::target_dir().join(STATIC_TARGET).join("release/paddock");
+        let status = Command::new(paddock).args(&paddock_cmd[1..]).status()?;
+        Ok(status.code().unwrap_or(1))
+    } else {
+        eprintln!("xtask: no hardware KVM here; running in the lab (software-emulated, slow)");
+        lab::run(&paddock_cmd)
+    }
+}
+
+/// Builds a static test or bench executable and returns its path.
+fn build_static_test_binary(package: &str, kind: &str, name: &str, extra: &[&str]) -> Result<PathBuf> {
+    let out = util::output(
+        Command::new(env!("CARGO"))
+            .current_dir(util::project_root())
+            .args(["build", "--release", "--message-format=json", "--package", package, &format!("--{kind}"), name, "--target", STATIC_TARGET])
+            .args(extra)
+            .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static"),
+    )?;
+    for line in out.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == name {
+            if let Some(exe) = msg["executable"].as_str() {
+                return Ok(PathBuf::from(exe));
+            }
+        }
+    }
+    bail!("cargo did not report an executable for {kind} {name}")
+}
+
+/// Runs a static test binary natively or in the lab, with the default artifacts and paddock.
+fn run_end_to_end(binary: &PathBuf, args: &[&str]) -> Result<i32> {
+    if util::host_has_hardware_kvm() {
+        let status = Command::new(binary)
+            .args(args)
+            .env("PADDOCK_E2E_REQUIRED", "1")
+            .env("PADDOCK_BIN", util::target_dir().join(STATIC_TARGET).join("release/paddock"))
+            .status()
+            .with_context(|| format!("running {}", binary.display()))?;
+        return Ok(status.code().unwrap_or(1));
+    }
+    let inside = "/usr/bin/paddock-e2e".to_string();
+    let mut command = vec![inside.clone()];
+    command.extend(args.iter().map(|s| s.to_string()));
+    lab::run_with(
+        &[(binary.clone(), inside)],
+        &[("PADDOCK_E2E_REQUIRED".into(), "1".into()), ("PADDOCK_BIN".into(), "/usr/bin/paddock".into())],
+        &command,
+    )
+}
+
+/// The whole test suite: formatting-independent unit tests, then the end-to-end tests.
+pub fn ci() -> Result<()> {
+    let root = util::project_root();
+    eprintln!("xtask ci: unit tests");
+    run(Command::new(env!("CARGO")).current_dir(&root).args(["test", "--workspace", "--quiet"]))?;
+    eprintln!("xtask ci: building artifacts");
+    eprintln!("{}", build_artifacts()?);
+    eprintln!("xtask ci: end-to-end tests ({})", if util::host_has_hardware_kvm() { "native KVM" } else { "lab" });
+    let e2e = build_static_test_binary("paddock-vmm", "test", "e2e", &[])?;
+    let status = run_end_to_end(&e2e, &["--test-threads=1"])?;
+    if status != 0 {
+        bail!("end-to-end tests failed (exit status {status})");
+    }
+    Ok(())
+}
+
+/// Runs the criterion benchmarks (natively or in the lab).
+pub fn bench(filter: Option<&str>) -> Result<()> {
+    build_artifacts()?;
+    let bench = build_static_test_binary("paddock-benches", "bench", "vm", &[])?;
+    let mut args = vec!["--bench"];
+    if let Some(f) = filter {
+        args.push(f);
+    }
+    let status = run_end_to_end(&bench, &args)?;
+    if status != 0 {
+        bail!("benchmarks failed (exit status {status})");
+    }
+    Ok(())
+}

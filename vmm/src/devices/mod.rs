@@ -1,4 +1,7 @@
 //! Emulated devices: the I/O buses, legacy devices (serial, i8042) and virtio-mmio devices.
 
 pub mod bus;
+pub mod console;
+pub mod i8042;
+pub mod serial;
 pub mod virtio;

@@ -1,0 +1,5 @@
+//! Snapshots: the state file format, crash-safe snapshot directories and sparse memory files.
+
+pub mod format;
+pub mod memory_file;
+pub mod store;

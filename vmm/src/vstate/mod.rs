@@ -1,0 +1,6 @@
+//! KVM-side state: guest memory, the VM and its vCPUs.
+
+pub mod memory;
+pub mod persist;
+pub mod vcpu;
+pub mod vm;

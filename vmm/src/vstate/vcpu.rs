@@ -1,0 +1,379 @@
+//! vCPUs: creation, boot configuration, and the thread that runs each one.
+//!
+//! A vCPU thread owns its `VcpuFd`. It is stopped by setting `immediate_exit` in its `kvm_run`
+//! page and sending it `SIGRTMIN` (the handler does nothing; the signal only interrupts
+//! `KVM_RUN`), so a stop request can never be lost between two `KVM_RUN` calls.
+
+use crate::arch::x86_64::{cpuid, msr, regs};
+use crate::devices::bus::Bus;
+use crate::vstate::memory::GuestMemory;
+use kvm_bindings::{kvm_lapic_state, CpuId, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, Once};
+use std::thread::JoinHandle;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Why a vCPU could not be created or configured.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// KVM_CREATE_VCPU failed.
+    #[error("creating vCPU {index} failed: {source}")]
+    Create { index: u8, source: kvm_ioctls::Error },
+    /// A register-setting ioctl failed.
+    #[error("configuring vCPU {index} ({what}) failed: {source}")]
+    Configure { index: u8, what: &'static str, source: kvm_ioctls::Error },
+    /// Building boot MSRs failed.
+    #[error(transparent)]
+    Msr(#[from] msr::MsrError),
+    /// Writing boot tables failed.
+    #[error(transparent)]
+    Regs(#[from] regs::RegsError),
+    /// The vCPU thread could not be spawned.
+    #[error("spawning the vCPU thread failed: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// Why the VM stopped running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmExitReason {
+    /// The guest reset itself (i8042 reset, triple fault or a KVM reset event): `reboot`.
+    GuestReset,
+    /// The guest asked to power off.
+    GuestShutdown,
+    /// The VMM was asked to stop (signal, timeout or API call).
+    Stopped,
+    /// KVM or the VMM failed: the VM cannot go on.
+    Fatal(String),
+}
+
+/// Where VM-ending events are reported: the first reason wins, and `evt` wakes the VMM.
+pub struct ExitSignal {
+    /// Written once a reason is recorded.
+    pub evt: EventFd,
+    reason: Mutex<Option<VmExitReason>>,
+}
+
+impl ExitSignal {
+    /// A fresh signal.
+    pub fn new() -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Self { evt: EventFd::new(libc::EFD_NONBLOCK)?, reason: Mutex::new(None) }))
+    }
+
+    /// Records `reason` unless one is already recorded, and wakes the VMM.
+    pub fn exit(&self, reason: VmExitReason) {
+        let mut slot = crate::devices::bus::lock(&self.reason);
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+        let _ = self.evt.write(1);
+    }
+
+    /// The recorded reason, if any.
+    pub fn reason(&self) -> Option<VmExitReason> {
+        crate::devices::bus::lock(&self.reason).clone()
+    }
+}
+
+/// Creates and configures vCPU `index` of `count` for booting at `entry`.
+pub fn create_boot_vcpu(
+    vm: &VmFd,
+    supported_cpuid: &CpuId,
+    mem: &GuestMemory,
+    index: u8,
+    count: u8,
+    entry: u64,
+    protocol: regs::BootProtocol,
+) -> Result<VcpuFd, VcpuError> {
+    let fd = vm.create_vcpu(u64::from(index)).map_err(|source| VcpuError::Create { index, source })?;
+    let cfg = |what| move |source| VcpuError::Configure { index, what, source };
+    let mut cpuid = supported_cpuid.clone();
+    cpuid::normalize(&mut cpuid, index, count);
+    fd.set_cpuid2(&cpuid).map_err(cfg("CPUID"))?;
+    let msrs = msr::boot_msrs()?;
+    let written = fd.set_msrs(&msrs).map_err(cfg("MSRs"))?;
+    if written != msrs.as_slice().len() {
+        tracing::warn!(index, written, "KVM accepted only some boot MSRs");
+    }
+    fd.set_regs(&regs::boot_regs(protocol, entry)).map_err(cfg("registers"))?;
+    fd.set_fpu(&regs::boot_fpu()).map_err(cfg("FPU"))?;
+    let mut sregs = fd.get_sregs().map_err(cfg("special registers"))?;
+    regs::setup_sregs(mem, protocol, &mut sregs)?;
+    fd.set_sregs(&sregs).map_err(cfg("special registers"))?;
+    let mut lapic = fd.get_lapic().map_err(cfg("LAPIC"))?;
+    set_lint(&mut lapic);
+    fd.set_lapic(&lapic).map_err(cfg("LAPIC"))?;
+    Ok(fd)
+}
+
+const APIC_LVT0: usize = 0x350;
+const APIC_LVT1: usize = 0x360;
+const APIC_MODE_NMI: u32 = 0x4;
+const APIC_MODE_EXTINT: u32 = 0x7;
+
+fn lapic_reg(lapic: &kvm_lapic_state, offset: usize) -> u32 {
+    let b = &lapic.regs[offset..offset + 4];
+    u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
+}
+
+fn set_lapic_reg(lapic: &mut kvm_lapic_state, offset: usize, value: u32) {
+    for (dst, src) in lapic.regs[offset..offset + 4].iter_mut().zip(value.to_le_bytes()) {
+        *dst = src as _;
+    }
+}
+
+/// LINT0 delivers ExtINT (the legacy PIC), LINT1 delivers NMI: the PC wiring the guest expects.
+fn set_lint(lapic: &mut kvm_lapic_state) {
+    let with_mode = |reg: u32, mode: u32| (reg & !0x700) | (mode << 8);
+    let lvt0 = lapic_reg(lapic, APIC_LVT0);
+    set_lapic_reg(lapic, APIC_LVT0, with_mode(lvt0, APIC_MODE_EXTINT));
+    let lvt1 = lapic_reg(lapic, APIC_LVT1);
+    set_lapic_reg(lapic, APIC_LVT1, with_mode(lvt1, APIC_MODE_NMI));
+}
+
+/// Commands a running vCPU thread obeys (after being kicked out of KVM_RUN).
+pub enum VcpuCommand {
+    /// Stop running and wait for the next command; acknowledge on the response channel.
+    Pause,
+    /// Go back to running the guest.
+    Resume,
+    /// Run `f` on this vCPU's fd while paused (state save/restore); it sends its own reply.
+    With(Box<dyn FnOnce(&mut VcpuFd) + Send>),
+    /// End the thread.
+    Exit,
+}
+
+/// A pointer to a vCPU's `kvm_run.immediate_exit` byte.
+struct ImmediateExit(*mut u8);
+// SAFETY: the pointer targets the vCPU's kvm_run mapping, which lives as long as the VcpuFd; the
+// handle that holds this is joined (in `VcpuHandle::drop`/`join`) before the VcpuFd is dropped by
+// its thread returning, and a single-byte volatile store is atomic on x86.
+unsafe impl Send for ImmediateExit {}
+
+/// The controlling side of a running vCPU thread.
+pub struct VcpuHandle {
+    /// The vCPU's index.
+    pub index: u8,
+    commands: Sender<VcpuCommand>,
+    /// Acknowledgements of `Pause` (the vCPU is out of KVM_RUN and waiting).
+    pub paused: Receiver<()>,
+    immediate_exit: ImmediateExit,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn kick_signal() -> i32 {
+    libc::SIGRTMIN()
+}
+
+extern "C" fn noop_handler(_: libc::c_int) {}
+
+fn install_kick_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with a valid handler function pointer is a valid argument;
+        // no SA_RESTART, so KVM_RUN returns EINTR when the signal arrives.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = noop_handler as *const () as usize;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(kick_signal(), &act, std::ptr::null_mut());
+        }
+    });
+}
+
+impl VcpuHandle {
+    /// Interrupts KVM_RUN so the thread looks at its commands.
+    fn kick(&self) {
+        // SAFETY: see `ImmediateExit`: the kvm_run page outlives this handle's use of it.
+        unsafe { std::ptr::write_volatile(self.immediate_exit.0, 1) };
+        if let Some(thread) = &self.thread {
+            use std::os::unix::thread::JoinHandleExt;
+            // SAFETY: the pthread id belongs to a thread we have not joined yet.
+            unsafe { libc::pthread_kill(thread.as_pthread_t(), kick_signal()) };
+        }
+    }
+
+    /// Sends a command and kicks the thread out of the guest.
+    pub fn send(&self, command: VcpuCommand) {
+        if self.commands.send(command).is_ok() {
+            self.kick();
+        }
+    }
+
+    /// Pauses the vCPU and waits until it is out of KVM_RUN.
+    pub fn pause(&self) -> bool {
+        self.send(VcpuCommand::Pause);
+        self.paused.recv().is_ok()
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn join(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.send(VcpuCommand::Exit);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for VcpuHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Starts the thread running `fd`; guest I/O goes to the buses, VM-ending events to `exit`.
+pub fn spawn_vcpu(mut fd: VcpuFd, index: u8, pio: Bus, mmio: Bus, exit: Arc<ExitSignal>) -> Result<VcpuHandle, VcpuError> {
+    install_kick_handler();
+    let (commands, command_rx) = channel();
+    let (paused_tx, paused) = channel();
+    let immediate_exit = ImmediateExit(&mut fd.get_kvm_run().immediate_exit as *mut u8);
+    let thread = std::thread::Builder::new()
+        .name(format!("vcpu{index}"))
+        .spawn(move || VcpuLoop { fd, index, pio, mmio, exit, commands: command_rx, paused: paused_tx }.run())
+        .map_err(VcpuError::Spawn)?;
+    Ok(VcpuHandle { index, commands, paused, immediate_exit, thread: Some(thread) })
+}
+
+struct VcpuLoop {
+    fd: VcpuFd,
+    index: u8,
+    pio: Bus,
+    mmio: Bus,
+    exit: Arc<ExitSignal>,
+    commands: Receiver<VcpuCommand>,
+    paused: Sender<()>,
+}
+
+enum Step {
+    Continue,
+    Stop,
+}
+
+impl VcpuLoop {
+    fn run(mut self) {
+        loop {
+            if let Step::Stop = self.drain_commands(false) {
+                return;
+            }
+            if let Step::Stop = self.run_once() {
+                // The VM is over; wait for the owner to tell us to exit (or be dropped).
+                loop {
+                    match self.commands.recv() {
+                        Ok(VcpuCommand::Exit) | Err(_) => return,
+                        Ok(VcpuCommand::Pause) => {
+                            let _ = self.paused.send(());
+                        }
+                        Ok(VcpuCommand::With(f)) => f(&mut self.fd),
+                        Ok(VcpuCommand::Resume) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles queued commands; while paused, blocks until resumed.
+    fn drain_commands(&mut self, mut paused: bool) -> Step {
+        loop {
+            let command = if paused {
+                match self.commands.recv() {
+                    Ok(c) => c,
+                    Err(_) => return Step::Stop,
+                }
+            } else {
+                match self.commands.try_recv() {
+                    Ok(c) => c,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return Step::Continue,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return Step::Stop,
+                }
+            };
+            match command {
+                VcpuCommand::Pause => {
+                    paused = true;
+                    let _ = self.paused.send(());
+                }
+                VcpuCommand::Resume => paused = false,
+                VcpuCommand::With(f) => f(&mut self.fd),
+                VcpuCommand::Exit => return Step::Stop,
+            }
+        }
+    }
+
+    fn run_once(&mut self) -> Step {
+        match self.fd.run() {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                if !self.pio.read(u64::from(port), data) {
+                    data.fill(0xff); // floating bus
+                }
+                Step::Continue
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                self.pio.write(u64::from(port), data);
+                Step::Continue
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                if !self.mmio.read(addr, data) {
+                    data.fill(0xff);
+                }
+                Step::Continue
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                self.mmio.write(addr, data);
+                Step::Continue
+            }
+            Ok(VcpuExit::Shutdown) => self.end(VmExitReason::GuestReset),
+            Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
+                KVM_SYSTEM_EVENT_RESET => self.end(VmExitReason::GuestReset),
+                KVM_SYSTEM_EVENT_SHUTDOWN => self.end(VmExitReason::GuestShutdown),
+                other => self.end(VmExitReason::Fatal(format!("unexpected KVM system event {other}"))),
+            },
+            Ok(VcpuExit::Hlt) => self.end(VmExitReason::GuestShutdown),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                self.end(VmExitReason::Fatal(format!("KVM entry failed on vCPU {cpu}: hardware reason {reason:#x}")))
+            }
+            Ok(VcpuExit::InternalError) => self.end(VmExitReason::Fatal(format!("KVM internal error on vCPU {}", self.index))),
+            Ok(other) => {
+                tracing::warn!(index = self.index, "unhandled vCPU exit {other:?}");
+                Step::Continue
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.fd.set_kvm_immediate_exit(0);
+                Step::Continue
+            }
+            Err(e) => self.end(VmExitReason::Fatal(format!("KVM_RUN failed on vCPU {}: {e}", self.index))),
+        }
+    }
+
+    fn end(&self, reason: VmExitReason) -> Step {
+        tracing::debug!(index = self.index, ?reason, "vCPU stopped the VM");
+        self.exit.exit(reason);
+        Step::Stop
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lint_pins_get_extint_and_nmi() {
+        let mut lapic = kvm_lapic_state::default();
+        set_lapic_reg(&mut lapic, APIC_LVT0, 0x0001_0000); // masked, fixed
+        set_lint(&mut lapic);
+        assert_eq!((lapic_reg(&lapic, APIC_LVT0) >> 8) & 0x7, APIC_MODE_EXTINT);
+        assert_eq!((lapic_reg(&lapic, APIC_LVT1) >> 8) & 0x7, APIC_MODE_NMI);
+        assert_eq!(lapic_reg(&lapic, APIC_LVT0) & 0x0001_0000, 0x0001_0000, "other bits kept");
+    }
+
+    #[test]
+    fn first_exit_reason_wins() {
+        let exit = ExitSignal::new().unwrap();
+        exit.exit(VmExitReason::GuestReset);
+        exit.exit(VmExitReason::Fatal("late".into()));
+        assert_eq!(exit.reason(), Some(VmExitReason::GuestReset));
+        assert_eq!(exit.evt.read().unwrap(), 2);
+    }
+}

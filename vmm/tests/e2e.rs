@@ -1,0 +1,207 @@
+//! End-to-end tests: the real `paddock` VMM booting the real guest kernel and guest-init.
+//!
+//! They need hardware KVM (natively, or inside the lab: `cargo xtask ci`). Without it each test
+//! says so and returns — unless `PADDOCK_E2E_REQUIRED=1` (set by `cargo xtask ci`), where a
+//! missing KVM or artifact is a failure.
+
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether this machine can run the end-to-end tests; panics when they are required but can't.
+fn e2e_available() -> bool {
+    let required = std::env::var("PADDOCK_E2E_REQUIRED").is_ok_and(|v| v == "1");
+    let problem = match paddock_vmm::kvm::open_kvm() {
+        Err(e) => Some(e.to_string()),
+        Ok(_) => {
+            let kernel = paddock_vmm::config::default_kernel(None);
+            let rootfs = paddock_vmm::config::default_rootfs(None);
+            if !kernel.is_file() || !rootfs.is_file() {
+                Some(format!("guest artifacts missing ({} / {}); run `cargo xtask build`", kernel.display(), rootfs.display()))
+            } else {
+                None
+            }
+        }
+    };
+    match problem {
+        None => true,
+        Some(p) if required => panic!("end-to-end tests required but cannot run: {p}"),
+        Some(p) => {
+            eprintln!("skipped: {p}");
+            false
+        }
+    }
+}
+
+fn paddock_bin() -> PathBuf {
+    std::env::var_os("PADDOCK_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_paddock")))
+}
+
+/// A scratch TMPDIR per test, so leftovers (sockets, temp files) can be checked.
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn new() -> Self {
+        Self(tempfile::tempdir().expect("scratch dir"))
+    }
+    fn paddock(&self) -> Command {
+        let mut cmd = Command::new(paddock_bin());
+        cmd.env("TMPDIR", self.0.path()).env("XDG_RUNTIME_DIR", self.0.path());
+        cmd
+    }
+    fn assert_clean(&self) {
+        let left: Vec<_> = std::fs::read_dir(self.0.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(left.is_empty(), "paddock left files behind: {left:?}");
+    }
+}
+
+fn run_with_stdin(scratch: &Scratch, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = scratch
+        .paddock()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn paddock");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait paddock");
+    writer.join().unwrap();
+    out
+}
+
+fn run(scratch: &Scratch, args: &[&str]) -> Output {
+    scratch.paddock().args(args).stdin(Stdio::null()).output().expect("run paddock")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn echo_prints_and_exits_zero() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let out = run(&s, &["run", "--", "echo", "hello from the guest"]);
+    assert_eq!(text(&out.stdout), "hello from the guest\n", "stderr: {}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+    s.assert_clean();
+}
+
+#[test]
+fn exit_statuses_are_passed_through() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    for (script, want) in [("exit 0", 0), ("exit 1", 1), ("exit 7", 7), ("kill -9 $$", 128 + 9)] {
+        let out = run(&s, &["run", "--", "sh", "-c", script]);
+        assert_eq!(out.status.code(), Some(want), "{script}: stderr {}", text(&out.stderr));
+    }
+    s.assert_clean();
+}
+
+#[test]
+fn one_mib_of_stdin_round_trips() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let mut data = vec![0u8; 1 << 20];
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut data).unwrap();
+    let out = run_with_stdin(&s, &["run", "--", "sh", "-c", "cat; sha256sum >&2 </dev/null"], &data);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), data.len());
+    assert_eq!(sha256_hex(&out.stdout), sha256_hex(&data));
+    // And the guest saw the same bytes.
+    let out = run_with_stdin(&s, &["run", "--", "sha256sum"], &data);
+    assert!(text(&out.stdout).starts_with(&sha256_hex(&data)), "guest hash {}", text(&out.stdout));
+    s.assert_clean();
+}
+
+#[test]
+fn sixteen_mib_of_stdout_arrive_intact_and_stderr_stays_separate() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let script = "head -c 16777216 /dev/urandom > /tmp/blob && sha256sum /tmp/blob | cut -d' ' -f1 >&2 && cat /tmp/blob";
+    let out = run(&s, &["run", "--", "sh", "-c", script]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), 16 << 20);
+    assert_eq!(text(&out.stderr).trim(), sha256_hex(&out.stdout));
+    let out = run(&s, &["run", "--", "sh", "-c", "echo to-out; echo to-err >&2; echo more-out"]);
+    assert_eq!(text(&out.stdout), "to-out\nmore-out\n");
+    assert_eq!(text(&out.stderr), "to-err\n");
+    s.assert_clean();
+}
+
+#[test]
+fn two_vcpus_give_two_cpus() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let out = run(&s, &["run", "--vcpus", "2", "--", "nproc"]);
+    assert_eq!(text(&out.stdout).trim(), "2", "stderr: {}", text(&out.stderr));
+    let out = run(&s, &["run", "--memory", "128", "--", "sh", "-c", "grep MemTotal /proc/meminfo"]);
+    let kib: u64 = text(&out.stdout).split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!((100 * 1024..=128 * 1024).contains(&kib), "MemTotal {kib} KiB for a 128 MiB guest");
+    s.assert_clean();
+}
+
+#[test]
+fn guest_reboot_ends_the_vm_cleanly() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let started = Instant::now();
+    let out = run(&s, &["run", "--timeout", "120", "--", "reboot"]);
+    assert_eq!(out.status.code(), Some(paddock_vmm::exit_codes::GUEST_ENDED), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("rebooted"), "stderr: {}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(120));
+    s.assert_clean();
+}
+
+#[test]
+fn timeout_kills_the_command_with_a_clear_error() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let out = run(&s, &["run", "--timeout", "3", "--", "sleep", "600"]);
+    assert_eq!(out.status.code(), Some(paddock_vmm::exit_codes::TIMEOUT));
+    assert!(text(&out.stderr).contains("timed out after 3 s"), "stderr: {}", text(&out.stderr));
+    s.assert_clean();
+}
+
+#[test]
+fn missing_or_corrupt_kernel_is_a_clear_error() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let out = run(&s, &["run", "--kernel", "/nonexistent/vmlinux", "--", "true"]);
+    assert_eq!(out.status.code(), Some(paddock_vmm::exit_codes::PADDOCK_ERROR));
+    assert!(text(&out.stderr).contains("/nonexistent/vmlinux"), "stderr: {}", text(&out.stderr));
+    let bad = s.0.path().join("garbage-vmlinux");
+    std::fs::write(&bad, vec![0x42u8; 4096]).unwrap();
+    let out = run(&s, &["run", "--kernel", bad.to_str().unwrap(), "--", "true"]);
+    std::fs::remove_file(&bad).unwrap();
+    assert_eq!(out.status.code(), Some(paddock_vmm::exit_codes::PADDOCK_ERROR));
+    assert!(text(&out.stderr).contains("not a loadable"), "stderr: {}", text(&out.stderr));
+    s.assert_clean();
+}
