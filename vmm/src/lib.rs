@@ -8,6 +8,7 @@ pub mod arch;
 pub mod client;
 pub mod config;
 pub mod devices;
+pub mod event_loop;
 pub mod exit_codes;
 pub mod kvm;
 pub mod snapshot;

@@ -3,17 +3,12 @@
 use crate::devices::console::ConsoleTail;
 use crate::vstate::memory::GuestRam;
 use crate::vstate::vcpu::{ExitSignal, VcpuHandle, VmExitReason};
-use event_manager::{EventManager, MutEventSubscriber};
+use crate::event_loop::{EventLoop, Subscribers};
 use kvm_ioctls::VmFd;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The event manager type every device subscriber registers with.
-pub type Subscribers = EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>;
 
 /// A booted (or restored) VM.
 pub struct Vmm {
@@ -31,8 +26,8 @@ pub struct Vmm {
     pub vsock_uds: PathBuf,
     /// When the VMM started building this VM (for boot-to-ready figures).
     pub started: Instant,
-    event_loop: Option<JoinHandle<()>>,
-    event_loop_stop: Arc<AtomicBool>,
+    /// The device event loop.
+    pub event_loop: EventLoop,
 }
 
 impl Vmm {
@@ -44,20 +39,11 @@ impl Vmm {
         console: ConsoleTail,
         vsock_uds: PathBuf,
         started: Instant,
-        mut subscribers: Subscribers,
+        subscribers: Subscribers,
     ) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_flag = stop.clone();
         let exit_for_loop = exit.clone();
-        let event_loop = std::thread::Builder::new().name("vmm-events".into()).spawn(move || {
-            while !stop_flag.load(Ordering::Acquire) {
-                if let Err(e) = subscribers.run_with_timeout(50) {
-                    exit_for_loop.exit(VmExitReason::Fatal(format!("device event loop failed: {e:?}")));
-                    return;
-                }
-            }
-        })?;
-        Ok(Self { vm, ram, vcpus, exit, console, vsock_uds, started, event_loop: Some(event_loop), event_loop_stop: stop })
+        let event_loop = EventLoop::spawn(subscribers, move |e| exit_for_loop.exit(VmExitReason::Fatal(e)))?;
+        Ok(Self { vm, ram, vcpus, exit, console, vsock_uds, started, event_loop })
     }
 
     /// Waits up to `timeout` (forever if `None`) for the VM to end; returns why it ended.
@@ -94,10 +80,7 @@ impl Vmm {
         for vcpu in self.vcpus.drain(..) {
             vcpu.join();
         }
-        self.event_loop_stop.store(true, Ordering::Release);
-        if let Some(t) = self.event_loop.take() {
-            let _ = t.join();
-        }
+        self.event_loop.stop();
         let _ = std::fs::remove_file(&self.vsock_uds);
     }
 }
