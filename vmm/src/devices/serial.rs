@@ -28,6 +28,59 @@ impl SerialDevice {
     }
 }
 
+/// The UART's registers, for snapshots (vm-superio's `SerialState` is not serde-serializable).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialSnapshot {
+    baud_divisor_low: u8,
+    baud_divisor_high: u8,
+    interrupt_enable: u8,
+    interrupt_identification: u8,
+    line_control: u8,
+    line_status: u8,
+    modem_control: u8,
+    modem_status: u8,
+    scratch: u8,
+    in_buffer: Vec<u8>,
+}
+
+impl SerialDevice {
+    /// Saves the UART's registers.
+    pub fn save(&self) -> SerialSnapshot {
+        let s = self.serial.state();
+        SerialSnapshot {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+
+    /// A UART in the saved state, writing to `sink`, interrupting through `irq`.
+    pub fn restore(irq: EventFd, sink: ConsoleSink, snap: &SerialSnapshot) -> Result<Self, String> {
+        let state = vm_superio::serial::SerialState {
+            baud_divisor_low: snap.baud_divisor_low,
+            baud_divisor_high: snap.baud_divisor_high,
+            interrupt_enable: snap.interrupt_enable,
+            interrupt_identification: snap.interrupt_identification,
+            line_control: snap.line_control,
+            line_status: snap.line_status,
+            modem_control: snap.modem_control,
+            modem_status: snap.modem_status,
+            scratch: snap.scratch,
+            in_buffer: snap.in_buffer.clone(),
+        };
+        let serial = Serial::from_state(&state, IrqTrigger(irq), vm_superio::serial::NoEvents, sink)
+            .map_err(|e| format!("invalid serial state: {e:?}"))?;
+        Ok(Self { serial })
+    }
+}
+
 impl BusDevice for SerialDevice {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if let (Ok(offset), [byte]) = (u8::try_from(offset), data) {
@@ -62,5 +115,19 @@ mod tests {
         let mut lsr = [0u8];
         dev.read(5, &mut lsr);
         assert_ne!(lsr[0] & 0x20, 0, "transmitter holding register empty");
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let tail = ConsoleTail::default();
+        let mut dev = SerialDevice::new(EventFd::new(0).unwrap(), ConsoleSink::new(tail.clone(), None));
+        dev.write(7, &[0x5a]); // scratch register
+        dev.write(1, &[0x02]); // enable THR-empty interrupt
+        let snap = dev.save();
+        let mut back = SerialDevice::restore(EventFd::new(0).unwrap(), ConsoleSink::new(tail, None), &snap).unwrap();
+        let mut scratch = [0u8];
+        back.read(7, &mut scratch);
+        assert_eq!(scratch, [0x5a]);
+        assert_eq!(back.save(), snap);
     }
 }

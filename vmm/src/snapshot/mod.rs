@@ -2,4 +2,5 @@
 
 pub mod format;
 pub mod memory_file;
+pub mod state;
 pub mod store;

@@ -87,6 +87,50 @@ pub fn map_guest_ram(file: &File, size: u64, flags: i32) -> Result<GuestMemory, 
     GuestMemory::from_regions(regions).map_err(|e| MemoryError::Mmap(e.to_string()))
 }
 
+/// Maps `file` privately over guest RAM, at the same host addresses (so KVM's memory slots and
+/// every device's view stay valid): the guest now sees the file's contents, copy-on-write.
+pub fn remap_private(mem: &GuestMemory, file: &File) -> Result<(), MemoryError> {
+    use std::os::fd::AsRawFd;
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    let mut offset = 0u64;
+    for region in mem.iter() {
+        let len = region.len() as usize;
+        // SAFETY: the target range is exactly a region this GuestMemory mapped and still owns;
+        // MAP_FIXED atomically replaces those pages with a mapping of the same size, so no other
+        // mapping is touched and every existing pointer into guest RAM stays valid.
+        let addr = unsafe {
+            libc::mmap(
+                region.as_ptr().cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                file.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(MemoryError::Mmap(std::io::Error::last_os_error().to_string()));
+        }
+        offset += len as u64;
+    }
+    Ok(())
+}
+
+/// Drops every page the guest wrote since guest RAM was (re)mapped privately from a file: the
+/// next access sees the file's contents again. Costs what was dirtied, not the guest's size.
+pub fn discard_private_pages(mem: &GuestMemory) -> Result<(), MemoryError> {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    for region in mem.iter() {
+        // SAFETY: the range is a private file mapping this GuestMemory owns; MADV_DONTNEED only
+        // drops its anonymous copy-on-write pages, the mapping itself stays in place.
+        let rc = unsafe { libc::madvise(region.as_ptr().cast(), region.len() as usize, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            return Err(MemoryError::Mmap(std::io::Error::last_os_error().to_string()));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +144,23 @@ mod tests {
         let mut buf = [0u8; 4];
         std::os::unix::fs::FileExt::read_exact_at(&ram.file, &mut buf, 0x1000).unwrap();
         assert_eq!(u32::from_le_bytes(buf), 0xdead_beef);
+    }
+
+    #[test]
+    fn remap_then_discard_returns_to_the_file() {
+        let ram = create_guest_ram(32).unwrap();
+        ram.memory.write_obj(1u64, GuestAddress(0x2000)).unwrap();
+        let snapshot = tempfile::tempfile().unwrap();
+        snapshot.set_len(32 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&snapshot, &7u64.to_le_bytes(), 0x2000).unwrap();
+        remap_private(&ram.memory, &snapshot).unwrap();
+        assert_eq!(ram.memory.read_obj::<u64>(GuestAddress(0x2000)).unwrap(), 7);
+        ram.memory.write_obj(9u64, GuestAddress(0x2000)).unwrap();
+        let mut b = [0u8; 8];
+        std::os::unix::fs::FileExt::read_exact_at(&snapshot, &mut b, 0x2000).unwrap();
+        assert_eq!(u64::from_le_bytes(b), 7, "private writes never reach the file");
+        discard_private_pages(&ram.memory).unwrap();
+        assert_eq!(ram.memory.read_obj::<u64>(GuestAddress(0x2000)).unwrap(), 7);
     }
 
     #[test]

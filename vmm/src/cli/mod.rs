@@ -1,0 +1,104 @@
+//! Argument parsing and dispatch for the `paddock` binary.
+
+mod run;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// paddock: millisecond-reset microVM sandboxes for AI coding agents, on KVM.
+#[derive(Parser)]
+#[command(name = "paddock", version, about, long_about = None, after_help = EXIT_STATUS_HELP)]
+pub struct Cli {
+    /// Log VMM internals to stderr (repeat for more detail).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXIT_STATUS_HELP: &str = "\
+Exit status of `run` and `exec`: the command's own status, 128+N if a signal N killed it,
+123 if the guest shut down or rebooted before the command finished, 124 if --timeout expired,
+125 if paddock itself failed (no usable KVM, bad kernel or rootfs, boot failure),
+126/127 if the command could not be executed / was not found.";
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Boot a throwaway sandbox, run one command in it, and tear it down.
+    ///
+    /// stdin is forwarded to the command, its stdout and stderr are streamed separately, and
+    /// paddock exits with the command's status. Ctrl-C (SIGINT), SIGTERM and SIGHUP are
+    /// forwarded to the command.
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Run(RunArgs),
+}
+
+/// What a sandbox VM is built from.
+#[derive(Args, Clone, Debug)]
+pub struct MachineArgs {
+    /// Guest kernel (uncompressed vmlinux). Default: $PADDOCK_KERNEL, else the one
+    /// `cargo xtask kernel` built.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Guest root filesystem (initramfs). Default: $PADDOCK_ROOTFS, else the one
+    /// `cargo xtask rootfs` built.
+    #[arg(long, value_name = "PATH")]
+    pub rootfs: Option<PathBuf>,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub vcpus: u8,
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = paddock_vmm::config::DEFAULT_MEMORY_MIB)]
+    pub memory: u64,
+    /// Append the guest's serial console to this file (default: kept in memory and shown only
+    /// when the guest fails to boot).
+    #[arg(long, value_name = "PATH")]
+    pub console: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    /// Kill the command (and end the sandbox) after this many seconds; exit status 124.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Environment variable for the command (repeatable).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory of the command inside the guest.
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Sets up `tracing` output on stderr according to `-v`.
+pub fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PADDOCK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Runs the parsed command; returns the process exit status.
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+    }
+}
+
+/// Splits `KEY=VALUE` arguments.
+pub fn parse_env(vars: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    vars.iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => anyhow::bail!("--env expects KEY=VALUE, got {kv:?}"),
+        })
+        .collect()
+}

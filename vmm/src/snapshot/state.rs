@@ -1,0 +1,36 @@
+//! What a snapshot's state file holds.
+
+use crate::devices::serial::SerialSnapshot;
+use crate::devices::virtio::vsock::persist::VsockState;
+use crate::vstate::persist::{VcpuState, VmState};
+use serde::{Deserialize, Serialize};
+
+/// Everything but guest memory, plus the name and size of the memory file.
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotState {
+    /// Number of vCPUs (a restore gets exactly this many).
+    pub vcpu_count: u8,
+    /// Guest RAM size in bytes (the memory file's exact length).
+    pub memory_bytes: u64,
+    /// The memory file, inside the snapshot directory.
+    pub memory_file: String,
+    /// When the snapshot was taken (seconds since the Unix epoch).
+    pub created_unix_secs: u64,
+    /// The kernel command line the guest booted with (informational).
+    pub cmdline: String,
+    /// Interrupt controllers, PIT, kvmclock.
+    pub vm: VmState,
+    /// One entry per vCPU, in index order.
+    pub vcpus: Vec<VcpuState>,
+    /// COM1.
+    pub serial: SerialSnapshot,
+    /// The virtio-vsock device and its transport.
+    pub vsock: VsockState,
+}
+
+impl SnapshotState {
+    /// The memory file name and expected size, for `store::read`.
+    pub fn memory(&self) -> (&str, u64) {
+        (&self.memory_file, self.memory_bytes)
+    }
+}
