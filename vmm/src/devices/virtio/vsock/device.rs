@@ -1,0 +1,255 @@
+//! The vsock device proper: config space, activation, and moving packets between the virtqueues
+//! and the muxer.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueOwnedT, QueueState, QueueT};
+use virtio_vsock::packet::VsockPacket;
+use vm_memory::Bytes;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::timerfd::TimerFd;
+
+use super::muxer::Muxer;
+use super::packet::{Header, EVENT_TRANSPORT_RESET, MAX_PKT_DATA};
+use super::{VsockError, EVENT_QUEUE, NUM_QUEUES, RX_QUEUE, TX_QUEUE, VSOCK_DEVICE_ID};
+use crate::devices::virtio::{
+    ActivateError, GuestMemory, Interrupt, VirtioDevice, INTERRUPT_USED_BUFFER, VIRTIO_F_VERSION_1,
+};
+
+/// Size offered for each of the three queues.
+pub const VSOCK_QUEUE_SIZE: u16 = 256;
+const QUEUE_SIZES: [u16; NUM_QUEUES] = [VSOCK_QUEUE_SIZE; NUM_QUEUES];
+/// Size of `struct virtio_vsock_event`.
+const EVENT_SIZE: u32 = 4;
+
+/// The virtio-vsock device. Shared as `Arc<Mutex<VsockDevice>>` between the transport (vCPU
+/// threads) and the event loop, where it is a `MutEventSubscriber`.
+pub struct VsockDevice {
+    pub(super) guest_cid: u64,
+    pub(super) mem: GuestMemory,
+    pub(super) interrupt: Arc<Interrupt>,
+    pub(super) queue_evts: Vec<EventFd>,
+    /// Wakes the event loop after activation or reset (they happen on a vCPU thread).
+    pub(super) wake_evt: EventFd,
+    pub(super) timer: TimerFd,
+    pub(super) timer_armed: bool,
+    /// The activated queues, indexed by `RX_QUEUE`/`TX_QUEUE`/`EVENT_QUEUE`.
+    pub(super) queues: Option<Vec<Queue>>,
+    pub(super) acked_features: u64,
+    pub(super) muxer: Muxer,
+    /// A transport-reset event is owed to the guest once it gives us an event buffer.
+    pub(super) pending_reset_event: bool,
+}
+
+impl VsockDevice {
+    /// A device for `guest_cid` listening on `uds_path`. `queue_evts` are the device's copies of
+    /// the transport's notification eventfds; `interrupt` is shared with the transport.
+    pub fn new(
+        mem: GuestMemory,
+        guest_cid: u64,
+        uds_path: &Path,
+        queue_evts: Vec<EventFd>,
+        interrupt: Arc<Interrupt>,
+    ) -> Result<Self, VsockError> {
+        if !(3..u64::from(u32::MAX)).contains(&guest_cid) {
+            return Err(VsockError::InvalidCid(guest_cid));
+        }
+        let muxer = Muxer::new(uds_path, guest_cid)
+            .map_err(|source| VsockError::Listen { path: uds_path.display().to_string(), source })?;
+        Ok(Self {
+            guest_cid,
+            mem,
+            interrupt,
+            queue_evts,
+            wake_evt: EventFd::new(EFD_NONBLOCK).map_err(VsockError::EventFd)?,
+            timer: TimerFd::new().map_err(|e| VsockError::EventFd(e.into()))?,
+            timer_armed: false,
+            queues: None,
+            acked_features: 0,
+            muxer,
+            pending_reset_event: false,
+        })
+    }
+
+    /// The guest's CID.
+    pub fn guest_cid(&self) -> u64 {
+        self.guest_cid
+    }
+
+    /// Whether the driver activated the device.
+    pub fn is_activated(&self) -> bool {
+        self.queues.is_some()
+    }
+
+    /// Live connections to the host.
+    pub fn connection_count(&self) -> usize {
+        self.muxer.connection_count()
+    }
+
+    /// Host stream fds the device holds (connections, handshakes, not yet released).
+    pub fn host_fd_count(&self) -> usize {
+        self.muxer.host_fd_count()
+    }
+
+    /// After a snapshot restore (or reset in place): drops every host connection and tells the
+    /// guest, through `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`, that all its connections are gone.
+    pub fn transport_reset(&mut self) {
+        self.muxer.drop_all_connections();
+        self.pending_reset_event = true;
+        self.post_reset_event();
+        self.wake();
+    }
+
+    pub(super) fn wake(&self) {
+        if let Err(e) = self.wake_evt.write(1) {
+            tracing::warn!("vsock: wake eventfd write failed: {e}");
+        }
+    }
+
+    /// Signals the guest if it wants to hear about used buffers on `queue`.
+    fn notify_used(&mut self, queue: usize) {
+        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(queue)) else { return };
+        // On a malformed ring, err on the side of interrupting.
+        if q.needs_notification(&self.mem).unwrap_or(true) {
+            self.interrupt.trigger(INTERRUPT_USED_BUFFER);
+        }
+    }
+
+    /// Posts the owed transport-reset event if the guest gave us an event buffer.
+    pub(super) fn post_reset_event(&mut self) {
+        if !self.pending_reset_event {
+            return;
+        }
+        let mem = &self.mem;
+        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(EVENT_QUEUE)) else { return };
+        let mut posted = false;
+        while let Some(mut chain) = q.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let written = match chain.next() {
+                Some(d) if d.is_write_only() && d.len() >= EVENT_SIZE => {
+                    mem.write_obj(EVENT_TRANSPORT_RESET.to_le(), d.addr()).is_ok()
+                }
+                _ => false,
+            };
+            let len = if written { EVENT_SIZE } else { 0 };
+            if let Err(e) = q.add_used(mem, head, len) {
+                tracing::warn!("vsock: event queue add_used failed: {e}");
+            }
+            posted = true;
+            if written {
+                self.pending_reset_event = false;
+                break;
+            }
+        }
+        if posted {
+            self.notify_used(EVENT_QUEUE);
+        }
+    }
+
+    /// Moves every packet the guest queued for transmission to the muxer.
+    pub(super) fn process_tx(&mut self, ops: &mut event_manager::EventOps) {
+        let mem = &self.mem;
+        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(TX_QUEUE)) else { return };
+        let mut used = false;
+        while let Some(mut chain) = q.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            match VsockPacket::from_tx_virtq_chain(mem, &mut chain, MAX_PKT_DATA) {
+                Ok(pkt) => self.muxer.handle_guest_packet(&Header::of_packet(&pkt), pkt.data_slice(), ops),
+                Err(e) => tracing::debug!("vsock: dropping malformed tx packet: {e}"),
+            }
+            if let Err(e) = q.add_used(mem, head, 0) {
+                tracing::warn!("vsock: tx add_used failed: {e}");
+            }
+            used = true;
+        }
+        if used {
+            self.notify_used(TX_QUEUE);
+        }
+    }
+
+    /// Fills guest rx buffers while the muxer has packets for the guest.
+    pub(super) fn process_rx(&mut self, ops: &mut event_manager::EventOps) {
+        let mem = &self.mem;
+        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(RX_QUEUE)) else { return };
+        let mut used = false;
+        while self.muxer.has_rx_work() {
+            let Some(mut chain) = q.pop_descriptor_chain(mem) else { break };
+            let head = chain.head_index();
+            let len = match VsockPacket::from_rx_virtq_chain(mem, &mut chain, MAX_PKT_DATA) {
+                Ok(mut pkt) => match self.muxer.fill_rx(&mut pkt, ops) {
+                    Some(len) => len,
+                    None => {
+                        // Nothing to put in it after all: leave the buffer to the guest's ring.
+                        q.go_to_previous_position();
+                        break;
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!("vsock: returning malformed rx buffer: {e}");
+                    0
+                }
+            };
+            if let Err(e) = q.add_used(mem, head, len) {
+                tracing::warn!("vsock: rx add_used failed: {e}");
+            }
+            used = true;
+        }
+        if used {
+            self.notify_used(RX_QUEUE);
+        }
+    }
+}
+
+impl VirtioDevice for VsockDevice {
+    fn device_type(&self) -> u32 {
+        VSOCK_DEVICE_ID
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn avail_features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // struct virtio_vsock_config { le64 guest_cid; }
+        let config = self.guest_cid.to_le_bytes();
+        for (i, byte) in data.iter_mut().enumerate() {
+            let at = offset.checked_add(i as u64).and_then(|o| usize::try_from(o).ok());
+            *byte = at.and_then(|o| config.get(o)).copied().unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        tracing::debug!("vsock: ignored {}-byte config write at {offset:#x}", data.len());
+    }
+
+    fn activate(&mut self, queues: Vec<Queue>, acked_features: u64) -> Result<(), ActivateError> {
+        if queues.len() != NUM_QUEUES {
+            return Err(ActivateError::QueueCount { expected: NUM_QUEUES, got: queues.len() });
+        }
+        if let Some(index) = queues.iter().position(|q| !q.ready()) {
+            return Err(ActivateError::QueueNotReady(index));
+        }
+        self.queues = Some(queues);
+        self.acked_features = acked_features;
+        // Host connections may have queued up before the driver was ready.
+        self.wake();
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.queues = None;
+        self.acked_features = 0;
+        self.pending_reset_event = false;
+        self.muxer.drop_all_connections();
+        self.wake();
+    }
+
+    fn queue_states(&self) -> Option<Vec<QueueState>> {
+        self.queues.as_ref().map(|qs| qs.iter().map(Queue::state).collect())
+    }
+}
