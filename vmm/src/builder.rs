@@ -11,7 +11,17 @@ use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::vsock as virtio_vsock;
 use crate::kvm::{open_kvm, KvmError};
 use crate::event_loop::Subscribers;
-use crate::vmm::Vmm;
+use crate::arch::x86_64::cpu_compat;
+use crate::devices::virtio::mmio::MMIO_QUEUE_NOTIFY_OFFSET;
+use crate::devices::virtio::vsock::Vsock;
+use crate::event_loop::EventLoop;
+use crate::snapshot::state::SnapshotState;
+use crate::snapshot::store::{self, StoreError};
+use crate::vmm::{Devices, Origin, Vmm};
+use crate::vstate::memory::{self, GuestRam, MAX_MEMORY_MIB, MIN_MEMORY_MIB};
+use crate::vstate::persist::{self, PersistError};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use std::path::{Path, PathBuf};
 use crate::vstate::memory::{create_guest_ram, MemoryError};
 use crate::vstate::vcpu::{create_boot_vcpu, spawn_vcpu, ExitSignal, VcpuError, VmExitReason};
 use crate::vstate::vm::{create_vm, register_irqfd, register_mmio_ioevent, VmError};
@@ -99,39 +109,13 @@ pub fn boot(config: &VmConfig) -> Result<Vmm, BootError> {
     // Devices.
     let exit = ExitSignal::new().map_err(device_err("exit event"))?;
     let console = ConsoleTail::default();
-    let mut subscribers = Subscribers::new().map_err(|e| BootError::Device { what: "event manager", reason: format!("{e:?}") })?;
-    let mut pio = Bus::new();
-    let mut mmio = Bus::new();
-
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(device_err("serial"))?;
-    register_irqfd(&vm, &serial_irq, COM1_IRQ)?;
     let serial = SerialDevice::new(serial_irq, ConsoleSink::new(console.clone(), console_log));
-    pio.insert(u64::from(COM1_PORT), 8, Arc::new(Mutex::new(serial)))
-        .map_err(|e| BootError::Device { what: "serial", reason: e.to_string() })?;
-
-    let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(device_err("i8042"))?;
-    let i8042 = I8042::new(reset_evt.try_clone().map_err(device_err("i8042"))?);
-    pio.insert(u64::from(I8042_PORT), 5, Arc::new(Mutex::new(i8042)))
-        .map_err(|e| BootError::Device { what: "i8042", reason: e.to_string() })?;
-    subscribers.add_subscriber(Arc::new(Mutex::new(ResetWatcher { evt: reset_evt, exit: exit.clone() })));
-
-    // virtio-vsock, the first virtio-mmio device.
-    let vsock_base = MMIO_GAP_START;
-    let vsock_irq = VIRTIO_IRQ_BASE;
     let vsock = virtio_vsock::new_vsock(ram.memory.clone(), GUEST_CID, &config.vsock_uds)
         .map_err(|e| BootError::Device { what: "vsock", reason: e.to_string() })?;
-    {
-        let transport = crate::devices::bus::lock(&vsock.transport);
-        for (index, evt) in transport.queue_events().iter().enumerate() {
-            register_mmio_ioevent(&vm, evt, vsock_base + crate::devices::virtio::mmio::QUEUE_NOTIFY_OFFSET, index as u32)?;
-        }
-        register_irqfd(&vm, transport.interrupt_event(), vsock_irq)?;
-    }
-    mmio.insert(vsock_base, VIRTIO_MMIO_SIZE, vsock.transport.clone())
-        .map_err(|e| BootError::Device { what: "vsock", reason: e.to_string() })?;
-    subscribers.add_subscriber(vsock.subscriber.clone());
+    let wired = attach_devices(&vm, serial, vsock, &exit)?;
     cmdline
-        .add_virtio_mmio_device(VIRTIO_MMIO_SIZE, vm_memory::GuestAddress(vsock_base), vsock_irq, None)
+        .add_virtio_mmio_device(VIRTIO_MMIO_SIZE, vm_memory::GuestAddress(VSOCK_MMIO_BASE), VSOCK_IRQ, None)
         .map_err(|e| LoadError::Cmdline(e.to_string()))?;
 
     boot::load_cmdline(&ram.memory, &cmdline)?;
@@ -145,12 +129,214 @@ pub fn boot(config: &VmConfig) -> Result<Vmm, BootError> {
     for index in 0..config.vcpus {
         fds.push(create_boot_vcpu(&vm, &supported, &ram.memory, index, config.vcpus, kernel_image.entry, kernel_image.protocol)?);
     }
-    let mut vcpus = Vec::with_capacity(fds.len());
-    for (index, fd) in fds.into_iter().enumerate() {
-        vcpus.push(spawn_vcpu(fd, index as u8, pio.clone(), mmio.clone(), exit.clone())?);
-    }
+    let msr_indices = persist::saveable_msrs(&kvm).map_err(|e| BootError::Device { what: "MSR list", reason: e.to_string() })?;
+    let cmdline = config.cmdline();
+    let vmm = start(Parts { kvm, vm, ram, fds, exit, console, wired, vsock_uds: config.vsock_uds.clone(), started, cmdline, origin: None, msr_indices })
+        .map_err(|e| BootError::Device { what: "vCPU threads", reason: e.to_string() })?;
     tracing::debug!(protocol = ?kernel_image.protocol, elapsed = ?started.elapsed(), "VM started");
-    Vmm::new(vm, ram, vcpus, exit, console, config.vsock_uds.clone(), started, subscribers).map_err(device_err("event loop"))
+    Ok(vmm)
+}
+
+/// Where the vsock device lives.
+const VSOCK_MMIO_BASE: u64 = MMIO_GAP_START;
+/// Its interrupt line.
+const VSOCK_IRQ: u32 = VIRTIO_IRQ_BASE;
+
+/// Devices on their buses, with their event subscribers registered.
+pub struct WiredDevices {
+    pio: Bus,
+    mmio: Bus,
+    subscribers: Subscribers,
+    devices: Devices,
+}
+
+/// Puts COM1, the i8042 and virtio-vsock on the buses and wires their interrupts and
+/// notifications into KVM. The same for a boot and a restore.
+fn attach_devices(vm: &VmFd, serial: SerialDevice, vsock: Vsock, exit: &Arc<ExitSignal>) -> Result<WiredDevices, BootError> {
+    let mut subscribers = Subscribers::new().map_err(|e| BootError::Device { what: "event manager", reason: format!("{e:?}") })?;
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+    let bus_err = |what| move |e: crate::devices::bus::BusError| BootError::Device { what, reason: e.to_string() };
+
+    register_irqfd(vm, &serial.serial.interrupt_evt().0, COM1_IRQ)?;
+    let serial = Arc::new(Mutex::new(serial));
+    pio.insert(u64::from(COM1_PORT), 8, serial.clone()).map_err(bus_err("serial"))?;
+
+    let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(device_err("i8042"))?;
+    let i8042 = I8042::new(reset_evt.try_clone().map_err(device_err("i8042"))?);
+    pio.insert(u64::from(I8042_PORT), 5, Arc::new(Mutex::new(i8042))).map_err(bus_err("i8042"))?;
+    subscribers.add_subscriber(Arc::new(Mutex::new(ResetWatcher { evt: reset_evt, exit: exit.clone() })));
+
+    {
+        let transport = crate::devices::bus::lock(&vsock.transport);
+        for (index, evt) in transport.queue_events().iter().enumerate() {
+            register_mmio_ioevent(vm, evt, VSOCK_MMIO_BASE + MMIO_QUEUE_NOTIFY_OFFSET, index as u32)?;
+        }
+        register_irqfd(vm, transport.interrupt_event(), VSOCK_IRQ)?;
+    }
+    mmio.insert(VSOCK_MMIO_BASE, VIRTIO_MMIO_SIZE, vsock.transport.clone()).map_err(bus_err("vsock"))?;
+    subscribers.add_subscriber(vsock.device.clone());
+    Ok(WiredDevices { pio, mmio, subscribers, devices: Devices { serial, vsock } })
+}
+
+/// Everything a VM needs before its threads start.
+struct Parts {
+    kvm: Kvm,
+    vm: VmFd,
+    ram: GuestRam,
+    fds: Vec<VcpuFd>,
+    exit: Arc<ExitSignal>,
+    console: ConsoleTail,
+    wired: WiredDevices,
+    vsock_uds: PathBuf,
+    started: Instant,
+    cmdline: String,
+    origin: Option<Origin>,
+    msr_indices: Vec<u32>,
+}
+
+/// Starts the vCPU threads and the event loop.
+fn start(p: Parts) -> Result<Vmm, String> {
+    let mut vcpus = Vec::with_capacity(p.fds.len());
+    for (index, fd) in p.fds.into_iter().enumerate() {
+        vcpus.push(spawn_vcpu(fd, index as u8, p.wired.pio.clone(), p.wired.mmio.clone(), p.exit.clone()).map_err(|e| e.to_string())?);
+    }
+    let exit_for_loop = p.exit.clone();
+    let event_loop = EventLoop::spawn(p.wired.subscribers, move |e| exit_for_loop.exit(VmExitReason::Fatal(e))).map_err(|e| e.to_string())?;
+    Ok(Vmm {
+        kvm: p.kvm,
+        vm: p.vm,
+        ram: p.ram,
+        vcpus,
+        exit: p.exit,
+        console: p.console,
+        vsock_uds: p.vsock_uds,
+        started: p.started,
+        event_loop,
+        devices: p.wired.devices,
+        cmdline: p.cmdline,
+        origin: p.origin,
+        msr_indices: p.msr_indices,
+    })
+}
+
+/// Why a snapshot could not be restored. Nothing is started when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// KVM is unusable on this host.
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    /// The snapshot directory or its files are unusable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The state is internally inconsistent.
+    #[error("snapshot state is inconsistent: {0}")]
+    Invalid(String),
+    /// The snapshot is of another shape than the sandbox it should reset.
+    #[error("snapshot shape ({vcpus} vCPUs, {memory_mib} MiB) differs from this sandbox ({want_vcpus} vCPUs, {want_memory_mib} MiB)")]
+    Shape { vcpus: u8, memory_mib: u64, want_vcpus: u8, want_memory_mib: u64 },
+    /// The snapshot's guest uses CPU features this host lacks.
+    #[error("the snapshot was taken on a CPU with features this host lacks: {0}")]
+    CpuFeatures(String),
+    /// Reading the host's CPUID failed.
+    #[error("reading the host's supported CPUID failed: {0}")]
+    Cpuid(#[source] kvm_ioctls::Error),
+    /// Mapping the memory file failed.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// Creating the VM failed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// Restoring KVM state failed.
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    /// A device could not be restored.
+    #[error("restoring the {what} device failed: {reason}")]
+    Device { what: &'static str, reason: String },
+    /// A vCPU could not be created.
+    #[error("creating vCPU {index} failed: {source}")]
+    Vcpu { index: u8, source: kvm_ioctls::Error },
+    /// Opening the console log failed.
+    #[error("cannot open {path}: {source}")]
+    Open { path: String, source: std::io::Error },
+}
+
+impl From<BootError> for RestoreError {
+    fn from(e: BootError) -> Self {
+        RestoreError::Device { what: "VM", reason: e.to_string() }
+    }
+}
+
+/// Reads and checks a snapshot: format, memory file, shape (if `expected` = (vCPUs, bytes)),
+/// and that this host's CPU offers every feature the snapshot's guest may be using.
+pub fn load_snapshot(dir: &Path, kvm: &Kvm, expected: Option<(u8, u64)>) -> Result<Origin, RestoreError> {
+    let (state, memory_path) = store::read(dir, SnapshotState::memory)?;
+    let vcpus = state.vcpu_count;
+    if vcpus == 0 || vcpus > crate::arch::x86_64::mptable::MAX_VCPUS || state.vcpus.len() != usize::from(vcpus) {
+        return Err(RestoreError::Invalid(format!("{} vCPU states for {vcpus} vCPUs", state.vcpus.len())));
+    }
+    let mib = state.memory_bytes >> 20;
+    if state.memory_bytes % (1 << 20) != 0 || !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&mib) {
+        return Err(RestoreError::Invalid(format!("guest memory of {} bytes", state.memory_bytes)));
+    }
+    if let Some((want_vcpus, want_bytes)) = expected {
+        if (vcpus, state.memory_bytes) != (want_vcpus, want_bytes) {
+            return Err(RestoreError::Shape { vcpus, memory_mib: mib, want_vcpus, want_memory_mib: want_bytes >> 20 });
+        }
+    }
+    let host = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(RestoreError::Cpuid)?;
+    let missing = cpu_compat::missing_features(&state.vcpus[0].cpuid, host.as_slice());
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        return Err(RestoreError::CpuFeatures(list.join(", ")));
+    }
+    let memory = File::open(&memory_path).map_err(|source| StoreError::Io { what: "opening", path: memory_path, source })?;
+    Ok(Origin { dir: dir.to_path_buf(), state: Arc::new(state), memory })
+}
+
+/// Restores the snapshot in `dir` into a new running VM serving vsock on `vsock_uds`. Guest
+/// memory maps the snapshot's memory file privately: nothing is read up front.
+pub fn restore(dir: &Path, vsock_uds: &Path, console_log: Option<&Path>) -> Result<Vmm, RestoreError> {
+    let started = Instant::now();
+    let kvm = open_kvm()?;
+    let origin = load_snapshot(dir, &kvm, None)?;
+    let console_log = match console_log {
+        Some(path) => Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| RestoreError::Open { path: path.display().to_string(), source })?,
+        ),
+        None => None,
+    };
+    let state = origin.state.clone();
+    let memory = memory::map_guest_ram(&origin.memory, state.memory_bytes, libc::MAP_PRIVATE | libc::MAP_NORESERVE)?;
+    let file = origin.memory.try_clone().map_err(|e| MemoryError::Mmap(e.to_string()))?;
+    let ram = GuestRam { memory, file, size: state.memory_bytes };
+    let vm = create_vm(&kvm, &ram.memory)?;
+    persist::restore_vm(&vm, &state.vm)?;
+
+    let exit = ExitSignal::new().map_err(|e| RestoreError::Device { what: "exit event", reason: e.to_string() })?;
+    let console = ConsoleTail::default();
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| RestoreError::Device { what: "serial", reason: e.to_string() })?;
+    let serial = SerialDevice::restore(serial_irq, ConsoleSink::new(console.clone(), console_log), &state.serial)
+        .map_err(|reason| RestoreError::Device { what: "serial", reason })?;
+    let vsock = Vsock::restore(ram.memory.clone(), &state.vsock, vsock_uds)
+        .map_err(|e| RestoreError::Device { what: "vsock", reason: e.to_string() })?;
+    let wired = attach_devices(&vm, serial, vsock, &exit)?;
+
+    let mut fds = Vec::with_capacity(state.vcpus.len());
+    for (index, vcpu_state) in state.vcpus.iter().enumerate() {
+        let index = index as u8;
+        let fd = vm.create_vcpu(u64::from(index)).map_err(|source| RestoreError::Vcpu { index, source })?;
+        persist::restore_vcpu(&fd, vcpu_state)?;
+        fds.push(fd);
+    }
+    let msr_indices = state.vcpus[0].msrs.iter().map(|m| m.index).collect();
+    let cmdline = state.cmdline.clone();
+    start(Parts { kvm, vm, ram, fds, exit, console, wired, vsock_uds: vsock_uds.to_path_buf(), started, cmdline, origin: Some(origin), msr_indices })
+        .map_err(|reason| RestoreError::Device { what: "vCPU threads", reason })
 }
 
 /// Turns the i8042 reset request into the VM's end.

@@ -4,7 +4,7 @@
 //! guest-init over vsock.
 
 pub mod arch;
-// pub mod builder; (awaiting the vsock device)
+pub mod builder;
 pub mod client;
 pub mod config;
 pub mod devices;

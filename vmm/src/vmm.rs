@@ -1,20 +1,51 @@
-//! A running VM: its vCPU threads, the device event loop, and how it ends.
+//! A running VM: its vCPU threads, devices and event loop; pausing it, snapshotting it, resetting
+//! it in place, and how it ends.
 
+use crate::devices::bus::lock;
 use crate::devices::console::ConsoleTail;
-use crate::vstate::memory::GuestRam;
-use crate::vstate::vcpu::{ExitSignal, VcpuHandle, VmExitReason};
-use crate::event_loop::{EventLoop, Subscribers};
-use kvm_ioctls::VmFd;
+use crate::devices::serial::SerialDevice;
+use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::vsock::{Vsock, VsockState};
+use crate::event_loop::EventLoop;
+use crate::snapshot::memory_file::{self, MemoryFileError};
+use crate::snapshot::state::SnapshotState;
+use crate::snapshot::store::{self, StoreError};
+use crate::vstate::memory::{self, GuestRam, MemoryError};
+use crate::vstate::persist::{self, PersistError, VcpuState};
+use crate::vstate::vcpu::{ExitSignal, VcpuCommand, VcpuHandle, VmExitReason};
+use kvm_ioctls::{Kvm, VmFd};
+use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The devices a VM has, kept for saving and restoring their state.
+pub struct Devices {
+    /// COM1.
+    pub serial: Arc<Mutex<SerialDevice>>,
+    /// virtio-vsock.
+    pub vsock: Vsock,
+}
+
+/// The snapshot a VM's memory currently maps (privately): what `reset` returns to.
+pub struct Origin {
+    /// The snapshot directory.
+    pub dir: PathBuf,
+    /// Its parsed state.
+    pub state: Arc<SnapshotState>,
+    /// Its memory file, kept open (the directory may be re-snapshotted meanwhile).
+    pub memory: File,
+}
 
 /// A booted (or restored) VM.
 pub struct Vmm {
+    /// The KVM system fd.
+    pub kvm: Kvm,
     /// The KVM VM.
     pub vm: VmFd,
-    /// Guest RAM and its backing file.
+    /// Guest RAM and the file it currently maps.
     pub ram: GuestRam,
     /// One handle per running vCPU thread.
     pub vcpus: Vec<VcpuHandle>,
@@ -28,24 +59,72 @@ pub struct Vmm {
     pub started: Instant,
     /// The device event loop.
     pub event_loop: EventLoop,
+    /// Devices with state.
+    pub devices: Devices,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// The snapshot this VM came from or was last reset to.
+    pub origin: Option<Origin>,
+    /// MSRs saved in snapshots.
+    pub msr_indices: Vec<u32>,
+}
+
+/// Why a snapshot could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The VM is not running.
+    #[error("the VM is not running ({0:?})")]
+    NotRunning(VmExitReason),
+    /// KVM state could not be read.
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    /// A vCPU thread did not answer.
+    #[error("vCPU {0} did not answer")]
+    VcpuGone(u8),
+    /// Writing guest memory failed.
+    #[error(transparent)]
+    Memory(#[from] MemoryFileError),
+    /// Writing the snapshot directory failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a reset failed. After a failure partway, the VM is stopped rather than left half-reset.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// Nothing to reset to.
+    #[error("this sandbox did not come from a snapshot; name one with --to DIR")]
+    NoOrigin,
+    /// The target snapshot is unusable or of another shape.
+    #[error(transparent)]
+    Snapshot(#[from] crate::builder::RestoreError),
+    /// Remapping or discarding memory failed.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// Restoring KVM state failed.
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    /// Restoring the vsock device failed.
+    #[error("restoring the vsock device failed: {0}")]
+    Vsock(String),
+    /// Restoring the serial device failed.
+    #[error("restoring the serial device failed: {0}")]
+    Serial(String),
+    /// A vCPU thread did not answer.
+    #[error("vCPU {0} did not answer")]
+    VcpuGone(u8),
+}
+
+/// What a snapshot cost.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotStats {
+    /// Time the vCPUs were paused.
+    pub paused: Duration,
+    /// Guest memory bytes written (untouched and zero pages are holes).
+    pub memory_written: u64,
 }
 
 impl Vmm {
-    pub(crate) fn new(
-        vm: VmFd,
-        ram: GuestRam,
-        vcpus: Vec<VcpuHandle>,
-        exit: Arc<ExitSignal>,
-        console: ConsoleTail,
-        vsock_uds: PathBuf,
-        started: Instant,
-        subscribers: Subscribers,
-    ) -> std::io::Result<Self> {
-        let exit_for_loop = exit.clone();
-        let event_loop = EventLoop::spawn(subscribers, move |e| exit_for_loop.exit(VmExitReason::Fatal(e)))?;
-        Ok(Self { vm, ram, vcpus, exit, console, vsock_uds, started, event_loop })
-    }
-
     /// Waits up to `timeout` (forever if `None`) for the VM to end; returns why it ended.
     pub fn wait_exit(&self, timeout: Option<Duration>) -> Option<VmExitReason> {
         let deadline = timeout.map(|t| Instant::now() + t);
@@ -69,6 +148,149 @@ impl Vmm {
         }
     }
 
+    /// Pauses the vCPUs, then the device event loop: nothing touches guest memory afterwards.
+    pub fn pause(&self) {
+        for vcpu in &self.vcpus {
+            vcpu.pause();
+        }
+        self.event_loop.pause();
+    }
+
+    /// Resumes devices, then vCPUs.
+    pub fn resume(&self) {
+        self.event_loop.resume();
+        for vcpu in &self.vcpus {
+            vcpu.send(VcpuCommand::Resume);
+        }
+    }
+
+    /// Runs `f` on every (paused) vCPU's fd on its own thread and collects the results.
+    fn on_each_vcpu<T: Send + 'static>(
+        &self,
+        f: impl Fn(u8, &mut kvm_ioctls::VcpuFd) -> T + Send + Sync + 'static,
+    ) -> Result<Vec<T>, u8> {
+        let f = Arc::new(f);
+        let mut results = Vec::with_capacity(self.vcpus.len());
+        for vcpu in &self.vcpus {
+            let (tx, rx) = channel();
+            let f = f.clone();
+            let index = vcpu.index;
+            vcpu.send(VcpuCommand::With(Box::new(move |fd| {
+                let _ = tx.send(f(index, fd));
+            })));
+            results.push(rx.recv().map_err(|_| vcpu.index)?);
+        }
+        Ok(results)
+    }
+
+    /// Writes a snapshot of the (running) VM into `dir`; resumes it afterwards unless
+    /// `stop_after`, in which case the VM is left paused and the caller ends it.
+    pub fn snapshot(&mut self, dir: &Path, stop_after: bool) -> Result<SnapshotStats, SnapshotError> {
+        if let Some(reason) = self.exit.reason() {
+            return Err(SnapshotError::NotRunning(reason));
+        }
+        let paused_at = Instant::now();
+        self.pause();
+        let result = self.write_snapshot(dir);
+        let paused = paused_at.elapsed();
+        if !stop_after || result.is_err() {
+            self.resume();
+        }
+        result.map(|memory_written| SnapshotStats { paused, memory_written })
+    }
+
+    fn write_snapshot(&self, dir: &Path) -> Result<u64, SnapshotError> {
+        let msrs = self.msr_indices.clone();
+        let vcpus: Vec<VcpuState> = self
+            .on_each_vcpu(move |_, fd| persist::save_vcpu(fd, &msrs))
+            .map_err(SnapshotError::VcpuGone)?
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let memory_file = store::new_memory_name();
+        let state = SnapshotState {
+            vcpu_count: self.vcpus.len() as u8,
+            memory_bytes: self.ram.size,
+            memory_file: memory_file.clone(),
+            created_unix_secs: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            cmdline: self.cmdline.clone(),
+            vm: persist::save_vm(&self.vm)?,
+            vcpus,
+            serial: lock(&self.devices.serial).save(),
+            vsock: self.devices.vsock.save(),
+        };
+        let mut written = 0;
+        let mut memory_error = None;
+        store::write(dir, &memory_file, self.ram.size, &state, |dest| {
+            match memory_file::write_sparse(&self.ram.memory, &self.ram.file, dest) {
+                Ok(n) => {
+                    written = n;
+                    Ok(())
+                }
+                Err(e) => {
+                    let io = std::io::Error::other(e.to_string());
+                    memory_error = Some(e);
+                    Err(io)
+                }
+            }
+        })
+        .map_err(|e| memory_error.map(SnapshotError::Memory).unwrap_or(SnapshotError::Store(e)))?;
+        Ok(written)
+    }
+
+    /// Resets the VM in place to its origin snapshot, or to the snapshot in `to` (which must
+    /// have this VM's shape). The VM is paused during the reset and resumed after.
+    pub fn reset(&mut self, to: Option<&Path>) -> Result<(), ResetError> {
+        let target = match to {
+            Some(dir) => Some(crate::builder::load_snapshot(dir, &self.kvm, Some((self.vcpus.len() as u8, self.ram.size)))?),
+            None => None,
+        };
+        if target.is_none() && self.origin.is_none() {
+            return Err(ResetError::NoOrigin);
+        }
+        self.pause();
+        let result = self.reset_paused(target);
+        if result.is_err() {
+            // A half-reset guest must not run on: end it.
+            self.exit.exit(VmExitReason::Fatal("reset failed".into()));
+        }
+        self.resume();
+        result
+    }
+
+    fn reset_paused(&mut self, target: Option<Origin>) -> Result<(), ResetError> {
+        match target {
+            Some(new_origin) => {
+                memory::remap_private(&self.ram.memory, &new_origin.memory)?;
+                // The old backing (a live memfd, or an older snapshot) is no longer mapped.
+                // A memfd would keep its pages while its fd is open: free them.
+                if self.origin.is_none() {
+                    let _ = self.ram.file.set_len(0);
+                }
+                self.ram.file = new_origin.memory.try_clone().map_err(|e| MemoryError::Mmap(e.to_string()))?;
+                self.origin = Some(new_origin);
+            }
+            None => memory::discard_private_pages(&self.ram.memory)?,
+        }
+        let origin = self.origin.as_ref().ok_or(ResetError::NoOrigin)?;
+        let state = origin.state.clone();
+        persist::restore_vm(&self.vm, &state.vm)?;
+        for vcpu in &self.vcpus {
+            let (tx, rx) = channel();
+            let state = origin.state.clone();
+            let index = usize::from(vcpu.index);
+            vcpu.send(VcpuCommand::With(Box::new(move |fd| {
+                let _ = tx.send(persist::restore_vcpu(fd, &state.vcpus[index]));
+            })));
+            rx.recv().map_err(|_| ResetError::VcpuGone(vcpu.index))??;
+        }
+        lock(&self.devices.serial).restore_in_place(&state.serial).map_err(ResetError::Serial)?;
+        reset_vsock(&self.devices.vsock, &self.ram.memory, &state.vsock).map_err(ResetError::Vsock)?;
+        Ok(())
+    }
+
     /// Stops the VM: records `Stopped` (unless it already ended), stops vCPUs and the event loop.
     pub fn stop(mut self) -> VmExitReason {
         self.exit.exit(VmExitReason::Stopped);
@@ -83,6 +305,23 @@ impl Vmm {
         self.event_loop.stop();
         let _ = std::fs::remove_file(&self.vsock_uds);
     }
+}
+
+/// Puts the vsock device and its transport back to `state` in place (the host listener and the
+/// KVM eventfds stay), drops every connection and tells the guest its transport was reset.
+fn reset_vsock(vsock: &Vsock, mem: &memory::GuestMemory, state: &VsockState) -> Result<(), String> {
+    use crate::devices::virtio::VirtioDevice;
+    let mut transport = lock(&vsock.transport);
+    let queue_evts = crate::devices::virtio::clone_events(transport.queue_events()).map_err(|e| e.to_string())?;
+    let interrupt = transport.interrupt().clone();
+    lock(&vsock.device).reset();
+    let device: Arc<Mutex<dyn VirtioDevice>> = vsock.device.clone();
+    *transport = MmioTransport::restore(mem.clone(), device, queue_evts, interrupt, &state.transport).map_err(|e| e.to_string())?;
+    let mut device = lock(&vsock.device);
+    if device.is_activated() {
+        device.transport_reset();
+    }
+    Ok(())
 }
 
 impl Drop for Vmm {

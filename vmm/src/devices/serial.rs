@@ -81,6 +81,19 @@ impl SerialDevice {
     }
 }
 
+impl SerialDevice {
+    /// Puts the saved registers back, keeping this UART's interrupt line and console.
+    pub fn restore_in_place(&mut self, snap: &SerialSnapshot) -> Result<(), String> {
+        let placeholder = Serial::new(IrqTrigger(EventFd::new(0).map_err(|e| e.to_string())?), ConsoleSink::new(Default::default(), None));
+        let old = std::mem::replace(&mut self.serial, placeholder);
+        let irq = IrqTrigger(old.interrupt_evt().0.try_clone().map_err(|e| e.to_string())?);
+        let sink = old.into_writer();
+        let restored = Self::restore(irq.0, sink, snap)?;
+        self.serial = restored.serial;
+        Ok(())
+    }
+}
+
 impl BusDevice for SerialDevice {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if let (Ok(offset), [byte]) = (u8::try_from(offset), data) {

@@ -1,7 +1,7 @@
 //! What a snapshot's state file holds.
 
 use crate::devices::serial::SerialSnapshot;
-use crate::devices::virtio::vsock::persist::VsockState;
+use crate::devices::virtio::vsock::VsockState;
 use crate::vstate::persist::{VcpuState, VmState};
 use serde::{Deserialize, Serialize};
 
