@@ -1,1 +1,29 @@
 //! The host <-> guest-init wire protocol (shared by `vmm` and `guest-init`).
+//!
+//! Every message travels in a [frame](frame): a fixed header (magic, protocol version, payload
+//! length bounded by [`MAX_FRAME_PAYLOAD`], CRC32 of the payload) followed by the bincode-encoded
+//! message. The host sends [`Request`]s, guest-init answers with [`Response`]s. One vsock
+//! connection carries either a sequence of simple requests (ping, resume, shutdown) or exactly
+//! one exec session.
+
+mod bytes;
+pub mod frame;
+pub mod messages;
+
+pub use frame::{
+    encode_frame, read_frame, write_frame, FrameError, FRAME_HEADER_LEN, FRAME_MAGIC,
+    MAX_FRAME_PAYLOAD, PROTOCOL_VERSION,
+};
+pub use messages::{
+    BootInfo, ExecRequest, ExitStatus, Request, Response, ShutdownAction, UnixTime,
+    MAX_STREAM_CHUNK, RESUME_ENTROPY_MAX, RESUME_ENTROPY_MIN,
+};
+
+/// vsock context id of the host (fixed by the vsock specification).
+pub const HOST_CID: u32 = 2;
+/// vsock context id paddock gives every guest.
+pub const GUEST_CID: u32 = 3;
+/// Guest vsock port where guest-init's control service listens.
+pub const CONTROL_PORT: u32 = 1024;
+/// Host vsock port guest-init connects to when it is ready (boot-to-ready).
+pub const READY_PORT: u32 = 1025;
