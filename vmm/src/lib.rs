@@ -11,6 +11,7 @@ pub mod devices;
 pub mod event_loop;
 pub mod exit_codes;
 pub mod kvm;
+pub mod sandbox;
 pub mod snapshot;
 pub mod vmm;
 pub mod vstate;

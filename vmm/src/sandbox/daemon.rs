@@ -1,0 +1,184 @@
+//! The background VMM process behind `paddock start|restore|fork`: boots or restores one VM,
+//! reports readiness on its stdout, then serves the control socket until the VM ends.
+
+use super::control::{ControlRequest, ControlResponse};
+use super::guest::{self, ReadyListener};
+use super::paths::{SandboxInfo, SandboxPaths};
+use crate::config::VmConfig;
+use crate::vmm::Vmm;
+use crate::vstate::vcpu::VmExitReason;
+use paddock_protocol::{read_frame, write_frame};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How the VMM process gets its VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Launch {
+    /// Cold boot (kernel, rootfs, sizes, console log).
+    Boot { kernel: PathBuf, rootfs: PathBuf, vcpus: u8, memory_mib: u64, console: bool },
+    /// Restore a snapshot directory.
+    Restore { dir: PathBuf, console: bool },
+}
+
+/// The first line the VMM process prints: `READY <json>` or `ERROR <message>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LaunchReport {
+    /// Up; guest-init answered.
+    Ready(SandboxInfo),
+    /// Failed; nothing is running.
+    Failed(String),
+}
+
+/// How long a boot or restore may take to reach guest-init.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Resident set size of this process, from /proc/self/statm.
+pub fn self_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+fn bring_up(paths: &SandboxPaths, name: &str, launch: &Launch, spawned: Instant) -> Result<(Vmm, SandboxInfo), String> {
+    let uds = paths.vsock();
+    let vmm = match launch {
+        Launch::Boot { kernel, rootfs, vcpus, memory_mib, console } => {
+            let config = VmConfig {
+                kernel: kernel.clone(),
+                initrd: rootfs.clone(),
+                vcpus: *vcpus,
+                memory_mib: *memory_mib,
+                extra_cmdline: None,
+                console_log: console.then(|| paths.console()),
+                vsock_uds: uds.clone(),
+            };
+            let ready = ReadyListener::bind(&uds).map_err(|e| format!("cannot listen for guest readiness: {e}"))?;
+            let vmm = crate::builder::boot(&config).map_err(|e| e.to_string())?;
+            ready.wait(&vmm, READY_TIMEOUT).map_err(|e| e.to_string())?;
+            vmm
+        }
+        Launch::Restore { dir, console } => {
+            let log = console.then(|| paths.console());
+            let vmm = crate::builder::restore(dir, &uds, log.as_deref()).map_err(|e| e.to_string())?;
+            guest::resume(&vmm, READY_TIMEOUT).map_err(|e| e.to_string())?;
+            vmm
+        }
+    };
+    let info = SandboxInfo {
+        name: name.to_string(),
+        pid: std::process::id(),
+        vcpus: vmm.vcpus.len() as u8,
+        memory_mib: vmm.ram.size >> 20,
+        created_unix_secs: now_secs(),
+        origin_snapshot: vmm.origin.as_ref().map(|o| o.dir.clone()),
+        ready_ms: spawned.elapsed().as_secs_f64() * 1e3,
+    };
+    info.write(paths).map_err(|e| e.to_string())?;
+    Ok((vmm, info))
+}
+
+/// Runs the VMM process; returns its exit status. `report` receives the launch report line.
+pub fn run(paths: SandboxPaths, name: &str, launch: Launch, mut report: impl Write, spawned: Instant) -> i32 {
+    let (vmm, info) = match bring_up(&paths, name, &launch, spawned) {
+        Ok(up) => up,
+        Err(message) => {
+            let _ = writeln!(report, "{}", serde_json::to_string(&LaunchReport::Failed(message)).unwrap_or_default());
+            return crate::exit_codes::PADDOCK_ERROR;
+        }
+    };
+    let listener = match UnixListener::bind(paths.control()) {
+        Ok(l) => l,
+        Err(e) => {
+            let msg = format!("cannot bind the control socket {}: {e}", paths.control().display());
+            let _ = writeln!(report, "{}", serde_json::to_string(&LaunchReport::Failed(msg)).unwrap_or_default());
+            return crate::exit_codes::PADDOCK_ERROR;
+        }
+    };
+    let _ = writeln!(report, "{}", serde_json::to_string(&LaunchReport::Ready(info.clone())).unwrap_or_default());
+    let _ = report.flush();
+    drop(report);
+
+    let exit = vmm.exit.clone();
+    let vmm = Arc::new(Mutex::new(Some(vmm)));
+    let served = vmm.clone();
+    let control_paths = paths.clone();
+    let info = Arc::new(Mutex::new(info));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Ok(request) = read_frame::<_, ControlRequest>(&mut stream) else { continue };
+            let response = handle(&served, &control_paths, &info, request);
+            let _ = write_frame(&mut stream, &response);
+        }
+    });
+
+    // Wait for the VM to end (guest shutdown, Stop request, fatal error).
+    let reason = loop {
+        if let Some(reason) = exit.reason() {
+            break reason;
+        }
+        let mut pfd = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&exit.evt), events: libc::POLLIN, revents: 0 };
+        // SAFETY: `pfd` is a valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut pfd, 1, 1000) };
+    };
+    if let Some(vm) = crate::devices::bus::lock(&vmm).take() {
+        vm.stop();
+    }
+    let _ = std::fs::remove_file(paths.control());
+    let _ = std::fs::remove_file(paths.vsock());
+    tracing::info!(?reason, "sandbox VMM exiting");
+    match reason {
+        VmExitReason::GuestReset | VmExitReason::GuestShutdown | VmExitReason::Stopped => 0,
+        VmExitReason::Fatal(_) => crate::exit_codes::PADDOCK_ERROR,
+    }
+}
+
+fn handle(vmm: &Mutex<Option<Vmm>>, paths: &SandboxPaths, info: &Mutex<SandboxInfo>, request: ControlRequest) -> ControlResponse {
+    let mut guard = crate::devices::bus::lock(vmm);
+    let Some(vm) = guard.as_mut() else { return ControlResponse::Error { message: "the sandbox is stopping".into() } };
+    match request {
+        ControlRequest::Status => ControlResponse::Status {
+            pid: std::process::id(),
+            origin_snapshot: vm.origin.as_ref().map(|o| o.dir.clone()),
+            rss_bytes: self_rss_bytes(),
+        },
+        ControlRequest::Snapshot { dir, stop } => match vm.snapshot(&dir, stop) {
+            Ok(stats) => {
+                if stop {
+                    vm.exit.exit(VmExitReason::Stopped);
+                }
+                ControlResponse::Snapshotted { paused_ms: stats.paused.as_secs_f64() * 1e3, memory_written: stats.memory_written }
+            }
+            Err(e) => ControlResponse::Error { message: format!("snapshot failed: {e}") },
+        },
+        ControlRequest::Reset { to } => {
+            let started = Instant::now();
+            if let Err(e) = vm.reset(to.as_deref()) {
+                return ControlResponse::Error { message: format!("reset failed: {e}") };
+            }
+            let reset_ms = started.elapsed().as_secs_f64() * 1e3;
+            if let Err(e) = guest::resume(vm, READY_TIMEOUT) {
+                return ControlResponse::Error { message: format!("the guest did not come back after the reset: {e}") };
+            }
+            let ready_ms = started.elapsed().as_secs_f64() * 1e3;
+            let mut record = crate::devices::bus::lock(info);
+            record.origin_snapshot = vm.origin.as_ref().map(|o| o.dir.clone());
+            let _ = record.write(paths);
+            ControlResponse::Reset { reset_ms, ready_ms }
+        }
+        ControlRequest::Stop => {
+            vm.exit.exit(VmExitReason::Stopped);
+            ControlResponse::Stopping
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Long-lived sandboxes: one background VMM process each, managed through a state directory.
+//! This is the library API behind `paddock start|exec|ls|stop|rm|snapshot|restore|reset|fork`.
+//!
+//! ```no_run
+//! use paddock_vmm::sandbox::{Sandboxes, Launch};
+//! let sandboxes = Sandboxes::new(None);
+//! let base = sandboxes.start(Some("base"), Launch::Boot {
+//!     kernel: "vmlinux".into(), rootfs: "rootfs.cpio".into(), vcpus: 1, memory_mib: 256, console: false,
+//! })?;
+//! sandboxes.snapshot("base", "/tmp/snap".as_ref(), false)?;
+//! sandboxes.reset("base", None)?; // back to the snapshot in about a millisecond
+//! # Ok::<(), paddock_vmm::sandbox::SandboxError>(())
+//! ```
+
+pub mod control;
+pub mod daemon;
+pub mod guest;
+pub mod paths;
+
+pub use daemon::Launch;
+pub use paths::{SandboxInfo, SandboxPaths};
+
+use control::{ControlError, ControlRequest, ControlResponse};
+use daemon::LaunchReport;
+use paths::PathsError;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why a sandbox operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// Names, records or the state directory.
+    #[error(transparent)]
+    Paths(#[from] PathsError),
+    /// The VMM process could not be started.
+    #[error("starting the VMM process ({bin}) failed: {source}")]
+    Spawn { bin: PathBuf, source: std::io::Error },
+    /// The VMM process reported a failure (nothing is left running).
+    #[error("{0}")]
+    Launch(String),
+    /// The control socket exchange failed.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// Something unexpected came back.
+    #[error("unexpected answer from the VMM: {0}")]
+    Unexpected(String),
+    /// The sandbox is still running.
+    #[error("sandbox {0:?} is running; stop it first or use --force")]
+    Running(String),
+}
+
+/// A sandbox as `ls` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SandboxStatus {
+    /// Its record.
+    #[serde(flatten)]
+    pub info: SandboxInfo,
+    /// "running" or "stopped".
+    pub state: &'static str,
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+    /// The VMM's resident memory (running sandboxes only).
+    pub rss_bytes: Option<u64>,
+}
+
+/// The sandboxes under one state directory.
+#[derive(Clone, Debug)]
+pub struct Sandboxes {
+    state_dir: PathBuf,
+    paddock_bin: PathBuf,
+}
+
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Whether `pid` is a live (non-zombie) process.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself contain spaces.
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+impl Sandboxes {
+    /// Sandboxes under `state_dir` (default: `$XDG_STATE_HOME/paddock`). VMM processes are
+    /// started from `$PADDOCK_BIN`, else this executable if it is `paddock`, else `paddock` on PATH.
+    pub fn new(state_dir: Option<&Path>) -> Self {
+        let paddock_bin = std::env::var_os("PADDOCK_BIN").map(PathBuf::from).unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .filter(|p| p.file_name().is_some_and(|n| n == "paddock"))
+                .unwrap_or_else(|| PathBuf::from("paddock"))
+        });
+        Self { state_dir: paths::state_dir(state_dir), paddock_bin }
+    }
+
+    /// Uses `bin` as the `paddock` executable for VMM processes.
+    pub fn with_binary(mut self, bin: PathBuf) -> Self {
+        self.paddock_bin = bin;
+        self
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The files of sandbox `name`.
+    pub fn paths(&self, name: &str) -> Result<SandboxPaths, SandboxError> {
+        Ok(SandboxPaths::new(&self.state_dir, name)?)
+    }
+
+    fn reserve(&self, name: &str) -> Result<SandboxPaths, SandboxError> {
+        let paths = self.paths(name)?;
+        std::fs::create_dir_all(paths.dir.parent().unwrap_or(&self.state_dir))
+            .map_err(|source| PathsError::Io { what: "creating", path: self.state_dir.clone(), source })?;
+        match std::fs::create_dir(&paths.dir) {
+            Ok(()) => Ok(paths),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(PathsError::Exists(name.to_string()).into()),
+            Err(source) => Err(PathsError::Io { what: "creating", path: paths.dir, source }.into()),
+        }
+    }
+
+    fn spawn(&self, paths: &SandboxPaths, name: &str, launch: &Launch) -> Result<Child, SandboxError> {
+        let log = std::fs::File::create(paths.vmm_log())
+            .map_err(|source| PathsError::Io { what: "creating", path: paths.vmm_log(), source })?;
+        let launch_json = serde_json::to_string(launch).map_err(|e| SandboxError::Launch(e.to_string()))?;
+        let mut cmd = Command::new(&self.paddock_bin);
+        cmd.arg("__vmm")
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--name")
+            .arg(name)
+            .arg("--launch")
+            .arg(launch_json)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            // Its own session: the sandbox outlives this process and its terminal's signals.
+            .process_group(0);
+        cmd.spawn().map_err(|source| SandboxError::Spawn { bin: self.paddock_bin.clone(), source })
+    }
+
+    fn await_report(&self, paths: &SandboxPaths, mut child: Child) -> Result<SandboxInfo, SandboxError> {
+        let stdout = child.stdout.take();
+        let mut line = String::new();
+        if let Some(out) = stdout {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        let report: Option<LaunchReport> = serde_json::from_str(line.trim()).ok();
+        // Reap the VMM process whenever it ends, so it never lingers as a zombie of ours.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        match report {
+            Some(LaunchReport::Ready(info)) => Ok(info),
+            Some(LaunchReport::Failed(message)) => {
+                let _ = std::fs::remove_dir_all(&paths.dir);
+                Err(SandboxError::Launch(message))
+            }
+            None => {
+                let log = std::fs::read_to_string(paths.vmm_log()).unwrap_or_default();
+                let _ = std::fs::remove_dir_all(&paths.dir);
+                Err(SandboxError::Launch(format!("the VMM process died during start-up: {}", log.trim())))
+            }
+        }
+    }
+
+    /// Starts a sandbox in the background; returns once guest-init is ready.
+    pub fn start(&self, name: Option<&str>, launch: Launch) -> Result<SandboxInfo, SandboxError> {
+        let name = name.map(str::to_string).unwrap_or_else(|| format!("sb-{}", random_suffix()));
+        let paths = self.reserve(&name)?;
+        let child = match self.spawn(&paths, &name, &launch) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&paths.dir);
+                return Err(e);
+            }
+        };
+        self.await_report(&paths, child)
+    }
+
+    /// Starts `count` sandboxes from one snapshot, in parallel; they share its memory file.
+    pub fn fork(&self, dir: &Path, count: usize, prefix: &str, console: bool) -> Result<Vec<SandboxInfo>, SandboxError> {
+        let mut pending = Vec::with_capacity(count);
+        for i in 0..count {
+            let name = format!("{prefix}-{i}");
+            let paths = self.reserve(&name)?;
+            let launch = Launch::Restore { dir: dir.to_path_buf(), console };
+            match self.spawn(&paths, &name, &launch) {
+                Ok(child) => pending.push((paths, child)),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&paths.dir);
+                    return Err(e);
+                }
+            }
+        }
+        let mut up = Vec::with_capacity(count);
+        let mut first_error = None;
+        for (paths, child) in pending {
+            match self.await_report(&paths, child) {
+                Ok(info) => up.push(info),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        match first_error {
+            Some(e) => {
+                // All or nothing: stop the ones that came up.
+                for info in &up {
+                    let _ = self.remove(&info.name, true);
+                }
+                Err(e)
+            }
+            None => Ok(up),
+        }
+    }
+
+    /// Every sandbox under the state directory.
+    pub fn list(&self) -> Result<Vec<SandboxStatus>, SandboxError> {
+        let root = self.state_dir.join("sandboxes");
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&root) else { return Ok(out) };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(paths) = self.paths(&name) else { continue };
+            let Ok(info) = SandboxInfo::read(&paths) else { continue };
+            let running = process_alive(info.pid) && paths.control().exists();
+            let rss_bytes = running.then(|| process_rss(info.pid)).flatten();
+            out.push(SandboxStatus {
+                state: if running { "running" } else { "stopped" },
+                uptime_secs: if running { now.saturating_sub(info.created_unix_secs) } else { 0 },
+                rss_bytes,
+                info,
+            });
+        }
+        out.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+        Ok(out)
+    }
+
+    fn control(&self, name: &str, request: &ControlRequest) -> Result<ControlResponse, SandboxError> {
+        let paths = self.paths(name)?;
+        if !paths.dir.exists() {
+            return Err(PathsError::NotFound(name.to_string()).into());
+        }
+        Ok(control::request(&paths.control(), request, CONTROL_TIMEOUT)?)
+    }
+
+    /// Writes a snapshot of sandbox `name` into `dir`; stops the sandbox afterwards if `stop`.
+    /// Returns (vCPU pause time in ms, memory bytes written).
+    pub fn snapshot(&self, name: &str, dir: &Path, stop: bool) -> Result<(f64, u64), SandboxError> {
+        let dir = std::path::absolute(dir).map_err(|source| PathsError::Io { what: "resolving", path: dir.to_path_buf(), source })?;
+        match self.control(name, &ControlRequest::Snapshot { dir, stop })? {
+            ControlResponse::Snapshotted { paused_ms, memory_written } => {
+                if stop {
+                    self.wait_stopped(name, Duration::from_secs(10));
+                }
+                Ok((paused_ms, memory_written))
+            }
+            other => Err(SandboxError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Resets sandbox `name` in place to its origin snapshot or `to`. Returns (reset ms, ready ms).
+    pub fn reset(&self, name: &str, to: Option<&Path>) -> Result<(f64, f64), SandboxError> {
+        let to = match to {
+            Some(dir) => Some(std::path::absolute(dir).map_err(|source| PathsError::Io { what: "resolving", path: dir.to_path_buf(), source })?),
+            None => None,
+        };
+        match self.control(name, &ControlRequest::Reset { to })? {
+            ControlResponse::Reset { reset_ms, ready_ms } => Ok((reset_ms, ready_ms)),
+            other => Err(SandboxError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    fn wait_stopped(&self, name: &str, timeout: Duration) -> bool {
+        let Ok(paths) = self.paths(name) else { return true };
+        let Ok(info) = SandboxInfo::read(&paths) else { return true };
+        let deadline = Instant::now() + timeout;
+        while process_alive(info.pid) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// Stops sandbox `name` (its VMM process exits); its record stays until `remove`.
+    pub fn stop(&self, name: &str) -> Result<(), SandboxError> {
+        let paths = self.paths(name)?;
+        let info = SandboxInfo::read(&paths).map_err(|_| PathsError::NotFound(name.to_string()))?;
+        if !process_alive(info.pid) {
+            return Ok(());
+        }
+        match self.control(name, &ControlRequest::Stop) {
+            Ok(_) | Err(SandboxError::Control(ControlError::NotRunning { .. })) => {}
+            Err(e) => return Err(e),
+        }
+        if !self.wait_stopped(name, Duration::from_secs(10)) && process_alive(info.pid) {
+            // SAFETY: kill(2) with a pid we recorded and checked is alive has no memory effects.
+            unsafe { libc::kill(info.pid as i32, libc::SIGKILL) };
+            self.wait_stopped(name, Duration::from_secs(5));
+        }
+        let _ = std::fs::remove_file(paths.control());
+        let _ = std::fs::remove_file(paths.vsock());
+        Ok(())
+    }
+
+    /// Removes sandbox `name`'s record and files; a running sandbox only with `force` (stopped first).
+    pub fn remove(&self, name: &str, force: bool) -> Result<(), SandboxError> {
+        let paths = self.paths(name)?;
+        if !paths.dir.exists() {
+            return Err(PathsError::NotFound(name.to_string()).into());
+        }
+        if let Ok(info) = SandboxInfo::read(&paths) {
+            if process_alive(info.pid) {
+                if !force {
+                    return Err(SandboxError::Running(name.to_string()));
+                }
+                self.stop(name)?;
+            }
+        }
+        std::fs::remove_dir_all(&paths.dir).map_err(|source| PathsError::Io { what: "removing", path: paths.dir.clone(), source })?;
+        Ok(())
+    }
+
+    /// The vsock socket of a running sandbox (for exec).
+    pub fn vsock_path(&self, name: &str) -> Result<PathBuf, SandboxError> {
+        let paths = self.paths(name)?;
+        let info = SandboxInfo::read(&paths).map_err(|_| PathsError::NotFound(name.to_string()))?;
+        if !process_alive(info.pid) || !paths.vsock().exists() {
+            return Err(ControlError::NotRunning {
+                path: paths.vsock(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            }
+            .into());
+        }
+        Ok(paths.vsock())
+    }
+}
+
+/// Resident memory of process `pid` in bytes.
+pub fn process_rss(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    statm.split_whitespace().nth(1)?.parse::<u64>().ok().map(|p| p * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_bogus_pid_is_not() {
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(u32::MAX - 1));
+        assert!(process_rss(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn unknown_sandboxes_are_reported_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Sandboxes::new(Some(dir.path()));
+        assert!(s.list().unwrap().is_empty());
+        let err = s.reset("nope", None).unwrap_err();
+        assert!(err.to_string().contains("no sandbox named \"nope\""), "{err}");
+        assert!(matches!(s.remove("nope", false), Err(SandboxError::Paths(PathsError::NotFound(_)))));
+        assert!(matches!(s.paths("../etc"), Err(SandboxError::Paths(PathsError::BadName(_)))));
+    }
+}

@@ -1,0 +1,148 @@
+//! Where sandboxes live on the host: the state directory, one directory per sandbox holding its
+//! record (`info.json`), control socket, vsock socket, console log and VMM log.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Longest sandbox name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Why a name or the state directory is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum PathsError {
+    /// The name has characters or a length we do not accept.
+    #[error("invalid sandbox name {0:?}: use 1-{MAX_NAME_LEN} of [A-Za-z0-9_.-], not starting with '.' or '-'")]
+    BadName(String),
+    /// No sandbox by that name.
+    #[error("no sandbox named {0:?}")]
+    NotFound(String),
+    /// A sandbox by that name exists already.
+    #[error("a sandbox named {0:?} already exists (remove it with `paddock rm {0}`)")]
+    Exists(String),
+    /// A filesystem operation failed.
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    /// A sandbox record is unreadable.
+    #[error("sandbox record {path} is unreadable: {reason}")]
+    BadRecord { path: PathBuf, reason: String },
+}
+
+/// Checks a sandbox name: safe as a single path component and in a Unix socket path.
+pub fn validate_name(name: &str) -> Result<(), PathsError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with(['.', '-'])
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(PathsError::BadName(name.to_string()))
+    }
+}
+
+/// The state directory: `explicit`, else `$XDG_STATE_HOME/paddock`, else `~/.local/state/paddock`.
+pub fn state_dir(explicit: Option<&Path>) -> PathBuf {
+    if let Some(dir) = explicit {
+        return dir.to_path_buf();
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("paddock");
+    }
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".local/state/paddock")
+}
+
+/// One sandbox's files.
+#[derive(Clone, Debug)]
+pub struct SandboxPaths {
+    /// The sandbox's directory.
+    pub dir: PathBuf,
+}
+
+impl SandboxPaths {
+    /// The paths of sandbox `name` under `state_dir`.
+    pub fn new(state_dir: &Path, name: &str) -> Result<Self, PathsError> {
+        validate_name(name)?;
+        Ok(Self { dir: state_dir.join("sandboxes").join(name) })
+    }
+    /// The record.
+    pub fn info(&self) -> PathBuf {
+        self.dir.join("info.json")
+    }
+    /// The VMM's control socket.
+    pub fn control(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+    /// The vsock Unix socket (`CONNECT <port>` to reach the guest).
+    pub fn vsock(&self) -> PathBuf {
+        self.dir.join("vsock.sock")
+    }
+    /// The guest console log.
+    pub fn console(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+    /// The VMM process's own log.
+    pub fn vmm_log(&self) -> PathBuf {
+        self.dir.join("vmm.log")
+    }
+}
+
+/// What `paddock ls` shows about a sandbox; stored as `info.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SandboxInfo {
+    /// The sandbox's name.
+    pub name: String,
+    /// The VMM process.
+    pub pid: u32,
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// When the VMM started (seconds since the Unix epoch).
+    pub created_unix_secs: u64,
+    /// The snapshot it was restored from (or last reset to), if any.
+    pub origin_snapshot: Option<PathBuf>,
+    /// Milliseconds from VMM start to guest-init ready.
+    pub ready_ms: f64,
+}
+
+impl SandboxInfo {
+    /// Writes the record atomically.
+    pub fn write(&self, paths: &SandboxPaths) -> Result<(), PathsError> {
+        let tmp = paths.dir.join(".info.json.tmp");
+        let json = serde_json::to_vec_pretty(self).map_err(|e| PathsError::BadRecord { path: tmp.clone(), reason: e.to_string() })?;
+        std::fs::write(&tmp, json).map_err(|source| PathsError::Io { what: "writing", path: tmp.clone(), source })?;
+        std::fs::rename(&tmp, paths.info()).map_err(|source| PathsError::Io { what: "renaming", path: tmp, source })
+    }
+
+    /// Reads a record.
+    pub fn read(paths: &SandboxPaths) -> Result<Self, PathsError> {
+        let path = paths.info();
+        let bytes = std::fs::read(&path).map_err(|source| PathsError::Io { what: "reading", path: path.clone(), source })?;
+        serde_json::from_slice(&bytes).map_err(|e| PathsError::BadRecord { path, reason: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["a", "sb-1", "bench_7.x", &"n".repeat(MAX_NAME_LEN)] {
+            validate_name(good).unwrap();
+        }
+        for bad in ["", ".hidden", "-x", "a/b", "..", "sp ace", &"n".repeat(MAX_NAME_LEN + 1), "é"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn info_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = SandboxPaths::new(dir.path(), "x").unwrap();
+        std::fs::create_dir_all(&paths.dir).unwrap();
+        let info = SandboxInfo { name: "x".into(), pid: 42, vcpus: 2, memory_mib: 256, created_unix_secs: 1, origin_snapshot: None, ready_ms: 3.5 };
+        info.write(&paths).unwrap();
+        assert_eq!(SandboxInfo::read(&paths).unwrap(), info);
+    }
+}
