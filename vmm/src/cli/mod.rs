@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch for the `paddock` binary.
 
+mod lifecycle;
 mod run;
 
 use clap::{Args, Parser, Subcommand};
@@ -31,6 +32,159 @@ pub enum Command {
     /// forwarded to the command.
     #[command(after_help = EXIT_STATUS_HELP)]
     Run(RunArgs),
+    /// Boot a sandbox in the background (one VMM process); return once it is ready.
+    Start(StartArgs),
+    /// Run a command in a running sandbox (same stdin/stdout/stderr/exit-status rules as `run`).
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Exec(ExecArgs),
+    /// List sandboxes: name, state, pid, memory, uptime, origin snapshot.
+    Ls(LsArgs),
+    /// Stop a sandbox (its VMM process exits; `rm` removes the record).
+    Stop(NameArgs),
+    /// Remove a stopped sandbox (or a running one with --force).
+    Rm(RmArgs),
+    /// Snapshot a running sandbox into DIR (atomically replacing any snapshot there).
+    Snapshot(SnapshotArgs),
+    /// Start a sandbox from a snapshot; memory is mapped lazily and shared with other restores.
+    Restore(RestoreArgs),
+    /// Reset a sandbox in place to the snapshot it came from (or --to DIR), in milliseconds.
+    Reset(ResetArgs),
+    /// Start COUNT independent sandboxes from one snapshot, sharing its memory file.
+    Fork(ForkArgs),
+    /// (internal) The background VMM process of one sandbox.
+    #[command(name = "__vmm", hide = true)]
+    Vmm(VmmArgs),
+}
+
+/// Where sandboxes are recorded.
+#[derive(Args, Clone, Debug)]
+pub struct StateArgs {
+    /// State directory (default: $XDG_STATE_HOME/paddock, else ~/.local/state/paddock).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Name of the sandbox (default: a generated one, printed).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The sandbox.
+    pub name: String,
+    /// Kill the command after this many seconds; exit status 124.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Environment variable for the command (repeatable).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory of the command inside the guest.
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct NameArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The sandbox.
+    pub name: String,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Stop the sandbox first if it is running.
+    #[arg(short, long)]
+    pub force: bool,
+    /// The sandboxes.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The sandbox.
+    pub name: String,
+    /// The snapshot directory (created if needed).
+    pub dir: PathBuf,
+    /// Stop the sandbox after the snapshot instead of resuming it.
+    #[arg(long)]
+    pub stop: bool,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The snapshot directory.
+    pub dir: PathBuf,
+    /// Name of the new sandbox (default: a generated one, printed).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Append the guest console to <state>/sandboxes/<name>/console.log.
+    #[arg(long)]
+    pub console_log: bool,
+}
+
+#[derive(Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The sandbox.
+    pub name: String,
+    /// Reset to this snapshot (same vCPU count and memory size) instead of the origin.
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ForkArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The snapshot directory.
+    pub dir: PathBuf,
+    /// How many sandboxes.
+    #[arg(long, value_name = "K")]
+    pub count: usize,
+    /// Names are PREFIX-0 .. PREFIX-(K-1).
+    #[arg(long, value_name = "NAME", default_value = "fork")]
+    pub prefix: String,
+}
+
+#[derive(Args)]
+pub struct VmmArgs {
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    #[arg(long)]
+    pub name: String,
+    /// The launch description (JSON).
+    #[arg(long)]
+    pub launch: String,
 }
 
 /// What a sandbox VM is built from.
@@ -90,6 +244,16 @@ pub fn init_tracing(verbose: u8) {
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Start(args) => lifecycle::start(args),
+        Command::Exec(args) => run::exec(args),
+        Command::Ls(args) => lifecycle::ls(args),
+        Command::Stop(args) => lifecycle::stop(args),
+        Command::Rm(args) => lifecycle::rm(args),
+        Command::Snapshot(args) => lifecycle::snapshot(args),
+        Command::Restore(args) => lifecycle::restore(args),
+        Command::Reset(args) => lifecycle::reset(args),
+        Command::Fork(args) => lifecycle::fork(args),
+        Command::Vmm(args) => lifecycle::vmm_process(args),
     }
 }
 
