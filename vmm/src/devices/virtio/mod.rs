@@ -9,6 +9,8 @@ pub mod persist;
 pub mod vsock;
 
 #[cfg(test)]
+mod mmio_tests;
+#[cfg(test)]
 pub(crate) mod test_driver;
 
 use std::io;
@@ -72,7 +74,10 @@ pub struct Interrupt {
 impl Interrupt {
     /// A new interrupt with no cause pending.
     pub fn new() -> io::Result<Self> {
-        Ok(Self { status: AtomicU32::new(0), evt: EventFd::new(EFD_NONBLOCK)? })
+        Ok(Self {
+            status: AtomicU32::new(0),
+            evt: EventFd::new(EFD_NONBLOCK)?,
+        })
     }
 
     /// Records `cause` (an `INTERRUPT_*` bit) in InterruptStatus and signals the guest.

@@ -55,8 +55,10 @@ impl VsockDevice {
         if !(3..u64::from(u32::MAX)).contains(&guest_cid) {
             return Err(VsockError::InvalidCid(guest_cid));
         }
-        let muxer = Muxer::new(uds_path, guest_cid)
-            .map_err(|source| VsockError::Listen { path: uds_path.display().to_string(), source })?;
+        let muxer = Muxer::new(uds_path, guest_cid).map_err(|source| VsockError::Listen {
+            path: uds_path.display().to_string(),
+            source,
+        })?;
         Ok(Self {
             guest_cid,
             mem,
@@ -109,7 +111,9 @@ impl VsockDevice {
 
     /// Signals the guest if it wants to hear about used buffers on `queue`.
     fn notify_used(&mut self, queue: usize) {
-        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(queue)) else { return };
+        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(queue)) else {
+            return;
+        };
         // On a malformed ring, err on the side of interrupting.
         if q.needs_notification(&self.mem).unwrap_or(true) {
             self.interrupt.trigger(INTERRUPT_USED_BUFFER);
@@ -122,14 +126,16 @@ impl VsockDevice {
             return;
         }
         let mem = &self.mem;
-        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(EVENT_QUEUE)) else { return };
+        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(EVENT_QUEUE)) else {
+            return;
+        };
         let mut posted = false;
         while let Some(mut chain) = q.pop_descriptor_chain(mem) {
             let head = chain.head_index();
             let written = match chain.next() {
-                Some(d) if d.is_write_only() && d.len() >= EVENT_SIZE => {
-                    mem.write_obj(EVENT_TRANSPORT_RESET.to_le(), d.addr()).is_ok()
-                }
+                Some(d) if d.is_write_only() && d.len() >= EVENT_SIZE => mem
+                    .write_obj(EVENT_TRANSPORT_RESET.to_le(), d.addr())
+                    .is_ok(),
                 _ => false,
             };
             let len = if written { EVENT_SIZE } else { 0 };
@@ -150,12 +156,17 @@ impl VsockDevice {
     /// Moves every packet the guest queued for transmission to the muxer.
     pub(super) fn process_tx(&mut self, ops: &mut event_manager::EventOps) {
         let mem = &self.mem;
-        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(TX_QUEUE)) else { return };
+        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(TX_QUEUE)) else {
+            return;
+        };
         let mut used = false;
         while let Some(mut chain) = q.pop_descriptor_chain(mem) {
             let head = chain.head_index();
             match VsockPacket::from_tx_virtq_chain(mem, &mut chain, MAX_PKT_DATA) {
-                Ok(pkt) => self.muxer.handle_guest_packet(&Header::of_packet(&pkt), pkt.data_slice(), ops),
+                Ok(pkt) => {
+                    self.muxer
+                        .handle_guest_packet(&Header::of_packet(&pkt), pkt.data_slice(), ops)
+                }
                 Err(e) => tracing::debug!("vsock: dropping malformed tx packet: {e}"),
             }
             if let Err(e) = q.add_used(mem, head, 0) {
@@ -171,14 +182,21 @@ impl VsockDevice {
     /// Fills guest rx buffers while the muxer has packets for the guest.
     pub(super) fn process_rx(&mut self, ops: &mut event_manager::EventOps) {
         let mem = &self.mem;
-        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(RX_QUEUE)) else { return };
+        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(RX_QUEUE)) else {
+            return;
+        };
         let mut used = false;
         while self.muxer.has_rx_work() {
-            let Some(mut chain) = q.pop_descriptor_chain(mem) else { break };
+            let Some(mut chain) = q.pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
             let len = match VsockPacket::from_rx_virtq_chain(mem, &mut chain, MAX_PKT_DATA) {
                 Ok(mut pkt) => match self.muxer.fill_rx(&mut pkt, ops) {
                     Some(len) => len,
+                    // No room for data, and only data is pending: a conforming driver never
+                    // posts such a buffer; give it back rather than let it block the ring.
+                    None if pkt.data_slice().is_none() => 0,
                     None => {
                         // Nothing to put in it after all: leave the buffer to the guest's ring.
                         q.go_to_previous_position();
@@ -218,18 +236,26 @@ impl VirtioDevice for VsockDevice {
         // struct virtio_vsock_config { le64 guest_cid; }
         let config = self.guest_cid.to_le_bytes();
         for (i, byte) in data.iter_mut().enumerate() {
-            let at = offset.checked_add(i as u64).and_then(|o| usize::try_from(o).ok());
+            let at = offset
+                .checked_add(i as u64)
+                .and_then(|o| usize::try_from(o).ok());
             *byte = at.and_then(|o| config.get(o)).copied().unwrap_or(0);
         }
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
-        tracing::debug!("vsock: ignored {}-byte config write at {offset:#x}", data.len());
+        tracing::debug!(
+            "vsock: ignored {}-byte config write at {offset:#x}",
+            data.len()
+        );
     }
 
     fn activate(&mut self, queues: Vec<Queue>, acked_features: u64) -> Result<(), ActivateError> {
         if queues.len() != NUM_QUEUES {
-            return Err(ActivateError::QueueCount { expected: NUM_QUEUES, got: queues.len() });
+            return Err(ActivateError::QueueCount {
+                expected: NUM_QUEUES,
+                got: queues.len(),
+            });
         }
         if let Some(index) = queues.iter().position(|q| !q.ready()) {
             return Err(ActivateError::QueueNotReady(index));
@@ -250,6 +276,8 @@ impl VirtioDevice for VsockDevice {
     }
 
     fn queue_states(&self) -> Option<Vec<QueueState>> {
-        self.queues.as_ref().map(|qs| qs.iter().map(Queue::state).collect())
+        self.queues
+            .as_ref()
+            .map(|qs| qs.iter().map(Queue::state).collect())
     }
 }

@@ -18,7 +18,11 @@ impl VsockDevice {
         if want == self.timer_armed {
             return;
         }
-        let result = if want { self.timer.reset(TIMER_TICK, Some(TIMER_TICK)) } else { self.timer.clear() };
+        let result = if want {
+            self.timer.reset(TIMER_TICK, Some(TIMER_TICK))
+        } else {
+            self.timer.clear()
+        };
         match result {
             Ok(()) => self.timer_armed = want,
             Err(e) => tracing::warn!("vsock: timer update failed: {e}"),
@@ -33,11 +37,11 @@ impl VsockDevice {
 
 impl MutEventSubscriber for VsockDevice {
     fn init(&mut self, ops: &mut EventOps) {
-        let fds = self
-            .queue_evts
-            .iter()
-            .map(AsRawFd::as_raw_fd)
-            .chain([self.wake_evt.as_raw_fd(), self.timer.as_raw_fd(), self.muxer.listener().as_raw_fd()]);
+        let fds = self.queue_evts.iter().map(AsRawFd::as_raw_fd).chain([
+            self.wake_evt.as_raw_fd(),
+            self.timer.as_raw_fd(),
+            self.muxer.listener().as_raw_fd(),
+        ]);
         for fd in fds {
             if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
                 tracing::error!("vsock: cannot register fd {fd}: {e:?}");

@@ -91,10 +91,6 @@ impl Muxer {
         &self.listener
     }
 
-    pub fn uds_path(&self) -> &Path {
-        &self.uds_path
-    }
-
     /// Number of live connections.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
@@ -106,6 +102,7 @@ impl Muxer {
     }
 
     /// Number of fds registered in epoll, the listener excluded.
+    #[cfg(test)]
     pub fn watched_count(&self) -> usize {
         self.watched.len()
     }
@@ -154,7 +151,13 @@ impl Muxer {
                 continue;
             }
             let fd = stream.as_raw_fd();
-            self.handshakes.insert(fd, (HostHandshake::new(stream), Instant::now() + HANDSHAKE_TIMEOUT));
+            self.handshakes.insert(
+                fd,
+                (
+                    HostHandshake::new(stream),
+                    Instant::now() + HANDSHAKE_TIMEOUT,
+                ),
+            );
             self.owners.insert(fd, FdOwner::Handshake);
             self.watch(fd, EventSet::IN, ops);
         }
@@ -176,14 +179,18 @@ impl Muxer {
     }
 
     fn advance_handshake(&mut self, fd: RawFd, ops: &mut EventOps) {
-        let Some((hs, _)) = self.handshakes.get_mut(&fd) else { return };
+        let Some((hs, _)) = self.handshakes.get_mut(&fd) else {
+            return;
+        };
         let step = hs.advance();
         if step == Step::Pending {
             return;
         }
         self.watch(fd, EventSet::empty(), ops);
         self.owners.remove(&fd);
-        let Some((hs, _)) = self.handshakes.remove(&fd) else { return };
+        let Some((hs, _)) = self.handshakes.remove(&fd) else {
+            return;
+        };
         let Step::Connect(peer_port) = step else {
             tracing::debug!("vsock: malformed CONNECT line, closing host stream");
             return;
@@ -192,7 +199,12 @@ impl Muxer {
             tracing::warn!("vsock: no connection slot for host connect to port {peer_port}");
             return;
         };
-        let conn = Connection::host_initiated(hs.into_stream(), local_port, peer_port, Instant::now() + CONNECT_TIMEOUT);
+        let conn = Connection::host_initiated(
+            hs.into_stream(),
+            local_port,
+            peer_port,
+            Instant::now() + CONNECT_TIMEOUT,
+        );
         self.insert(conn, ops);
     }
 
@@ -212,7 +224,8 @@ impl Muxer {
 
     fn insert(&mut self, conn: Connection, ops: &mut EventOps) {
         let key = conn.key();
-        self.owners.insert(conn.stream().as_raw_fd(), FdOwner::Conn(key));
+        self.owners
+            .insert(conn.stream().as_raw_fd(), FdOwner::Conn(key));
         self.conns.insert(key, conn);
         self.refresh(key, ops);
     }
@@ -225,7 +238,11 @@ impl Muxer {
         ops: &mut EventOps,
     ) {
         if hdr.src_cid != self.guest_cid || hdr.dst_cid != HOST_CID {
-            tracing::debug!("vsock: dropping packet {} -> {} with foreign CIDs", hdr.src_cid, hdr.dst_cid);
+            tracing::debug!(
+                "vsock: dropping packet {} -> {} with foreign CIDs",
+                hdr.src_cid,
+                hdr.dst_cid
+            );
             return;
         }
         if hdr.type_ != TYPE_STREAM {
@@ -245,7 +262,10 @@ impl Muxer {
 
     fn connect_to_host(&mut self, hdr: &Header, ops: &mut EventOps) {
         if self.conns.len() >= MAX_CONNECTIONS {
-            tracing::warn!("vsock: connection limit reached, refusing guest port {}", hdr.src_port);
+            tracing::warn!(
+                "vsock: connection limit reached, refusing guest port {}",
+                hdr.src_port
+            );
             self.reply_reset(hdr);
             return;
         }
@@ -303,7 +323,9 @@ impl Muxer {
     /// Re-evaluates a connection after anything happened to it: schedule it for the guest's rx
     /// queue if it has something to say, and watch exactly the host events it can act on.
     fn refresh(&mut self, key: ConnKey, ops: &mut EventOps) {
-        let Some(conn) = self.conns.get(&key) else { return };
+        let Some(conn) = self.conns.get(&key) else {
+            return;
+        };
         let (fd, interest) = (conn.stream().as_raw_fd(), conn.interest());
         if conn.has_rx_work() && self.scheduled.insert(key) {
             self.backlog.push_back(key);
@@ -331,15 +353,26 @@ impl Muxer {
     }
 
     /// Fills one guest rx buffer; `None` when nothing can be sent right now.
-    pub fn fill_rx<B: BitmapSlice>(&mut self, pkt: &mut VsockPacket<'_, B>, ops: &mut EventOps) -> Option<u32> {
+    pub fn fill_rx<B: BitmapSlice>(
+        &mut self,
+        pkt: &mut VsockPacket<'_, B>,
+        ops: &mut EventOps,
+    ) -> Option<u32> {
         let mut deferred = Vec::new();
         let filled = loop {
             if let Some(reply) = self.orphan_replies.pop_front() {
-                break pkt.set_header_from_raw(&reply.to_bytes()).ok().map(|()| HEADER_SIZE as u32);
+                break pkt
+                    .set_header_from_raw(&reply.to_bytes())
+                    .ok()
+                    .map(|()| HEADER_SIZE as u32);
             }
-            let Some(key) = self.backlog.pop_front() else { break None };
+            let Some(key) = self.backlog.pop_front() else {
+                break None;
+            };
             self.scheduled.remove(&key);
-            let Some(conn) = self.conns.get_mut(&key) else { continue };
+            let Some(conn) = self.conns.get_mut(&key) else {
+                continue;
+            };
             match conn.fill_rx(pkt, self.guest_cid) {
                 RxOutcome::Packet(len) => {
                     self.refresh(key, ops);
@@ -366,14 +399,23 @@ impl Muxer {
 
     /// Drops what timed out: handshakes silently, connections with an RST to the guest.
     pub fn expire(&mut self, now: Instant, ops: &mut EventOps) {
-        let late: Vec<RawFd> = self.handshakes.iter().filter(|(_, (_, d))| *d <= now).map(|(fd, _)| *fd).collect();
+        let late: Vec<RawFd> = self
+            .handshakes
+            .iter()
+            .filter(|(_, (_, d))| *d <= now)
+            .map(|(fd, _)| *fd)
+            .collect();
         for fd in late {
             self.watch(fd, EventSet::empty(), ops);
             self.owners.remove(&fd);
             self.handshakes.remove(&fd);
         }
-        let late: Vec<ConnKey> =
-            self.conns.iter().filter(|(_, c)| c.deadline().is_some_and(|d| d <= now)).map(|(k, _)| *k).collect();
+        let late: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline().is_some_and(|d| d <= now))
+            .map(|(k, _)| *k)
+            .collect();
         for key in late {
             tracing::debug!("vsock: connection {key:?} timed out");
             self.kill(key, ops);
