@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use event_manager::EventSet;
 use virtio_vsock::packet::VsockPacket;
@@ -105,6 +105,8 @@ pub struct Connection {
 
     /// When set, the connection is dropped (with an RST) if still alive at this instant.
     deadline: Option<Instant>,
+    /// How long a closed connection may take to flush to the host.
+    close_flush_timeout: Duration,
 }
 
 impl Connection {
@@ -114,20 +116,32 @@ impl Connection {
         local_port: u32,
         peer_port: u32,
         deadline: Instant,
+        close_flush_timeout: Duration,
     ) -> Self {
-        let mut conn = Self::new(stream, local_port, peer_port, State::LocalInit);
+        let mut conn = Self::new(
+            stream,
+            local_port,
+            peer_port,
+            State::LocalInit,
+            close_flush_timeout,
+        );
         conn.pending.request = true;
         conn.deadline = Some(deadline);
         conn
     }
 
     /// A guest-initiated connection accepted by the host; a RESPONSE is owed to the guest.
-    pub fn guest_initiated(stream: UnixStream, request: &Header) -> Self {
+    pub fn guest_initiated(
+        stream: UnixStream,
+        request: &Header,
+        close_flush_timeout: Duration,
+    ) -> Self {
         let mut conn = Self::new(
             stream,
             request.dst_port,
             request.src_port,
             State::Established,
+            close_flush_timeout,
         );
         conn.pending.response = true;
         conn.peer_buf_alloc = request.buf_alloc;
@@ -135,7 +149,13 @@ impl Connection {
         conn
     }
 
-    fn new(stream: UnixStream, local_port: u32, peer_port: u32, state: State) -> Self {
+    fn new(
+        stream: UnixStream,
+        local_port: u32,
+        peer_port: u32,
+        state: State,
+        close_flush_timeout: Duration,
+    ) -> Self {
         Self {
             stream,
             local_port,
@@ -155,6 +175,7 @@ impl Connection {
             host_readable: false,
             host_eof: false,
             deadline: None,
+            close_flush_timeout,
         }
     }
 
@@ -338,7 +359,7 @@ impl Connection {
             }
         } else if self.peer_shut_send && self.peer_shut_recv && self.deadline.is_none() {
             // Bound how long a host that stopped reading can hold a closed connection.
-            self.deadline = Some(Instant::now() + super::muxer::CLOSE_FLUSH_TIMEOUT);
+            self.deadline = Some(Instant::now() + self.close_flush_timeout);
         }
         if self.fwd_cnt.wrapping_sub(self.last_fwd_cnt_sent) >= CREDIT_UPDATE_THRESHOLD {
             self.pending.credit_update = true;

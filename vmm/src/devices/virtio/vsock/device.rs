@@ -1,6 +1,7 @@
 //! The vsock device proper: config space, activation, and moving packets between the virtqueues
 //! and the muxer.
 
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use vm_memory::Bytes;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
 
-use super::muxer::Muxer;
+use super::muxer::{Muxer, VsockTimeouts};
 use super::packet::{Header, EVENT_TRANSPORT_RESET, MAX_PKT_DATA};
 use super::{VsockError, EVENT_QUEUE, NUM_QUEUES, RX_QUEUE, TX_QUEUE, VSOCK_DEVICE_ID};
 use crate::devices::virtio::{
@@ -33,7 +34,8 @@ pub struct VsockDevice {
     /// Wakes the event loop after activation or reset (they happen on a vCPU thread).
     pub(super) wake_evt: EventFd,
     pub(super) timer: TimerFd,
-    pub(super) timer_armed: bool,
+    /// The deadline the timer is armed for.
+    pub(super) timer_deadline: Option<std::time::Instant>,
     /// The activated queues, indexed by `RX_QUEUE`/`TX_QUEUE`/`EVENT_QUEUE`.
     pub(super) queues: Option<Vec<Queue>>,
     pub(super) acked_features: u64,
@@ -65,13 +67,18 @@ impl VsockDevice {
             interrupt,
             queue_evts,
             wake_evt: EventFd::new(EFD_NONBLOCK).map_err(VsockError::EventFd)?,
-            timer: TimerFd::new().map_err(|e| VsockError::EventFd(e.into()))?,
-            timer_armed: false,
+            timer: nonblocking_timer().map_err(VsockError::EventFd)?,
+            timer_deadline: None,
             queues: None,
             acked_features: 0,
             muxer,
             pending_reset_event: false,
         })
+    }
+
+    /// Changes how long the device waits for stalled peers (defaults: 10 s each).
+    pub fn set_timeouts(&mut self, timeouts: VsockTimeouts) {
+        self.muxer.set_timeouts(timeouts);
     }
 
     /// The guest's CID.
@@ -217,6 +224,20 @@ impl VsockDevice {
             self.notify_used(RX_QUEUE);
         }
     }
+}
+
+/// A timerfd whose reads never block: `TimerFd` creates blocking ones, and re-arming a timer
+/// clears an expiration epoll may already have reported, so a blocking read could hang the loop.
+fn nonblocking_timer() -> std::io::Result<TimerFd> {
+    let timer = TimerFd::new().map_err(std::io::Error::from)?;
+    let fd = timer.as_raw_fd();
+    // SAFETY: F_GETFL on an fd we own; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: F_SETFL on an fd we own with an integer argument; no memory is passed.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(timer)
 }
 
 impl VirtioDevice for VsockDevice {

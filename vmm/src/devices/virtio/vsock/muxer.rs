@@ -29,16 +29,34 @@ pub const MAX_CONNECTIONS: usize = 512;
 pub const MAX_HANDSHAKES: usize = 64;
 /// RSTs waiting for a guest rx buffer after their connection is gone.
 pub const MAX_ORPHAN_REPLIES: usize = 1024;
-/// A host client must finish its `CONNECT` line within this time.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The guest must answer a host-initiated REQUEST within this time.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// After the guest closed, its remaining data must reach the host within this time.
-pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the muxer waits for peers that stall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VsockTimeouts {
+    /// A host client must finish its `CONNECT` line within this time.
+    pub handshake: Duration,
+    /// The guest must answer a host-initiated REQUEST within this time.
+    pub connect: Duration,
+    /// After the guest closed, its remaining data must reach the host within this time.
+    pub close_flush: Duration,
+}
+
+impl Default for VsockTimeouts {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(10),
+            connect: Duration::from_secs(10),
+            close_flush: Duration::from_secs(10),
+        }
+    }
+}
 /// Host-side ports of host-initiated connections start here, far from well-known ports.
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
 /// Connections accepted per listener wakeup, so one flood cannot starve the queues.
 const ACCEPT_BATCH: usize = 16;
+/// After accept fails for lack of resources (e.g. EMFILE), stop watching the listener this long:
+/// the pending connection keeps it readable, and watching it would spin the event loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug)]
 enum FdOwner {
@@ -64,6 +82,9 @@ pub struct Muxer {
     /// Connections dropped outside the event loop (device reset), awaiting epoll removal.
     graveyard: Vec<Connection>,
     next_local_port: u32,
+    /// Set while the listener is unwatched after an accept failure.
+    accept_paused_until: Option<Instant>,
+    timeouts: VsockTimeouts,
 }
 
 impl Muxer {
@@ -84,11 +105,22 @@ impl Muxer {
             orphan_replies: VecDeque::new(),
             graveyard: Vec::new(),
             next_local_port: FIRST_LOCAL_PORT,
+            accept_paused_until: None,
+            timeouts: VsockTimeouts::default(),
         })
+    }
+
+    pub fn set_timeouts(&mut self, timeouts: VsockTimeouts) {
+        self.timeouts = timeouts;
     }
 
     pub fn listener(&self) -> &UnixListener {
         &self.listener
+    }
+
+    /// Starts watching the listener (from the subscriber's `init`).
+    pub fn watch_listener(&mut self, ops: &mut EventOps) {
+        self.watch(self.listener.as_raw_fd(), EventSet::IN, ops);
     }
 
     /// Number of live connections.
@@ -139,6 +171,8 @@ impl Muxer {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::warn!("vsock: accept on {} failed: {e}", self.uds_path.display());
+                    self.watch(self.listener.as_raw_fd(), EventSet::empty(), ops);
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
                     return;
                 }
             };
@@ -155,7 +189,7 @@ impl Muxer {
                 fd,
                 (
                     HostHandshake::new(stream),
-                    Instant::now() + HANDSHAKE_TIMEOUT,
+                    Instant::now() + self.timeouts.handshake,
                 ),
             );
             self.owners.insert(fd, FdOwner::Handshake);
@@ -203,7 +237,8 @@ impl Muxer {
             hs.into_stream(),
             local_port,
             peer_port,
-            Instant::now() + CONNECT_TIMEOUT,
+            Instant::now() + self.timeouts.connect,
+            self.timeouts.close_flush,
         );
         self.insert(conn, ops);
     }
@@ -271,7 +306,10 @@ impl Muxer {
         }
         let path = uds::port_path(&self.uds_path, hdr.dst_port);
         match uds::connect_nonblocking(&path) {
-            Ok(stream) => self.insert(Connection::guest_initiated(stream, hdr), ops),
+            Ok(stream) => {
+                let conn = Connection::guest_initiated(stream, hdr, self.timeouts.close_flush);
+                self.insert(conn, ops);
+            }
             Err(e) => {
                 tracing::debug!("vsock: guest connect to {} failed: {e}", path.display());
                 self.reply_reset(hdr);
@@ -394,11 +432,19 @@ impl Muxer {
     pub fn next_deadline(&self) -> Option<Instant> {
         let conns = self.conns.values().filter_map(Connection::deadline);
         let handshakes = self.handshakes.values().map(|(_, deadline)| *deadline);
-        conns.chain(handshakes).min()
+        conns
+            .chain(handshakes)
+            .chain(self.accept_paused_until)
+            .min()
     }
 
-    /// Drops what timed out: handshakes silently, connections with an RST to the guest.
+    /// Drops what timed out (handshakes silently, connections with an RST to the guest) and
+    /// resumes accepting after a backoff.
     pub fn expire(&mut self, now: Instant, ops: &mut EventOps) {
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            self.watch_listener(ops);
+        }
         let late: Vec<RawFd> = self
             .handshakes
             .iter()

@@ -14,8 +14,8 @@ use virtio_queue::desc::split::Descriptor;
 
 use super::packet::*;
 use super::{
-    new_vsock, Vsock, VsockDevice, CONN_TX_BUF_SIZE, CREDIT_UPDATE_THRESHOLD, EVENT_QUEUE,
-    MAX_HANDSHAKES, NUM_QUEUES, RX_QUEUE, TX_QUEUE,
+    new_vsock, Vsock, VsockDevice, VsockTimeouts, CONN_TX_BUF_SIZE, CREDIT_UPDATE_THRESHOLD,
+    EVENT_QUEUE, MAX_HANDSHAKES, NUM_QUEUES, RX_QUEUE, TX_QUEUE,
 };
 use crate::devices::bus::lock;
 use crate::devices::virtio::test_driver::{guest_memory, Buf, Driver};
@@ -772,4 +772,57 @@ fn snapshot_restore_keeps_queues_and_resets_transport() {
     );
     // The restored device serves connections on the new socket.
     let _ = h.open_from_host(1024);
+}
+
+#[test]
+fn stalled_peers_time_out() {
+    let mut h = Harness::new();
+    let short = Duration::from_millis(50);
+    lock(&h.vsock.device).set_timeouts(VsockTimeouts {
+        handshake: short,
+        connect: short,
+        close_flush: short,
+    });
+    // A guest that closes while the host does not read: its data cannot be flushed.
+    let (mut stuck, stuck_port) = h.open_from_host(1025);
+    let chunk = vec![1u8; 60 * 1024];
+    for _ in 0..4 {
+        h.send(h.hdr(OP_RW, 1025, stuck_port), &chunk);
+    }
+    let mut shut = h.hdr(OP_SHUTDOWN, 1025, stuck_port);
+    shut.flags = SHUTDOWN_RCV | SHUTDOWN_SEND;
+    h.send(shut, &[]);
+    assert!(
+        h.recv().iter().all(|p| p.hdr.op != OP_RST),
+        "flush still pending"
+    );
+    // A host client that never finishes its CONNECT line.
+    let mut silent = h.host_connect();
+    silent.write_all(b"CONN").unwrap();
+    // A host-initiated connection the guest never answers.
+    let mut unanswered = h.host_connect();
+    unanswered.write_all(b"CONNECT 1024\n").unwrap();
+    h.pump();
+    let rx = h.recv();
+    assert_eq!(rx.len(), 1);
+    let unanswered_port = rx[0].hdr.src_port;
+    assert_eq!((h.connections(), h.host_fds()), (2, 3));
+
+    std::thread::sleep(short * 3);
+    h.pump();
+    let mut resets: Vec<u32> = h
+        .recv()
+        .iter()
+        .filter(|p| p.hdr.op == OP_RST)
+        .map(|p| p.hdr.src_port)
+        .collect();
+    resets.sort_unstable();
+    assert_eq!(resets, [stuck_port, unanswered_port]);
+    assert!(sees_eof(&mut silent));
+    assert!(sees_eof(&mut unanswered));
+    // The stuck host gets what reached its socket, then EOF.
+    let mut got = Vec::new();
+    let _ = stuck.read_to_end(&mut got);
+    assert!(!got.is_empty() && got.len() < 4 * chunk.len() && got.iter().all(|&b| b == 1));
+    assert_eq!((h.connections(), h.host_fds()), (0, 0));
 }
