@@ -266,13 +266,13 @@ impl MmioTransport {
         }
         if added & VIRTIO_CONFIG_S_DRIVER_OK != 0 {
             let activated = if status & VIRTIO_CONFIG_S_FEATURES_OK == 0 {
-                Err(None)
+                Err(ActivateError::FeaturesNotAccepted)
             } else {
-                self.activate().map_err(Some)
+                self.activate()
             };
             if let Err(e) = activated {
                 tracing::error!(
-                    "virtio-mmio: device {} not activated: {e:?}",
+                    "virtio-mmio: device {} not activated: {e}",
                     self.device_type
                 );
                 status = (status & !VIRTIO_CONFIG_S_DRIVER_OK) | VIRTIO_CONFIG_S_NEEDS_RESET;

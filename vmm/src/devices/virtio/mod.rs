@@ -36,6 +36,9 @@ pub enum ActivateError {
     /// The driver set up a different number of queues than the device has.
     #[error("expected {expected} queues, got {got}")]
     QueueCount { expected: usize, got: usize },
+    /// DRIVER_OK without a successful feature negotiation.
+    #[error("driver set DRIVER_OK without FEATURES_OK")]
+    FeaturesNotAccepted,
     /// The device cannot run without this queue but the driver left it unusable.
     #[error("queue {0} is not ready or not valid")]
     QueueNotReady(usize),

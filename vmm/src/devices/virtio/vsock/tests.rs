@@ -826,3 +826,14 @@ fn stalled_peers_time_out() {
     assert!(!got.is_empty() && got.len() < 4 * chunk.len() && got.iter().all(|&b| b == 1));
     assert_eq!((h.connections(), h.host_fds()), (0, 0));
 }
+
+#[test]
+fn device_can_live_on_the_event_loop_thread() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<VsockDevice>();
+    assert_send::<crate::devices::virtio::mmio::MmioTransport>();
+    // The shape the VMM's event manager stores.
+    let h = Harness::new();
+    let _: Arc<Mutex<dyn event_manager::MutEventSubscriber + Send>> = h.vsock.device.clone();
+    let _: crate::devices::bus::SharedBusDevice = h.vsock.transport.clone();
+}
