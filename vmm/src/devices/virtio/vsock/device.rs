@@ -47,7 +47,7 @@ pub struct VsockDevice {
 impl VsockDevice {
     /// A device for `guest_cid` listening on `uds_path`. `queue_evts` are the device's copies of
     /// the transport's notification eventfds; `interrupt` is shared with the transport.
-    pub fn new(
+    pub(super) fn new(
         mem: GuestMemory,
         guest_cid: u64,
         uds_path: &Path,
