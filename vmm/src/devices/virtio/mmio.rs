@@ -15,7 +15,10 @@ use virtio_bindings::virtio_mmio as reg;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActivateError, GuestMemory, Interrupt, VirtioDevice, INTERRUPT_CONFIG_CHANGE, VIRTIO_F_VERSION_1};
+use super::{
+    ActivateError, GuestMemory, Interrupt, VirtioDevice, INTERRUPT_CONFIG_CHANGE,
+    VIRTIO_F_VERSION_1,
+};
 use crate::devices::bus::{lock, BusDevice};
 
 /// "virt" in little endian.
@@ -160,7 +163,9 @@ impl MmioTransport {
                 1 => (self.avail_features >> 32) as u32,
                 _ => 0,
             },
-            reg::VIRTIO_MMIO_QUEUE_NUM_MAX => self.selected_queue().map_or(0, |q| q.max_size().into()),
+            reg::VIRTIO_MMIO_QUEUE_NUM_MAX => {
+                self.selected_queue().map_or(0, |q| q.max_size().into())
+            }
             reg::VIRTIO_MMIO_QUEUE_READY => self.selected_queue().map_or(0, |q| q.ready().into()),
             reg::VIRTIO_MMIO_INTERRUPT_STATUS => self.interrupt.status(),
             reg::VIRTIO_MMIO_STATUS => self.regs.status,
@@ -192,12 +197,24 @@ impl MmioTransport {
             reg::VIRTIO_MMIO_QUEUE_NOTIFY => self.notify(value),
             reg::VIRTIO_MMIO_INTERRUPT_ACK => self.interrupt.ack(value),
             reg::VIRTIO_MMIO_STATUS => self.write_status(value),
-            reg::VIRTIO_MMIO_QUEUE_DESC_LOW => self.with_queue(|q| q.set_desc_table_address(Some(value), None)),
-            reg::VIRTIO_MMIO_QUEUE_DESC_HIGH => self.with_queue(|q| q.set_desc_table_address(None, Some(value))),
-            reg::VIRTIO_MMIO_QUEUE_AVAIL_LOW => self.with_queue(|q| q.set_avail_ring_address(Some(value), None)),
-            reg::VIRTIO_MMIO_QUEUE_AVAIL_HIGH => self.with_queue(|q| q.set_avail_ring_address(None, Some(value))),
-            reg::VIRTIO_MMIO_QUEUE_USED_LOW => self.with_queue(|q| q.set_used_ring_address(Some(value), None)),
-            reg::VIRTIO_MMIO_QUEUE_USED_HIGH => self.with_queue(|q| q.set_used_ring_address(None, Some(value))),
+            reg::VIRTIO_MMIO_QUEUE_DESC_LOW => {
+                self.with_queue(|q| q.set_desc_table_address(Some(value), None))
+            }
+            reg::VIRTIO_MMIO_QUEUE_DESC_HIGH => {
+                self.with_queue(|q| q.set_desc_table_address(None, Some(value)))
+            }
+            reg::VIRTIO_MMIO_QUEUE_AVAIL_LOW => {
+                self.with_queue(|q| q.set_avail_ring_address(Some(value), None))
+            }
+            reg::VIRTIO_MMIO_QUEUE_AVAIL_HIGH => {
+                self.with_queue(|q| q.set_avail_ring_address(None, Some(value)))
+            }
+            reg::VIRTIO_MMIO_QUEUE_USED_LOW => {
+                self.with_queue(|q| q.set_used_ring_address(Some(value), None))
+            }
+            reg::VIRTIO_MMIO_QUEUE_USED_HIGH => {
+                self.with_queue(|q| q.set_used_ring_address(None, Some(value)))
+            }
             _ => tracing::debug!("virtio-mmio: ignored write of {value:#x} at {offset:#x}"),
         }
     }
@@ -249,12 +266,15 @@ impl MmioTransport {
         }
         if added & VIRTIO_CONFIG_S_DRIVER_OK != 0 {
             let activated = if status & VIRTIO_CONFIG_S_FEATURES_OK == 0 {
-                Err(None)
+                Err(ActivateError::FeaturesNotAccepted)
             } else {
-                self.activate().map_err(Some)
+                self.activate()
             };
             if let Err(e) = activated {
-                tracing::error!("virtio-mmio: device {} not activated: {e:?}", self.device_type);
+                tracing::error!(
+                    "virtio-mmio: device {} not activated: {e}",
+                    self.device_type
+                );
                 status = (status & !VIRTIO_CONFIG_S_DRIVER_OK) | VIRTIO_CONFIG_S_NEEDS_RESET;
                 self.regs.status = status;
                 self.interrupt.trigger(INTERRUPT_CONFIG_CHANGE);
@@ -276,7 +296,8 @@ impl MmioTransport {
             if !q.ready() || !q.is_valid(&self.mem) {
                 return Err(ActivateError::QueueNotReady(index));
             }
-            let copy = Queue::try_from(q.state()).map_err(|_| ActivateError::QueueNotReady(index))?;
+            let copy =
+                Queue::try_from(q.state()).map_err(|_| ActivateError::QueueNotReady(index))?;
             device_queues.push(copy);
         }
         lock(&self.device).activate(device_queues, self.regs.acked_features)
@@ -289,7 +310,10 @@ impl MmioTransport {
         }
         self.interrupt.set_status(0);
         let generation = self.regs.config_generation;
-        self.regs = Registers { config_generation: generation, ..Registers::default() };
+        self.regs = Registers {
+            config_generation: generation,
+            ..Registers::default()
+        };
     }
 }
 
@@ -316,8 +340,13 @@ impl BusDevice for MmioTransport {
             return;
         }
         match (u32::try_from(offset), <[u8; 4]>::try_from(data)) {
-            (Ok(off), Ok(bytes)) if off % 4 == 0 => self.write_register(off, u32::from_le_bytes(bytes)),
-            _ => tracing::debug!("virtio-mmio: ignored {}-byte write at {offset:#x}", data.len()),
+            (Ok(off), Ok(bytes)) if off % 4 == 0 => {
+                self.write_register(off, u32::from_le_bytes(bytes))
+            }
+            _ => tracing::debug!(
+                "virtio-mmio: ignored {}-byte write at {offset:#x}",
+                data.len()
+            ),
         }
     }
 }

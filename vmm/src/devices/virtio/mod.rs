@@ -9,6 +9,8 @@ pub mod persist;
 pub mod vsock;
 
 #[cfg(test)]
+mod mmio_tests;
+#[cfg(test)]
 pub(crate) mod test_driver;
 
 use std::io;
@@ -34,6 +36,9 @@ pub enum ActivateError {
     /// The driver set up a different number of queues than the device has.
     #[error("expected {expected} queues, got {got}")]
     QueueCount { expected: usize, got: usize },
+    /// DRIVER_OK without a successful feature negotiation.
+    #[error("driver set DRIVER_OK without FEATURES_OK")]
+    FeaturesNotAccepted,
     /// The device cannot run without this queue but the driver left it unusable.
     #[error("queue {0} is not ready or not valid")]
     QueueNotReady(usize),
@@ -72,7 +77,10 @@ pub struct Interrupt {
 impl Interrupt {
     /// A new interrupt with no cause pending.
     pub fn new() -> io::Result<Self> {
-        Ok(Self { status: AtomicU32::new(0), evt: EventFd::new(EFD_NONBLOCK)? })
+        Ok(Self {
+            status: AtomicU32::new(0),
+            evt: EventFd::new(EFD_NONBLOCK)?,
+        })
     }
 
     /// Records `cause` (an `INTERRUPT_*` bit) in InterruptStatus and signals the guest.

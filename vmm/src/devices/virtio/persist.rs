@@ -95,7 +95,11 @@ impl MmioTransport {
         let live = lock(self.device()).queue_states();
         let queues = match live {
             Some(states) => states.into_iter().map(QueueSnapshot::from).collect(),
-            None => self.queues().iter().map(|q| QueueSnapshot::from(q.state())).collect(),
+            None => self
+                .queues()
+                .iter()
+                .map(|q| QueueSnapshot::from(q.state()))
+                .collect(),
         };
         MmioState {
             device_features_sel: regs.device_features_sel,
@@ -123,10 +127,16 @@ impl MmioTransport {
             (dev.queue_max_sizes().to_vec(), dev.avail_features())
         };
         if state.queues.len() != max_sizes.len() {
-            return Err(MmioRestoreError::QueueCount { expected: max_sizes.len(), got: state.queues.len() });
+            return Err(MmioRestoreError::QueueCount {
+                expected: max_sizes.len(),
+                got: state.queues.len(),
+            });
         }
         if state.acked_features & !offered != 0 {
-            return Err(MmioRestoreError::Features { acked: state.acked_features, offered });
+            return Err(MmioRestoreError::Features {
+                acked: state.acked_features,
+                offered,
+            });
         }
         let mut queues = Vec::with_capacity(max_sizes.len());
         for (index, (snap, max)) in state.queues.iter().zip(max_sizes).enumerate() {
@@ -134,7 +144,8 @@ impl MmioTransport {
             if snap.max_size != max {
                 return Err(invalid(format!("max size {} != {max}", snap.max_size)));
             }
-            let queue = Queue::try_from(QueueState::from(*snap)).map_err(|e| invalid(e.to_string()))?;
+            let queue =
+                Queue::try_from(QueueState::from(*snap)).map_err(|e| invalid(e.to_string()))?;
             queues.push(queue);
         }
         let active = state.status & VIRTIO_CONFIG_S_DRIVER_OK != 0;
@@ -144,7 +155,9 @@ impl MmioTransport {
                 if !q.is_valid(&mem) {
                     return Err(ActivateError::QueueNotReady(index).into());
                 }
-                device_queues.push(Queue::try_from(q.state()).map_err(|_| ActivateError::QueueNotReady(index))?);
+                device_queues.push(
+                    Queue::try_from(q.state()).map_err(|_| ActivateError::QueueNotReady(index))?,
+                );
             }
             lock(&device).activate(device_queues, state.acked_features)?;
         }
@@ -157,6 +170,8 @@ impl MmioTransport {
             status: state.status,
             config_generation: state.config_generation,
         };
-        Ok(MmioTransport::from_parts(mem, device, queue_evts, interrupt, queues, regs))
+        Ok(MmioTransport::from_parts(
+            mem, device, queue_evts, interrupt, queues, regs,
+        ))
     }
 }

@@ -1,16 +1,19 @@
 //! A virtio-mmio guest driver for tests: negotiates through the transport's registers, lays out
-//! split virtqueues in guest memory (with `virtio_queue::mock`), posts descriptor chains and
-//! collects used buffers.
+//! split virtqueues in guest memory, posts descriptor chains and collects used buffers.
+//!
+//! The rings are written by hand rather than with `virtio_queue::mock::MockSplitQueue`: its
+//! layout places the used ring inside the available ring (it sizes the avail ring in elements
+//! rather than bytes), and it zeroes the rings whenever a handle is created.
 
 use std::sync::{Arc, Mutex};
 
 use virtio_bindings::virtio_config::{
-    VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK,
+    VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
+    VIRTIO_CONFIG_S_FEATURES_OK,
 };
 use virtio_bindings::virtio_mmio as reg;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{split::Descriptor, RawDescriptor};
-use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::mmio::MmioTransport;
@@ -24,7 +27,9 @@ pub const DRIVER_QUEUE_SIZE: u16 = 64;
 /// Each descriptor index owns a buffer slot this large (a 64 KiB payload + header fit).
 pub const SLOT_SIZE: u64 = 0x11000;
 const RINGS_BASE: u64 = 0x1000;
-const RING_STRIDE: u64 = 0x4000;
+const RING_STRIDE: u64 = 0x1000;
+const AVAIL_OFFSET: u64 = 0x400;
+const USED_OFFSET: u64 = 0x800;
 const BUFFERS_BASE: u64 = 0x10_0000;
 const BUFFERS_STRIDE: u64 = SLOT_SIZE * DRIVER_QUEUE_SIZE as u64;
 
@@ -33,27 +38,26 @@ pub fn guest_memory() -> GuestMemory {
     GuestMemory::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("test guest memory")
 }
 
-fn mock_queue(mem: &GuestMemory, queue: usize) -> MockSplitQueue<'_, GuestMemory> {
-    MockSplitQueue::create(mem, Driver::ring_addr(queue), DRIVER_QUEUE_SIZE)
-}
-
 /// One buffer of a chain: device-readable bytes, or a device-writable area of some length.
 pub enum Buf<'a> {
     Out(&'a [u8]),
     In(u32),
 }
 
+/// A posted buffer: guest address, length, device-writable.
+pub type BufDesc = (u64, u32, bool);
+
 /// A used element returned by the device, with the chain's descriptors (addr, len, writable).
 #[derive(Debug)]
 pub struct Used {
-    pub head: u16,
     pub len: u32,
     pub descs: Vec<(u64, u32, bool)>,
 }
 
 struct DriverQueue {
     free: Vec<u16>,
-    chains: std::collections::HashMap<u16, (Vec<u16>, Vec<(u64, u32, bool)>)>,
+    /// Posted chains by head: descriptor indices, and (addr, len, writable) per descriptor.
+    chains: std::collections::HashMap<u16, (Vec<u16>, Vec<BufDesc>)>,
     avail_idx: u16,
     used_seen: u16,
 }
@@ -75,7 +79,11 @@ impl Driver {
                 used_seen: 0,
             })
             .collect();
-        Self { mem, transport, queues }
+        Self {
+            mem,
+            transport,
+            queues,
+        }
     }
 
     pub fn read(&self, offset: u32) -> u32 {
@@ -88,12 +96,22 @@ impl Driver {
         lock(&self.transport).write(offset.into(), &value.to_le_bytes());
     }
 
-    fn mock(&self, queue: usize) -> MockSplitQueue<'_, GuestMemory> {
-        mock_queue(&self.mem, queue)
+    /// (descriptor table, available ring, used ring) of `queue`.
+    fn ring_addrs(queue: usize) -> (u64, u64, u64) {
+        let base = RINGS_BASE + queue as u64 * RING_STRIDE;
+        (base, base + AVAIL_OFFSET, base + USED_OFFSET)
     }
 
-    fn ring_addr(queue: usize) -> GuestAddress {
-        GuestAddress(RINGS_BASE + queue as u64 * RING_STRIDE)
+    fn write_u16(&self, addr: u64, v: u16) {
+        self.mem.write_obj(v.to_le(), GuestAddress(addr)).unwrap();
+    }
+
+    fn read_u16(&self, addr: u64) -> u16 {
+        u16::from_le(self.mem.read_obj(GuestAddress(addr)).unwrap())
+    }
+
+    fn read_u32(&self, addr: u64) -> u32 {
+        u32::from_le(self.mem.read_obj(GuestAddress(addr)).unwrap())
     }
 
     fn slot_addr(queue: usize, desc: u16) -> u64 {
@@ -102,14 +120,14 @@ impl Driver {
 
     /// Points queue `queue`'s registers at its rings, as Linux's virtio_mmio does.
     pub fn setup_queue(&self, queue: usize) {
-        let m = self.mock(queue);
+        let (desc, avail, used) = Self::ring_addrs(queue);
         self.write(reg::VIRTIO_MMIO_QUEUE_SEL, queue as u32);
         assert!(self.read(reg::VIRTIO_MMIO_QUEUE_NUM_MAX) >= u32::from(DRIVER_QUEUE_SIZE));
         self.write(reg::VIRTIO_MMIO_QUEUE_NUM, DRIVER_QUEUE_SIZE.into());
         for (low, addr) in [
-            (reg::VIRTIO_MMIO_QUEUE_DESC_LOW, m.desc_table_addr().0),
-            (reg::VIRTIO_MMIO_QUEUE_AVAIL_LOW, m.avail_addr().0),
-            (reg::VIRTIO_MMIO_QUEUE_USED_LOW, m.used_addr().0),
+            (reg::VIRTIO_MMIO_QUEUE_DESC_LOW, desc),
+            (reg::VIRTIO_MMIO_QUEUE_AVAIL_LOW, avail),
+            (reg::VIRTIO_MMIO_QUEUE_USED_LOW, used),
         ] {
             self.write(low, addr as u32);
             self.write(low + 4, (addr >> 32) as u32);
@@ -121,9 +139,15 @@ impl Driver {
     pub fn bring_up(&self) -> u32 {
         self.write(reg::VIRTIO_MMIO_STATUS, 0);
         self.write(reg::VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-        self.write(reg::VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+        self.write(
+            reg::VIRTIO_MMIO_STATUS,
+            VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER,
+        );
         self.write(reg::VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        self.write(reg::VIRTIO_MMIO_DRIVER_FEATURES, (VIRTIO_F_VERSION_1 >> 32) as u32);
+        self.write(
+            reg::VIRTIO_MMIO_DRIVER_FEATURES,
+            (VIRTIO_F_VERSION_1 >> 32) as u32,
+        );
         self.write(reg::VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
         self.write(reg::VIRTIO_MMIO_DRIVER_FEATURES, 0);
         let s = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
@@ -143,8 +167,13 @@ impl Driver {
 
     /// Posts a chain; each buffer gets its descriptor's slot. Returns the head index.
     pub fn add_chain(&mut self, queue: usize, bufs: &[Buf]) -> u16 {
-        assert!(!bufs.is_empty() && self.queues[queue].free.len() >= bufs.len(), "queue {queue} full");
-        let idx: Vec<u16> = (0..bufs.len()).map(|_| self.queues[queue].free.pop().unwrap()).collect();
+        assert!(
+            !bufs.is_empty() && self.queues[queue].free.len() >= bufs.len(),
+            "queue {queue} full"
+        );
+        let idx: Vec<u16> = (0..bufs.len())
+            .map(|_| self.queues[queue].free.pop().unwrap())
+            .collect();
         let mut descs = Vec::new();
         for (i, buf) in bufs.iter().enumerate() {
             let addr = Self::slot_addr(queue, idx[i]);
@@ -159,15 +188,16 @@ impl Driver {
                     (*len, true)
                 }
             };
-            let mut flags = if writable { VRING_DESC_F_WRITE as u16 } else { 0 };
+            let mut flags = if writable {
+                VRING_DESC_F_WRITE as u16
+            } else {
+                0
+            };
             let next = idx.get(i + 1).copied().unwrap_or(0);
             if i + 1 < bufs.len() {
                 flags |= VRING_DESC_F_NEXT as u16;
             }
-            self.mock(queue)
-                .desc_table()
-                .store(idx[i], RawDescriptor::from(Descriptor::new(addr, len, flags, next)))
-                .unwrap();
+            self.store_desc(queue, idx[i], Descriptor::new(addr, len, flags, next));
             descs.push((addr, len, writable));
         }
         let head = idx[0];
@@ -178,19 +208,37 @@ impl Driver {
     /// Posts a raw descriptor (for malformed-chain tests) and makes `head` available.
     pub fn add_raw(&mut self, queue: usize, head: u16, desc: Descriptor) {
         self.queues[queue].free.retain(|&i| i != head);
-        self.mock(queue).desc_table().store(head, RawDescriptor::from(desc)).unwrap();
-        self.publish(queue, head, vec![head], vec![(desc.addr().0, desc.len(), desc.is_write_only())]);
+        self.store_desc(queue, head, desc);
+        self.publish(
+            queue,
+            head,
+            vec![head],
+            vec![(desc.addr().0, desc.len(), desc.is_write_only())],
+        );
     }
 
-    fn publish(&mut self, queue: usize, head: u16, indices: Vec<u16>, descs: Vec<(u64, u32, bool)>) {
+    fn store_desc(&self, queue: usize, index: u16, desc: Descriptor) {
+        let addr = Self::ring_addrs(queue).0 + u64::from(index) * 16;
+        self.mem
+            .write_obj(RawDescriptor::from(desc), GuestAddress(addr))
+            .unwrap();
+    }
+
+    fn publish(
+        &mut self,
+        queue: usize,
+        head: u16,
+        indices: Vec<u16>,
+        descs: Vec<(u64, u32, bool)>,
+    ) {
         let q = &mut self.queues[queue];
         q.chains.insert(head, (indices, descs));
         let slot = q.avail_idx % DRIVER_QUEUE_SIZE;
         q.avail_idx = q.avail_idx.wrapping_add(1);
         let avail_idx = q.avail_idx;
-        let m = self.mock(queue);
-        m.avail().ring().ref_at(slot.into()).unwrap().store(head);
-        m.avail().idx().store(avail_idx);
+        let avail = Self::ring_addrs(queue).1;
+        self.write_u16(avail + 4 + 2 * u64::from(slot), head);
+        self.write_u16(avail + 2, avail_idx);
     }
 
     /// Kicks `queue` through a trapped QueueNotify write.
@@ -200,17 +248,22 @@ impl Driver {
 
     /// Collects the buffers the device used since the last call, freeing their descriptors.
     pub fn take_used(&mut self, queue: usize) -> Vec<Used> {
-        let m = mock_queue(&self.mem, queue);
-        let used_idx = m.used().idx().load();
+        let used = Self::ring_addrs(queue).2;
+        let used_idx = self.read_u16(used + 2);
         let mut out = Vec::new();
-        let q = &mut self.queues[queue];
-        while q.used_seen != used_idx {
-            let elem = m.used().ring().ref_at((q.used_seen % DRIVER_QUEUE_SIZE).into()).unwrap().load();
-            q.used_seen = q.used_seen.wrapping_add(1);
-            let head = elem.id() as u16;
-            let (indices, descs) = q.chains.remove(&head).expect("device used a chain we did not post");
+        while self.queues[queue].used_seen != used_idx {
+            let seen = self.queues[queue].used_seen;
+            let elem = used + 4 + 8 * u64::from(seen % DRIVER_QUEUE_SIZE);
+            let (id, len) = (self.read_u32(elem), self.read_u32(elem + 4));
+            let q = &mut self.queues[queue];
+            q.used_seen = seen.wrapping_add(1);
+            let head = u16::try_from(id).expect("used id out of range");
+            let (indices, descs) = q
+                .chains
+                .remove(&head)
+                .expect("device used a chain we did not post");
             q.free.extend(indices);
-            out.push(Used { head, len: elem.len(), descs });
+            out.push(Used { len, descs });
         }
         out
     }

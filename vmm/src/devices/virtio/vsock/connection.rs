@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use event_manager::EventSet;
 use virtio_vsock::packet::VsockPacket;
@@ -105,27 +105,57 @@ pub struct Connection {
 
     /// When set, the connection is dropped (with an RST) if still alive at this instant.
     deadline: Option<Instant>,
+    /// How long a closed connection may take to flush to the host.
+    close_flush_timeout: Duration,
 }
 
 impl Connection {
     /// A host-initiated connection to guest port `peer_port`; a REQUEST is owed to the guest.
-    pub fn host_initiated(stream: UnixStream, local_port: u32, peer_port: u32, deadline: Instant) -> Self {
-        let mut conn = Self::new(stream, local_port, peer_port, State::LocalInit);
+    pub fn host_initiated(
+        stream: UnixStream,
+        local_port: u32,
+        peer_port: u32,
+        deadline: Instant,
+        close_flush_timeout: Duration,
+    ) -> Self {
+        let mut conn = Self::new(
+            stream,
+            local_port,
+            peer_port,
+            State::LocalInit,
+            close_flush_timeout,
+        );
         conn.pending.request = true;
         conn.deadline = Some(deadline);
         conn
     }
 
     /// A guest-initiated connection accepted by the host; a RESPONSE is owed to the guest.
-    pub fn guest_initiated(stream: UnixStream, request: &Header) -> Self {
-        let mut conn = Self::new(stream, request.dst_port, request.src_port, State::Established);
+    pub fn guest_initiated(
+        stream: UnixStream,
+        request: &Header,
+        close_flush_timeout: Duration,
+    ) -> Self {
+        let mut conn = Self::new(
+            stream,
+            request.dst_port,
+            request.src_port,
+            State::Established,
+            close_flush_timeout,
+        );
         conn.pending.response = true;
         conn.peer_buf_alloc = request.buf_alloc;
         conn.peer_fwd_cnt = request.fwd_cnt;
         conn
     }
 
-    fn new(stream: UnixStream, local_port: u32, peer_port: u32, state: State) -> Self {
+    fn new(
+        stream: UnixStream,
+        local_port: u32,
+        peer_port: u32,
+        state: State,
+        close_flush_timeout: Duration,
+    ) -> Self {
         Self {
             stream,
             local_port,
@@ -145,6 +175,7 @@ impl Connection {
             host_readable: false,
             host_eof: false,
             deadline: None,
+            close_flush_timeout,
         }
     }
 
@@ -162,7 +193,10 @@ impl Connection {
 
     /// The RST that tells the guest this connection is gone.
     pub fn reset_header(&self, guest_cid: u64) -> Header {
-        Header { op: OP_RST, ..self.header(guest_cid) }
+        Header {
+            op: OP_RST,
+            ..self.header(guest_cid)
+        }
     }
 
     fn header(&self, guest_cid: u64) -> Header {
@@ -185,7 +219,10 @@ impl Connection {
     }
 
     fn wants_host_data(&self) -> bool {
-        self.state == State::Established && !self.host_eof && !self.peer_shut_recv && self.peer_credit() > 0
+        self.state == State::Established
+            && !self.host_eof
+            && !self.peer_shut_recv
+            && self.peer_credit() > 0
     }
 
     fn can_send_data(&self) -> bool {
@@ -322,7 +359,7 @@ impl Connection {
             }
         } else if self.peer_shut_send && self.peer_shut_recv && self.deadline.is_none() {
             // Bound how long a host that stopped reading can hold a closed connection.
-            self.deadline = Some(Instant::now() + super::muxer::CLOSE_FLUSH_TIMEOUT);
+            self.deadline = Some(Instant::now() + self.close_flush_timeout);
         }
         if self.fwd_cnt.wrapping_sub(self.last_fwd_cnt_sent) >= CREDIT_UPDATE_THRESHOLD {
             self.pending.credit_update = true;
@@ -332,17 +369,25 @@ impl Connection {
 
     /// epoll reported `events` on the host stream.
     pub fn handle_host_event(&mut self, events: EventSet) -> Verdict {
-        if events.intersects(EventSet::IN | EventSet::HANG_UP | EventSet::ERROR | EventSet::READ_HANG_UP) {
+        if events
+            .intersects(EventSet::IN | EventSet::HANG_UP | EventSet::ERROR | EventSet::READ_HANG_UP)
+        {
             self.host_readable = true;
         }
-        if events.intersects(EventSet::OUT | EventSet::HANG_UP | EventSet::ERROR) && self.flush_tx().is_err() {
+        if events.intersects(EventSet::OUT | EventSet::HANG_UP | EventSet::ERROR)
+            && self.flush_tx().is_err()
+        {
             return Verdict::Reset;
         }
         self.settle()
     }
 
     /// Fills one guest rx buffer with the next packet this connection owes the guest.
-    pub fn fill_rx<B: BitmapSlice>(&mut self, pkt: &mut VsockPacket<'_, B>, guest_cid: u64) -> RxOutcome {
+    pub fn fill_rx<B: BitmapSlice>(
+        &mut self,
+        pkt: &mut VsockPacket<'_, B>,
+        guest_cid: u64,
+    ) -> RxOutcome {
         let mut hdr = self.header(guest_cid);
         if self.pending.request {
             self.pending.request = false;
@@ -370,12 +415,19 @@ impl Connection {
     /// Reads host data into the packet's data buffer. `None` when data cannot be sent now;
     /// `Some(Nothing)` when the read changed state (EOF, would block) and the caller should
     /// look again for something else to send.
-    fn read_host_data<B: BitmapSlice>(&mut self, pkt: &mut VsockPacket<'_, B>, hdr: &mut Header) -> Option<RxOutcome> {
+    fn read_host_data<B: BitmapSlice>(
+        &mut self,
+        pkt: &mut VsockPacket<'_, B>,
+        hdr: &mut Header,
+    ) -> Option<RxOutcome> {
         if !self.can_send_data() {
             return None;
         }
         let data = pkt.data_slice()?;
-        let max = data.len().min(self.peer_credit() as usize).min(MAX_PKT_DATA as usize);
+        let max = data
+            .len()
+            .min(self.peer_credit() as usize)
+            .min(MAX_PKT_DATA as usize);
         let mut dst = data.subslice(0, max).ok()?;
         match (&self.stream).read_volatile(&mut dst) {
             Ok(0) => {
@@ -408,5 +460,8 @@ impl Connection {
 }
 
 fn is_retry(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }

@@ -1,6 +1,7 @@
 //! The vsock device proper: config space, activation, and moving packets between the virtqueues
 //! and the muxer.
 
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use vm_memory::Bytes;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
 
-use super::muxer::Muxer;
+use super::muxer::{Muxer, VsockTimeouts};
 use super::packet::{Header, EVENT_TRANSPORT_RESET, MAX_PKT_DATA};
 use super::{VsockError, EVENT_QUEUE, NUM_QUEUES, RX_QUEUE, TX_QUEUE, VSOCK_DEVICE_ID};
 use crate::devices::virtio::{
@@ -33,7 +34,8 @@ pub struct VsockDevice {
     /// Wakes the event loop after activation or reset (they happen on a vCPU thread).
     pub(super) wake_evt: EventFd,
     pub(super) timer: TimerFd,
-    pub(super) timer_armed: bool,
+    /// The deadline the timer is armed for.
+    pub(super) timer_deadline: Option<std::time::Instant>,
     /// The activated queues, indexed by `RX_QUEUE`/`TX_QUEUE`/`EVENT_QUEUE`.
     pub(super) queues: Option<Vec<Queue>>,
     pub(super) acked_features: u64,
@@ -45,7 +47,7 @@ pub struct VsockDevice {
 impl VsockDevice {
     /// A device for `guest_cid` listening on `uds_path`. `queue_evts` are the device's copies of
     /// the transport's notification eventfds; `interrupt` is shared with the transport.
-    pub fn new(
+    pub(super) fn new(
         mem: GuestMemory,
         guest_cid: u64,
         uds_path: &Path,
@@ -55,21 +57,28 @@ impl VsockDevice {
         if !(3..u64::from(u32::MAX)).contains(&guest_cid) {
             return Err(VsockError::InvalidCid(guest_cid));
         }
-        let muxer = Muxer::new(uds_path, guest_cid)
-            .map_err(|source| VsockError::Listen { path: uds_path.display().to_string(), source })?;
+        let muxer = Muxer::new(uds_path, guest_cid).map_err(|source| VsockError::Listen {
+            path: uds_path.display().to_string(),
+            source,
+        })?;
         Ok(Self {
             guest_cid,
             mem,
             interrupt,
             queue_evts,
             wake_evt: EventFd::new(EFD_NONBLOCK).map_err(VsockError::EventFd)?,
-            timer: TimerFd::new().map_err(|e| VsockError::EventFd(e.into()))?,
-            timer_armed: false,
+            timer: nonblocking_timer().map_err(VsockError::EventFd)?,
+            timer_deadline: None,
             queues: None,
             acked_features: 0,
             muxer,
             pending_reset_event: false,
         })
+    }
+
+    /// Changes how long the device waits for stalled peers (defaults: 10 s each).
+    pub fn set_timeouts(&mut self, timeouts: VsockTimeouts) {
+        self.muxer.set_timeouts(timeouts);
     }
 
     /// The guest's CID.
@@ -109,7 +118,9 @@ impl VsockDevice {
 
     /// Signals the guest if it wants to hear about used buffers on `queue`.
     fn notify_used(&mut self, queue: usize) {
-        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(queue)) else { return };
+        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(queue)) else {
+            return;
+        };
         // On a malformed ring, err on the side of interrupting.
         if q.needs_notification(&self.mem).unwrap_or(true) {
             self.interrupt.trigger(INTERRUPT_USED_BUFFER);
@@ -122,14 +133,16 @@ impl VsockDevice {
             return;
         }
         let mem = &self.mem;
-        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(EVENT_QUEUE)) else { return };
+        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(EVENT_QUEUE)) else {
+            return;
+        };
         let mut posted = false;
         while let Some(mut chain) = q.pop_descriptor_chain(mem) {
             let head = chain.head_index();
             let written = match chain.next() {
-                Some(d) if d.is_write_only() && d.len() >= EVENT_SIZE => {
-                    mem.write_obj(EVENT_TRANSPORT_RESET.to_le(), d.addr()).is_ok()
-                }
+                Some(d) if d.is_write_only() && d.len() >= EVENT_SIZE => mem
+                    .write_obj(EVENT_TRANSPORT_RESET.to_le(), d.addr())
+                    .is_ok(),
                 _ => false,
             };
             let len = if written { EVENT_SIZE } else { 0 };
@@ -150,12 +163,17 @@ impl VsockDevice {
     /// Moves every packet the guest queued for transmission to the muxer.
     pub(super) fn process_tx(&mut self, ops: &mut event_manager::EventOps) {
         let mem = &self.mem;
-        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(TX_QUEUE)) else { return };
+        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(TX_QUEUE)) else {
+            return;
+        };
         let mut used = false;
         while let Some(mut chain) = q.pop_descriptor_chain(mem) {
             let head = chain.head_index();
             match VsockPacket::from_tx_virtq_chain(mem, &mut chain, MAX_PKT_DATA) {
-                Ok(pkt) => self.muxer.handle_guest_packet(&Header::of_packet(&pkt), pkt.data_slice(), ops),
+                Ok(pkt) => {
+                    self.muxer
+                        .handle_guest_packet(&Header::of_packet(&pkt), pkt.data_slice(), ops)
+                }
                 Err(e) => tracing::debug!("vsock: dropping malformed tx packet: {e}"),
             }
             if let Err(e) = q.add_used(mem, head, 0) {
@@ -171,14 +189,21 @@ impl VsockDevice {
     /// Fills guest rx buffers while the muxer has packets for the guest.
     pub(super) fn process_rx(&mut self, ops: &mut event_manager::EventOps) {
         let mem = &self.mem;
-        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(RX_QUEUE)) else { return };
+        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(RX_QUEUE)) else {
+            return;
+        };
         let mut used = false;
         while self.muxer.has_rx_work() {
-            let Some(mut chain) = q.pop_descriptor_chain(mem) else { break };
+            let Some(mut chain) = q.pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
             let len = match VsockPacket::from_rx_virtq_chain(mem, &mut chain, MAX_PKT_DATA) {
                 Ok(mut pkt) => match self.muxer.fill_rx(&mut pkt, ops) {
                     Some(len) => len,
+                    // No room for data, and only data is pending: a conforming driver never
+                    // posts such a buffer; give it back rather than let it block the ring.
+                    None if pkt.data_slice().is_none() => 0,
                     None => {
                         // Nothing to put in it after all: leave the buffer to the guest's ring.
                         q.go_to_previous_position();
@@ -201,6 +226,20 @@ impl VsockDevice {
     }
 }
 
+/// A timerfd whose reads never block: `TimerFd` creates blocking ones, and re-arming a timer
+/// clears an expiration epoll may already have reported, so a blocking read could hang the loop.
+fn nonblocking_timer() -> std::io::Result<TimerFd> {
+    let timer = TimerFd::new().map_err(std::io::Error::from)?;
+    let fd = timer.as_raw_fd();
+    // SAFETY: F_GETFL on an fd we own; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: F_SETFL on an fd we own with an integer argument; no memory is passed.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(timer)
+}
+
 impl VirtioDevice for VsockDevice {
     fn device_type(&self) -> u32 {
         VSOCK_DEVICE_ID
@@ -218,18 +257,26 @@ impl VirtioDevice for VsockDevice {
         // struct virtio_vsock_config { le64 guest_cid; }
         let config = self.guest_cid.to_le_bytes();
         for (i, byte) in data.iter_mut().enumerate() {
-            let at = offset.checked_add(i as u64).and_then(|o| usize::try_from(o).ok());
+            let at = offset
+                .checked_add(i as u64)
+                .and_then(|o| usize::try_from(o).ok());
             *byte = at.and_then(|o| config.get(o)).copied().unwrap_or(0);
         }
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
-        tracing::debug!("vsock: ignored {}-byte config write at {offset:#x}", data.len());
+        tracing::debug!(
+            "vsock: ignored {}-byte config write at {offset:#x}",
+            data.len()
+        );
     }
 
     fn activate(&mut self, queues: Vec<Queue>, acked_features: u64) -> Result<(), ActivateError> {
         if queues.len() != NUM_QUEUES {
-            return Err(ActivateError::QueueCount { expected: NUM_QUEUES, got: queues.len() });
+            return Err(ActivateError::QueueCount {
+                expected: NUM_QUEUES,
+                got: queues.len(),
+            });
         }
         if let Some(index) = queues.iter().position(|q| !q.ready()) {
             return Err(ActivateError::QueueNotReady(index));
@@ -250,6 +297,8 @@ impl VirtioDevice for VsockDevice {
     }
 
     fn queue_states(&self) -> Option<Vec<QueueState>> {
-        self.queues.as_ref().map(|qs| qs.iter().map(Queue::state).collect())
+        self.queues
+            .as_ref()
+            .map(|qs| qs.iter().map(Queue::state).collect())
     }
 }

@@ -9,18 +9,27 @@ use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use super::device::VsockDevice;
 use super::{EVENT_QUEUE, RX_QUEUE, TX_QUEUE};
 
-/// Timeouts are checked at this granularity while any is pending.
-const TIMER_TICK: Duration = Duration::from_secs(1);
+/// Lower bound on a timer arming, so an already-passed deadline still fires.
+const MIN_TIMER_DELAY: Duration = Duration::from_millis(1);
 
 impl VsockDevice {
+    /// Arms the timer for the earliest pending deadline (or disarms it).
     fn arm_timer(&mut self) {
-        let want = self.muxer.next_deadline().is_some();
-        if want == self.timer_armed {
+        let next = self.muxer.next_deadline();
+        if next == self.timer_deadline {
             return;
         }
-        let result = if want { self.timer.reset(TIMER_TICK, Some(TIMER_TICK)) } else { self.timer.clear() };
+        let result = match next {
+            Some(at) => {
+                let delay = at
+                    .saturating_duration_since(Instant::now())
+                    .max(MIN_TIMER_DELAY);
+                self.timer.reset(delay, None)
+            }
+            None => self.timer.clear(),
+        };
         match result {
-            Ok(()) => self.timer_armed = want,
+            Ok(()) => self.timer_deadline = next,
             Err(e) => tracing::warn!("vsock: timer update failed: {e}"),
         }
     }
@@ -33,11 +42,11 @@ impl VsockDevice {
 
 impl MutEventSubscriber for VsockDevice {
     fn init(&mut self, ops: &mut EventOps) {
-        let fds = self
-            .queue_evts
-            .iter()
-            .map(AsRawFd::as_raw_fd)
-            .chain([self.wake_evt.as_raw_fd(), self.timer.as_raw_fd(), self.muxer.listener().as_raw_fd()]);
+        let fds = self.queue_evts.iter().map(AsRawFd::as_raw_fd).chain([
+            self.wake_evt.as_raw_fd(),
+            self.timer.as_raw_fd(),
+            self.muxer.listener().as_raw_fd(),
+        ]);
         for fd in fds {
             if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
                 tracing::error!("vsock: cannot register fd {fd}: {e:?}");
@@ -63,14 +72,17 @@ impl MutEventSubscriber for VsockDevice {
                 self.process_tx(ops);
             }
             None if fd == self.timer.as_raw_fd() => {
-                // Readable means it expired; the expiration count does not matter.
+                // The expiration count does not matter. The timerfd is nonblocking: it may have
+                // been re-armed (which clears it) after epoll reported it.
                 let _ = self.timer.wait();
+                self.timer_deadline = None;
                 self.muxer.expire(Instant::now(), ops);
             }
             None if fd == self.muxer.listener().as_raw_fd() => self.muxer.accept(ops),
             None => {
                 if !self.muxer.handle_host_event(fd, set, ops) {
-                    tracing::warn!("vsock: event on unknown fd {fd}, unregistering it");
+                    // Possible for an fd dropped by a device reset earlier in the same batch.
+                    tracing::debug!("vsock: event on unknown fd {fd}, unregistering it");
                     let _ = ops.remove(Events::empty_raw(fd));
                 }
             }

@@ -28,12 +28,10 @@ pub struct HostHandshake {
 impl HostHandshake {
     /// Starts reading the line from a nonblocking stream.
     pub fn new(stream: UnixStream) -> Self {
-        Self { stream, line: Vec::with_capacity(MAX_LINE) }
-    }
-
-    /// The host stream.
-    pub fn stream(&self) -> &UnixStream {
-        &self.stream
+        Self {
+            stream,
+            line: Vec::with_capacity(MAX_LINE),
+        }
     }
 
     /// Gives the stream back once the handshake succeeded.
@@ -67,7 +65,10 @@ impl HostHandshake {
 
 /// Parses `CONNECT <decimal u32>` (surrounding ASCII whitespace tolerated).
 pub fn parse_connect(line: &[u8]) -> Option<u32> {
-    let digits = line.trim_ascii().strip_prefix(b"CONNECT ")?.trim_ascii_start();
+    let digits = line
+        .trim_ascii()
+        .strip_prefix(b"CONNECT ")?
+        .trim_ascii_start();
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -83,8 +84,21 @@ mod tests {
     fn parses_only_well_formed_lines() {
         assert_eq!(parse_connect(b"CONNECT 1024"), Some(1024));
         assert_eq!(parse_connect(b"CONNECT 4294967295\r"), Some(u32::MAX));
-        for bad in [&b"CONNECT 4294967296"[..], b"CONNECT", b"CONNECT ", b"CONNECT -1", b"CONNECT 1x", b"connect 1", b"OK 1"] {
-            assert_eq!(parse_connect(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"CONNECT 4294967296"[..],
+            b"CONNECT",
+            b"CONNECT ",
+            b"CONNECT -1",
+            b"CONNECT 1x",
+            b"connect 1",
+            b"OK 1",
+        ] {
+            assert_eq!(
+                parse_connect(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 
 pub use connection::{CONN_TX_BUF_SIZE, CREDIT_UPDATE_THRESHOLD};
 pub use device::{VsockDevice, VSOCK_QUEUE_SIZE};
-pub use muxer::{MAX_CONNECTIONS, MAX_HANDSHAKES};
+pub use muxer::{VsockTimeouts, MAX_CONNECTIONS, MAX_HANDSHAKES};
 pub use persist::{VsockRestoreError, VsockState};
 
 use super::mmio::MmioTransport;
@@ -51,7 +51,10 @@ pub enum VsockError {
     InvalidCid(u64),
     /// Binding the host Unix listener failed (the path must not exist).
     #[error("cannot listen on {path}: {source}")]
-    Listen { path: String, source: std::io::Error },
+    Listen {
+        path: String,
+        source: std::io::Error,
+    },
     /// Creating an eventfd or timerfd failed.
     #[error("cannot create event fd: {0}")]
     EventFd(std::io::Error),
@@ -71,8 +74,17 @@ pub fn new_vsock(mem: GuestMemory, guest_cid: u64, uds_path: &Path) -> Result<Vs
     let interrupt = Arc::new(Interrupt::new().map_err(VsockError::EventFd)?);
     let queue_evts = new_queue_events(NUM_QUEUES).map_err(VsockError::EventFd)?;
     let device_evts = clone_events(&queue_evts).map_err(VsockError::EventFd)?;
-    let device = VsockDevice::new(mem.clone(), guest_cid, uds_path, device_evts, interrupt.clone())?;
+    let device = VsockDevice::new(
+        mem.clone(),
+        guest_cid,
+        uds_path,
+        device_evts,
+        interrupt.clone(),
+    )?;
     let device = Arc::new(Mutex::new(device));
     let transport = MmioTransport::new(mem, device.clone(), queue_evts, interrupt);
-    Ok(Vsock { transport: Arc::new(Mutex::new(transport)), device })
+    Ok(Vsock {
+        transport: Arc::new(Mutex::new(transport)),
+        device,
+    })
 }

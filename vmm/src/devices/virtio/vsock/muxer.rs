@@ -29,16 +29,34 @@ pub const MAX_CONNECTIONS: usize = 512;
 pub const MAX_HANDSHAKES: usize = 64;
 /// RSTs waiting for a guest rx buffer after their connection is gone.
 pub const MAX_ORPHAN_REPLIES: usize = 1024;
-/// A host client must finish its `CONNECT` line within this time.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The guest must answer a host-initiated REQUEST within this time.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// After the guest closed, its remaining data must reach the host within this time.
-pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the muxer waits for peers that stall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VsockTimeouts {
+    /// A host client must finish its `CONNECT` line within this time.
+    pub handshake: Duration,
+    /// The guest must answer a host-initiated REQUEST within this time.
+    pub connect: Duration,
+    /// After the guest closed, its remaining data must reach the host within this time.
+    pub close_flush: Duration,
+}
+
+impl Default for VsockTimeouts {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(10),
+            connect: Duration::from_secs(10),
+            close_flush: Duration::from_secs(10),
+        }
+    }
+}
 /// Host-side ports of host-initiated connections start here, far from well-known ports.
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
 /// Connections accepted per listener wakeup, so one flood cannot starve the queues.
 const ACCEPT_BATCH: usize = 16;
+/// After accept fails for lack of resources (e.g. EMFILE), stop watching the listener this long:
+/// the pending connection keeps it readable, and watching it would spin the event loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug)]
 enum FdOwner {
@@ -64,6 +82,9 @@ pub struct Muxer {
     /// Connections dropped outside the event loop (device reset), awaiting epoll removal.
     graveyard: Vec<Connection>,
     next_local_port: u32,
+    /// Set while the listener is unwatched after an accept failure.
+    accept_paused_until: Option<Instant>,
+    timeouts: VsockTimeouts,
 }
 
 impl Muxer {
@@ -84,15 +105,22 @@ impl Muxer {
             orphan_replies: VecDeque::new(),
             graveyard: Vec::new(),
             next_local_port: FIRST_LOCAL_PORT,
+            accept_paused_until: None,
+            timeouts: VsockTimeouts::default(),
         })
+    }
+
+    pub fn set_timeouts(&mut self, timeouts: VsockTimeouts) {
+        self.timeouts = timeouts;
     }
 
     pub fn listener(&self) -> &UnixListener {
         &self.listener
     }
 
-    pub fn uds_path(&self) -> &Path {
-        &self.uds_path
+    /// Starts watching the listener (from the subscriber's `init`).
+    pub fn watch_listener(&mut self, ops: &mut EventOps) {
+        self.watch(self.listener.as_raw_fd(), EventSet::IN, ops);
     }
 
     /// Number of live connections.
@@ -106,6 +134,7 @@ impl Muxer {
     }
 
     /// Number of fds registered in epoll, the listener excluded.
+    #[cfg(test)]
     pub fn watched_count(&self) -> usize {
         self.watched.len()
     }
@@ -142,6 +171,8 @@ impl Muxer {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::warn!("vsock: accept on {} failed: {e}", self.uds_path.display());
+                    self.watch(self.listener.as_raw_fd(), EventSet::empty(), ops);
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
                     return;
                 }
             };
@@ -154,7 +185,13 @@ impl Muxer {
                 continue;
             }
             let fd = stream.as_raw_fd();
-            self.handshakes.insert(fd, (HostHandshake::new(stream), Instant::now() + HANDSHAKE_TIMEOUT));
+            self.handshakes.insert(
+                fd,
+                (
+                    HostHandshake::new(stream),
+                    Instant::now() + self.timeouts.handshake,
+                ),
+            );
             self.owners.insert(fd, FdOwner::Handshake);
             self.watch(fd, EventSet::IN, ops);
         }
@@ -176,14 +213,18 @@ impl Muxer {
     }
 
     fn advance_handshake(&mut self, fd: RawFd, ops: &mut EventOps) {
-        let Some((hs, _)) = self.handshakes.get_mut(&fd) else { return };
+        let Some((hs, _)) = self.handshakes.get_mut(&fd) else {
+            return;
+        };
         let step = hs.advance();
         if step == Step::Pending {
             return;
         }
         self.watch(fd, EventSet::empty(), ops);
         self.owners.remove(&fd);
-        let Some((hs, _)) = self.handshakes.remove(&fd) else { return };
+        let Some((hs, _)) = self.handshakes.remove(&fd) else {
+            return;
+        };
         let Step::Connect(peer_port) = step else {
             tracing::debug!("vsock: malformed CONNECT line, closing host stream");
             return;
@@ -192,7 +233,13 @@ impl Muxer {
             tracing::warn!("vsock: no connection slot for host connect to port {peer_port}");
             return;
         };
-        let conn = Connection::host_initiated(hs.into_stream(), local_port, peer_port, Instant::now() + CONNECT_TIMEOUT);
+        let conn = Connection::host_initiated(
+            hs.into_stream(),
+            local_port,
+            peer_port,
+            Instant::now() + self.timeouts.connect,
+            self.timeouts.close_flush,
+        );
         self.insert(conn, ops);
     }
 
@@ -212,7 +259,8 @@ impl Muxer {
 
     fn insert(&mut self, conn: Connection, ops: &mut EventOps) {
         let key = conn.key();
-        self.owners.insert(conn.stream().as_raw_fd(), FdOwner::Conn(key));
+        self.owners
+            .insert(conn.stream().as_raw_fd(), FdOwner::Conn(key));
         self.conns.insert(key, conn);
         self.refresh(key, ops);
     }
@@ -225,7 +273,11 @@ impl Muxer {
         ops: &mut EventOps,
     ) {
         if hdr.src_cid != self.guest_cid || hdr.dst_cid != HOST_CID {
-            tracing::debug!("vsock: dropping packet {} -> {} with foreign CIDs", hdr.src_cid, hdr.dst_cid);
+            tracing::debug!(
+                "vsock: dropping packet {} -> {} with foreign CIDs",
+                hdr.src_cid,
+                hdr.dst_cid
+            );
             return;
         }
         if hdr.type_ != TYPE_STREAM {
@@ -245,13 +297,19 @@ impl Muxer {
 
     fn connect_to_host(&mut self, hdr: &Header, ops: &mut EventOps) {
         if self.conns.len() >= MAX_CONNECTIONS {
-            tracing::warn!("vsock: connection limit reached, refusing guest port {}", hdr.src_port);
+            tracing::warn!(
+                "vsock: connection limit reached, refusing guest port {}",
+                hdr.src_port
+            );
             self.reply_reset(hdr);
             return;
         }
         let path = uds::port_path(&self.uds_path, hdr.dst_port);
         match uds::connect_nonblocking(&path) {
-            Ok(stream) => self.insert(Connection::guest_initiated(stream, hdr), ops),
+            Ok(stream) => {
+                let conn = Connection::guest_initiated(stream, hdr, self.timeouts.close_flush);
+                self.insert(conn, ops);
+            }
             Err(e) => {
                 tracing::debug!("vsock: guest connect to {} failed: {e}", path.display());
                 self.reply_reset(hdr);
@@ -303,7 +361,9 @@ impl Muxer {
     /// Re-evaluates a connection after anything happened to it: schedule it for the guest's rx
     /// queue if it has something to say, and watch exactly the host events it can act on.
     fn refresh(&mut self, key: ConnKey, ops: &mut EventOps) {
-        let Some(conn) = self.conns.get(&key) else { return };
+        let Some(conn) = self.conns.get(&key) else {
+            return;
+        };
         let (fd, interest) = (conn.stream().as_raw_fd(), conn.interest());
         if conn.has_rx_work() && self.scheduled.insert(key) {
             self.backlog.push_back(key);
@@ -331,15 +391,26 @@ impl Muxer {
     }
 
     /// Fills one guest rx buffer; `None` when nothing can be sent right now.
-    pub fn fill_rx<B: BitmapSlice>(&mut self, pkt: &mut VsockPacket<'_, B>, ops: &mut EventOps) -> Option<u32> {
+    pub fn fill_rx<B: BitmapSlice>(
+        &mut self,
+        pkt: &mut VsockPacket<'_, B>,
+        ops: &mut EventOps,
+    ) -> Option<u32> {
         let mut deferred = Vec::new();
         let filled = loop {
             if let Some(reply) = self.orphan_replies.pop_front() {
-                break pkt.set_header_from_raw(&reply.to_bytes()).ok().map(|()| HEADER_SIZE as u32);
+                break pkt
+                    .set_header_from_raw(&reply.to_bytes())
+                    .ok()
+                    .map(|()| HEADER_SIZE as u32);
             }
-            let Some(key) = self.backlog.pop_front() else { break None };
+            let Some(key) = self.backlog.pop_front() else {
+                break None;
+            };
             self.scheduled.remove(&key);
-            let Some(conn) = self.conns.get_mut(&key) else { continue };
+            let Some(conn) = self.conns.get_mut(&key) else {
+                continue;
+            };
             match conn.fill_rx(pkt, self.guest_cid) {
                 RxOutcome::Packet(len) => {
                     self.refresh(key, ops);
@@ -361,19 +432,36 @@ impl Muxer {
     pub fn next_deadline(&self) -> Option<Instant> {
         let conns = self.conns.values().filter_map(Connection::deadline);
         let handshakes = self.handshakes.values().map(|(_, deadline)| *deadline);
-        conns.chain(handshakes).min()
+        conns
+            .chain(handshakes)
+            .chain(self.accept_paused_until)
+            .min()
     }
 
-    /// Drops what timed out: handshakes silently, connections with an RST to the guest.
+    /// Drops what timed out (handshakes silently, connections with an RST to the guest) and
+    /// resumes accepting after a backoff.
     pub fn expire(&mut self, now: Instant, ops: &mut EventOps) {
-        let late: Vec<RawFd> = self.handshakes.iter().filter(|(_, (_, d))| *d <= now).map(|(fd, _)| *fd).collect();
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            self.watch_listener(ops);
+        }
+        let late: Vec<RawFd> = self
+            .handshakes
+            .iter()
+            .filter(|(_, (_, d))| *d <= now)
+            .map(|(fd, _)| *fd)
+            .collect();
         for fd in late {
             self.watch(fd, EventSet::empty(), ops);
             self.owners.remove(&fd);
             self.handshakes.remove(&fd);
         }
-        let late: Vec<ConnKey> =
-            self.conns.iter().filter(|(_, c)| c.deadline().is_some_and(|d| d <= now)).map(|(k, _)| *k).collect();
+        let late: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline().is_some_and(|d| d <= now))
+            .map(|(k, _)| *k)
+            .collect();
         for key in late {
             tracing::debug!("vsock: connection {key:?} timed out");
             self.kill(key, ops);

@@ -140,6 +140,9 @@ mod tests {
         assert_eq!(Header::from_bytes(&b), Some(h));
         assert_eq!(Header::from_bytes(&b[..HEADER_SIZE - 1]), None);
         let rst = h.reset_reply();
-        assert_eq!((rst.src_port, rst.dst_port, rst.op, rst.len), (0xdead_beef, 1024, OP_RST, 0));
+        assert_eq!(
+            (rst.src_port, rst.dst_port, rst.op, rst.len),
+            (0xdead_beef, 1024, OP_RST, 0)
+        );
     }
 }

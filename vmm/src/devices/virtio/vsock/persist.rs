@@ -33,25 +33,42 @@ impl Vsock {
     /// Captures the device and its transport. Call with the vCPUs and the event loop paused.
     pub fn save(&self) -> VsockState {
         let transport = lock(&self.transport).save();
-        VsockState { guest_cid: lock(&self.device).guest_cid(), transport }
+        VsockState {
+            guest_cid: lock(&self.device).guest_cid(),
+            transport,
+        }
     }
 
     /// Rebuilds the device from `state` on restored guest memory, listening on `uds_path`. If
     /// the guest driver was active, the guest is told its connections are gone
     /// (`VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`) as soon as it has an event buffer posted.
-    pub fn restore(mem: GuestMemory, state: &VsockState, uds_path: &Path) -> Result<Vsock, VsockRestoreError> {
+    pub fn restore(
+        mem: GuestMemory,
+        state: &VsockState,
+        uds_path: &Path,
+    ) -> Result<Vsock, VsockRestoreError> {
         let interrupt = Arc::new(Interrupt::new().map_err(VsockError::EventFd)?);
         let queue_evts = new_queue_events(NUM_QUEUES).map_err(VsockError::EventFd)?;
         let device_evts = clone_events(&queue_evts).map_err(VsockError::EventFd)?;
-        let device = VsockDevice::new(mem.clone(), state.guest_cid, uds_path, device_evts, interrupt.clone())?;
+        let device = VsockDevice::new(
+            mem.clone(),
+            state.guest_cid,
+            uds_path,
+            device_evts,
+            interrupt.clone(),
+        )?;
         let device = Arc::new(Mutex::new(device));
-        let transport = MmioTransport::restore(mem, device.clone(), queue_evts, interrupt, &state.transport)?;
+        let transport =
+            MmioTransport::restore(mem, device.clone(), queue_evts, interrupt, &state.transport)?;
         {
             let mut dev = lock(&device);
             if dev.is_activated() {
                 dev.transport_reset();
             }
         }
-        Ok(Vsock { transport: Arc::new(Mutex::new(transport)), device })
+        Ok(Vsock {
+            transport: Arc::new(Mutex::new(transport)),
+            device,
+        })
     }
 }

@@ -26,7 +26,10 @@ pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     let bytes = path.as_os_str().as_bytes();
     // Keep a terminating NUL: sun_path must hold the path plus one zero byte.
     if bytes.is_empty() || bytes.len() >= addr.sun_path.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path too long"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "socket path too long",
+        ));
     }
     for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
         *dst = src as libc::c_char;
@@ -34,7 +37,11 @@ pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
 
     // SAFETY: socket() takes no pointers; the result is checked before use.
     let fd = unsafe {
-        libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
     };
     if fd < 0 {
         return Err(io::Error::last_os_error());
@@ -46,7 +53,11 @@ pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     // SAFETY: `addr` is a fully initialised sockaddr_un that outlives the call, and `addr_len`
     // is its exact size; the kernel only reads it.
     let rc = unsafe {
-        libc::connect(socket.as_raw_fd(), (&raw const addr).cast::<libc::sockaddr>(), addr_len)
+        libc::connect(
+            socket.as_raw_fd(),
+            (&raw const addr).cast::<libc::sockaddr>(),
+            addr_len,
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -62,7 +73,10 @@ mod tests {
 
     #[test]
     fn port_path_appends_port() {
-        assert_eq!(port_path(Path::new("/run/v.sock"), 1025), PathBuf::from("/run/v.sock_1025"));
+        assert_eq!(
+            port_path(Path::new("/run/v.sock"), 1025),
+            PathBuf::from("/run/v.sock_1025")
+        );
     }
 
     #[test]
@@ -78,8 +92,14 @@ mod tests {
         server.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"hi");
         // The stream is nonblocking: nothing to read yet.
-        assert_eq!(client.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            client.read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
         let long = dir.path().join("x".repeat(200));
-        assert_eq!(connect_nonblocking(&long).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            connect_nonblocking(&long).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
     }
 }
