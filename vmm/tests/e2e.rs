@@ -6,56 +6,12 @@
 
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether this machine can run the end-to-end tests; panics when they are required but can't.
-fn e2e_available() -> bool {
-    let required = std::env::var("PADDOCK_E2E_REQUIRED").is_ok_and(|v| v == "1");
-    let problem = match paddock_vmm::kvm::open_kvm() {
-        Err(e) => Some(e.to_string()),
-        Ok(_) => {
-            let kernel = paddock_vmm::config::default_kernel(None);
-            let rootfs = paddock_vmm::config::default_rootfs(None);
-            if !kernel.is_file() || !rootfs.is_file() {
-                Some(format!("guest artifacts missing ({} / {}); run `cargo xtask build`", kernel.display(), rootfs.display()))
-            } else {
-                None
-            }
-        }
-    };
-    match problem {
-        None => true,
-        Some(p) if required => panic!("end-to-end tests required but cannot run: {p}"),
-        Some(p) => {
-            eprintln!("skipped: {p}");
-            false
-        }
-    }
-}
+mod common;
 
-fn paddock_bin() -> PathBuf {
-    std::env::var_os("PADDOCK_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_paddock")))
-}
-
-/// A scratch TMPDIR per test, so leftovers (sockets, temp files) can be checked.
-struct Scratch(tempfile::TempDir);
-
-impl Scratch {
-    fn new() -> Self {
-        Self(tempfile::tempdir().expect("scratch dir"))
-    }
-    fn paddock(&self) -> Command {
-        let mut cmd = Command::new(paddock_bin());
-        cmd.env("TMPDIR", self.0.path()).env("XDG_RUNTIME_DIR", self.0.path());
-        cmd
-    }
-    fn assert_clean(&self) {
-        let left: Vec<_> = std::fs::read_dir(self.0.path()).unwrap().map(|e| e.unwrap().path()).collect();
-        assert!(left.is_empty(), "paddock left files behind: {left:?}");
-    }
-}
+use common::{e2e_available, text, Scratch};
 
 fn run_with_stdin(scratch: &Scratch, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = scratch
@@ -78,10 +34,6 @@ fn run_with_stdin(scratch: &Scratch, args: &[&str], stdin: &[u8]) -> Output {
 
 fn run(scratch: &Scratch, args: &[&str]) -> Output {
     scratch.paddock().args(args).stdin(Stdio::null()).output().expect("run paddock")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -197,7 +149,7 @@ fn missing_or_corrupt_kernel_is_a_clear_error() {
     let out = run(&s, &["run", "--kernel", "/nonexistent/vmlinux", "--", "true"]);
     assert_eq!(out.status.code(), Some(paddock_vmm::exit_codes::PADDOCK_ERROR));
     assert!(text(&out.stderr).contains("/nonexistent/vmlinux"), "stderr: {}", text(&out.stderr));
-    let bad = s.0.path().join("garbage-vmlinux");
+    let bad = s.path("garbage-vmlinux");
     std::fs::write(&bad, vec![0x42u8; 4096]).unwrap();
     let out = run(&s, &["run", "--kernel", bad.to_str().unwrap(), "--", "true"]);
     std::fs::remove_file(&bad).unwrap();

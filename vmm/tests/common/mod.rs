@@ -1,0 +1,203 @@
+//! Shared helpers for the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// Whether this machine can run the end-to-end tests; panics when they are required but can't.
+pub fn e2e_available() -> bool {
+    let required = std::env::var("PADDOCK_E2E_REQUIRED").is_ok_and(|v| v == "1");
+    let problem = match paddock_vmm::kvm::open_kvm() {
+        Err(e) => Some(e.to_string()),
+        Ok(_) => {
+            let kernel = paddock_vmm::config::default_kernel(None);
+            let rootfs = paddock_vmm::config::default_rootfs(None);
+            if !kernel.is_file() || !rootfs.is_file() {
+                Some(format!("guest artifacts missing ({} / {}); run `cargo xtask build`", kernel.display(), rootfs.display()))
+            } else {
+                None
+            }
+        }
+    };
+    match problem {
+        None => true,
+        Some(p) if required => panic!("end-to-end tests required but cannot run: {p}"),
+        Some(p) => {
+            eprintln!("skipped: {p}");
+            false
+        }
+    }
+}
+
+/// The `paddock` binary under test.
+pub fn paddock_bin() -> PathBuf {
+    std::env::var_os("PADDOCK_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_paddock")))
+}
+
+/// Lossy text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A scratch directory per test: TMPDIR and the sandbox state directory live in it, so
+/// leftovers can be checked and tests cannot see each other's sandboxes.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// A fresh scratch area.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("scratch dir");
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
+        Self { dir }
+    }
+    /// A path inside the scratch area (outside TMPDIR).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    /// The sandbox state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    /// TMPDIR of the paddock processes.
+    pub fn tmp(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+    /// A `paddock` command with this scratch's environment.
+    pub fn paddock(&self) -> Command {
+        let mut cmd = Command::new(paddock_bin());
+        cmd.env("TMPDIR", self.tmp())
+            .env("XDG_RUNTIME_DIR", self.tmp())
+            .env("XDG_STATE_HOME", self.dir.path().join("xdg-state"))
+            .env("PADDOCK_BIN", paddock_bin());
+        cmd
+    }
+    fn with_state(&self, args: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if !matches!(args.first(), Some(&"run")) {
+            v.insert(1, "--state-dir".into());
+            v.insert(2, self.state_dir().display().to_string());
+        }
+        v
+    }
+    /// Runs `paddock ARGS` (with --state-dir) and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_env(args, &[])
+    }
+    /// Like `cli`, with extra environment.
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.paddock();
+        cmd.args(self.with_state(args)).stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run paddock")
+    }
+    /// Starts `paddock ARGS` without waiting.
+    pub fn cli_background(&self, args: &[&str]) -> Child {
+        self.paddock().args(self.with_state(args)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn paddock")
+    }
+    /// Runs `paddock ARGS` and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert_eq!(out.status.code(), Some(0), "paddock {args:?} failed: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+    /// The VMM pid of a sandbox.
+    pub fn pid_of(&self, name: &str) -> u32 {
+        let json = self.ok(&["ls", "--json"]);
+        let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["pid"].as_u64())
+            .unwrap_or_else(|| panic!("no sandbox {name} in {json}")) as u32
+    }
+    /// Asserts every sandbox here is stopped.
+    pub fn assert_no_sandboxes_running(&self) {
+        let json = self.ok(&["ls", "--json"]);
+        let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+        for s in list.as_array().unwrap() {
+            assert_ne!(s["state"], "running", "still running: {s}");
+        }
+    }
+    /// Asserts TMPDIR is empty (no stray sockets or temporary files).
+    pub fn assert_clean(&self) {
+        let left: Vec<_> = std::fs::read_dir(self.tmp()).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(left.is_empty(), "paddock left files behind: {left:?}");
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Never leave VMM processes behind, whatever the test did.
+        if let Ok(out) = self.paddock().args(["ls", "--json", "--state-dir"]).arg(self.state_dir()).output() {
+            if let Ok(list) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                for s in list.as_array().into_iter().flatten() {
+                    if let Some(pid) = s["pid"].as_u64() {
+                        if s["state"] == "running" {
+                            kill9(pid as u32);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// SIGKILLs a process.
+pub fn kill9(pid: u32) {
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+}
+
+fn status_field(pid: u32, file: &str, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(field))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Resident set of a process, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_field(pid, "status", "VmRSS:")
+}
+
+/// (RSS, PSS) of a process, KiB.
+pub fn rss_pss_kib(pid: u32) -> (u64, u64) {
+    (status_field(pid, "smaps_rollup", "Rss:"), status_field(pid, "smaps_rollup", "Pss:"))
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Copies a snapshot directory (sparse files stay sparse enough for tests).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// The memory file of a snapshot directory.
+pub fn memory_file(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("memory-"))
+        .expect("memory file")
+}
+
+/// Decodes a snapshot's state, applies `edit`, and writes it back with a valid envelope.
+pub fn rewrite_state(dir: &Path, edit: impl FnOnce(&mut paddock_vmm::snapshot::state::SnapshotState)) {
+    use paddock_vmm::snapshot::format;
+    let p = dir.join("state.bin");
+    let mut st: paddock_vmm::snapshot::state::SnapshotState = format::decode(&std::fs::read(&p).unwrap()).unwrap();
+    edit(&mut st);
+    std::fs::write(&p, format::encode(&st).unwrap()).unwrap();
+}
