@@ -11,13 +11,35 @@ use std::time::Duration;
 const REBIND_AFTER_FAILURES: u32 = 20;
 
 /// Accepts connections forever, serving each on its own thread.
-pub fn serve_forever(mut listener: VsockListener, port: u32, service: Arc<ControlService>) -> ! {
+pub fn serve_forever(listener: VsockListener, port: u32, service: Arc<ControlService>) -> ! {
+    let mut listener = Some(listener);
+    loop {
+        let current = match listener.take() {
+            Some(current) => current,
+            None => match VsockListener::bind(port) {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    crate::console_log!("cannot listen on vsock port {port}: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            },
+        };
+        let error = accept_until_broken(&current, &service);
+        crate::console_log!("accept keeps failing ({error}); listening again");
+        // The old socket must be closed before the port can be bound again.
+        drop(current);
+    }
+}
+
+/// Serves connections until accept fails [`REBIND_AFTER_FAILURES`] times in a row.
+fn accept_until_broken(listener: &VsockListener, service: &Arc<ControlService>) -> io::Error {
     let mut failures = 0u32;
     loop {
         match listener.accept() {
             Ok(stream) => {
                 failures = 0;
-                let service = Arc::clone(&service);
+                let service = Arc::clone(service);
                 let spawned = std::thread::Builder::new()
                     .name("control".into())
                     .spawn(move || {
@@ -32,15 +54,10 @@ pub fn serve_forever(mut listener: VsockListener, port: u32, service: Arc<Contro
             Err(e) if is_transient(&e) => {}
             Err(e) => {
                 failures += 1;
-                std::thread::sleep(Duration::from_millis(10));
                 if failures >= REBIND_AFTER_FAILURES {
-                    crate::console_log!("accept keeps failing ({e}); listening again");
-                    match VsockListener::bind(port) {
-                        Ok(fresh) => listener = fresh,
-                        Err(e) => crate::console_log!("cannot listen on vsock port {port}: {e}"),
-                    }
-                    failures = 0;
+                    return e;
                 }
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
     }
