@@ -1,0 +1,145 @@
+//! The control service: serves one host connection (vsock in the guest, any [`Transport`] in
+//! tests), dispatching ping, resume, shutdown and exec requests.
+
+use crate::exec;
+use crate::reaper::Reaper;
+use paddock_protocol::{
+    read_frame, write_frame, BootInfo, FrameError, Request, Response, ShutdownAction, UnixTime,
+    RESUME_ENTROPY_MAX, RESUME_ENTROPY_MIN,
+};
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+
+/// A connected byte stream the service can split into a reader and a writer half.
+pub trait Transport: Read + Write + Send + Sized + 'static {
+    /// A second handle on the same connection (e.g. a `dup`ed fd).
+    fn try_clone(&self) -> io::Result<Self>;
+    /// Shuts the connection down in both directions, waking any blocked reader.
+    fn shutdown(&self) -> io::Result<()>;
+}
+
+impl Transport for UnixStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        UnixStream::try_clone(self)
+    }
+
+    fn shutdown(&self) -> io::Result<()> {
+        UnixStream::shutdown(self, std::net::Shutdown::Both)
+    }
+}
+
+/// What the service needs from the machine it runs on. PID 1 implements it for real; tests
+/// record the calls.
+pub trait Platform: Send + Sync {
+    fn boot_info(&self) -> BootInfo;
+    /// Sets the wall clock and reseeds the kernel RNG after a snapshot restore or reset.
+    fn resume(&self, wall_clock: UnixTime, entropy: &[u8]) -> io::Result<()>;
+    /// Stops the machine; as PID 1 this does not return.
+    fn shutdown(&self, action: ShutdownAction);
+}
+
+/// Errors that end serving a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot set up the connection: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// The writer half of a connection, shared by the threads of one session so frames never
+/// interleave.
+pub(crate) type SharedWriter<T> = Arc<Mutex<T>>;
+
+/// Sends one response under the writer lock.
+pub(crate) fn send<T: Transport>(
+    writer: &SharedWriter<T>,
+    response: &Response,
+) -> Result<(), FrameError> {
+    let mut guard = writer
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    write_frame(&mut *guard, response)
+}
+
+/// guest-init's control service.
+pub struct ControlService {
+    platform: Arc<dyn Platform>,
+    reaper: Arc<Reaper>,
+}
+
+impl ControlService {
+    pub fn new(platform: Arc<dyn Platform>, reaper: Arc<Reaper>) -> Self {
+        Self { platform, reaper }
+    }
+
+    /// Serves one connection until the host closes it, an exec session on it ends, or the
+    /// machine shuts down. A clean close by the host is `Ok`.
+    pub fn serve<T: Transport>(&self, stream: T) -> Result<(), ServiceError> {
+        let writer: SharedWriter<T> = Arc::new(Mutex::new(stream.try_clone()?));
+        let mut reader = stream;
+        loop {
+            let request = match read_frame::<_, Request>(&mut reader) {
+                Ok(request) => request,
+                Err(FrameError::Closed) => return Ok(()),
+                Err(e) => {
+                    // The stream may be out of step now; say why and hang up.
+                    let _ = send(
+                        &writer,
+                        &Response::Error {
+                            message: e.to_string(),
+                        },
+                    );
+                    return Err(e.into());
+                }
+            };
+            match request {
+                Request::Ping { nonce } => send(&writer, &Response::Pong { nonce })?,
+                Request::Resume {
+                    wall_clock,
+                    entropy,
+                } => {
+                    let response = match self.resume(wall_clock, &entropy) {
+                        Ok(()) => Response::Resumed(self.platform.boot_info()),
+                        Err(message) => Response::Error { message },
+                    };
+                    send(&writer, &response)?;
+                }
+                Request::Shutdown { action } => {
+                    send(&writer, &Response::ShuttingDown)?;
+                    self.platform.shutdown(action);
+                    return Ok(());
+                }
+                Request::Exec(exec) => {
+                    return exec::run_session(exec, &self.reaper, reader, writer);
+                }
+                Request::Stdin { .. } | Request::StdinClose | Request::Signal { .. } => {
+                    let message = "no command is running on this connection".to_string();
+                    send(&writer, &Response::Error { message })?;
+                }
+            }
+        }
+    }
+
+    fn resume(&self, wall_clock: UnixTime, entropy: &[u8]) -> Result<(), String> {
+        if !wall_clock.is_valid() {
+            return Err(format!(
+                "invalid wall clock nanoseconds {}",
+                wall_clock.nanos
+            ));
+        }
+        if !(RESUME_ENTROPY_MIN..=RESUME_ENTROPY_MAX).contains(&entropy.len()) {
+            return Err(format!(
+                "resume needs {RESUME_ENTROPY_MIN}..={RESUME_ENTROPY_MAX} entropy bytes, got {}",
+                entropy.len()
+            ));
+        }
+        self.platform
+            .resume(wall_clock, entropy)
+            .map_err(|e| format!("resume failed: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+//! One connection to guest-init: simple requests (ping, resume, shutdown) or one exec.
+
+use super::exec::{ExecError, RunningExec};
+use super::{bounded_message, response_kind};
+use paddock_protocol::{
+    read_frame, write_frame, BootInfo, ExecRequest, FrameError, Request, Response, ShutdownAction,
+    UnixTime,
+};
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+/// A connection to a guest port, past the vsock handshake.
+#[derive(Debug)]
+pub struct Connection {
+    stream: UnixStream,
+    host_port: Option<u32>,
+}
+
+/// Errors of [`Connection::ping`].
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("pong carried nonce {got}, expected {expected}")]
+    WrongNonce { expected: u64, got: u64 },
+    #[error("guest error: {0}")]
+    Guest(String),
+    #[error("unexpected {0} response to a ping")]
+    Unexpected(&'static str),
+}
+
+/// Errors of [`Connection::resume`].
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("guest could not resume: {0}")]
+    Guest(String),
+    #[error("unexpected {0} response to a resume")]
+    Unexpected(&'static str),
+}
+
+/// Errors of [`Connection::shutdown`].
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("guest refused to shut down: {0}")]
+    Guest(String),
+    #[error("unexpected {0} response to a shutdown")]
+    Unexpected(&'static str),
+}
+
+impl Connection {
+    pub(super) fn from_handshake(stream: UnixStream, host_port: u32) -> Self {
+        Self {
+            stream,
+            host_port: Some(host_port),
+        }
+    }
+
+    /// Wraps a stream that already reaches guest-init (no handshake), e.g. in tests.
+    pub fn from_stream(stream: UnixStream) -> Self {
+        Self {
+            stream,
+            host_port: None,
+        }
+    }
+
+    /// The host-side port the VMM assigned in its `OK` answer, if there was a handshake.
+    pub fn host_port(&self) -> Option<u32> {
+        self.host_port
+    }
+
+    /// Limits how long reads and writes of the following requests may block (`None`: forever).
+    /// An exec's [`RunningExec::wait`] lifts the read limit, commands may run for long.
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(timeout)?;
+        self.stream.set_write_timeout(timeout)
+    }
+
+    fn request(&mut self, request: &Request) -> Result<Response, FrameError> {
+        write_frame(&mut self.stream, request)?;
+        read_frame(&mut self.stream)
+    }
+
+    /// Checks that guest-init answers; returns the round-trip time.
+    pub fn ping(&mut self, nonce: u64) -> Result<Duration, PingError> {
+        let start = Instant::now();
+        match self.request(&Request::Ping { nonce })? {
+            Response::Pong { nonce: got } if got == nonce => Ok(start.elapsed()),
+            Response::Pong { nonce: got } => Err(PingError::WrongNonce {
+                expected: nonce,
+                got,
+            }),
+            Response::Error { message } => Err(PingError::Guest(bounded_message(message))),
+            other => Err(PingError::Unexpected(response_kind(&other))),
+        }
+    }
+
+    /// After a snapshot restore or reset: sets the guest's wall clock and reseeds its RNG with
+    /// `entropy` (`RESUME_ENTROPY_MIN..=RESUME_ENTROPY_MAX` bytes).
+    pub fn resume(
+        &mut self,
+        wall_clock: UnixTime,
+        entropy: &[u8],
+    ) -> Result<BootInfo, ResumeError> {
+        let request = Request::Resume {
+            wall_clock,
+            entropy: entropy.to_vec(),
+        };
+        match self.request(&request)? {
+            Response::Resumed(info) => Ok(info),
+            Response::Error { message } => Err(ResumeError::Guest(bounded_message(message))),
+            other => Err(ResumeError::Unexpected(response_kind(&other))),
+        }
+    }
+
+    /// Asks the guest to power off or reboot; returns once guest-init acknowledged it.
+    pub fn shutdown(mut self, action: ShutdownAction) -> Result<(), ShutdownError> {
+        match self.request(&Request::Shutdown { action })? {
+            Response::ShuttingDown => Ok(()),
+            Response::Error { message } => Err(ShutdownError::Guest(bounded_message(message))),
+            other => Err(ShutdownError::Unexpected(response_kind(&other))),
+        }
+    }
+
+    /// Starts a command; the connection becomes its session. Returns once it runs.
+    pub fn start_exec(self, request: &ExecRequest) -> Result<RunningExec, ExecError> {
+        RunningExec::start(self.stream, request)
+    }
+}

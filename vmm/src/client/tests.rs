@@ -1,0 +1,434 @@
+//! Client tests against the real guest-init control service, behind a stand-in for the VMM's
+//! vsock Unix socket (the `CONNECT` handshake, then bytes flow to the service).
+
+use super::*;
+use guest_init::{ControlService, Platform, ReapMode, Reaper};
+use paddock_protocol::{
+    write_frame, BootInfo, ExecRequest, ExitStatus, Response, ShutdownAction, UnixTime,
+    CONTROL_PORT, READY_PORT, RESUME_ENTROPY_MIN,
+};
+use std::io::{self, Cursor, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Host port the stand-in VMM reports in its `OK` answer.
+const FAKE_HOST_PORT: u32 = 1_073_741_824;
+/// A port where the stand-in answers garbage instead of `OK`.
+const GARBLED_PORT: u32 = 7;
+
+#[derive(Default)]
+struct TestPlatform {
+    shutdowns: Mutex<Vec<ShutdownAction>>,
+    resumes: Mutex<Vec<(UnixTime, Vec<u8>)>>,
+}
+
+impl Platform for TestPlatform {
+    fn boot_info(&self) -> BootInfo {
+        BootInfo {
+            uptime_ns: 7,
+            kernel_release: "test-kernel".into(),
+            init_version: "test".into(),
+        }
+    }
+
+    fn resume(&self, wall_clock: UnixTime, entropy: &[u8]) -> io::Result<()> {
+        self.resumes
+            .lock()
+            .unwrap()
+            .push((wall_clock, entropy.to_vec()));
+        Ok(())
+    }
+
+    fn shutdown(&self, action: ShutdownAction) {
+        self.shutdowns.lock().unwrap().push(action);
+    }
+}
+
+struct FakeVm {
+    _dir: tempfile::TempDir,
+    uds: PathBuf,
+    platform: Arc<TestPlatform>,
+}
+
+/// Serves the vsock handshake on `uds`: port 1024 reaches the control service, GARBLED_PORT
+/// gets a bad answer, any other port is closed as "not listening".
+fn serve_vsock_socket(uds: &Path, platform: Arc<TestPlatform>) {
+    let listener = UnixListener::bind(uds).unwrap();
+    let service = Arc::new(ControlService::new(
+        platform,
+        Reaper::new(ReapMode::PerChild),
+    ));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let service = Arc::clone(&service);
+            std::thread::spawn(move || {
+                let mut line = Vec::new();
+                let mut byte = [0u8];
+                while stream.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+                    line.push(byte[0]);
+                }
+                let port: u32 = String::from_utf8(line)
+                    .ok()
+                    .and_then(|l| l.strip_prefix("CONNECT ")?.parse().ok())
+                    .unwrap_or(0);
+                if port == CONTROL_PORT {
+                    stream
+                        .write_all(format!("OK {FAKE_HOST_PORT}\n").as_bytes())
+                        .unwrap();
+                    let _ = service.serve(stream);
+                } else if port == GARBLED_PORT {
+                    let _ = stream.write_all(b"FAILURE\n");
+                }
+            });
+        }
+    });
+}
+
+fn fake_vm() -> FakeVm {
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("vsock.sock");
+    let platform = Arc::new(TestPlatform::default());
+    serve_vsock_socket(&uds, Arc::clone(&platform));
+    FakeVm {
+        _dir: dir,
+        uds,
+        platform,
+    }
+}
+
+fn control(vm: &FakeVm) -> Connection {
+    let conn = connect(&vm.uds, CONTROL_PORT).unwrap();
+    conn.set_timeout(Some(Duration::from_secs(20))).unwrap();
+    conn
+}
+
+fn request(argv: &[&str]) -> ExecRequest {
+    ExecRequest {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        ..ExecRequest::default()
+    }
+}
+
+#[test]
+fn handshake_then_ping() {
+    let vm = fake_vm();
+    let mut conn = control(&vm);
+    assert_eq!(conn.host_port(), Some(FAKE_HOST_PORT));
+    for nonce in [1, 2, u64::MAX] {
+        let rtt = conn.ping(nonce).unwrap();
+        assert!(rtt < Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn port_without_listener_is_not_listening_even_after_retries() {
+    let vm = fake_vm();
+    assert!(matches!(
+        connect(&vm.uds, 4000),
+        Err(ConnectError::NotListening { port: 4000 })
+    ));
+    let start = Instant::now();
+    let options = ConnectOptions {
+        retry_for: Some(Duration::from_millis(200)),
+        ..ConnectOptions::default()
+    };
+    assert!(matches!(
+        connect_with(&vm.uds, 4000, &options),
+        Err(ConnectError::NotListening { .. })
+    ));
+    assert!(start.elapsed() >= Duration::from_millis(200));
+}
+
+#[test]
+fn bad_handshake_answer_is_not_retried() {
+    let vm = fake_vm();
+    let options = ConnectOptions {
+        retry_for: Some(Duration::from_secs(10)),
+        ..ConnectOptions::default()
+    };
+    let start = Instant::now();
+    let err = connect_with(&vm.uds, GARBLED_PORT, &options).unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::BadReply { reply } if reply == "FAILURE"),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn missing_socket_fails_at_once_or_waits_for_the_vmm_when_retrying() {
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("later.sock");
+    assert!(matches!(
+        connect(&uds, CONTROL_PORT),
+        Err(ConnectError::Socket { .. })
+    ));
+    let platform = Arc::new(TestPlatform::default());
+    let starter = {
+        let uds = uds.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            serve_vsock_socket(&uds, platform);
+        })
+    };
+    let options = ConnectOptions {
+        retry_for: Some(Duration::from_secs(10)),
+        ..ConnectOptions::default()
+    };
+    let mut conn = connect_with(&uds, CONTROL_PORT, &options).unwrap();
+    conn.ping(9).unwrap();
+    starter.join().unwrap();
+}
+
+#[test]
+fn handshake_times_out_when_the_vmm_never_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("mute.sock");
+    let listener = UnixListener::bind(&uds).unwrap();
+    let options = ConnectOptions {
+        handshake_timeout: Duration::from_millis(100),
+        retry_for: None,
+    };
+    let err = connect_with(&uds, CONTROL_PORT, &options).unwrap_err();
+    assert!(matches!(err, ConnectError::Timeout(_)), "{err}");
+    drop(listener);
+}
+
+#[test]
+fn exec_streams_stdout_and_stderr_separately() {
+    let vm = fake_vm();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let status = control(&vm)
+        .exec(
+            &request(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
+            None,
+            &mut out,
+            &mut err,
+        )
+        .unwrap();
+    assert_eq!(status, ExitStatus::Code(3));
+    assert_eq!(out, b"out\n");
+    assert_eq!(err, b"err\n");
+}
+
+#[test]
+fn exec_forwards_large_stdin_from_any_reader() {
+    let vm = fake_vm();
+    let input: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut req = request(&["cat"]);
+    req.stdin = true;
+    let mut out = Vec::new();
+    let status = control(&vm)
+        .exec(
+            &req,
+            Some(Box::new(Cursor::new(input.clone()))),
+            &mut out,
+            &mut io::sink(),
+        )
+        .unwrap();
+    assert_eq!(status, ExitStatus::Code(0));
+    assert!(
+        out == input,
+        "stdout differs from stdin ({} vs {} bytes)",
+        out.len(),
+        input.len()
+    );
+}
+
+#[test]
+fn exec_without_stdin_reader_closes_requested_stdin() {
+    let vm = fake_vm();
+    let mut req = request(&["cat"]);
+    req.stdin = true;
+    let out = control(&vm).exec_output(&req, b"").unwrap();
+    assert_eq!(out.status, ExitStatus::Code(0));
+    assert!(out.stdout.is_empty());
+    let running = control(&vm).start_exec(&req).unwrap();
+    // `cat` would wait forever if the client did not close its stdin.
+    let status = running
+        .wait(None, &mut io::sink(), &mut io::sink())
+        .unwrap();
+    assert_eq!(status, ExitStatus::Code(0));
+}
+
+#[test]
+fn stdin_reader_without_stdin_request_is_refused() {
+    let vm = fake_vm();
+    let running = control(&vm).start_exec(&request(&["true"])).unwrap();
+    let err = running
+        .wait(
+            Some(Box::new(Cursor::new(b"x".to_vec()))),
+            &mut io::sink(),
+            &mut io::sink(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, ExecError::StdinNotRequested));
+}
+
+#[test]
+fn signaller_interrupts_a_running_command() {
+    let vm = fake_vm();
+    let running = control(&vm).start_exec(&request(&["sleep", "30"])).unwrap();
+    assert!(running.pid() > 0);
+    let signaller = running.signaller();
+    let start = Instant::now();
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        signaller.signal(libc::SIGINT).unwrap();
+    });
+    let status = running
+        .wait(None, &mut io::sink(), &mut io::sink())
+        .unwrap();
+    sender.join().unwrap();
+    assert_eq!(status, ExitStatus::Signal(libc::SIGINT));
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn exec_output_collects_everything() {
+    let vm = fake_vm();
+    let mut req = request(&["sh", "-c", "tr a-z A-Z; echo done >&2"]);
+    req.stdin = true;
+    let out = control(&vm).exec_output(&req, b"hello\n").unwrap();
+    assert_eq!(
+        out,
+        ExecOutput {
+            status: ExitStatus::Code(0),
+            stdout: b"HELLO\n".to_vec(),
+            stderr: b"done\n".to_vec(),
+        }
+    );
+}
+
+#[test]
+fn guest_spawn_failure_is_a_guest_error() {
+    let vm = fake_vm();
+    let err = control(&vm)
+        .start_exec(&request(&["/nonexistent/tool"]))
+        .unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Guest(message) if message.contains("/nonexistent/tool")),
+        "{err}"
+    );
+}
+
+#[test]
+fn output_writer_failure_stops_the_exec() {
+    struct Broken;
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let vm = fake_vm();
+    let err = control(&vm)
+        .exec(&request(&["yes"]), None, &mut Broken, &mut io::sink())
+        .unwrap_err();
+    assert!(matches!(err, ExecError::Output(_)), "{err}");
+}
+
+#[test]
+fn resume_returns_boot_info_and_reaches_the_platform() {
+    let vm = fake_vm();
+    let mut conn = control(&vm);
+    let now = UnixTime::now();
+    let entropy = vec![0xAB; 64];
+    let info = conn.resume(now, &entropy).unwrap();
+    assert_eq!(info.kernel_release, "test-kernel");
+    assert_eq!(*vm.platform.resumes.lock().unwrap(), vec![(now, entropy)]);
+    let err = conn.resume(now, &[1; RESUME_ENTROPY_MIN - 1]).unwrap_err();
+    assert!(matches!(err, ResumeError::Guest(_)), "{err}");
+    conn.ping(1).unwrap();
+}
+
+#[test]
+fn shutdown_is_acknowledged() {
+    let vm = fake_vm();
+    control(&vm).shutdown(ShutdownAction::Reboot).unwrap();
+    let start = Instant::now();
+    while vm.platform.shutdowns.lock().unwrap().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        *vm.platform.shutdowns.lock().unwrap(),
+        vec![ShutdownAction::Reboot]
+    );
+}
+
+#[test]
+fn ready_listener_receives_the_announcement() {
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("vm.sock");
+    let ready = ReadyListener::bind(&uds, READY_PORT).unwrap();
+    assert_eq!(ready.path(), dir.path().join("vm.sock_1025"));
+    let path = ready.path().to_path_buf();
+    let before = Instant::now();
+    let guest = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut stream = UnixStream::connect(path).unwrap();
+        write_frame(
+            &mut stream,
+            &Response::Ready(guest_init::sysinfo::boot_info()),
+        )
+        .unwrap();
+    });
+    let announced = ready.wait(Duration::from_secs(10)).unwrap();
+    guest.join().unwrap();
+    assert!(announced.connected_at >= before + Duration::from_millis(50));
+    assert_eq!(announced.boot.init_version, env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn ready_listener_times_out_rejects_other_messages_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("vm.sock");
+    // A stale socket file from an earlier run is replaced.
+    let stale = UnixListener::bind(dir.path().join("vm.sock_1025")).unwrap();
+    drop(stale);
+    let ready = ReadyListener::bind(&uds, READY_PORT).unwrap();
+
+    let start = Instant::now();
+    assert!(matches!(
+        ready.wait(Duration::from_millis(100)),
+        Err(ReadyError::Timeout(_))
+    ));
+    assert!(start.elapsed() >= Duration::from_millis(100));
+
+    let mut stream = UnixStream::connect(ready.path()).unwrap();
+    write_frame(&mut stream, &Response::Pong { nonce: 1 }).unwrap();
+    assert!(matches!(
+        ready.wait(Duration::from_secs(5)),
+        Err(ReadyError::Unexpected("Pong"))
+    ));
+
+    let mut stream = UnixStream::connect(ready.path()).unwrap();
+    stream.write_all(b"not a frame at all").unwrap();
+    assert!(matches!(
+        ready.wait(Duration::from_secs(5)),
+        Err(ReadyError::Frame(_))
+    ));
+
+    // Connected but silent: the remaining time bounds the read.
+    let _silent = UnixStream::connect(ready.path()).unwrap();
+    assert!(matches!(
+        ready.wait(Duration::from_millis(100)),
+        Err(ReadyError::Timeout(_))
+    ));
+
+    let path = ready.path().to_path_buf();
+    drop(ready);
+    assert!(!path.exists());
+
+    std::fs::write(&path, b"regular file").unwrap();
+    assert!(matches!(
+        ReadyListener::bind(&uds, READY_PORT),
+        Err(ReadyError::PathInUse { .. })
+    ));
+}
