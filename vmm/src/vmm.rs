@@ -227,6 +227,7 @@ impl Vmm {
             match memory_file::write_sparse(&self.ram.memory, &self.ram.file, dest) {
                 Ok(n) => {
                     written = n;
+                    fault_hook_stall_snapshot();
                     Ok(())
                 }
                 Err(e) => {
@@ -304,6 +305,17 @@ impl Vmm {
         }
         self.event_loop.stop();
         let _ = std::fs::remove_file(&self.vsock_uds);
+    }
+}
+
+/// Test-only fault injection: when `$PADDOCK_FAULT_SNAPSHOT_STALL` names a file that exists,
+/// a snapshot stalls after writing guest memory and before committing its state (creating
+/// `<file>.stalled` to say so), so tests can kill the VMM mid-snapshot deterministically.
+fn fault_hook_stall_snapshot() {
+    let Some(trigger) = std::env::var_os("PADDOCK_FAULT_SNAPSHOT_STALL").map(PathBuf::from) else { return };
+    if trigger.exists() {
+        let _ = std::fs::write(trigger.with_extension("stalled"), b"");
+        std::thread::sleep(Duration::from_secs(60));
     }
 }
 

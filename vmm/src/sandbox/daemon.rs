@@ -2,7 +2,7 @@
 //! reports readiness on its stdout, then serves the control socket until the VM ends.
 
 use super::control::{ControlRequest, ControlResponse};
-use super::guest::{self, ReadyListener};
+use super::guest;
 use super::paths::{SandboxInfo, SandboxPaths};
 use crate::config::VmConfig;
 use crate::vmm::Vmm;
@@ -62,9 +62,9 @@ fn bring_up(paths: &SandboxPaths, name: &str, launch: &Launch, spawned: Instant)
                 console_log: console.then(|| paths.console()),
                 vsock_uds: uds.clone(),
             };
-            let ready = ReadyListener::bind(&uds).map_err(|e| format!("cannot listen for guest readiness: {e}"))?;
+            let ready = guest::listen_ready(&uds).map_err(|e| format!("cannot listen for guest readiness: {e}"))?;
             let vmm = crate::builder::boot(&config).map_err(|e| e.to_string())?;
-            ready.wait(&vmm, READY_TIMEOUT).map_err(|e| e.to_string())?;
+            guest::wait_ready(&ready, &vmm, READY_TIMEOUT).map_err(|e| e.to_string())?;
             vmm
         }
         Launch::Restore { dir, console } => {

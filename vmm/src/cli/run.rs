@@ -1,0 +1,212 @@
+//! `paddock run` (a throwaway sandbox for one command) and `paddock exec` (a command in a
+//! running sandbox): stdin forwarded, stdout/stderr streamed apart, signals forwarded, the
+//! command's exit status returned.
+
+use super::{parse_env, ExecArgs, MachineArgs, RunArgs};
+use anyhow::Context;
+use paddock_protocol::{ExecRequest, ExitStatus};
+use paddock_vmm::client::{self, ExecError};
+use paddock_vmm::config::{default_kernel, default_rootfs, VmConfig, CONTROL_PORT};
+use paddock_vmm::exit_codes;
+use paddock_vmm::sandbox::{guest, Sandboxes};
+use paddock_vmm::vstate::vcpu::VmExitReason;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Signals paddock forwards to the command instead of dying from them.
+const FORWARDED_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// How long a cold boot may take to reach guest-init.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn forwarded_sigset() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a sigset_t we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in FORWARDED_SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks the forwarded signals in this thread and every thread spawned after it, so that only
+/// the forwarding thread (sigwait) ever receives them.
+fn block_forwarded_signals() {
+    let set = forwarded_sigset();
+    // SAFETY: `set` is a valid, initialised signal set; the old mask is not needed.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// A private directory for one `run`'s sockets, removed on drop.
+struct RunDir(PathBuf);
+
+impl RunDir {
+    fn create() -> anyhow::Result<Self> {
+        let base = std::env::temp_dir();
+        for attempt in 0..100u32 {
+            let dir = base.join(format!("paddock-run-{}-{attempt}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(Self(dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+            }
+        }
+        anyhow::bail!("cannot create a private directory in {}", base.display())
+    }
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn vm_config(m: MachineArgs, vsock_uds: PathBuf) -> VmConfig {
+    VmConfig {
+        kernel: default_kernel(m.kernel),
+        initrd: default_rootfs(m.rootfs),
+        vcpus: m.vcpus,
+        memory_mib: m.memory,
+        extra_cmdline: None,
+        console_log: m.console,
+        vsock_uds,
+    }
+}
+
+/// What the exec ended with.
+enum Outcome {
+    Status(ExitStatus),
+    TimedOut(u64),
+    Disconnected,
+    Failed(ExecError),
+}
+
+/// Runs `argv` in the guest behind `uds`, forwarding stdin, output, signals; handles --timeout.
+fn exec_in(uds: &Path, argv: Vec<String>, env: Vec<(String, String)>, cwd: Option<String>, timeout: Option<u64>) -> anyhow::Result<Outcome> {
+    let conn = client::connect(uds, CONTROL_PORT).context("connecting to guest-init")?;
+    let request = ExecRequest { argv, env, cwd, stdin: true };
+    let running = match conn.start_exec(&request) {
+        Ok(r) => r,
+        Err(e) => return Ok(Outcome::Failed(e)),
+    };
+    let signaller = running.signaller();
+    let forwarder = signaller.clone();
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let set = forwarded_sigset();
+        loop {
+            let mut sig = 0;
+            // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 && forwarder.signal(sig).is_err() {
+                return;
+            }
+        }
+    })?;
+    let timed_out = Arc::new(AtomicBool::new(false));
+    if let Some(secs) = timeout {
+        let flag = timed_out.clone();
+        let killer = signaller.clone();
+        std::thread::Builder::new().name("timeout".into()).spawn(move || {
+            std::thread::sleep(Duration::from_secs(secs));
+            flag.store(true, Ordering::SeqCst);
+            let _ = killer.signal(libc::SIGKILL);
+        })?;
+    }
+    let stdin: Box<dyn std::io::Read + Send> = Box::new(std::io::stdin());
+    let result = running.wait(Some(stdin), &mut std::io::stdout().lock(), &mut std::io::stderr());
+    if let Some(secs) = timeout.filter(|_| timed_out.load(Ordering::SeqCst)) {
+        return Ok(Outcome::TimedOut(secs));
+    }
+    Ok(match result {
+        Ok(status) => Outcome::Status(status),
+        Err(ExecError::Disconnected) => Outcome::Disconnected,
+        Err(e) => Outcome::Failed(e),
+    })
+}
+
+fn status_code(status: ExitStatus) -> i32 {
+    match status {
+        ExitStatus::Code(c) => c,
+        ExitStatus::Signal(n) => 128 + n,
+    }
+}
+
+/// Maps an exec failure to paddock's exit codes, explaining it on stderr.
+fn failed(e: ExecError) -> i32 {
+    eprintln!("paddock: {e}");
+    match &e {
+        ExecError::Guest(m) if m.contains("os error 2)") => exit_codes::NOT_FOUND,
+        ExecError::Guest(_) => exit_codes::CANNOT_EXECUTE,
+        _ => exit_codes::PADDOCK_ERROR,
+    }
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    block_forwarded_signals();
+    let env = parse_env(&args.env)?;
+    let dir = RunDir::create()?;
+    let config = vm_config(args.machine, dir.0.join("vsock.sock"));
+    config.validate()?;
+    let ready = guest::listen_ready(&config.vsock_uds)?;
+    let vmm = paddock_vmm::builder::boot(&config)?;
+    let boot = guest::wait_ready(&ready, &vmm, BOOT_TIMEOUT);
+    drop(ready);
+    if let Err(e) = boot {
+        vmm.stop();
+        anyhow::bail!(e);
+    }
+    tracing::info!(elapsed = ?vmm.started.elapsed(), "guest-init ready");
+    let outcome = exec_in(&config.vsock_uds, args.command, env, args.workdir, args.timeout);
+    let code = match outcome {
+        Ok(Outcome::Status(status)) => status_code(status),
+        Ok(Outcome::TimedOut(secs)) => {
+            eprintln!("paddock: the command timed out after {secs} s and was killed");
+            exit_codes::TIMEOUT
+        }
+        Ok(Outcome::Disconnected) => match vmm.wait_exit(Some(Duration::from_secs(5))) {
+            Some(VmExitReason::GuestReset | VmExitReason::GuestShutdown) if !vmm.console.text().contains("Kernel panic") => {
+                eprintln!("paddock: the guest rebooted or shut down before the command finished");
+                exit_codes::GUEST_ENDED
+            }
+            Some(reason) => {
+                eprintln!("paddock: the VM stopped ({reason:?}); last console lines:\n{}", vmm.console.last_lines(30));
+                exit_codes::PADDOCK_ERROR
+            }
+            None => {
+                eprintln!("paddock: guest-init closed the connection before the command's exit status");
+                exit_codes::PADDOCK_ERROR
+            }
+        },
+        Ok(Outcome::Failed(e)) => failed(e),
+        Err(e) => {
+            eprintln!("paddock: {e:#}");
+            exit_codes::PADDOCK_ERROR
+        }
+    };
+    vmm.stop();
+    drop(dir);
+    Ok(code)
+}
+
+pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
+    block_forwarded_signals();
+    let env = parse_env(&args.env)?;
+    let uds = Sandboxes::new(args.state.state_dir.as_deref()).vsock_path(&args.name)?;
+    Ok(match exec_in(&uds, args.command, env, args.workdir, args.timeout)? {
+        Outcome::Status(status) => status_code(status),
+        Outcome::TimedOut(secs) => {
+            eprintln!("paddock: the command timed out after {secs} s and was killed");
+            exit_codes::TIMEOUT
+        }
+        Outcome::Disconnected => {
+            eprintln!("paddock: the sandbox's guest rebooted, stopped or was reset before the command finished");
+            exit_codes::GUEST_ENDED
+        }
+        Outcome::Failed(e) => failed(e),
+    })
+}
