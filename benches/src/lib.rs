@@ -1,1 +1,66 @@
-//! Shared helpers for the paddock benchmarks.
+//! Shared helpers for the paddock benchmarks: booting, exec, memory figures.
+
+use paddock_protocol::{ExecRequest, ExitStatus};
+use paddock_vmm::config::{default_kernel, default_rootfs, VmConfig, CONTROL_PORT};
+use paddock_vmm::sandbox::guest;
+use paddock_vmm::vmm::Vmm;
+use std::path::Path;
+use std::time::Duration;
+
+/// Whether benchmarks can run here (hardware KVM and built artifacts); says why not otherwise.
+pub fn available() -> bool {
+    if let Err(e) = paddock_vmm::kvm::open_kvm() {
+        eprintln!("benchmarks skipped: {e}");
+        return false;
+    }
+    if !default_kernel(None).is_file() || !default_rootfs(None).is_file() {
+        eprintln!("benchmarks skipped: guest artifacts missing; run `cargo xtask build`");
+        return false;
+    }
+    true
+}
+
+/// The VM configuration the targets are stated for: 1 vCPU, 256 MiB.
+pub fn config(uds: &Path) -> VmConfig {
+    VmConfig {
+        kernel: default_kernel(None),
+        initrd: default_rootfs(None),
+        vcpus: 1,
+        memory_mib: 256,
+        extra_cmdline: None,
+        console_log: None,
+        vsock_uds: uds.to_path_buf(),
+    }
+}
+
+/// Boots a VM in this process and waits for guest-init.
+pub fn boot_ready(uds: &Path) -> Vmm {
+    let ready = guest::listen_ready(uds).expect("listen for readiness");
+    let vmm = paddock_vmm::builder::boot(&config(uds)).expect("boot");
+    guest::wait_ready(&ready, &vmm, Duration::from_secs(120)).expect("guest-init ready");
+    vmm
+}
+
+/// Runs `argv` in the guest and returns its status.
+pub fn exec(uds: &Path, argv: &[&str]) -> ExitStatus {
+    let conn = paddock_vmm::client::connect(uds, CONTROL_PORT).expect("connect");
+    let req = ExecRequest { argv: argv.iter().map(|s| s.to_string()).collect(), env: vec![], cwd: None, stdin: false };
+    conn.exec_output(&req, &[]).expect("exec").status
+}
+
+/// A field of /proc/<pid>/status in KiB.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Rss and Pss of a process from smaps_rollup, KiB.
+pub fn rss_pss_kib(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let get = |f: &str| text.lines().find(|l| l.starts_with(f)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+    (get("Rss:"), get("Pss:"))
+}
