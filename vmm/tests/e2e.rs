@@ -6,7 +6,7 @@
 
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;

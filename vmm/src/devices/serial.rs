@@ -123,7 +123,7 @@ mod tests {
             dev.write(0, &[*b]);
         }
         // Wider accesses are ignored, not mis-decoded.
-        dev.write(0, &[b'x', b'y']);
+        dev.write(0, b"xy");
         assert_eq!(tail.text(), "hi\n");
         let mut lsr = [0u8];
         dev.read(5, &mut lsr);
