@@ -64,8 +64,10 @@ fn run_end_to_end(binary: &PathBuf, args: &[&str]) -> Result<i32> {
     let inside = "/usr/bin/paddock-e2e".to_string();
     let mut command = vec![inside.clone()];
     command.extend(args.iter().map(|s| s.to_string()));
+    let mut files = lab::default_files()?;
+    files.push((binary.clone(), inside));
     lab::run_with(
-        &[(binary.clone(), inside)],
+        &files,
         &[("PADDOCK_E2E_REQUIRED".into(), "1".into()), ("PADDOCK_BIN".into(), "/usr/bin/paddock".into())],
         &command,
     )
