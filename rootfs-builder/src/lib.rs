@@ -1,1 +1,15 @@
-//! Guest root filesystem images: a newc cpio writer and build profiles.
+//! Guest root filesystem images: a newc cpio writer, a declarative image spec, and build profiles.
+//!
+//! The flow: a [`Profile`] names its host [`Input`]s; the caller resolves them into [`Inputs`];
+//! [`Profile::spec`] returns an [`ImageSpec`] whose [`ImageSpec::fingerprint`] is the cache key and
+//! whose [`ImageSpec::write_newc`] renders the initramfs.
+
+pub mod busybox;
+pub mod newc;
+pub mod profile;
+pub mod spec;
+
+pub use busybox::{base_layer, BusyboxError};
+pub use newc::{NewcError, NewcWriter, NodeKind};
+pub use profile::{Input, Inputs, Profile, ProfileError};
+pub use spec::{Entry, EntryKind, FileSource, ImageSpec, SpecError, SPEC_FORMAT_VERSION};

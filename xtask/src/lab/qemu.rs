@@ -1,0 +1,300 @@
+//! Runs the lab machine: qemu (TCG, `-cpu max` for emulated AMD-V, `-M microvm`), its serial console
+//! streamed through the [`ConsoleFilter`] to our stdout, bounded by an overall timeout.
+
+use super::clock;
+use super::console::{ConsoleFilter, Markers, Step};
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Guest RAM of the lab: room for nested guests and the initramfs (qemu allocates it lazily).
+const LAB_MEMORY_MIB: u32 = 4096;
+/// `tsc=reliable` keeps the clock fine-grained with multi-threaded TCG (else 4 ms jiffies);
+/// `quiet loglevel=0` hides the boot log; `panic=-1` turns a panic into a reboot, which
+/// `-no-reboot` turns into qemu exiting.
+const LAB_CMDLINE: &str = "console=ttyS0 tsc=reliable panic=-1 rdinit=/init";
+const QUIET: &str = "quiet loglevel=0";
+/// How long the lab may take to power off after the command finished.
+const POWEROFF_GRACE: Duration = Duration::from_secs(30);
+/// Lines longer than this are passed on in pieces (binary output without newlines).
+const MAX_LINE: usize = 1 << 20;
+/// Bytes of an overlong line held back, more than any marker line.
+const MARKER_ROOM: usize = 256;
+/// Bound on the qemu stderr kept for error reports.
+const MAX_STDERR: usize = 64 << 10;
+
+/// The result of a lab run.
+#[derive(Debug)]
+pub struct LabOutcome {
+    /// The command's exit status.
+    pub status: i32,
+    /// Guest uptime (seconds) when the lab's /init started, i.e. the lab kernel's boot time.
+    pub init_uptime: Option<f64>,
+    /// Host wall clock from spawning qemu to /init starting.
+    pub init_wall: Option<Duration>,
+    /// Host wall clock from spawning qemu to the command's exit status.
+    pub wall: Duration,
+}
+
+/// Messages from the console reader thread.
+enum Event {
+    Init {
+        uptime: f64,
+        at: Instant,
+    },
+    Exited(i32),
+    LabError(String),
+    /// The console closed (qemu exited) without an exit marker.
+    Eof,
+}
+
+/// Kills qemu if we leave early (error, timeout, panic).
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Boots `vmlinuz` with `initrd`, streams the command's output, returns its status.
+/// With `verbose`, the kernel logs normally and every hidden console line is copied to stderr.
+pub fn run(
+    vmlinuz: &Path,
+    initrd: &Path,
+    markers: &Markers,
+    timeout: Duration,
+    verbose: bool,
+) -> Result<LabOutcome> {
+    let started = Instant::now();
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .args([
+            "-M",
+            "microvm",
+            "-accel",
+            "tcg,thread=multi",
+            "-cpu",
+            "max",
+            "-smp",
+            "2",
+        ])
+        .args(["-m", &LAB_MEMORY_MIB.to_string()])
+        .args(["-display", "none", "-nodefaults", "-no-reboot"])
+        // The console on stdio; stdin is /dev/null, so qemu never touches the user's terminal.
+        .args([
+            "-chardev",
+            "stdio,id=console,signal=off",
+            "-serial",
+            "chardev:console",
+        ])
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(kernel_cmdline(verbose))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = ChildGuard(command.spawn().context("starting qemu-system-x86_64")?);
+    let stdout = child.0.stdout.take().context("qemu stdout")?;
+    let stderr = child.0.stderr.take().context("qemu stderr")?;
+
+    let filter = Arc::new(Mutex::new(ConsoleFilter::new(markers.clone())));
+    let (events, received) = mpsc::channel();
+    let reader = {
+        let filter = Arc::clone(&filter);
+        std::thread::spawn(move || read_console(stdout, &filter, &events, verbose))
+    };
+    let qemu_stderr = Arc::new(Mutex::new(Vec::new()));
+    let stderr_reader = {
+        let qemu_stderr = Arc::clone(&qemu_stderr);
+        std::thread::spawn(move || collect_bounded(stderr, &qemu_stderr))
+    };
+    let report = |what: &str| {
+        let tail = filter.lock().map(|f| f.tail()).unwrap_or_default();
+        let stderr = qemu_stderr
+            .lock()
+            .map(|e| String::from_utf8_lossy(&e).into_owned())
+            .unwrap_or_default();
+        let tail = if tail.is_empty() {
+            "  (no console output)\n".to_owned()
+        } else {
+            tail
+        };
+        let stderr = if stderr.trim().is_empty() {
+            String::new()
+        } else {
+            format!("qemu stderr:\n{stderr}")
+        };
+        format!("{what}; last console lines:\n{tail}{stderr}")
+    };
+
+    let deadline = started + timeout;
+    let (mut init_uptime, mut init_wall) = (None, None);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match received.recv_timeout(remaining) {
+            Ok(Event::Init { uptime, at }) => {
+                init_uptime = Some(uptime);
+                init_wall = Some(at - started);
+            }
+            Ok(Event::Exited(status)) => {
+                let wall = started.elapsed();
+                wait_for_poweroff(&mut child.0);
+                let _ = reader.join();
+                return Ok(LabOutcome {
+                    status,
+                    init_uptime,
+                    init_wall,
+                    wall,
+                });
+            }
+            Ok(Event::LabError(message)) => {
+                bail!("{}", report(&format!("the lab failed: {message}")))
+            }
+            Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.0.wait()?;
+                let _ = stderr_reader.join();
+                bail!(
+                    "{}",
+                    report(&format!(
+                        "the lab crashed: qemu exited ({status}) before the command finished"
+                    ))
+                );
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+                "{}",
+                report(&format!(
+                    "the lab timed out after {} s (PADDOCK_LAB_TIMEOUT)",
+                    timeout.as_secs()
+                ))
+            ),
+        }
+    }
+}
+
+/// The lab kernel's command line.
+fn kernel_cmdline(verbose: bool) -> String {
+    let mut cmdline = LAB_CMDLINE.to_owned();
+    if let Some(khz) = clock::host_tsc_khz() {
+        cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+    }
+    if !verbose {
+        cmdline.push_str(&format!(" {QUIET}"));
+    }
+    cmdline
+}
+
+/// Reads the console, prints the command's output as it arrives, reports markers.
+fn read_console(
+    mut console: impl Read,
+    filter: &Mutex<ConsoleFilter>,
+    events: &mpsc::Sender<Event>,
+    verbose: bool,
+) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match console.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let mut consumed = 0;
+        while let Some(end) = pending[consumed..].iter().position(|&b| b == b'\n') {
+            let line = &pending[consumed..consumed + end];
+            handle_line(line, filter, events, verbose);
+            consumed += end + 1;
+        }
+        pending.drain(..consumed);
+        if pending.len() > MAX_LINE {
+            // Pass most of an overlong line on; keep a tail so a marker is never split.
+            let keep = pending.split_off(pending.len() - MARKER_ROOM);
+            let step = filter.lock().map(|mut f| f.fragment(&pending));
+            if let Ok(Step::Show { bytes, .. }) = step {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&bytes).and_then(|()| out.flush());
+            }
+            pending = keep;
+        }
+    }
+    if !pending.is_empty() {
+        handle_line(&pending, filter, events, verbose);
+    }
+    let _ = events.send(Event::Eof);
+}
+
+fn handle_line(
+    line: &[u8],
+    filter: &Mutex<ConsoleFilter>,
+    events: &mpsc::Sender<Event>,
+    verbose: bool,
+) {
+    let step = match filter.lock() {
+        Ok(mut filter) => filter.line(line),
+        Err(_) => return,
+    };
+    let mut out = std::io::stdout().lock();
+    match step {
+        Step::Hide => {
+            if verbose {
+                eprintln!("lab| {}", String::from_utf8_lossy(line).trim_end());
+            }
+        }
+        Step::Show { bytes, newline } => {
+            let _ = out.write_all(&bytes);
+            if newline {
+                let _ = out.write_all(b"\n");
+            }
+            let _ = out.flush();
+        }
+        Step::InitReached(uptime) => {
+            let _ = events.send(Event::Init {
+                uptime,
+                at: Instant::now(),
+            });
+        }
+        Step::Exited { status, before } => {
+            let _ = out.write_all(&before).and_then(|()| out.flush());
+            let _ = events.send(Event::Exited(status));
+        }
+        Step::LabError(message) => {
+            let _ = events.send(Event::LabError(message));
+        }
+    }
+}
+
+/// Keeps at most `MAX_STDERR` bytes of `stream`.
+fn collect_bounded(mut stream: impl Read, into: &Mutex<Vec<u8>>) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        if let Ok(mut kept) = into.lock() {
+            let room = MAX_STDERR.saturating_sub(kept.len());
+            kept.extend_from_slice(&buf[..n.min(room)]);
+        }
+    }
+}
+
+/// Gives the lab time to power off after the command finished, then kills it.
+fn wait_for_poweroff(child: &mut Child) {
+    let deadline = Instant::now() + POWEROFF_GRACE;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+}
