@@ -183,6 +183,56 @@ impl Vmm {
         Ok(results)
     }
 
+    /// A one-line-per-vCPU description (instruction pointer, MP state, pending interrupt),
+    /// for diagnosing a guest that stopped answering. Briefly pauses the VM.
+    pub fn vcpu_summary(&self) -> String {
+        if self.exit.reason().is_some() {
+            return "the VM has stopped".into();
+        }
+        self.pause();
+        let lines = self.on_each_vcpu(|index, fd| {
+            let regs = fd.get_regs().map(|r| format!("rip={:#x} rsp={:#x} rflags={:#x}", r.rip, r.rsp, r.rflags));
+            let mp = fd.get_mp_state().map(|m| m.mp_state);
+            let events = fd.get_vcpu_events().map(|e| (e.interrupt.injected, e.nmi.pending));
+            let lapic = fd.get_lapic().map(|l| {
+                let reg = |off: usize| u32::from_le_bytes([l.regs[off] as u8, l.regs[off + 1] as u8, l.regs[off + 2] as u8, l.regs[off + 3] as u8]);
+                let irr: Vec<String> = (0..8).map(|i| format!("{:08x}", reg(0x200 + i * 0x10))).collect();
+                let isr: Vec<String> = (0..8).map(|i| format!("{:08x}", reg(0x100 + i * 0x10))).collect();
+                format!("lvtt={:#x} tmict={:#x} tmcct={:#x} irr={} isr={}", reg(0x320), reg(0x380), reg(0x390), irr.join(""), isr.join(""))
+            });
+            let mut msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: 0x6e0, ..Default::default() }, kvm_bindings::kvm_msr_entry { index: 0x10, ..Default::default() }]).ok();
+            let deadline = msrs.as_mut().and_then(|m| fd.get_msrs(m).ok().map(|_| (m.as_slice()[0].data, m.as_slice()[1].data)));
+            format!(
+                "vCPU {index}: {} mp_state={mp:?} irq_injected/nmi_pending={events:?} lapic: {} tsc_deadline/tsc={deadline:x?}",
+                regs.unwrap_or_else(|e| e.to_string()),
+                lapic.unwrap_or_else(|e| e.to_string())
+            )
+        });
+        let vsock = self.devices.vsock.save();
+        let queues: Vec<String> = vsock
+            .transport
+            .queues
+            .iter()
+            .map(|q| {
+                use vm_memory::Bytes;
+                let avail: Option<u16> = self.ram.memory.read_obj(vm_memory::GuestAddress(q.avail_ring + 2)).ok();
+                let used: Option<u16> = self.ram.memory.read_obj(vm_memory::GuestAddress(q.used_ring + 2)).ok();
+                format!("[avail.idx={avail:?} next_avail={} used.idx={used:?} next_used={}]", q.next_avail, q.next_used)
+            })
+            .collect();
+        let vsock_line = format!(
+            "vsock: status={:#x} interrupt_status={:#x} queues(rx,tx,event)={}",
+            vsock.transport.status,
+            vsock.transport.interrupt_status,
+            queues.join(" ")
+        );
+        self.resume();
+        match lines {
+            Ok(lines) => lines.join("\n") + "\n" + &vsock_line,
+            Err(index) => format!("vCPU {index} did not answer"),
+        }
+    }
+
     /// Writes a snapshot of the (running) VM into `dir`; resumes it afterwards unless
     /// `stop_after`, in which case the VM is left paused and the caller ends it.
     pub fn snapshot(&mut self, dir: &Path, stop_after: bool) -> Result<SnapshotStats, SnapshotError> {

@@ -208,6 +208,9 @@ pub struct MachineArgs {
     /// when the guest fails to boot).
     #[arg(long, value_name = "PATH")]
     pub console: Option<PathBuf>,
+    /// Extra guest kernel arguments (e.g. "loglevel=7" to see the kernel's boot log in --console).
+    #[arg(long, value_name = "ARGS")]
+    pub kernel_args: Option<String>,
 }
 
 #[derive(Args)]
@@ -217,6 +220,9 @@ pub struct RunArgs {
     /// Kill the command (and end the sandbox) after this many seconds; exit status 124.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
+    /// Give up if guest-init is not ready after this many seconds of booting.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub boot_timeout: u64,
     /// Environment variable for the command (repeatable).
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,

@@ -11,15 +11,13 @@ use paddock_vmm::exit_codes;
 use paddock_vmm::sandbox::{guest, Sandboxes};
 use paddock_vmm::vstate::vcpu::VmExitReason;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use paddock_vmm::vstate::vcpu::ExitSignal;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Signals paddock forwards to the command instead of dying from them.
 const FORWARDED_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
-
-/// How long a cold boot may take to reach guest-init.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn forwarded_sigset() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset initialise and fill a sigset_t we own.
@@ -39,6 +37,58 @@ fn block_forwarded_signals() {
     let set = forwarded_sigset();
     // SAFETY: `set` is a valid, initialised signal set; the old mask is not needed.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Where a forwarded signal goes: nowhere yet (remembered), the VM (while it boots: the boot is
+/// abandoned), or the running command.
+#[derive(Default)]
+enum SignalTarget {
+    #[default]
+    Nobody,
+    Vm(Arc<ExitSignal>),
+    Command(client::Signaller),
+}
+
+/// Routes SIGINT/SIGTERM/SIGHUP/SIGQUIT from a dedicated thread (they are blocked elsewhere).
+#[derive(Clone, Default)]
+struct SignalRouter {
+    target: Arc<Mutex<SignalTarget>>,
+    received: Arc<AtomicI32>,
+}
+
+impl SignalRouter {
+    fn spawn() -> anyhow::Result<Self> {
+        let router = Self::default();
+        let r = router.clone();
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            let set = forwarded_sigset();
+            loop {
+                let mut sig = 0;
+                // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
+                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                    continue;
+                }
+                r.received.store(sig, Ordering::SeqCst);
+                match &*r.target.lock().unwrap_or_else(|p| p.into_inner()) {
+                    SignalTarget::Nobody => {}
+                    SignalTarget::Vm(exit) => exit.exit(VmExitReason::Stopped),
+                    SignalTarget::Command(s) => {
+                        let _ = s.signal(sig);
+                    }
+                }
+            }
+        })?;
+        Ok(router)
+    }
+
+    fn set(&self, target: SignalTarget) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = target;
+    }
+
+    /// The signal received before a command could take it, if any.
+    fn received(&self) -> Option<i32> {
+        Some(self.received.load(Ordering::SeqCst)).filter(|&s| s != 0)
+    }
 }
 
 /// A private directory for one `run`'s sockets, removed on drop.
@@ -73,7 +123,7 @@ fn vm_config(m: MachineArgs, vsock_uds: PathBuf) -> VmConfig {
         initrd: default_rootfs(m.rootfs),
         vcpus: m.vcpus,
         memory_mib: m.memory,
-        extra_cmdline: None,
+        extra_cmdline: m.kernel_args,
         console_log: m.console,
         vsock_uds,
     }
@@ -88,7 +138,14 @@ enum Outcome {
 }
 
 /// Runs `argv` in the guest behind `uds`, forwarding stdin, output, signals; handles --timeout.
-fn exec_in(uds: &Path, argv: Vec<String>, env: Vec<(String, String)>, cwd: Option<String>, timeout: Option<u64>) -> anyhow::Result<Outcome> {
+fn exec_in(
+    uds: &Path,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: Option<String>,
+    timeout: Option<u64>,
+    signals: &SignalRouter,
+) -> anyhow::Result<Outcome> {
     let conn = client::connect(uds, CONTROL_PORT).context("connecting to guest-init")?;
     let request = ExecRequest { argv, env, cwd, stdin: true };
     let running = match conn.start_exec(&request) {
@@ -96,17 +153,11 @@ fn exec_in(uds: &Path, argv: Vec<String>, env: Vec<(String, String)>, cwd: Optio
         Err(e) => return Ok(Outcome::Failed(e)),
     };
     let signaller = running.signaller();
-    let forwarder = signaller.clone();
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let set = forwarded_sigset();
-        loop {
-            let mut sig = 0;
-            // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 && forwarder.signal(sig).is_err() {
-                return;
-            }
-        }
-    })?;
+    signals.set(SignalTarget::Command(signaller.clone()));
+    if let Some(sig) = signals.received() {
+        // A signal that arrived while the command was being started still reaches it.
+        let _ = signaller.signal(sig);
+    }
     let timed_out = Arc::new(AtomicBool::new(false));
     if let Some(secs) = timeout {
         let flag = timed_out.clone();
@@ -148,20 +199,27 @@ fn failed(e: ExecError) -> i32 {
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     block_forwarded_signals();
+    let signals = SignalRouter::spawn()?;
     let env = parse_env(&args.env)?;
     let dir = RunDir::create()?;
     let config = vm_config(args.machine, dir.0.join("vsock.sock"));
     config.validate()?;
     let ready = guest::listen_ready(&config.vsock_uds)?;
     let vmm = paddock_vmm::builder::boot(&config)?;
-    let boot = guest::wait_ready(&ready, &vmm, BOOT_TIMEOUT);
+    signals.set(SignalTarget::Vm(vmm.exit.clone()));
+    let boot = guest::wait_ready(&ready, &vmm, Duration::from_secs(args.boot_timeout));
     drop(ready);
+    if let Some(sig) = signals.received() {
+        vmm.stop();
+        eprintln!("paddock: interrupted by signal {sig} while the sandbox booted");
+        return Ok(128 + sig);
+    }
     if let Err(e) = boot {
         vmm.stop();
         anyhow::bail!(e);
     }
     tracing::info!(elapsed = ?vmm.started.elapsed(), "guest-init ready");
-    let outcome = exec_in(&config.vsock_uds, args.command, env, args.workdir, args.timeout);
+    let outcome = exec_in(&config.vsock_uds, args.command, env, args.workdir, args.timeout, &signals);
     let code = match outcome {
         Ok(Outcome::Status(status)) => status_code(status),
         Ok(Outcome::TimedOut(secs)) => {
@@ -195,9 +253,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 
 pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     block_forwarded_signals();
+    let signals = SignalRouter::spawn()?;
     let env = parse_env(&args.env)?;
     let uds = Sandboxes::new(args.state.state_dir.as_deref()).vsock_path(&args.name)?;
-    Ok(match exec_in(&uds, args.command, env, args.workdir, args.timeout)? {
+    Ok(match exec_in(&uds, args.command, env, args.workdir, args.timeout, &signals)? {
         Outcome::Status(status) => status_code(status),
         Outcome::TimedOut(secs) => {
             eprintln!("paddock: the command timed out after {secs} s and was killed");

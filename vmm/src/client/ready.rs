@@ -35,6 +35,9 @@ pub enum ReadyError {
     Unexpected(&'static str),
 }
 
+/// How long an accepted readiness connection may take to deliver its frame.
+const FRAME_ALLOWANCE: Duration = Duration::from_secs(10);
+
 /// Listens on `<uds>_<port>` for guest-init's `Ready`. Removes the socket file when dropped.
 #[derive(Debug)]
 pub struct ReadyListener {
@@ -83,8 +86,10 @@ impl ReadyListener {
             }
         };
         stream.set_nonblocking(false)?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        // `timeout` bounds the wait for the guest to connect; once it has, its frame is on its
+        // way and gets its own allowance (the connection cannot be handed back, so a short
+        // caller timeout must not drop it).
+        stream.set_read_timeout(Some(FRAME_ALLOWANCE))?;
         match read_frame::<_, Response>(&mut stream) {
             Ok(Response::Ready(boot)) => Ok(Ready { boot, connected_at }),
             Ok(other) => Err(ReadyError::Unexpected(super::response_kind(&other))),

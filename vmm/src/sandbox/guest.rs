@@ -16,8 +16,8 @@ pub enum GuestReadyError {
     #[error("the guest stopped before guest-init was ready ({reason}); last console lines:\n{console}")]
     VmEnded { reason: String, console: String },
     /// Nothing within the timeout.
-    #[error("guest-init was not ready within {secs} s; last console lines:\n{console}")]
-    Timeout { secs: u64, console: String },
+    #[error("guest-init was not ready within {secs} s; last console lines:\n{console}\n{vcpus}")]
+    Timeout { secs: u64, console: String, vcpus: String },
     /// Listening for readiness failed.
     #[error(transparent)]
     Listen(#[from] client::ReadyError),
@@ -53,7 +53,7 @@ pub fn wait_ready(listener: &ReadyListener, vmm: &Vmm, timeout: Duration) -> Res
             return Err(e);
         }
         if Instant::now() >= deadline {
-            return Err(GuestReadyError::Timeout { secs: timeout.as_secs(), console: vmm.console.last_lines(30) });
+            return Err(GuestReadyError::Timeout { secs: timeout.as_secs(), console: vmm.console.last_lines(30), vcpus: vmm.vcpu_summary() });
         }
     }
 }
@@ -86,7 +86,7 @@ pub fn resume(vmm: &Vmm, timeout: Duration) -> Result<BootInfo, GuestReadyError>
                 }
                 if Instant::now() >= deadline {
                     tracing::warn!("resume failed: {e}");
-                    return Err(GuestReadyError::Timeout { secs: timeout.as_secs(), console: vmm.console.last_lines(30) });
+                    return Err(GuestReadyError::Timeout { secs: timeout.as_secs(), console: vmm.console.last_lines(30), vcpus: vmm.vcpu_summary() });
                 }
                 std::thread::sleep(Duration::from_micros(200));
             }
