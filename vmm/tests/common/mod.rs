@@ -81,6 +81,12 @@ impl Scratch {
         }
         v
     }
+    /// A `paddock ARGS` command (with --state-dir), not yet run.
+    pub fn paddock_command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.paddock();
+        cmd.args(self.with_state(args));
+        cmd
+    }
     /// Runs `paddock ARGS` (with --state-dir) and returns its output.
     pub fn cli(&self, args: &[&str]) -> Output {
         self.cli_env(args, &[])
@@ -123,10 +129,13 @@ impl Scratch {
             assert_ne!(s["state"], "running", "still running: {s}");
         }
     }
-    /// Asserts TMPDIR is empty (no stray sockets or temporary files).
+    /// Asserts TMPDIR is empty (no stray sockets or temporary files) and no paddock process
+    /// of this test is left running.
     pub fn assert_clean(&self) {
         let left: Vec<_> = std::fs::read_dir(self.tmp()).unwrap().map(|e| e.unwrap().path()).collect();
         assert!(left.is_empty(), "paddock left files behind: {left:?}");
+        let stray = paddock_processes_using(&self.state_dir());
+        assert!(stray.is_empty(), "paddock processes left running: {stray:?}");
     }
 }
 
@@ -200,4 +209,24 @@ pub fn rewrite_state(dir: &Path, edit: impl FnOnce(&mut paddock_vmm::snapshot::s
     let mut st: paddock_vmm::snapshot::state::SnapshotState = format::decode(&std::fs::read(&p).unwrap()).unwrap();
     edit(&mut st);
     std::fs::write(&p, format::encode(&st).unwrap()).unwrap();
+}
+
+/// Live paddock processes whose command line mentions `needle` (e.g. a test's state dir), or
+/// that `paddock run` started from this process.
+pub fn paddock_processes_using(needle: &Path) -> Vec<u32> {
+    let needle = needle.to_string_lossy().into_owned();
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'));
+        let parent_is_me = stat.rsplit_once(") ").and_then(|(_, r)| r.split_whitespace().nth(1)).is_some_and(|ppid| ppid == me);
+        if !zombie && cmdline.contains("paddock") && (cmdline.contains(&needle) || parent_is_me) {
+            found.push(pid);
+        }
+    }
+    found
 }
