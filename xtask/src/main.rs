@@ -46,7 +46,13 @@ enum Command {
         command: Vec<String>,
     },
     /// Run all tests: unit tests, then the end-to-end tests (natively with hardware KVM, else in the lab).
-    Ci,
+    Ci {
+        /// Skip the unit tests.
+        #[arg(long)]
+        e2e_only: bool,
+        /// Only end-to-end tests whose name contains this.
+        filter: Option<String>,
+    },
     /// Run the criterion benchmarks (natively with hardware KVM, else in the lab).
     Bench {
         /// Benchmark filter passed to criterion.
@@ -71,7 +77,7 @@ fn main() -> Result<()> {
         }
         Command::Lab { command } => std::process::exit(lab::run(&command)?),
         Command::Run { command } => std::process::exit(ci::run_in_sandbox(&command)?),
-        Command::Ci => ci::ci()?,
+        Command::Ci { e2e_only, filter } => ci::ci(e2e_only, filter.as_deref())?,
         Command::Bench { filter } => ci::bench(filter.as_deref())?,
     }
     Ok(())

@@ -81,7 +81,14 @@ pub struct ExecArgs {
     pub state: StateArgs,
     /// The sandbox.
     pub name: String,
-    /// Kill the command after this many seconds; exit status 124.
+    #[command(flatten)]
+    pub cmd: CommandArgs,
+}
+
+/// The command to run in a sandbox, and how.
+#[derive(Args)]
+pub struct CommandArgs {
+    /// Kill the command after this many seconds (a `run` sandbox ends with it); exit status 124.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
     /// Environment variable for the command (repeatable).
@@ -217,21 +224,11 @@ pub struct MachineArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub machine: MachineArgs,
-    /// Kill the command (and end the sandbox) after this many seconds; exit status 124.
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<u64>,
     /// Give up if guest-init is not ready after this many seconds of booting.
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     pub boot_timeout: u64,
-    /// Environment variable for the command (repeatable).
-    #[arg(short, long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    /// Working directory of the command inside the guest.
-    #[arg(short = 'w', long, value_name = "DIR")]
-    pub workdir: Option<String>,
-    /// The command and its arguments.
-    #[arg(required = true, last = true, value_name = "CMD")]
-    pub command: Vec<String>,
+    #[command(flatten)]
+    pub cmd: CommandArgs,
 }
 
 /// Sets up `tracing` output on stderr according to `-v`.

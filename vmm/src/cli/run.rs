@@ -2,7 +2,7 @@
 //! running sandbox): stdin forwarded, stdout/stderr streamed apart, signals forwarded, the
 //! command's exit status returned.
 
-use super::{parse_env, ExecArgs, MachineArgs, RunArgs};
+use super::{parse_env, CommandArgs, ExecArgs, MachineArgs, RunArgs};
 use anyhow::Context;
 use paddock_protocol::{ExecRequest, ExitStatus};
 use paddock_vmm::client::{self, ExecError};
@@ -138,16 +138,10 @@ enum Outcome {
 }
 
 /// Runs `argv` in the guest behind `uds`, forwarding stdin, output, signals; handles --timeout.
-fn exec_in(
-    uds: &Path,
-    argv: Vec<String>,
-    env: Vec<(String, String)>,
-    cwd: Option<String>,
-    timeout: Option<u64>,
-    signals: &SignalRouter,
-) -> anyhow::Result<Outcome> {
+fn exec_in(uds: &Path, cmd: CommandArgs, env: Vec<(String, String)>, signals: &SignalRouter) -> anyhow::Result<Outcome> {
+    let timeout = cmd.timeout;
     let conn = client::connect(uds, CONTROL_PORT).context("connecting to guest-init")?;
-    let request = ExecRequest { argv, env, cwd, stdin: true };
+    let request = ExecRequest { argv: cmd.command, env, cwd: cmd.workdir, stdin: true };
     let running = match conn.start_exec(&request) {
         Ok(r) => r,
         Err(e) => return Ok(Outcome::Failed(e)),
@@ -200,7 +194,7 @@ fn failed(e: ExecError) -> i32 {
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     block_forwarded_signals();
     let signals = SignalRouter::spawn()?;
-    let env = parse_env(&args.env)?;
+    let env = parse_env(&args.cmd.env)?;
     let dir = RunDir::create()?;
     let config = vm_config(args.machine, dir.0.join("vsock.sock"));
     config.validate()?;
@@ -219,7 +213,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         anyhow::bail!(e);
     }
     tracing::info!(elapsed = ?vmm.started.elapsed(), "guest-init ready");
-    let outcome = exec_in(&config.vsock_uds, args.command, env, args.workdir, args.timeout, &signals);
+    let outcome = exec_in(&config.vsock_uds, args.cmd, env, &signals);
     let code = match outcome {
         Ok(Outcome::Status(status)) => status_code(status),
         Ok(Outcome::TimedOut(secs)) => {
@@ -254,9 +248,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     block_forwarded_signals();
     let signals = SignalRouter::spawn()?;
-    let env = parse_env(&args.env)?;
+    let env = parse_env(&args.cmd.env)?;
     let uds = Sandboxes::new(args.state.state_dir.as_deref()).vsock_path(&args.name)?;
-    Ok(match exec_in(&uds, args.command, env, args.workdir, args.timeout, &signals)? {
+    Ok(match exec_in(&uds, args.cmd, env, &signals)? {
         Outcome::Status(status) => status_code(status),
         Outcome::TimedOut(secs) => {
             eprintln!("paddock: the command timed out after {secs} s and was killed");
