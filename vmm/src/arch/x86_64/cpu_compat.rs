@@ -12,11 +12,14 @@ const FEATURE_LEAVES: &[(u32, u32, [bool; 4])] = &[
     (0x8000_0001, 0, [false, false, true, true]),
 ];
 
-/// Bits paddock itself sets regardless of the host (leaf 1: ECX hypervisor, EDX HTT).
+/// Bits that say nothing about the host CPU: ones paddock sets itself (leaf 1 ECX hypervisor,
+/// EDX HTT) and ones KVM derives from the guest's own control registers (leaf 1 ECX OSXSAVE
+/// from CR4.OSXSAVE, EDX APIC from the APIC base MSR, leaf 7 ECX OSPKE from CR4.PKE).
 fn vmm_owned_bits(leaf: u32, reg: usize) -> u32 {
     match (leaf, reg) {
-        (0x1, 2) => 1 << 31,
-        (0x1, 3) => 1 << 28,
+        (0x1, 2) => (1 << 31) | (1 << 27),
+        (0x1, 3) => (1 << 28) | (1 << 9),
+        (0x7, 2) => 1 << 4,
         _ => 0,
     }
 }
@@ -77,7 +80,7 @@ mod tests {
     #[test]
     fn subset_passes_superset_fails() {
         let host = vec![e(1, 0, 0, 0b1011, 0xff), e(7, 0, 0b1, 0, 0)];
-        let same = vec![e(1, 0, 0, 0b0011 | (1 << 31), 0x0f | (1 << 28)), e(7, 0, 0b1, 0, 0)];
+        let same = vec![e(1, 0, 0, 0b0011 | (1 << 31) | (1 << 27), 0x0f | (1 << 28)), e(7, 0, 0b1, 1 << 4, 0)];
         assert!(missing_features(&same, &host).is_empty(), "hypervisor and HTT bits are ours");
         let avx512_guest = vec![e(1, 0, 0, 0b0011, 0), e(7, 0, 0b1 | (1 << 16), 0, 0)];
         let missing = missing_features(&avx512_guest, &host);
