@@ -330,7 +330,7 @@ pub fn restore(dir: &Path, vsock_uds: &Path, console_log: Option<&Path>) -> Resu
     for (index, vcpu_state) in state.vcpus.iter().enumerate() {
         let index = index as u8;
         let fd = vm.create_vcpu(u64::from(index)).map_err(|source| RestoreError::Vcpu { index, source })?;
-        persist::restore_vcpu(&fd, vcpu_state)?;
+        persist::restore_vcpu(&fd, vcpu_state, true)?;
         fds.push(fd);
     }
     let msr_indices = state.vcpus[0].msrs.iter().map(|m| m.index).collect();

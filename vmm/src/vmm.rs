@@ -1,6 +1,7 @@
 //! A running VM: its vCPU threads, devices and event loop; pausing it, snapshotting it, resetting
 //! it in place, and how it ends.
 
+use crate::arch::x86_64::cpu_compat::missing_features;
 use crate::devices::bus::lock;
 use crate::devices::console::ConsoleTail;
 use crate::devices::serial::SerialDevice;
@@ -113,6 +114,9 @@ pub enum ResetError {
     /// A vCPU thread did not answer.
     #[error("vCPU {0} did not answer")]
     VcpuGone(u8),
+    /// The target snapshot's CPU features differ from this VM's.
+    #[error("the snapshot's CPU features differ from this sandbox's; restore it into a new sandbox instead")]
+    Cpu,
 }
 
 /// What a snapshot cost.
@@ -301,6 +305,9 @@ impl Vmm {
         if target.is_none() && self.origin.is_none() {
             return Err(ResetError::NoOrigin);
         }
+        if let Some(target) = &target {
+            self.check_same_cpu(target)?;
+        }
         self.pause();
         let result = self.reset_paused(target);
         if result.is_err() {
@@ -309,6 +316,23 @@ impl Vmm {
         }
         self.resume();
         result
+    }
+
+    /// A vCPU's CPUID cannot change once it has run: a reset target must have been taken with
+    /// the same CPU features as this VM's vCPUs have.
+    fn check_same_cpu(&self, target: &Origin) -> Result<(), ResetError> {
+        let current = self
+            .on_each_vcpu(|_, fd| fd.get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map(|c| c.as_slice().to_vec()))
+            .map_err(ResetError::VcpuGone)?;
+        for (index, cpuid) in current.into_iter().enumerate() {
+            let cpuid = cpuid.map_err(|source| PersistError::Kvm { op: "get", what: "CPUID", source })?;
+            let wanted = &target.state.vcpus[index].cpuid;
+            let differs = !missing_features(wanted, &cpuid).is_empty() || !missing_features(&cpuid, wanted).is_empty();
+            if differs {
+                return Err(ResetError::Cpu);
+            }
+        }
+        Ok(())
     }
 
     fn reset_paused(&mut self, target: Option<Origin>) -> Result<(), ResetError> {
@@ -333,7 +357,7 @@ impl Vmm {
             let state = origin.state.clone();
             let index = usize::from(vcpu.index);
             vcpu.send(VcpuCommand::With(Box::new(move |fd| {
-                let _ = tx.send(persist::restore_vcpu(fd, &state.vcpus[index]));
+                let _ = tx.send(persist::restore_vcpu(fd, &state.vcpus[index], false));
             })));
             rx.recv().map_err(|_| ResetError::VcpuGone(vcpu.index))??;
         }

@@ -93,10 +93,14 @@ fn read_msrs(fd: &VcpuFd, indices: &[u32]) -> Result<Vec<kvm_msr_entry>, Persist
     Ok(got)
 }
 
-/// Loads `state` into `fd` (a fresh or paused vCPU).
-pub fn restore_vcpu(fd: &VcpuFd, state: &VcpuState) -> Result<(), PersistError> {
-    let cpuid = CpuId::from_entries(&state.cpuid).map_err(PersistError::Fam)?;
-    fd.set_cpuid2(&cpuid).map_err(kvm_err("set", "CPUID"))?;
+/// Loads `state` into `fd`. A fresh vCPU also gets the saved CPUID (`fresh`); a vCPU that has
+/// run keeps its own, since KVM refuses to change CPUID after the first KVM_RUN (the caller
+/// checks the two are compatible).
+pub fn restore_vcpu(fd: &VcpuFd, state: &VcpuState, fresh: bool) -> Result<(), PersistError> {
+    if fresh {
+        let cpuid = CpuId::from_entries(&state.cpuid).map_err(PersistError::Fam)?;
+        fd.set_cpuid2(&cpuid).map_err(kvm_err("set", "CPUID"))?;
+    }
     if state.tsc_khz != 0 && fd.get_tsc_khz().is_ok_and(|khz| khz != state.tsc_khz) {
         // Keep the guest's TSC rate; if the host cannot scale, the guest just sees a drift.
         if let Err(e) = fd.set_tsc_khz(state.tsc_khz) {
