@@ -11,6 +11,15 @@ const LEAF_EXT_TOPOLOGY_V2: u32 = 0x1f;
 const LEAF_AMD_SIZE_IDS: u32 = 0x8000_0008;
 const LEAF_AMD_EXT_APIC_ID: u32 = 0x8000_001e;
 
+const LEAF_KVM_FEATURES: u32 = 0x4000_0001;
+
+/// KVM paravirt features a snapshotting VMM must not offer: asynchronous page faults (the
+/// guest would be told about host page faults of a timeline a reset throws away) in all three
+/// delivery forms.
+const KVM_FEATURE_ASYNC_PF: u32 = 1 << 4;
+const KVM_FEATURE_ASYNC_PF_VMEXIT: u32 = 1 << 10;
+const KVM_FEATURE_ASYNC_PF_INT: u32 = 1 << 14;
+
 const ECX_HYPERVISOR_BIT: u32 = 1 << 31;
 const EDX_HTT_BIT: u32 = 1 << 28;
 
@@ -55,6 +64,9 @@ fn normalize_entry(entry: &mut kvm_cpuid_entry2, apic_id: u32, count: u32) {
             let cache_level = (entry.eax >> 5) & 0x7;
             let sharing = if cache_level >= 3 { count - 1 } else { 0 };
             entry.eax = (entry.eax & 0x3fff) | (sharing << 14) | ((count - 1) << 26);
+        }
+        LEAF_KVM_FEATURES => {
+            entry.eax &= !(KVM_FEATURE_ASYNC_PF | KVM_FEATURE_ASYNC_PF_VMEXIT | KVM_FEATURE_ASYNC_PF_INT);
         }
         LEAF_PMU => {
             // No virtual PMU: perf counters are not part of the sandbox contract.
@@ -126,6 +138,14 @@ mod tests {
         assert_eq!((smt.ebx, smt.ecx >> 8, smt.edx), (1, LEVEL_TYPE_SMT, 1));
         assert_eq!((core.eax, core.ebx, core.ecx >> 8), (1, 2, LEVEL_TYPE_CORE));
         assert_eq!(end.ebx, 0, "terminating sub-leaf has no processors");
+    }
+
+    #[test]
+    fn async_page_faults_are_not_offered() {
+        let mut e = entry(LEAF_KVM_FEATURES, 0);
+        normalize_entry(&mut e, 0, 1);
+        assert_eq!(e.eax & (KVM_FEATURE_ASYNC_PF | KVM_FEATURE_ASYNC_PF_INT | KVM_FEATURE_ASYNC_PF_VMEXIT), 0);
+        assert_ne!(e.eax, 0, "other KVM features (kvmclock...) stay");
     }
 
     #[test]
