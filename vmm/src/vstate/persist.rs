@@ -108,6 +108,14 @@ pub fn restore_vcpu(fd: &VcpuFd, state: &VcpuState, fresh: bool) -> Result<(), P
         }
     }
     let msrs = Msrs::from_entries(&state.msrs).map_err(PersistError::Fam)?;
+    if !fresh {
+        // A vCPU that ran on may hold TLB entries of the timeline being thrown away. KVM
+        // reloads the MMU, flushing the guest's TLB, only when CR3/CR0/CR4/EFER change: make
+        // sure CR3 does, however equal the saved value is to the current one.
+        let mut detour = state.sregs;
+        detour.cr3 ^= 1 << 12;
+        fd.set_sregs(&detour).map_err(kvm_err("set", "special registers"))?;
+    }
     // Special registers before MSRs (EFER), MSRs before the LAPIC (APIC base), events last.
     fd.set_sregs(&state.sregs).map_err(kvm_err("set", "special registers"))?;
     fd.set_regs(&state.regs).map_err(kvm_err("set", "registers"))?;
