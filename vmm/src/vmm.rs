@@ -349,7 +349,6 @@ impl Vmm {
             }
             None => memory::discard_private_pages(&self.ram.memory)?,
         }
-        crate::vstate::vm::refresh_memory(&self.vm, &self.ram.memory).map_err(|e| MemoryError::Mmap(e.to_string()))?;
         let origin = self.origin.as_ref().ok_or(ResetError::NoOrigin)?;
         let state = origin.state.clone();
         persist::restore_vm(&self.vm, &state.vm)?;

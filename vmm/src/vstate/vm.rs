@@ -52,25 +52,6 @@ pub fn register_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), VmError> {
     Ok(())
 }
 
-/// Deletes and re-adds every memory slot: KVM drops all its mappings of guest memory and
-/// flushes every TLB. Used after guest RAM changed under KVM's feet (a reset discarding or
-/// remapping pages): page-table invalidation through MMU notifiers alone proved not enough on
-/// nested (emulated) virtualization, and a full flush costs little next to a reset.
-pub fn refresh_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), VmError> {
-    for (slot, region) in mem.iter().enumerate() {
-        let remove = kvm_userspace_memory_region {
-            slot: slot as u32,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: 0,
-            userspace_addr: region.as_ptr() as u64,
-            flags: 0,
-        };
-        // SAFETY: a zero-sized region deletes the slot; no memory is handed to KVM.
-        unsafe { vm.set_user_memory_region(remove) }.map_err(VmError::MemorySlot)?;
-    }
-    register_memory(vm, mem)
-}
-
 /// Routes `evt` to IOAPIC pin `gsi`.
 pub fn register_irqfd(vm: &VmFd, evt: &EventFd, gsi: u32) -> Result<(), VmError> {
     vm.register_irqfd(evt, gsi).map_err(|source| VmError::Eventfd { what: "irqfd", source })
