@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 fn slow(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
     let mut g = c.benchmark_group("vm");
-    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
     g
 }
 
@@ -43,7 +45,16 @@ fn memory_figures() {
     let kernel = paddock_vmm::config::default_kernel(None);
     let rootfs = paddock_vmm::config::default_rootfs(None);
     let info = sandboxes
-        .start(Some("rss"), Launch::Boot { kernel, rootfs, vcpus: 1, memory_mib: 256, console: false })
+        .start(
+            Some("rss"),
+            Launch::Boot {
+                kernel,
+                rootfs,
+                vcpus: 1,
+                memory_mib: 256,
+                console: false,
+            },
+        )
         .expect("start");
     let pid = info.pid;
     let rss = status_kib(pid, "VmRSS:");
@@ -54,7 +65,10 @@ fn memory_figures() {
     sandboxes.snapshot("rss", &snap, true).expect("snapshot");
     let started = Instant::now();
     let forks = sandboxes.fork(&snap, 10, "f", false).expect("fork");
-    println!("memory/fork_10_wall: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "memory/fork_10_wall: {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     let (mut rss_sum, mut pss_sum) = (0, 0);
     for f in &forks {
         let (r, p) = rss_pss_kib(f.pid);
@@ -85,10 +99,19 @@ fn snapshots(c: &mut Criterion) {
 
     let mut vmm = boot_ready(&uds);
     // A realistic guest: some memory in use.
-    exec(&uds, &["sh", "-c", "dd if=/dev/zero of=/tmp/fill bs=1M count=16 2>/dev/null"]);
+    exec(
+        &uds,
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/tmp/fill bs=1M count=16 2>/dev/null",
+        ],
+    );
     // The restore and reset benchmarks need a snapshot even when this one is filtered out.
     vmm.snapshot(&snap, false).expect("snapshot");
-    g.bench_function("snapshot_create_256mib", |b| b.iter(|| vmm.snapshot(&snap, false).expect("snapshot")));
+    g.bench_function("snapshot_create_256mib", |b| {
+        b.iter(|| vmm.snapshot(&snap, false).expect("snapshot"))
+    });
     vmm.stop();
 
     let state = work.path().join("state");
@@ -101,7 +124,15 @@ fn snapshots(c: &mut Criterion) {
                 n += 1;
                 let name = format!("r{n}");
                 let t = Instant::now();
-                sandboxes.start(Some(&name), Launch::Restore { dir: snap.clone(), console: false }).expect("restore");
+                sandboxes
+                    .start(
+                        Some(&name),
+                        Launch::Restore {
+                            dir: snap.clone(),
+                            console: false,
+                        },
+                    )
+                    .expect("restore");
                 total += t.elapsed();
                 sandboxes.remove(&name, true).expect("remove");
             }
@@ -132,7 +163,8 @@ fn snapshots(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     if mib > 0 {
-                        let script = format!("dd if=/dev/zero of=/tmp/dirty bs=1M count={mib} 2>/dev/null");
+                        let script =
+                            format!("dd if=/dev/zero of=/tmp/dirty bs=1M count={mib} 2>/dev/null");
                         exec(&uds, &["sh", "-c", &script]);
                     }
                     let t = Instant::now();

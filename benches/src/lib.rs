@@ -44,7 +44,12 @@ pub fn boot_ready(uds: &Path) -> Vmm {
 /// Runs `argv` in the guest and returns its status.
 pub fn exec(uds: &Path, argv: &[&str]) -> ExitStatus {
     let conn = paddock_vmm::client::connect(uds, CONTROL_PORT).expect("connect");
-    let req = ExecRequest { argv: argv.iter().map(|s| s.to_string()).collect(), env: vec![], cwd: None, stdin: false };
+    let req = ExecRequest {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
+        cwd: None,
+        stdin: false,
+    };
     conn.exec_output(&req, &[]).expect("exec").status
 }
 
@@ -61,6 +66,11 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
 /// Rss and Pss of a process from smaps_rollup, KiB.
 pub fn rss_pss_kib(pid: u32) -> (u64, u64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let get = |f: &str| text.lines().find(|l| l.starts_with(f)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+    let get = |f: &str| {
+        text.lines()
+            .find(|l| l.starts_with(f))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
     (get("Rss:"), get("Pss:"))
 }

@@ -15,7 +15,8 @@ pub const READY_PORT: u32 = 1025;
 
 /// Kernel arguments every paddock guest gets. `quiet` matters: each console byte is a VM exit.
 /// (No ACPI, PCI or i8042 driver in the guest kernel: `reboot=k` still resets through port 0x64.)
-pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet 8250.nr_uarts=1 no_timer_check rdinit=/init";
+pub const BASE_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=-1 quiet 8250.nr_uarts=1 no_timer_check rdinit=/init";
 
 /// One VM's configuration.
 #[derive(Clone, Debug)]
@@ -47,7 +48,11 @@ pub enum ConfigError {
     Memory(u64),
     /// An artifact is missing or not a regular file.
     #[error("the {what} {path} does not exist or is not a file{hint}")]
-    Artifact { what: &'static str, path: PathBuf, hint: &'static str },
+    Artifact {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
 }
 
 const BUILD_HINT: &str = " (build the default artifacts with `cargo xtask build`)";
@@ -79,7 +84,11 @@ fn check_file(what: &'static str, path: &Path) -> Result<(), ConfigError> {
     if path.is_file() {
         Ok(())
     } else {
-        Err(ConfigError::Artifact { what, path: path.to_path_buf(), hint: BUILD_HINT })
+        Err(ConfigError::Artifact {
+            what,
+            path: path.to_path_buf(),
+            hint: BUILD_HINT,
+        })
     }
 }
 
@@ -88,9 +97,11 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("PADDOCK_CACHE_DIR") {
         return PathBuf::from(dir);
     }
-    let base = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
-    });
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
+        });
     base.join("paddock")
 }
 
@@ -133,18 +144,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let good = config(dir.path());
         good.validate().unwrap();
-        assert!(matches!(VmConfig { vcpus: 0, ..good.clone() }.validate(), Err(ConfigError::Vcpus(0))));
-        assert!(matches!(VmConfig { memory_mib: 4, ..good.clone() }.validate(), Err(ConfigError::Memory(4))));
-        let missing = VmConfig { kernel: dir.path().join("nope"), ..good.clone() }.validate().unwrap_err();
-        assert!(missing.to_string().contains("kernel") && missing.to_string().contains("nope"), "{missing}");
-        let as_dir = VmConfig { initrd: dir.path().to_path_buf(), ..good }.validate().unwrap_err();
+        assert!(matches!(
+            VmConfig {
+                vcpus: 0,
+                ..good.clone()
+            }
+            .validate(),
+            Err(ConfigError::Vcpus(0))
+        ));
+        assert!(matches!(
+            VmConfig {
+                memory_mib: 4,
+                ..good.clone()
+            }
+            .validate(),
+            Err(ConfigError::Memory(4))
+        ));
+        let missing = VmConfig {
+            kernel: dir.path().join("nope"),
+            ..good.clone()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            missing.to_string().contains("kernel") && missing.to_string().contains("nope"),
+            "{missing}"
+        );
+        let as_dir = VmConfig {
+            initrd: dir.path().to_path_buf(),
+            ..good
+        }
+        .validate()
+        .unwrap_err();
         assert!(as_dir.to_string().contains("rootfs"));
     }
 
     #[test]
     fn cmdline_appends_extras() {
         let dir = tempfile::tempdir().unwrap();
-        let c = VmConfig { extra_cmdline: Some("foo=1".into()), ..config(dir.path()) };
+        let c = VmConfig {
+            extra_cmdline: Some("foo=1".into()),
+            ..config(dir.path())
+        };
         assert!(c.cmdline().starts_with(BASE_CMDLINE) && c.cmdline().ends_with(" foo=1"));
     }
 }

@@ -46,7 +46,10 @@ pub struct EventLoop {
 
 impl EventLoop {
     /// Starts a thread running `subscribers`; `on_error` is called if the loop itself fails.
-    pub fn spawn(mut subscribers: Subscribers, on_error: impl Fn(String) + Send + 'static) -> std::io::Result<Self> {
+    pub fn spawn(
+        mut subscribers: Subscribers,
+        on_error: impl Fn(String) + Send + 'static,
+    ) -> std::io::Result<Self> {
         let control = Arc::new(Control {
             wake: EventFd::new(libc::EFD_NONBLOCK)?,
             state: Mutex::new(LoopState::Running),
@@ -54,26 +57,31 @@ impl EventLoop {
         });
         subscribers.add_subscriber(Arc::new(Mutex::new(Waker(control.clone()))));
         let c = control.clone();
-        let thread = std::thread::Builder::new().name("vmm-events".into()).spawn(move || loop {
-            {
-                let mut state = crate::devices::bus::lock(&c.state);
-                if *state == LoopState::PauseRequested {
-                    *state = LoopState::Paused;
-                    c.changed.notify_all();
+        let thread = std::thread::Builder::new()
+            .name("vmm-events".into())
+            .spawn(move || loop {
+                {
+                    let mut state = crate::devices::bus::lock(&c.state);
+                    if *state == LoopState::PauseRequested {
+                        *state = LoopState::Paused;
+                        c.changed.notify_all();
+                    }
+                    while *state == LoopState::Paused {
+                        state = c.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+                    }
+                    if *state == LoopState::Stop {
+                        return;
+                    }
                 }
-                while *state == LoopState::Paused {
-                    state = c.changed.wait(state).unwrap_or_else(|p| p.into_inner());
-                }
-                if *state == LoopState::Stop {
+                if let Err(e) = subscribers.run() {
+                    on_error(format!("device event loop failed: {e:?}"));
                     return;
                 }
-            }
-            if let Err(e) = subscribers.run() {
-                on_error(format!("device event loop failed: {e:?}"));
-                return;
-            }
-        })?;
-        Ok(Self { control, thread: Some(thread) })
+            })?;
+        Ok(Self {
+            control,
+            thread: Some(thread),
+        })
     }
 
     fn set(&self, new: LoopState) {
@@ -143,7 +151,10 @@ mod tests {
         let mut subs = Subscribers::new().unwrap();
         let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let seen = Arc::new(AtomicUsize::new(0));
-        subs.add_subscriber(Arc::new(Mutex::new(Counter { evt: evt.try_clone().unwrap(), seen: seen.clone() })));
+        subs.add_subscriber(Arc::new(Mutex::new(Counter {
+            evt: evt.try_clone().unwrap(),
+            seen: seen.clone(),
+        })));
         let mut lp = EventLoop::spawn(subs, |_| {}).unwrap();
         evt.write(1).unwrap();
         let wait_for = |n| {
@@ -159,7 +170,11 @@ mod tests {
         lp.pause();
         evt.write(1).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
-        assert_eq!(seen.load(Ordering::SeqCst), 1, "nothing processed while paused");
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            1,
+            "nothing processed while paused"
+        );
         lp.resume();
         assert!(wait_for(2));
         lp.stop();

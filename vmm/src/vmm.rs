@@ -146,7 +146,11 @@ impl Vmm {
                 }
                 None => -1,
             };
-            let mut pfd = libc::pollfd { fd: self.exit.evt.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd: self.exit.evt.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: `pfd` is a valid pollfd for the duration of the call.
             unsafe { libc::poll(&mut pfd, 1, wait_ms) };
         }
@@ -219,9 +223,20 @@ impl Vmm {
             .iter()
             .map(|q| {
                 use vm_memory::Bytes;
-                let avail: Option<u16> = self.ram.memory.read_obj(vm_memory::GuestAddress(q.avail_ring + 2)).ok();
-                let used: Option<u16> = self.ram.memory.read_obj(vm_memory::GuestAddress(q.used_ring + 2)).ok();
-                format!("[avail.idx={avail:?} next_avail={} used.idx={used:?} next_used={}]", q.next_avail, q.next_used)
+                let avail: Option<u16> = self
+                    .ram
+                    .memory
+                    .read_obj(vm_memory::GuestAddress(q.avail_ring + 2))
+                    .ok();
+                let used: Option<u16> = self
+                    .ram
+                    .memory
+                    .read_obj(vm_memory::GuestAddress(q.used_ring + 2))
+                    .ok();
+                format!(
+                    "[avail.idx={avail:?} next_avail={} used.idx={used:?} next_used={}]",
+                    q.next_avail, q.next_used
+                )
             })
             .collect();
         let vsock_line = format!(
@@ -239,7 +254,11 @@ impl Vmm {
 
     /// Writes a snapshot of the (running) VM into `dir`; resumes it afterwards unless
     /// `stop_after`, in which case the VM is left paused and the caller ends it.
-    pub fn snapshot(&mut self, dir: &Path, stop_after: bool) -> Result<SnapshotStats, SnapshotError> {
+    pub fn snapshot(
+        &mut self,
+        dir: &Path,
+        stop_after: bool,
+    ) -> Result<SnapshotStats, SnapshotError> {
         if let Some(reason) = self.exit.reason() {
             return Err(SnapshotError::NotRunning(reason));
         }
@@ -250,7 +269,10 @@ impl Vmm {
         if !stop_after || result.is_err() {
             self.resume();
         }
-        result.map(|memory_written| SnapshotStats { paused, memory_written })
+        result.map(|memory_written| SnapshotStats {
+            paused,
+            memory_written,
+        })
     }
 
     fn write_snapshot(&self, dir: &Path) -> Result<u64, SnapshotError> {
@@ -291,7 +313,11 @@ impl Vmm {
                 }
             }
         })
-        .map_err(|e| memory_error.map(SnapshotError::Memory).unwrap_or(SnapshotError::Store(e)))?;
+        .map_err(|e| {
+            memory_error
+                .map(SnapshotError::Memory)
+                .unwrap_or(SnapshotError::Store(e))
+        })?;
         Ok(written)
     }
 
@@ -299,7 +325,11 @@ impl Vmm {
     /// have this VM's shape). The VM is paused during the reset and resumed after.
     pub fn reset(&mut self, to: Option<&Path>) -> Result<(), ResetError> {
         let target = match to {
-            Some(dir) => Some(crate::builder::load_snapshot(dir, &self.kvm, Some((self.vcpus.len() as u8, self.ram.size)))?),
+            Some(dir) => Some(crate::builder::load_snapshot(
+                dir,
+                &self.kvm,
+                Some((self.vcpus.len() as u8, self.ram.size)),
+            )?),
             None => None,
         };
         if target.is_none() && self.origin.is_none() {
@@ -322,12 +352,20 @@ impl Vmm {
     /// the same CPU features as this VM's vCPUs have.
     fn check_same_cpu(&self, target: &Origin) -> Result<(), ResetError> {
         let current = self
-            .on_each_vcpu(|_, fd| fd.get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map(|c| c.as_slice().to_vec()))
+            .on_each_vcpu(|_, fd| {
+                fd.get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+                    .map(|c| c.as_slice().to_vec())
+            })
             .map_err(ResetError::VcpuGone)?;
         for (index, cpuid) in current.into_iter().enumerate() {
-            let cpuid = cpuid.map_err(|source| PersistError::Kvm { op: "get", what: "CPUID", source })?;
+            let cpuid = cpuid.map_err(|source| PersistError::Kvm {
+                op: "get",
+                what: "CPUID",
+                source,
+            })?;
             let wanted = &target.state.vcpus[index].cpuid;
-            let differs = !missing_features(wanted, &cpuid).is_empty() || !missing_features(&cpuid, wanted).is_empty();
+            let differs = !missing_features(wanted, &cpuid).is_empty()
+                || !missing_features(&cpuid, wanted).is_empty();
             if differs {
                 return Err(ResetError::Cpu);
             }
@@ -344,7 +382,10 @@ impl Vmm {
                 if self.origin.is_none() {
                     let _ = self.ram.file.set_len(0);
                 }
-                self.ram.file = new_origin.memory.try_clone().map_err(|e| MemoryError::Mmap(e.to_string()))?;
+                self.ram.file = new_origin
+                    .memory
+                    .try_clone()
+                    .map_err(|e| MemoryError::Mmap(e.to_string()))?;
                 self.origin = Some(new_origin);
             }
             None => memory::discard_private_pages(&self.ram.memory)?,
@@ -361,8 +402,11 @@ impl Vmm {
             })));
             rx.recv().map_err(|_| ResetError::VcpuGone(vcpu.index))??;
         }
-        lock(&self.devices.serial).restore_in_place(&state.serial).map_err(ResetError::Serial)?;
-        reset_vsock(&self.devices.vsock, &self.ram.memory, &state.vsock).map_err(ResetError::Vsock)?;
+        lock(&self.devices.serial)
+            .restore_in_place(&state.serial)
+            .map_err(ResetError::Serial)?;
+        reset_vsock(&self.devices.vsock, &self.ram.memory, &state.vsock)
+            .map_err(ResetError::Vsock)?;
         Ok(())
     }
 
@@ -386,7 +430,9 @@ impl Vmm {
 /// a snapshot stalls after writing guest memory and before committing its state (creating
 /// `<file>.stalled` to say so), so tests can kill the VMM mid-snapshot deterministically.
 fn fault_hook_stall_snapshot() {
-    let Some(trigger) = std::env::var_os("PADDOCK_FAULT_SNAPSHOT_STALL").map(PathBuf::from) else { return };
+    let Some(trigger) = std::env::var_os("PADDOCK_FAULT_SNAPSHOT_STALL").map(PathBuf::from) else {
+        return;
+    };
     if trigger.exists() {
         let _ = std::fs::write(trigger.with_extension("stalled"), b"");
         std::thread::sleep(Duration::from_secs(60));
@@ -398,11 +444,14 @@ fn fault_hook_stall_snapshot() {
 fn reset_vsock(vsock: &Vsock, mem: &memory::GuestMemory, state: &VsockState) -> Result<(), String> {
     use crate::devices::virtio::VirtioDevice;
     let mut transport = lock(&vsock.transport);
-    let queue_evts = crate::devices::virtio::clone_events(transport.queue_events()).map_err(|e| e.to_string())?;
+    let queue_evts = crate::devices::virtio::clone_events(transport.queue_events())
+        .map_err(|e| e.to_string())?;
     let interrupt = transport.interrupt().clone();
     lock(&vsock.device).reset();
     let device: Arc<Mutex<dyn VirtioDevice>> = vsock.device.clone();
-    *transport = MmioTransport::restore(mem.clone(), device, queue_evts, interrupt, &state.transport).map_err(|e| e.to_string())?;
+    *transport =
+        MmioTransport::restore(mem.clone(), device, queue_evts, interrupt, &state.transport)
+            .map_err(|e| e.to_string())?;
     let mut device = lock(&vsock.device);
     if device.is_activated() {
         device.transport_reset();

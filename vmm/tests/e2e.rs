@@ -33,11 +33,19 @@ fn run_with_stdin(scratch: &Scratch, args: &[&str], stdin: &[u8]) -> Output {
 }
 
 fn run(scratch: &Scratch, args: &[&str]) -> Output {
-    scratch.paddock().args(args).stdin(Stdio::null()).output().expect("run paddock")
+    scratch
+        .paddock()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run paddock")
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -47,7 +55,12 @@ fn echo_prints_and_exits_zero() {
     }
     let s = Scratch::new();
     let out = run(&s, &["run", "--", "echo", "hello from the guest"]);
-    assert_eq!(text(&out.stdout), "hello from the guest\n", "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "hello from the guest\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(0));
     s.assert_clean();
 }
@@ -58,9 +71,19 @@ fn exit_statuses_are_passed_through() {
         return;
     }
     let s = Scratch::new();
-    for (script, want) in [("exit 0", 0), ("exit 1", 1), ("exit 7", 7), ("kill -9 $$", 128 + 9)] {
+    for (script, want) in [
+        ("exit 0", 0),
+        ("exit 1", 1),
+        ("exit 7", 7),
+        ("kill -9 $$", 128 + 9),
+    ] {
         let out = run(&s, &["run", "--", "sh", "-c", script]);
-        assert_eq!(out.status.code(), Some(want), "{script}: stderr {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "{script}: stderr {}",
+            text(&out.stderr)
+        );
     }
     s.assert_clean();
 }
@@ -72,14 +95,25 @@ fn one_mib_of_stdin_round_trips() {
     }
     let s = Scratch::new();
     let mut data = vec![0u8; 1 << 20];
-    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut data).unwrap();
-    let out = run_with_stdin(&s, &["run", "--", "sh", "-c", "cat; sha256sum >&2 </dev/null"], &data);
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut data)
+        .unwrap();
+    let out = run_with_stdin(
+        &s,
+        &["run", "--", "sh", "-c", "cat; sha256sum >&2 </dev/null"],
+        &data,
+    );
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(out.stdout.len(), data.len());
     assert_eq!(sha256_hex(&out.stdout), sha256_hex(&data));
     // And the guest saw the same bytes.
     let out = run_with_stdin(&s, &["run", "--", "sha256sum"], &data);
-    assert!(text(&out.stdout).starts_with(&sha256_hex(&data)), "guest hash {}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).starts_with(&sha256_hex(&data)),
+        "guest hash {}",
+        text(&out.stdout)
+    );
     s.assert_clean();
 }
 
@@ -94,7 +128,16 @@ fn sixteen_mib_of_stdout_arrive_intact_and_stderr_stays_separate() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(out.stdout.len(), 16 << 20);
     assert_eq!(text(&out.stderr).trim(), sha256_hex(&out.stdout));
-    let out = run(&s, &["run", "--", "sh", "-c", "echo to-out; echo to-err >&2; echo more-out"]);
+    let out = run(
+        &s,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo to-out; echo to-err >&2; echo more-out",
+        ],
+    );
     assert_eq!(text(&out.stdout), "to-out\nmore-out\n");
     assert_eq!(text(&out.stderr), "to-err\n");
     s.assert_clean();
@@ -107,10 +150,33 @@ fn two_vcpus_give_two_cpus() {
     }
     let s = Scratch::new();
     let out = run(&s, &["run", "--vcpus", "2", "--", "nproc"]);
-    assert_eq!(text(&out.stdout).trim(), "2", "stderr: {}", text(&out.stderr));
-    let out = run(&s, &["run", "--memory", "128", "--", "sh", "-c", "grep MemTotal /proc/meminfo"]);
-    let kib: u64 = text(&out.stdout).split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-    assert!((100 * 1024..=128 * 1024).contains(&kib), "MemTotal {kib} KiB for a 128 MiB guest");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "2",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    let out = run(
+        &s,
+        &[
+            "run",
+            "--memory",
+            "128",
+            "--",
+            "sh",
+            "-c",
+            "grep MemTotal /proc/meminfo",
+        ],
+    );
+    let kib: u64 = text(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (100 * 1024..=128 * 1024).contains(&kib),
+        "MemTotal {kib} KiB for a 128 MiB guest"
+    );
     s.assert_clean();
 }
 
@@ -123,15 +189,45 @@ fn guest_reboot_ends_the_vm_cleanly() {
     // reboot(2) at once: the command never reports, the VM resets, paddock says so.
     let started = Instant::now();
     let out = run(&s, &["run", "--timeout", "120", "--", "reboot", "-f"]);
-    assert_eq!(out.status.code(), Some(paddock_vmm::exit_codes::GUEST_ENDED), "stderr: {}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("rebooted"), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(paddock_vmm::exit_codes::GUEST_ENDED),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("rebooted"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
     assert!(started.elapsed() < Duration::from_secs(60));
     // An orderly reboot via init: `reboot` itself may report 0 before the guest goes down.
-    let out = run(&s, &["run", "--timeout", "120", "--", "sh", "-c", "reboot; sleep 100"]);
+    let out = run(
+        &s,
+        &[
+            "run",
+            "--timeout",
+            "120",
+            "--",
+            "sh",
+            "-c",
+            "reboot; sleep 100",
+        ],
+    );
     let code = out.status.code();
     // 0 from `reboot`, or sh killed by the shutdown (TERM, then KILL), or no status at all.
-    assert!(matches!(code, Some(0) | Some(143) | Some(137) | Some(paddock_vmm::exit_codes::GUEST_ENDED)), "{code:?}: {}", text(&out.stderr));
-    assert!(started.elapsed() < Duration::from_secs(110), "the VM ended long before the sleep would have");
+    assert!(
+        matches!(
+            code,
+            Some(0) | Some(143) | Some(137) | Some(paddock_vmm::exit_codes::GUEST_ENDED)
+        ),
+        "{code:?}: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(110),
+        "the VM ended long before the sleep would have"
+    );
     s.assert_clean();
 }
 
@@ -143,7 +239,11 @@ fn timeout_kills_the_command_with_a_clear_error() {
     let s = Scratch::new();
     let out = run(&s, &["run", "--timeout", "3", "--", "sleep", "600"]);
     assert_eq!(out.status.code(), Some(paddock_vmm::exit_codes::TIMEOUT));
-    assert!(text(&out.stderr).contains("timed out after 3 s"), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("timed out after 3 s"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
     s.assert_clean();
 }
 
@@ -153,15 +253,35 @@ fn missing_or_corrupt_kernel_is_a_clear_error() {
         return;
     }
     let s = Scratch::new();
-    let out = run(&s, &["run", "--kernel", "/nonexistent/vmlinux", "--", "true"]);
-    assert_eq!(out.status.code(), Some(paddock_vmm::exit_codes::PADDOCK_ERROR));
-    assert!(text(&out.stderr).contains("/nonexistent/vmlinux"), "stderr: {}", text(&out.stderr));
+    let out = run(
+        &s,
+        &["run", "--kernel", "/nonexistent/vmlinux", "--", "true"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(paddock_vmm::exit_codes::PADDOCK_ERROR)
+    );
+    assert!(
+        text(&out.stderr).contains("/nonexistent/vmlinux"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
     let bad = s.path("garbage-vmlinux");
     std::fs::write(&bad, vec![0x42u8; 4096]).unwrap();
-    let out = run(&s, &["run", "--kernel", bad.to_str().unwrap(), "--", "true"]);
+    let out = run(
+        &s,
+        &["run", "--kernel", bad.to_str().unwrap(), "--", "true"],
+    );
     std::fs::remove_file(&bad).unwrap();
-    assert_eq!(out.status.code(), Some(paddock_vmm::exit_codes::PADDOCK_ERROR));
-    assert!(text(&out.stderr).contains("not a loadable"), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(paddock_vmm::exit_codes::PADDOCK_ERROR)
+    );
+    assert!(
+        text(&out.stderr).contains("not a loadable"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
     s.assert_clean();
 }
 
@@ -174,7 +294,14 @@ fn eight_concurrent_execs_in_one_sandbox() {
     s.ok(&["start", "--name", "busy"]);
     let threads: Vec<_> = (0..8)
         .map(|i| {
-            let cmd = s.paddock_command(&["exec", "busy", "--", "sh", "-c", &format!("sleep 1; echo worker-{i}; echo err-{i} >&2; exit {i}")]);
+            let cmd = s.paddock_command(&[
+                "exec",
+                "busy",
+                "--",
+                "sh",
+                "-c",
+                &format!("sleep 1; echo worker-{i}; echo err-{i} >&2; exit {i}"),
+            ]);
             std::thread::spawn(move || {
                 let mut cmd = cmd;
                 cmd.stdin(Stdio::null()).output().expect("exec")

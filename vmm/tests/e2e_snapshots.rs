@@ -8,7 +8,12 @@ use std::time::Duration;
 
 fn exec_ok(s: &Scratch, name: &str, script: &str) -> String {
     let out = s.cli(&["exec", name, "--", "sh", "-c", script]);
-    assert_eq!(out.status.code(), Some(0), "exec {script:?} in {name}: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "exec {script:?} in {name}: {}",
+        text(&out.stderr)
+    );
     text(&out.stdout)
 }
 
@@ -26,16 +31,36 @@ fn restore_keeps_processes_and_files_and_reset_forgets_what_came_after() {
 
     s.ok(&["restore", snap.to_str().unwrap(), "--name", "r"]);
     assert_eq!(exec_ok(&s, "r", "cat /tmp/before"), "before\n");
-    assert_eq!(exec_ok(&s, "r", "kill -0 $(cat /tmp/loop.pid) && echo alive"), "alive\n", "the process from before the snapshot runs on");
+    assert_eq!(
+        exec_ok(&s, "r", "kill -0 $(cat /tmp/loop.pid) && echo alive"),
+        "alive\n",
+        "the process from before the snapshot runs on"
+    );
 
     // Changes after the snapshot vanish on reset; what was there before stays.
     exec_ok(&s, "r", "echo after > /tmp/after; sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > /tmp/sleeper.pid; cp /tmp/sleeper.pid /tmp/sleeper.saved");
     let sleeper = exec_ok(&s, "r", "cat /tmp/sleeper.pid");
     s.ok(&["reset", "r"]);
-    assert_eq!(exec_ok(&s, "r", "ls /tmp/after 2>/dev/null || echo gone"), "gone\n");
+    assert_eq!(
+        exec_ok(&s, "r", "ls /tmp/after 2>/dev/null || echo gone"),
+        "gone\n"
+    );
     assert_eq!(exec_ok(&s, "r", "cat /tmp/before"), "before\n");
-    assert_eq!(exec_ok(&s, "r", &format!("kill -0 {} 2>/dev/null && echo alive || echo gone", sleeper.trim())), "gone\n");
-    assert_eq!(exec_ok(&s, "r", "kill -0 $(cat /tmp/loop.pid) && echo alive"), "alive\n");
+    assert_eq!(
+        exec_ok(
+            &s,
+            "r",
+            &format!(
+                "kill -0 {} 2>/dev/null && echo alive || echo gone",
+                sleeper.trim()
+            )
+        ),
+        "gone\n"
+    );
+    assert_eq!(
+        exec_ok(&s, "r", "kill -0 $(cat /tmp/loop.pid) && echo alive"),
+        "alive\n"
+    );
     s.ok(&["rm", "--force", "r"]);
     s.assert_no_sandboxes_running();
 }
@@ -63,8 +88,14 @@ fn a_hundred_resets_do_not_grow_memory_or_descriptors() {
     let (rss10, fds10) = samples[0];
     let (rss100, fds100) = samples[1];
     assert_eq!(fds100, fds10, "open descriptors after 10 and 100 resets");
-    assert!(rss100 <= rss10 + 2048, "RSS grew from {rss10} KiB to {rss100} KiB over 90 resets");
-    assert_eq!(exec_ok(&s, "loop", "ls /tmp/junk 2>/dev/null || echo clean"), "clean\n");
+    assert!(
+        rss100 <= rss10 + 2048,
+        "RSS grew from {rss10} KiB to {rss100} KiB over 90 resets"
+    );
+    assert_eq!(
+        exec_ok(&s, "loop", "ls /tmp/junk 2>/dev/null || echo clean"),
+        "clean\n"
+    );
     s.ok(&["rm", "--force", "loop"]);
 }
 
@@ -75,10 +106,21 @@ fn forks_are_independent_and_share_memory() {
     }
     let s = Scratch::new();
     s.ok(&["start", "--name", "base"]);
-    exec_ok(&s, "base", "head -c 20000000 /dev/urandom > /tmp/shared-blob");
+    exec_ok(
+        &s,
+        "base",
+        "head -c 20000000 /dev/urandom > /tmp/shared-blob",
+    );
     let snap = s.path("snap");
     s.ok(&["snapshot", "base", snap.to_str().unwrap(), "--stop"]);
-    s.ok(&["fork", snap.to_str().unwrap(), "--count", "10", "--prefix", "f"]);
+    s.ok(&[
+        "fork",
+        snap.to_str().unwrap(),
+        "--count",
+        "10",
+        "--prefix",
+        "f",
+    ]);
     exec_ok(&s, "f-3", "echo mine > /tmp/only-in-3");
     for i in 0..10 {
         let name = format!("f-{i}");
@@ -87,8 +129,13 @@ fn forks_are_independent_and_share_memory() {
         let seen = exec_ok(&s, &name, "cat /tmp/only-in-3 2>/dev/null || echo absent");
         assert_eq!(seen, if i == 3 { "mine\n" } else { "absent\n" }, "{name}");
     }
-    let (rss, pss): (u64, u64) = (0..10).map(|i| common::rss_pss_kib(s.pid_of(&format!("f-{i}")))).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    assert!(pss * 2 < rss, "forks share memory: total PSS {pss} KiB vs RSS {rss} KiB");
+    let (rss, pss): (u64, u64) = (0..10)
+        .map(|i| common::rss_pss_kib(s.pid_of(&format!("f-{i}"))))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    assert!(
+        pss * 2 < rss,
+        "forks share memory: total PSS {pss} KiB vs RSS {rss} KiB"
+    );
     for i in 0..10 {
         s.ok(&["rm", "--force", &format!("f-{i}")]);
     }
@@ -109,17 +156,40 @@ fn restores_get_the_current_clock_and_fresh_entropy() {
     std::thread::sleep(Duration::from_secs(61));
     s.ok(&["restore", snap.to_str().unwrap(), "--name", "a"]);
     s.ok(&["restore", snap.to_str().unwrap(), "--name", "b"]);
-    let host_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let guest_now: i64 = exec_ok(&s, "a", "date +%s").trim().parse().unwrap();
-    assert!((guest_now - host_now).abs() <= 5, "guest clock {guest_now} vs host {host_now}");
-    let ra = exec_ok(&s, "a", "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'");
-    let rb = exec_ok(&s, "b", "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'");
+    assert!(
+        (guest_now - host_now).abs() <= 5,
+        "guest clock {guest_now} vs host {host_now}"
+    );
+    let ra = exec_ok(
+        &s,
+        "a",
+        "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'",
+    );
+    let rb = exec_ok(
+        &s,
+        "b",
+        "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'",
+    );
     assert_eq!(ra.len(), 64);
-    assert_ne!(ra, rb, "two restores of one snapshot must not share their random stream");
+    assert_ne!(
+        ra, rb,
+        "two restores of one snapshot must not share their random stream"
+    );
     s.ok(&["reset", "a"]);
     let guest_now: i64 = exec_ok(&s, "a", "date +%s").trim().parse().unwrap();
-    let host_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    assert!((guest_now - host_now).abs() <= 5, "after reset: guest clock {guest_now} vs host {host_now}");
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (guest_now - host_now).abs() <= 5,
+        "after reset: guest clock {guest_now} vs host {host_now}"
+    );
     for n in ["a", "b", "base"] {
         s.ok(&["rm", "--force", n]);
     }
@@ -137,9 +207,21 @@ fn bad_snapshots_are_refused_and_nothing_is_started() {
 
     let refused = |dir: &std::path::Path, want: &str| {
         let out = s.cli(&["restore", dir.to_str().unwrap(), "--name", "victim"]);
-        assert_eq!(out.status.code(), Some(paddock_vmm::exit_codes::PADDOCK_ERROR), "{}", text(&out.stderr));
-        assert!(text(&out.stderr).contains(want), "expected {want:?} in: {}", text(&out.stderr));
-        assert!(!s.state_dir().join("sandboxes/victim").exists(), "nothing is left behind");
+        assert_eq!(
+            out.status.code(),
+            Some(paddock_vmm::exit_codes::PADDOCK_ERROR),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(want),
+            "expected {want:?} in: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            !s.state_dir().join("sandboxes/victim").exists(),
+            "nothing is left behind"
+        );
     };
     let variant = |name: &str, edit: &dyn Fn(&std::path::Path)| {
         let dir = s.path(name);
@@ -157,28 +239,44 @@ fn bad_snapshots_are_refused_and_nothing_is_started() {
     };
     refused(&variant("magic", &patch_state(0, b'X')), "bad magic");
     refused(&variant("version", &patch_state(8, 77)), "version 77");
-    refused(&variant("checksum", &|d| {
-        let p = d.join("state.bin");
-        let mut b = std::fs::read(&p).unwrap();
-        let last = b.len() - 1;
-        b[last] ^= 0xff;
-        std::fs::write(&p, b).unwrap();
-    }), "checksum");
-    refused(&variant("truncated", &|d| {
-        let mem = common::memory_file(d);
-        let f = std::fs::OpenOptions::new().write(true).open(&mem).unwrap();
-        f.set_len(f.metadata().unwrap().len() / 2).unwrap();
-    }), "truncated");
-    refused(&variant("cpu", &|d| common::rewrite_state(d, |st| {
-        // Claim a feature no host KVM offers: CPUID.7.0:EBX bit 31 set on a guest.
-        for e in st.vcpus[0].cpuid.iter_mut() {
-            if e.function == 7 && e.index == 0 {
-                e.ebx |= 1 << 31;
-                e.ecx |= 1 << 31;
-            }
-        }
-    })), "features this host lacks");
-    refused(&variant("vcpus", &|d| common::rewrite_state(d, |st| st.vcpu_count = 2)), "inconsistent");
+    refused(
+        &variant("checksum", &|d| {
+            let p = d.join("state.bin");
+            let mut b = std::fs::read(&p).unwrap();
+            let last = b.len() - 1;
+            b[last] ^= 0xff;
+            std::fs::write(&p, b).unwrap();
+        }),
+        "checksum",
+    );
+    refused(
+        &variant("truncated", &|d| {
+            let mem = common::memory_file(d);
+            let f = std::fs::OpenOptions::new().write(true).open(&mem).unwrap();
+            f.set_len(f.metadata().unwrap().len() / 2).unwrap();
+        }),
+        "truncated",
+    );
+    refused(
+        &variant("cpu", &|d| {
+            common::rewrite_state(d, |st| {
+                // Claim a feature no host KVM offers: CPUID.7.0:EBX bit 31 set on a guest.
+                for e in st.vcpus[0].cpuid.iter_mut() {
+                    if e.function == 7 && e.index == 0 {
+                        e.ebx |= 1 << 31;
+                        e.ecx |= 1 << 31;
+                    }
+                }
+            })
+        }),
+        "features this host lacks",
+    );
+    refused(
+        &variant("vcpus", &|d| {
+            common::rewrite_state(d, |st| st.vcpu_count = 2)
+        }),
+        "inconsistent",
+    );
 
     // Shape mismatches for reset --to: another memory size, another vCPU count.
     s.ok(&["start", "--name", "small", "--memory", "128"]);
@@ -186,12 +284,20 @@ fn bad_snapshots_are_refused_and_nothing_is_started() {
     s.ok(&["snapshot", "small", small.to_str().unwrap()]);
     let out = s.cli(&["reset", "base", "--to", small.to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0));
-    assert!(text(&out.stderr).contains("differs from this sandbox"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("differs from this sandbox"),
+        "{}",
+        text(&out.stderr)
+    );
     s.ok(&["start", "--name", "two", "--vcpus", "2"]);
     let two = s.path("two-snap");
     s.ok(&["snapshot", "two", two.to_str().unwrap()]);
     let out = s.cli(&["reset", "base", "--to", two.to_str().unwrap()]);
-    assert!(text(&out.stderr).contains("2 vCPUs"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("2 vCPUs"),
+        "{}",
+        text(&out.stderr)
+    );
     // The refused resets left base running as it was.
     assert_eq!(exec_ok(&s, "base", "echo still-here"), "still-here\n");
 
@@ -199,7 +305,10 @@ fn bad_snapshots_are_refused_and_nothing_is_started() {
     // is started with a fault hook that stalls a snapshot between writing memory and state
     // while a trigger file exists, so the kill lands mid-snapshot every time.
     let trigger = s.path("stall-trigger");
-    let out = s.cli_env(&["start", "--name", "crashy"], &[("PADDOCK_FAULT_SNAPSHOT_STALL", trigger.to_str().unwrap())]);
+    let out = s.cli_env(
+        &["start", "--name", "crashy"],
+        &[("PADDOCK_FAULT_SNAPSHOT_STALL", trigger.to_str().unwrap())],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let crash_snap = s.path("crash-snap");
     s.ok(&["snapshot", "crashy", crash_snap.to_str().unwrap()]);
@@ -214,11 +323,26 @@ fn bad_snapshots_are_refused_and_nothing_is_started() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(stalled.exists(), "the snapshot never reached the stall point");
+    assert!(
+        stalled.exists(),
+        "the snapshot never reached the stall point"
+    );
     common::kill9(pid);
     let _ = child.wait();
-    s.ok(&["restore", crash_snap.to_str().unwrap(), "--name", "after-crash"]);
-    assert_eq!(exec_ok(&s, "after-crash", "cat /tmp/gen 2>/dev/null || echo first-generation"), "first-generation\n");
+    s.ok(&[
+        "restore",
+        crash_snap.to_str().unwrap(),
+        "--name",
+        "after-crash",
+    ]);
+    assert_eq!(
+        exec_ok(
+            &s,
+            "after-crash",
+            "cat /tmp/gen 2>/dev/null || echo first-generation"
+        ),
+        "first-generation\n"
+    );
     for n in ["base", "small", "two", "crashy", "after-crash"] {
         let _ = s.cli(&["rm", "--force", n]);
     }

@@ -12,7 +12,12 @@ pub fn build_artifacts() -> Result<String> {
     let kernel = kernel::build(None)?;
     let rootfs = rootfs::build("minimal")?;
     let paddock = util::build_static_bin("paddock-vmm", "paddock")?;
-    Ok(format!("kernel  {}\nrootfs  {}\npaddock {}", kernel.display(), rootfs.display(), paddock.display()))
+    Ok(format!(
+        "kernel  {}\nrootfs  {}\npaddock {}",
+        kernel.display(),
+        rootfs.display(),
+        paddock.display()
+    ))
 }
 
 /// Builds everything and runs `command` in a sandbox (`paddock run -- command`).
@@ -21,7 +26,9 @@ pub fn run_in_sandbox(command: &[String]) -> Result<i32> {
     let mut paddock_cmd = vec!["paddock".to_string(), "run".to_string(), "--".to_string()];
     paddock_cmd.extend_from_slice(command);
     if util::host_has_hardware_kvm() {
-        let paddock = util::target_dir().join(STATIC_TARGET).join("release/paddock");
+        let paddock = util::target_dir()
+            .join(STATIC_TARGET)
+            .join("release/paddock");
         let status = Command::new(paddock).args(&paddock_cmd[1..]).status()?;
         Ok(status.code().unwrap_or(1))
     } else {
@@ -31,16 +38,36 @@ pub fn run_in_sandbox(command: &[String]) -> Result<i32> {
 }
 
 /// Builds a static test or bench executable and returns its path.
-fn build_static_test_binary(package: &str, kind: &str, name: &str, extra: &[&str]) -> Result<PathBuf> {
+fn build_static_test_binary(
+    package: &str,
+    kind: &str,
+    name: &str,
+    extra: &[&str],
+) -> Result<PathBuf> {
     let out = util::output(
         Command::new(env!("CARGO"))
             .current_dir(util::project_root())
-            .args(["build", "--release", "--message-format=json", "--package", package, &format!("--{kind}"), name, "--target", STATIC_TARGET])
+            .args([
+                "build",
+                "--release",
+                "--message-format=json",
+                "--package",
+                package,
+                &format!("--{kind}"),
+                name,
+                "--target",
+                STATIC_TARGET,
+            ])
             .args(extra)
-            .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static"),
+            .env(
+                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                "-C target-feature=+crt-static",
+            ),
     )?;
     for line in out.lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == name {
             if let Some(exe) = msg["executable"].as_str() {
                 return Ok(PathBuf::from(exe));
@@ -56,7 +83,12 @@ fn run_end_to_end(binary: &PathBuf, args: &[&str]) -> Result<i32> {
         let status = Command::new(binary)
             .args(args)
             .env("PADDOCK_E2E_REQUIRED", "1")
-            .env("PADDOCK_BIN", util::target_dir().join(STATIC_TARGET).join("release/paddock"))
+            .env(
+                "PADDOCK_BIN",
+                util::target_dir()
+                    .join(STATIC_TARGET)
+                    .join("release/paddock"),
+            )
             .status()
             .with_context(|| format!("running {}", binary.display()))?;
         return Ok(status.code().unwrap_or(1));
@@ -68,7 +100,10 @@ fn run_end_to_end(binary: &PathBuf, args: &[&str]) -> Result<i32> {
     files.push((binary.clone(), inside));
     lab::run_with(
         &files,
-        &[("PADDOCK_E2E_REQUIRED".into(), "1".into()), ("PADDOCK_BIN".into(), "/usr/bin/paddock".into())],
+        &[
+            ("PADDOCK_E2E_REQUIRED".into(), "1".into()),
+            ("PADDOCK_BIN".into(), "/usr/bin/paddock".into()),
+        ],
         &command,
     )
 }
@@ -95,7 +130,10 @@ fn run_end_to_end_suite(binaries: &[PathBuf], filter: Option<&str>) -> Result<i3
     }
     lab::run_with(
         &files,
-        &[("PADDOCK_E2E_REQUIRED".into(), "1".into()), ("PADDOCK_BIN".into(), "/usr/bin/paddock".into())],
+        &[
+            ("PADDOCK_E2E_REQUIRED".into(), "1".into()),
+            ("PADDOCK_BIN".into(), "/usr/bin/paddock".into()),
+        ],
         &["sh".to_string(), "-c".to_string(), script],
     )
 }
@@ -105,11 +143,22 @@ pub fn ci(e2e_only: bool, filter: Option<&str>) -> Result<()> {
     let root = util::project_root();
     if !e2e_only {
         eprintln!("xtask ci: unit tests");
-        run(Command::new(env!("CARGO")).current_dir(&root).args(["test", "--workspace", "--quiet"]))?;
+        run(Command::new(env!("CARGO")).current_dir(&root).args([
+            "test",
+            "--workspace",
+            "--quiet",
+        ]))?;
     }
     eprintln!("xtask ci: building artifacts");
     eprintln!("{}", build_artifacts()?);
-    eprintln!("xtask ci: end-to-end tests ({})", if util::host_has_hardware_kvm() { "native KVM" } else { "lab" });
+    eprintln!(
+        "xtask ci: end-to-end tests ({})",
+        if util::host_has_hardware_kvm() {
+            "native KVM"
+        } else {
+            "lab"
+        }
+    );
     let mut binaries = Vec::new();
     for test in ["e2e", "e2e_snapshots"] {
         binaries.push(build_static_test_binary("paddock-vmm", "test", test, &[])?);

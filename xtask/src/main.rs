@@ -1,17 +1,20 @@
 //! `cargo xtask`: the project's build, lab, test and benchmark automation.
 
-mod util;
-mod kernel;
-mod rootfs;
-mod lab;
 mod ci;
+mod kernel;
+mod lab;
+mod rootfs;
+mod util;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "paddock build, lab, test and benchmark automation")]
+#[command(
+    name = "cargo xtask",
+    about = "paddock build, lab, test and benchmark automation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -21,7 +21,9 @@ pub fn cache_dir() -> PathBuf {
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
+        });
     base.join("paddock")
 }
 
@@ -64,7 +66,9 @@ where
 /// Runs a command, failing with its rendering when it does not exit 0.
 pub fn run(cmd: &mut Command) -> Result<()> {
     let rendered = format!("{cmd:?}");
-    let status = cmd.status().with_context(|| format!("spawning {rendered}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("spawning {rendered}"))?;
     if !status.success() {
         bail!("{rendered} failed with {status}");
     }
@@ -74,7 +78,9 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 /// Runs a command and returns its stdout as a string.
 pub fn output(cmd: &mut Command) -> Result<String> {
     let rendered = format!("{cmd:?}");
-    let out = cmd.output().with_context(|| format!("spawning {rendered}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("spawning {rendered}"))?;
     if !out.status.success() {
         bail!(
             "{rendered} failed with {}: {}",
@@ -117,8 +123,21 @@ pub fn build_static_bin(package: &str, bin: &str) -> Result<PathBuf> {
     let root = project_root();
     run(Command::new(env!("CARGO"))
         .current_dir(&root)
-        .args(["build", "--release", "--quiet", "--package", package, "--bin", bin, "--target", STATIC_TARGET])
-        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static"))?;
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--package",
+            package,
+            "--bin",
+            bin,
+            "--target",
+            STATIC_TARGET,
+        ])
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static",
+        ))?;
     Ok(target_dir().join(STATIC_TARGET).join("release").join(bin))
 }
 

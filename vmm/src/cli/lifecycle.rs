@@ -1,6 +1,9 @@
 //! `paddock start|ls|stop|rm|snapshot|restore|reset|fork` and the hidden VMM process.
 
-use super::{ForkArgs, LsArgs, NameArgs, ResetArgs, RestoreArgs, RmArgs, SnapshotArgs, StartArgs, StateArgs, VmmArgs};
+use super::{
+    ForkArgs, LsArgs, NameArgs, ResetArgs, RestoreArgs, RmArgs, SnapshotArgs, StartArgs, StateArgs,
+    VmmArgs,
+};
 use anyhow::Context;
 use paddock_vmm::config::{default_kernel, default_rootfs};
 use paddock_vmm::sandbox::{Launch, SandboxPaths, Sandboxes};
@@ -24,10 +27,19 @@ pub fn start(args: StartArgs) -> anyhow::Result<i32> {
         vsock_uds: Default::default(),
     };
     config.validate()?;
-    let launch = Launch::Boot { kernel, rootfs, vcpus: m.vcpus, memory_mib: m.memory, console: m.console.is_some() };
+    let launch = Launch::Boot {
+        kernel,
+        rootfs,
+        vcpus: m.vcpus,
+        memory_mib: m.memory,
+        console: m.console.is_some(),
+    };
     let info = sandboxes(&args.state).start(args.name.as_deref(), launch)?;
     println!("{}", info.name);
-    eprintln!("paddock: sandbox {} ready in {:.1} ms (pid {})", info.name, info.ready_ms, info.pid);
+    eprintln!(
+        "paddock: sandbox {} ready in {:.1} ms (pid {})",
+        info.name, info.ready_ms, info.pid
+    );
     Ok(0)
 }
 
@@ -37,10 +49,20 @@ pub fn ls(args: LsArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(0);
     }
-    println!("{:<24} {:<8} {:>8} {:>9} {:>8} {:>9}  ORIGIN", "NAME", "STATE", "PID", "MEMORY", "RSS", "UPTIME");
+    println!(
+        "{:<24} {:<8} {:>8} {:>9} {:>8} {:>9}  ORIGIN",
+        "NAME", "STATE", "PID", "MEMORY", "RSS", "UPTIME"
+    );
     for s in list {
-        let rss = s.rss_bytes.map(|b| format!("{:.1}M", b as f64 / (1 << 20) as f64)).unwrap_or_else(|| "-".into());
-        let origin = s.info.origin_snapshot.map(|p| p.display().to_string()).unwrap_or_else(|| "-".into());
+        let rss = s
+            .rss_bytes
+            .map(|b| format!("{:.1}M", b as f64 / (1 << 20) as f64))
+            .unwrap_or_else(|| "-".into());
+        let origin = s
+            .info
+            .origin_snapshot
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "-".into());
         println!(
             "{:<24} {:<8} {:>8} {:>8}M {:>8} {:>8}s  {}",
             s.info.name, s.state, s.info.pid, s.info.memory_mib, rss, s.uptime_secs, origin
@@ -81,29 +103,44 @@ pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
 }
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
-    let dir = std::path::absolute(&args.dir).with_context(|| format!("resolving {}", args.dir.display()))?;
-    let launch = Launch::Restore { dir, console: args.console_log };
+    let dir = std::path::absolute(&args.dir)
+        .with_context(|| format!("resolving {}", args.dir.display()))?;
+    let launch = Launch::Restore {
+        dir,
+        console: args.console_log,
+    };
     let info = sandboxes(&args.state).start(args.name.as_deref(), launch)?;
     println!("{}", info.name);
-    eprintln!("paddock: sandbox {} restored and ready in {:.1} ms (pid {})", info.name, info.ready_ms, info.pid);
+    eprintln!(
+        "paddock: sandbox {} restored and ready in {:.1} ms (pid {})",
+        info.name, info.ready_ms, info.pid
+    );
     Ok(0)
 }
 
 pub fn reset(args: ResetArgs) -> anyhow::Result<i32> {
     let (reset_ms, ready_ms) = sandboxes(&args.state).reset(&args.name, args.to.as_deref())?;
-    eprintln!("paddock: {} reset in {:.2} ms, guest ready after {:.2} ms", args.name, reset_ms, ready_ms);
+    eprintln!(
+        "paddock: {} reset in {:.2} ms, guest ready after {:.2} ms",
+        args.name, reset_ms, ready_ms
+    );
     Ok(0)
 }
 
 pub fn fork(args: ForkArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(args.count > 0, "--count must be at least 1");
-    let dir = std::path::absolute(&args.dir).with_context(|| format!("resolving {}", args.dir.display()))?;
+    let dir = std::path::absolute(&args.dir)
+        .with_context(|| format!("resolving {}", args.dir.display()))?;
     let started = Instant::now();
     let infos = sandboxes(&args.state).fork(&dir, args.count, &args.prefix, false)?;
     for info in &infos {
         println!("{}", info.name);
     }
-    eprintln!("paddock: {} sandboxes forked in {:.1} ms", infos.len(), started.elapsed().as_secs_f64() * 1e3);
+    eprintln!(
+        "paddock: {} sandboxes forked in {:.1} ms",
+        infos.len(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
     Ok(0)
 }
 
@@ -112,7 +149,13 @@ pub fn vmm_process(args: VmmArgs) -> anyhow::Result<i32> {
     let launch: Launch = serde_json::from_str(&args.launch).context("bad --launch")?;
     let paths = SandboxPaths::new(&args.state_dir, &args.name)?;
     ignore_terminal_signals();
-    Ok(paddock_vmm::sandbox::daemon::run(paths, &args.name, launch, std::io::stdout(), spawned))
+    Ok(paddock_vmm::sandbox::daemon::run(
+        paths,
+        &args.name,
+        launch,
+        std::io::stdout(),
+        spawned,
+    ))
 }
 
 /// The VMM process outlives the terminal that started it: it ignores SIGHUP, SIGINT and

@@ -9,9 +9,9 @@ use paddock_vmm::client::{self, ExecError};
 use paddock_vmm::config::{default_kernel, default_rootfs, VmConfig, CONTROL_PORT};
 use paddock_vmm::exit_codes;
 use paddock_vmm::sandbox::{guest, Sandboxes};
+use paddock_vmm::vstate::vcpu::ExitSignal;
 use paddock_vmm::vstate::vcpu::VmExitReason;
 use std::path::{Path, PathBuf};
-use paddock_vmm::vstate::vcpu::ExitSignal;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,24 +60,26 @@ impl SignalRouter {
     fn spawn() -> anyhow::Result<Self> {
         let router = Self::default();
         let r = router.clone();
-        std::thread::Builder::new().name("signals".into()).spawn(move || {
-            let set = forwarded_sigset();
-            loop {
-                let mut sig = 0;
-                // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
-                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                    continue;
-                }
-                r.received.store(sig, Ordering::SeqCst);
-                match &*r.target.lock().unwrap_or_else(|p| p.into_inner()) {
-                    SignalTarget::Nobody => {}
-                    SignalTarget::Vm(exit) => exit.exit(VmExitReason::Stopped),
-                    SignalTarget::Command(s) => {
-                        let _ = s.signal(sig);
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let set = forwarded_sigset();
+                loop {
+                    let mut sig = 0;
+                    // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
+                    if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                        continue;
+                    }
+                    r.received.store(sig, Ordering::SeqCst);
+                    match &*r.target.lock().unwrap_or_else(|p| p.into_inner()) {
+                        SignalTarget::Nobody => {}
+                        SignalTarget::Vm(exit) => exit.exit(VmExitReason::Stopped),
+                        SignalTarget::Command(s) => {
+                            let _ = s.signal(sig);
+                        }
                     }
                 }
-            }
-        })?;
+            })?;
         Ok(router)
     }
 
@@ -138,10 +140,20 @@ enum Outcome {
 }
 
 /// Runs `argv` in the guest behind `uds`, forwarding stdin, output, signals; handles --timeout.
-fn exec_in(uds: &Path, cmd: CommandArgs, env: Vec<(String, String)>, signals: &SignalRouter) -> anyhow::Result<Outcome> {
+fn exec_in(
+    uds: &Path,
+    cmd: CommandArgs,
+    env: Vec<(String, String)>,
+    signals: &SignalRouter,
+) -> anyhow::Result<Outcome> {
     let timeout = cmd.timeout;
     let conn = client::connect(uds, CONTROL_PORT).context("connecting to guest-init")?;
-    let request = ExecRequest { argv: cmd.command, env, cwd: cmd.workdir, stdin: true };
+    let request = ExecRequest {
+        argv: cmd.command,
+        env,
+        cwd: cmd.workdir,
+        stdin: true,
+    };
     let running = match conn.start_exec(&request) {
         Ok(r) => r,
         Err(e) => return Ok(Outcome::Failed(e)),
@@ -156,14 +168,20 @@ fn exec_in(uds: &Path, cmd: CommandArgs, env: Vec<(String, String)>, signals: &S
     if let Some(secs) = timeout {
         let flag = timed_out.clone();
         let killer = signaller.clone();
-        std::thread::Builder::new().name("timeout".into()).spawn(move || {
-            std::thread::sleep(Duration::from_secs(secs));
-            flag.store(true, Ordering::SeqCst);
-            let _ = killer.signal(libc::SIGKILL);
-        })?;
+        std::thread::Builder::new()
+            .name("timeout".into())
+            .spawn(move || {
+                std::thread::sleep(Duration::from_secs(secs));
+                flag.store(true, Ordering::SeqCst);
+                let _ = killer.signal(libc::SIGKILL);
+            })?;
     }
     let stdin: Box<dyn std::io::Read + Send> = Box::new(std::io::stdin());
-    let result = running.wait(Some(stdin), &mut std::io::stdout().lock(), &mut std::io::stderr());
+    let result = running.wait(
+        Some(stdin),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr(),
+    );
     if let Some(secs) = timeout.filter(|_| timed_out.load(Ordering::SeqCst)) {
         return Ok(Outcome::TimedOut(secs));
     }
@@ -221,16 +239,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             exit_codes::TIMEOUT
         }
         Ok(Outcome::Disconnected) => match vmm.wait_exit(Some(Duration::from_secs(5))) {
-            Some(VmExitReason::GuestReset | VmExitReason::GuestShutdown) if !vmm.console.text().contains("Kernel panic") => {
+            Some(VmExitReason::GuestReset | VmExitReason::GuestShutdown)
+                if !vmm.console.text().contains("Kernel panic") =>
+            {
                 eprintln!("paddock: the guest rebooted or shut down before the command finished");
                 exit_codes::GUEST_ENDED
             }
             Some(reason) => {
-                eprintln!("paddock: the VM stopped ({reason:?}); last console lines:\n{}", vmm.console.last_lines(30));
+                eprintln!(
+                    "paddock: the VM stopped ({reason:?}); last console lines:\n{}",
+                    vmm.console.last_lines(30)
+                );
                 exit_codes::PADDOCK_ERROR
             }
             None => {
-                eprintln!("paddock: guest-init closed the connection before the command's exit status");
+                eprintln!(
+                    "paddock: guest-init closed the connection before the command's exit status"
+                );
                 exit_codes::PADDOCK_ERROR
             }
         },

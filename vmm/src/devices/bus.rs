@@ -48,7 +48,10 @@ impl Bus {
 
     /// Places `device` at `[base, base + len)`.
     pub fn insert(&mut self, base: u64, len: u64, device: SharedBusDevice) -> Result<(), BusError> {
-        let end = base.checked_add(len).filter(|_| len > 0).ok_or(BusError::InvalidRange { base, len })?;
+        let end = base
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or(BusError::InvalidRange { base, len })?;
         let overlaps_prev = self
             .slots
             .range(..end)
@@ -113,10 +116,16 @@ mod tests {
     #[test]
     fn routes_by_range_and_rejects_overlap() {
         let mut bus = Bus::new();
-        bus.insert(0x10, 4, Arc::new(Mutex::new(Reg(vec![0; 4])))).unwrap();
-        assert!(bus.insert(0x12, 4, Arc::new(Mutex::new(Reg(vec![0; 4])))).is_err());
-        assert!(bus.insert(0x0e, 4, Arc::new(Mutex::new(Reg(vec![0; 4])))).is_err());
-        bus.insert(0x14, 4, Arc::new(Mutex::new(Reg(vec![0; 4])))).unwrap();
+        bus.insert(0x10, 4, Arc::new(Mutex::new(Reg(vec![0; 4]))))
+            .unwrap();
+        assert!(bus
+            .insert(0x12, 4, Arc::new(Mutex::new(Reg(vec![0; 4]))))
+            .is_err());
+        assert!(bus
+            .insert(0x0e, 4, Arc::new(Mutex::new(Reg(vec![0; 4]))))
+            .is_err());
+        bus.insert(0x14, 4, Arc::new(Mutex::new(Reg(vec![0; 4]))))
+            .unwrap();
         assert!(bus.write(0x11, &[7]));
         let mut b = [0u8; 1];
         assert!(bus.read(0x11, &mut b));
@@ -124,6 +133,8 @@ mod tests {
         // Straddling the end of a device or hitting a hole is not dispatched.
         assert!(!bus.read(0x13, &mut [0u8; 2]));
         assert!(!bus.read(0x40, &mut b));
-        assert!(bus.insert(u64::MAX, 2, Arc::new(Mutex::new(Reg(vec![0; 4])))).is_err());
+        assert!(bus
+            .insert(u64::MAX, 2, Arc::new(Mutex::new(Reg(vec![0; 4]))))
+            .is_err());
     }
 }

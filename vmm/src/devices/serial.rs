@@ -24,7 +24,9 @@ pub struct SerialDevice {
 impl SerialDevice {
     /// A UART writing to `sink`, interrupting through `irq`.
     pub fn new(irq: EventFd, sink: ConsoleSink) -> Self {
-        Self { serial: Serial::new(IrqTrigger(irq), sink) }
+        Self {
+            serial: Serial::new(IrqTrigger(irq), sink),
+        }
     }
 }
 
@@ -75,8 +77,9 @@ impl SerialDevice {
             scratch: snap.scratch,
             in_buffer: snap.in_buffer.clone(),
         };
-        let serial = Serial::from_state(&state, IrqTrigger(irq), vm_superio::serial::NoEvents, sink)
-            .map_err(|e| format!("invalid serial state: {e:?}"))?;
+        let serial =
+            Serial::from_state(&state, IrqTrigger(irq), vm_superio::serial::NoEvents, sink)
+                .map_err(|e| format!("invalid serial state: {e:?}"))?;
         Ok(Self { serial })
     }
 }
@@ -84,9 +87,17 @@ impl SerialDevice {
 impl SerialDevice {
     /// Puts the saved registers back, keeping this UART's interrupt line and console.
     pub fn restore_in_place(&mut self, snap: &SerialSnapshot) -> Result<(), String> {
-        let placeholder = Serial::new(IrqTrigger(EventFd::new(0).map_err(|e| e.to_string())?), ConsoleSink::new(Default::default(), None));
+        let placeholder = Serial::new(
+            IrqTrigger(EventFd::new(0).map_err(|e| e.to_string())?),
+            ConsoleSink::new(Default::default(), None),
+        );
         let old = std::mem::replace(&mut self.serial, placeholder);
-        let irq = IrqTrigger(old.interrupt_evt().0.try_clone().map_err(|e| e.to_string())?);
+        let irq = IrqTrigger(
+            old.interrupt_evt()
+                .0
+                .try_clone()
+                .map_err(|e| e.to_string())?,
+        );
         let sink = old.into_writer();
         let restored = Self::restore(irq.0, sink, snap)?;
         self.serial = restored.serial;
@@ -118,7 +129,10 @@ mod tests {
     #[test]
     fn bytes_written_to_thr_reach_the_console() {
         let tail = ConsoleTail::default();
-        let mut dev = SerialDevice::new(EventFd::new(0).unwrap(), ConsoleSink::new(tail.clone(), None));
+        let mut dev = SerialDevice::new(
+            EventFd::new(0).unwrap(),
+            ConsoleSink::new(tail.clone(), None),
+        );
         for b in b"hi\n" {
             dev.write(0, &[*b]);
         }
@@ -133,11 +147,19 @@ mod tests {
     #[test]
     fn state_round_trips() {
         let tail = ConsoleTail::default();
-        let mut dev = SerialDevice::new(EventFd::new(0).unwrap(), ConsoleSink::new(tail.clone(), None));
+        let mut dev = SerialDevice::new(
+            EventFd::new(0).unwrap(),
+            ConsoleSink::new(tail.clone(), None),
+        );
         dev.write(7, &[0x5a]); // scratch register
         dev.write(1, &[0x02]); // enable THR-empty interrupt
         let snap = dev.save();
-        let mut back = SerialDevice::restore(EventFd::new(0).unwrap(), ConsoleSink::new(tail, None), &snap).unwrap();
+        let mut back = SerialDevice::restore(
+            EventFd::new(0).unwrap(),
+            ConsoleSink::new(tail, None),
+            &snap,
+        )
+        .unwrap();
         let mut scratch = [0u8];
         back.read(7, &mut scratch);
         assert_eq!(scratch, [0x5a]);

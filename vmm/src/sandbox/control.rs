@@ -24,7 +24,11 @@ pub enum ControlRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlResponse {
     /// Status.
-    Status { pid: u32, origin_snapshot: Option<PathBuf>, rss_bytes: u64 },
+    Status {
+        pid: u32,
+        origin_snapshot: Option<PathBuf>,
+        rss_bytes: u64,
+    },
     /// A snapshot was written.
     Snapshotted { paused_ms: f64, memory_written: u64 },
     /// The reset finished and guest-init answered.
@@ -40,7 +44,10 @@ pub enum ControlResponse {
 pub enum ControlError {
     /// The VMM process is not there (stopped or crashed).
     #[error("the sandbox is not running (cannot reach {path}: {source})")]
-    NotRunning { path: PathBuf, source: std::io::Error },
+    NotRunning {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The exchange itself failed.
     #[error("talking to the sandbox's VMM failed: {0}")]
     Frame(#[from] FrameError),
@@ -53,8 +60,15 @@ pub enum ControlError {
 }
 
 /// Sends one request to the control socket at `path` and returns the answer.
-pub fn request(path: &Path, req: &ControlRequest, timeout: Duration) -> Result<ControlResponse, ControlError> {
-    let mut stream = UnixStream::connect(path).map_err(|source| ControlError::NotRunning { path: path.to_path_buf(), source })?;
+pub fn request(
+    path: &Path,
+    req: &ControlRequest,
+    timeout: Duration,
+) -> Result<ControlResponse, ControlError> {
+    let mut stream = UnixStream::connect(path).map_err(|source| ControlError::NotRunning {
+        path: path.to_path_buf(),
+        source,
+    })?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     write_frame(&mut stream, req)?;

@@ -19,7 +19,13 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Launch {
     /// Cold boot (kernel, rootfs, sizes, console log).
-    Boot { kernel: PathBuf, rootfs: PathBuf, vcpus: u8, memory_mib: u64, console: bool },
+    Boot {
+        kernel: PathBuf,
+        rootfs: PathBuf,
+        vcpus: u8,
+        memory_mib: u64,
+        console: bool,
+    },
     /// Restore a snapshot directory.
     Restore { dir: PathBuf, console: bool },
 }
@@ -37,22 +43,40 @@ pub enum LaunchReport {
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Resident set size of this process, from /proc/self/statm.
 pub fn self_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }
 
-fn bring_up(paths: &SandboxPaths, name: &str, launch: &Launch, spawned: Instant) -> Result<(Vmm, SandboxInfo), String> {
+fn bring_up(
+    paths: &SandboxPaths,
+    name: &str,
+    launch: &Launch,
+    spawned: Instant,
+) -> Result<(Vmm, SandboxInfo), String> {
     let uds = paths.vsock();
     let vmm = match launch {
-        Launch::Boot { kernel, rootfs, vcpus, memory_mib, console } => {
+        Launch::Boot {
+            kernel,
+            rootfs,
+            vcpus,
+            memory_mib,
+            console,
+        } => {
             let config = VmConfig {
                 kernel: kernel.clone(),
                 initrd: rootfs.clone(),
@@ -62,14 +86,16 @@ fn bring_up(paths: &SandboxPaths, name: &str, launch: &Launch, spawned: Instant)
                 console_log: console.then(|| paths.console()),
                 vsock_uds: uds.clone(),
             };
-            let ready = guest::listen_ready(&uds).map_err(|e| format!("cannot listen for guest readiness: {e}"))?;
+            let ready = guest::listen_ready(&uds)
+                .map_err(|e| format!("cannot listen for guest readiness: {e}"))?;
             let vmm = crate::builder::boot(&config).map_err(|e| e.to_string())?;
             guest::wait_ready(&ready, &vmm, READY_TIMEOUT).map_err(|e| e.to_string())?;
             vmm
         }
         Launch::Restore { dir, console } => {
             let log = console.then(|| paths.console());
-            let vmm = crate::builder::restore(dir, &uds, log.as_deref()).map_err(|e| e.to_string())?;
+            let vmm =
+                crate::builder::restore(dir, &uds, log.as_deref()).map_err(|e| e.to_string())?;
             guest::resume(&vmm, READY_TIMEOUT).map_err(|e| e.to_string())?;
             vmm
         }
@@ -88,23 +114,44 @@ fn bring_up(paths: &SandboxPaths, name: &str, launch: &Launch, spawned: Instant)
 }
 
 /// Runs the VMM process; returns its exit status. `report` receives the launch report line.
-pub fn run(paths: SandboxPaths, name: &str, launch: Launch, mut report: impl Write, spawned: Instant) -> i32 {
+pub fn run(
+    paths: SandboxPaths,
+    name: &str,
+    launch: Launch,
+    mut report: impl Write,
+    spawned: Instant,
+) -> i32 {
     let (vmm, info) = match bring_up(&paths, name, &launch, spawned) {
         Ok(up) => up,
         Err(message) => {
-            let _ = writeln!(report, "{}", serde_json::to_string(&LaunchReport::Failed(message)).unwrap_or_default());
+            let _ = writeln!(
+                report,
+                "{}",
+                serde_json::to_string(&LaunchReport::Failed(message)).unwrap_or_default()
+            );
             return crate::exit_codes::PADDOCK_ERROR;
         }
     };
     let listener = match UnixListener::bind(paths.control()) {
         Ok(l) => l,
         Err(e) => {
-            let msg = format!("cannot bind the control socket {}: {e}", paths.control().display());
-            let _ = writeln!(report, "{}", serde_json::to_string(&LaunchReport::Failed(msg)).unwrap_or_default());
+            let msg = format!(
+                "cannot bind the control socket {}: {e}",
+                paths.control().display()
+            );
+            let _ = writeln!(
+                report,
+                "{}",
+                serde_json::to_string(&LaunchReport::Failed(msg)).unwrap_or_default()
+            );
             return crate::exit_codes::PADDOCK_ERROR;
         }
     };
-    let _ = writeln!(report, "{}", serde_json::to_string(&LaunchReport::Ready(info.clone())).unwrap_or_default());
+    let _ = writeln!(
+        report,
+        "{}",
+        serde_json::to_string(&LaunchReport::Ready(info.clone())).unwrap_or_default()
+    );
     let _ = report.flush();
     drop(report);
 
@@ -116,7 +163,9 @@ pub fn run(paths: SandboxPaths, name: &str, launch: Launch, mut report: impl Wri
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let Ok(request) = read_frame::<_, ControlRequest>(&mut stream) else { continue };
+            let Ok(request) = read_frame::<_, ControlRequest>(&mut stream) else {
+                continue;
+            };
             let response = handle(&served, &control_paths, &info, request);
             let _ = write_frame(&mut stream, &response);
         }
@@ -127,7 +176,11 @@ pub fn run(paths: SandboxPaths, name: &str, launch: Launch, mut report: impl Wri
         if let Some(reason) = exit.reason() {
             break reason;
         }
-        let mut pfd = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&exit.evt), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&exit.evt),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: `pfd` is a valid pollfd for the duration of the call.
         unsafe { libc::poll(&mut pfd, 1, 1000) };
     };
@@ -143,9 +196,18 @@ pub fn run(paths: SandboxPaths, name: &str, launch: Launch, mut report: impl Wri
     }
 }
 
-fn handle(vmm: &Mutex<Option<Vmm>>, paths: &SandboxPaths, info: &Mutex<SandboxInfo>, request: ControlRequest) -> ControlResponse {
+fn handle(
+    vmm: &Mutex<Option<Vmm>>,
+    paths: &SandboxPaths,
+    info: &Mutex<SandboxInfo>,
+    request: ControlRequest,
+) -> ControlResponse {
     let mut guard = crate::devices::bus::lock(vmm);
-    let Some(vm) = guard.as_mut() else { return ControlResponse::Error { message: "the sandbox is stopping".into() } };
+    let Some(vm) = guard.as_mut() else {
+        return ControlResponse::Error {
+            message: "the sandbox is stopping".into(),
+        };
+    };
     match request {
         ControlRequest::Status => ControlResponse::Status {
             pid: std::process::id(),
@@ -157,18 +219,27 @@ fn handle(vmm: &Mutex<Option<Vmm>>, paths: &SandboxPaths, info: &Mutex<SandboxIn
                 if stop {
                     vm.exit.exit(VmExitReason::Stopped);
                 }
-                ControlResponse::Snapshotted { paused_ms: stats.paused.as_secs_f64() * 1e3, memory_written: stats.memory_written }
+                ControlResponse::Snapshotted {
+                    paused_ms: stats.paused.as_secs_f64() * 1e3,
+                    memory_written: stats.memory_written,
+                }
             }
-            Err(e) => ControlResponse::Error { message: format!("snapshot failed: {e}") },
+            Err(e) => ControlResponse::Error {
+                message: format!("snapshot failed: {e}"),
+            },
         },
         ControlRequest::Reset { to } => {
             let started = Instant::now();
             if let Err(e) = vm.reset(to.as_deref()) {
-                return ControlResponse::Error { message: format!("reset failed: {e}") };
+                return ControlResponse::Error {
+                    message: format!("reset failed: {e}"),
+                };
             }
             let reset_ms = started.elapsed().as_secs_f64() * 1e3;
             if let Err(e) = guest::resume(vm, READY_TIMEOUT) {
-                return ControlResponse::Error { message: format!("the guest did not come back after the reset: {e}") };
+                return ControlResponse::Error {
+                    message: format!("the guest did not come back after the reset: {e}"),
+                };
             }
             let ready_ms = started.elapsed().as_secs_f64() * 1e3;
             let mut record = crate::devices::bus::lock(info);

@@ -13,11 +13,17 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum GuestReadyError {
     /// The VM ended first.
-    #[error("the guest stopped before guest-init was ready ({reason}); last console lines:\n{console}")]
+    #[error(
+        "the guest stopped before guest-init was ready ({reason}); last console lines:\n{console}"
+    )]
     VmEnded { reason: String, console: String },
     /// Nothing within the timeout.
     #[error("guest-init was not ready within {secs} s; last console lines:\n{console}\n{vcpus}")]
-    Timeout { secs: u64, console: String, vcpus: String },
+    Timeout {
+        secs: u64,
+        console: String,
+        vcpus: String,
+    },
     /// Listening for readiness failed.
     #[error(transparent)]
     Listen(#[from] client::ReadyError),
@@ -30,9 +36,10 @@ pub enum GuestReadyError {
 const STEP: Duration = Duration::from_millis(20);
 
 fn vm_ended(vmm: &Vmm) -> Option<GuestReadyError> {
-    vmm.exit
-        .reason()
-        .map(|reason| GuestReadyError::VmEnded { reason: format!("{reason:?}"), console: vmm.console.last_lines(30) })
+    vmm.exit.reason().map(|reason| GuestReadyError::VmEnded {
+        reason: format!("{reason:?}"),
+        console: vmm.console.last_lines(30),
+    })
 }
 
 /// Binds the readiness socket for a VM whose vsock socket will be `uds` (before it boots).
@@ -41,7 +48,11 @@ pub fn listen_ready(uds: &Path) -> Result<ReadyListener, GuestReadyError> {
 }
 
 /// Waits for guest-init's `Ready`, or for the VM to end, or `timeout`.
-pub fn wait_ready(listener: &ReadyListener, vmm: &Vmm, timeout: Duration) -> Result<BootInfo, GuestReadyError> {
+pub fn wait_ready(
+    listener: &ReadyListener,
+    vmm: &Vmm,
+    timeout: Duration,
+) -> Result<BootInfo, GuestReadyError> {
     let deadline = Instant::now() + timeout;
     loop {
         match listener.wait(STEP) {
@@ -53,7 +64,11 @@ pub fn wait_ready(listener: &ReadyListener, vmm: &Vmm, timeout: Duration) -> Res
             return Err(e);
         }
         if Instant::now() >= deadline {
-            return Err(GuestReadyError::Timeout { secs: timeout.as_secs(), console: vmm.console.last_lines(30), vcpus: vmm.vcpu_summary() });
+            return Err(GuestReadyError::Timeout {
+                secs: timeout.as_secs(),
+                console: vmm.console.last_lines(30),
+                vcpus: vmm.vcpu_summary(),
+            });
         }
     }
 }
@@ -70,13 +85,18 @@ fn fresh_entropy() -> std::io::Result<Vec<u8>> {
 pub fn resume(vmm: &Vmm, timeout: Duration) -> Result<BootInfo, GuestReadyError> {
     let deadline = Instant::now() + timeout;
     let entropy = fresh_entropy().map_err(GuestReadyError::Entropy)?;
-    let options = ConnectOptions { handshake_timeout: Duration::from_secs(2), retry_for: Some(STEP) };
+    let options = ConnectOptions {
+        handshake_timeout: Duration::from_secs(2),
+        retry_for: Some(STEP),
+    };
     loop {
         let attempt = client::connect_with(&vmm.vsock_uds, CONTROL_PORT, &options)
             .map_err(|e| e.to_string())
             .and_then(|mut conn| {
-                conn.set_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-                conn.resume(UnixTime::now(), &entropy).map_err(|e| e.to_string())
+                conn.set_timeout(Some(Duration::from_secs(10)))
+                    .map_err(|e| e.to_string())?;
+                conn.resume(UnixTime::now(), &entropy)
+                    .map_err(|e| e.to_string())
             });
         match attempt {
             Ok(info) => return Ok(info),
@@ -86,7 +106,11 @@ pub fn resume(vmm: &Vmm, timeout: Duration) -> Result<BootInfo, GuestReadyError>
                 }
                 if Instant::now() >= deadline {
                     tracing::warn!("resume failed: {e}");
-                    return Err(GuestReadyError::Timeout { secs: timeout.as_secs(), console: vmm.console.last_lines(30), vcpus: vmm.vcpu_summary() });
+                    return Err(GuestReadyError::Timeout {
+                        secs: timeout.as_secs(),
+                        console: vmm.console.last_lines(30),
+                        vcpus: vmm.vcpu_summary(),
+                    });
                 }
                 std::thread::sleep(Duration::from_micros(200));
             }

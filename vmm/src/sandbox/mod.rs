@@ -37,7 +37,10 @@ pub enum SandboxError {
     Paths(#[from] PathsError),
     /// The VMM process could not be started.
     #[error("starting the VMM process ({bin}) failed: {source}")]
-    Spawn { bin: PathBuf, source: std::io::Error },
+    Spawn {
+        bin: PathBuf,
+        source: std::io::Error,
+    },
     /// The VMM process reported a failure (nothing is left running).
     #[error("{0}")]
     Launch(String),
@@ -87,7 +90,9 @@ fn random_suffix() -> String {
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name, which may itself contain spaces.
-        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X'])),
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X'])),
         Err(_) => false,
     }
 }
@@ -96,13 +101,18 @@ impl Sandboxes {
     /// Sandboxes under `state_dir` (default: `$XDG_STATE_HOME/paddock`). VMM processes are
     /// started from `$PADDOCK_BIN`, else this executable if it is `paddock`, else `paddock` on PATH.
     pub fn new(state_dir: Option<&Path>) -> Self {
-        let paddock_bin = std::env::var_os("PADDOCK_BIN").map(PathBuf::from).unwrap_or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .filter(|p| p.file_name().is_some_and(|n| n == "paddock"))
-                .unwrap_or_else(|| PathBuf::from("paddock"))
-        });
-        Self { state_dir: paths::state_dir(state_dir), paddock_bin }
+        let paddock_bin = std::env::var_os("PADDOCK_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .filter(|p| p.file_name().is_some_and(|n| n == "paddock"))
+                    .unwrap_or_else(|| PathBuf::from("paddock"))
+            });
+        Self {
+            state_dir: paths::state_dir(state_dir),
+            paddock_bin,
+        }
     }
 
     /// Uses `bin` as the `paddock` executable for VMM processes.
@@ -123,19 +133,40 @@ impl Sandboxes {
 
     fn reserve(&self, name: &str) -> Result<SandboxPaths, SandboxError> {
         let paths = self.paths(name)?;
-        std::fs::create_dir_all(paths.dir.parent().unwrap_or(&self.state_dir))
-            .map_err(|source| PathsError::Io { what: "creating", path: self.state_dir.clone(), source })?;
+        std::fs::create_dir_all(paths.dir.parent().unwrap_or(&self.state_dir)).map_err(
+            |source| PathsError::Io {
+                what: "creating",
+                path: self.state_dir.clone(),
+                source,
+            },
+        )?;
         match std::fs::create_dir(&paths.dir) {
             Ok(()) => Ok(paths),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(PathsError::Exists(name.to_string()).into()),
-            Err(source) => Err(PathsError::Io { what: "creating", path: paths.dir, source }.into()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(PathsError::Exists(name.to_string()).into())
+            }
+            Err(source) => Err(PathsError::Io {
+                what: "creating",
+                path: paths.dir,
+                source,
+            }
+            .into()),
         }
     }
 
-    fn spawn(&self, paths: &SandboxPaths, name: &str, launch: &Launch) -> Result<Child, SandboxError> {
-        let log = std::fs::File::create(paths.vmm_log())
-            .map_err(|source| PathsError::Io { what: "creating", path: paths.vmm_log(), source })?;
-        let launch_json = serde_json::to_string(launch).map_err(|e| SandboxError::Launch(e.to_string()))?;
+    fn spawn(
+        &self,
+        paths: &SandboxPaths,
+        name: &str,
+        launch: &Launch,
+    ) -> Result<Child, SandboxError> {
+        let log = std::fs::File::create(paths.vmm_log()).map_err(|source| PathsError::Io {
+            what: "creating",
+            path: paths.vmm_log(),
+            source,
+        })?;
+        let launch_json =
+            serde_json::to_string(launch).map_err(|e| SandboxError::Launch(e.to_string()))?;
         let mut cmd = Command::new(&self.paddock_bin);
         cmd.arg("__vmm")
             .arg("--state-dir")
@@ -149,10 +180,17 @@ impl Sandboxes {
             .stderr(log)
             // Its own session: the sandbox outlives this process and its terminal's signals.
             .process_group(0);
-        cmd.spawn().map_err(|source| SandboxError::Spawn { bin: self.paddock_bin.clone(), source })
+        cmd.spawn().map_err(|source| SandboxError::Spawn {
+            bin: self.paddock_bin.clone(),
+            source,
+        })
     }
 
-    fn await_report(&self, paths: &SandboxPaths, mut child: Child) -> Result<SandboxInfo, SandboxError> {
+    fn await_report(
+        &self,
+        paths: &SandboxPaths,
+        mut child: Child,
+    ) -> Result<SandboxInfo, SandboxError> {
         let stdout = child.stdout.take();
         let mut line = String::new();
         if let Some(out) = stdout {
@@ -172,14 +210,19 @@ impl Sandboxes {
             None => {
                 let log = std::fs::read_to_string(paths.vmm_log()).unwrap_or_default();
                 let _ = std::fs::remove_dir_all(&paths.dir);
-                Err(SandboxError::Launch(format!("the VMM process died during start-up: {}", log.trim())))
+                Err(SandboxError::Launch(format!(
+                    "the VMM process died during start-up: {}",
+                    log.trim()
+                )))
             }
         }
     }
 
     /// Starts a sandbox in the background; returns once guest-init is ready.
     pub fn start(&self, name: Option<&str>, launch: Launch) -> Result<SandboxInfo, SandboxError> {
-        let name = name.map(str::to_string).unwrap_or_else(|| format!("sb-{}", random_suffix()));
+        let name = name
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("sb-{}", random_suffix()));
         let paths = self.reserve(&name)?;
         let child = match self.spawn(&paths, &name, &launch) {
             Ok(c) => c,
@@ -192,12 +235,21 @@ impl Sandboxes {
     }
 
     /// Starts `count` sandboxes from one snapshot, in parallel; they share its memory file.
-    pub fn fork(&self, dir: &Path, count: usize, prefix: &str, console: bool) -> Result<Vec<SandboxInfo>, SandboxError> {
+    pub fn fork(
+        &self,
+        dir: &Path,
+        count: usize,
+        prefix: &str,
+        console: bool,
+    ) -> Result<Vec<SandboxInfo>, SandboxError> {
         let mut pending = Vec::with_capacity(count);
         for i in 0..count {
             let name = format!("{prefix}-{i}");
             let paths = self.reserve(&name)?;
-            let launch = Launch::Restore { dir: dir.to_path_buf(), console };
+            let launch = Launch::Restore {
+                dir: dir.to_path_buf(),
+                console,
+            };
             match self.spawn(&paths, &name, &launch) {
                 Ok(child) => pending.push((paths, child)),
                 Err(e) => {
@@ -230,17 +282,30 @@ impl Sandboxes {
     pub fn list(&self) -> Result<Vec<SandboxStatus>, SandboxError> {
         let root = self.state_dir.join("sandboxes");
         let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&root) else { return Ok(out) };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return Ok(out);
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(paths) = self.paths(&name) else { continue };
-            let Ok(info) = SandboxInfo::read(&paths) else { continue };
+            let Ok(paths) = self.paths(&name) else {
+                continue;
+            };
+            let Ok(info) = SandboxInfo::read(&paths) else {
+                continue;
+            };
             let running = process_alive(info.pid) && paths.control().exists();
             let rss_bytes = running.then(|| process_rss(info.pid)).flatten();
             out.push(SandboxStatus {
                 state: if running { "running" } else { "stopped" },
-                uptime_secs: if running { now.saturating_sub(info.created_unix_secs) } else { 0 },
+                uptime_secs: if running {
+                    now.saturating_sub(info.created_unix_secs)
+                } else {
+                    0
+                },
                 rss_bytes,
                 info,
             });
@@ -249,20 +314,35 @@ impl Sandboxes {
         Ok(out)
     }
 
-    fn control(&self, name: &str, request: &ControlRequest) -> Result<ControlResponse, SandboxError> {
+    fn control(
+        &self,
+        name: &str,
+        request: &ControlRequest,
+    ) -> Result<ControlResponse, SandboxError> {
         let paths = self.paths(name)?;
         if !paths.dir.exists() {
             return Err(PathsError::NotFound(name.to_string()).into());
         }
-        Ok(control::request(&paths.control(), request, CONTROL_TIMEOUT)?)
+        Ok(control::request(
+            &paths.control(),
+            request,
+            CONTROL_TIMEOUT,
+        )?)
     }
 
     /// Writes a snapshot of sandbox `name` into `dir`; stops the sandbox afterwards if `stop`.
     /// Returns (vCPU pause time in ms, memory bytes written).
     pub fn snapshot(&self, name: &str, dir: &Path, stop: bool) -> Result<(f64, u64), SandboxError> {
-        let dir = std::path::absolute(dir).map_err(|source| PathsError::Io { what: "resolving", path: dir.to_path_buf(), source })?;
+        let dir = std::path::absolute(dir).map_err(|source| PathsError::Io {
+            what: "resolving",
+            path: dir.to_path_buf(),
+            source,
+        })?;
         match self.control(name, &ControlRequest::Snapshot { dir, stop })? {
-            ControlResponse::Snapshotted { paused_ms, memory_written } => {
+            ControlResponse::Snapshotted {
+                paused_ms,
+                memory_written,
+            } => {
                 if stop {
                     self.wait_stopped(name, Duration::from_secs(10));
                 }
@@ -275,7 +355,11 @@ impl Sandboxes {
     /// Resets sandbox `name` in place to its origin snapshot or `to`. Returns (reset ms, ready ms).
     pub fn reset(&self, name: &str, to: Option<&Path>) -> Result<(f64, f64), SandboxError> {
         let to = match to {
-            Some(dir) => Some(std::path::absolute(dir).map_err(|source| PathsError::Io { what: "resolving", path: dir.to_path_buf(), source })?),
+            Some(dir) => Some(std::path::absolute(dir).map_err(|source| PathsError::Io {
+                what: "resolving",
+                path: dir.to_path_buf(),
+                source,
+            })?),
             None => None,
         };
         match self.control(name, &ControlRequest::Reset { to })? {
@@ -285,8 +369,12 @@ impl Sandboxes {
     }
 
     fn wait_stopped(&self, name: &str, timeout: Duration) -> bool {
-        let Ok(paths) = self.paths(name) else { return true };
-        let Ok(info) = SandboxInfo::read(&paths) else { return true };
+        let Ok(paths) = self.paths(name) else {
+            return true;
+        };
+        let Ok(info) = SandboxInfo::read(&paths) else {
+            return true;
+        };
         let deadline = Instant::now() + timeout;
         while process_alive(info.pid) {
             if Instant::now() >= deadline {
@@ -332,7 +420,11 @@ impl Sandboxes {
                 self.stop(name)?;
             }
         }
-        std::fs::remove_dir_all(&paths.dir).map_err(|source| PathsError::Io { what: "removing", path: paths.dir.clone(), source })?;
+        std::fs::remove_dir_all(&paths.dir).map_err(|source| PathsError::Io {
+            what: "removing",
+            path: paths.dir.clone(),
+            source,
+        })?;
         Ok(())
     }
 
@@ -354,7 +446,12 @@ impl Sandboxes {
 /// Resident memory of process `pid` in bytes.
 pub fn process_rss(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    statm.split_whitespace().nth(1)?.parse::<u64>().ok().map(|p| p * 4096)
+    statm
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|p| p * 4096)
 }
 
 #[cfg(test)]
@@ -374,8 +471,17 @@ mod tests {
         let s = Sandboxes::new(Some(dir.path()));
         assert!(s.list().unwrap().is_empty());
         let err = s.reset("nope", None).unwrap_err();
-        assert!(err.to_string().contains("no sandbox named \"nope\""), "{err}");
-        assert!(matches!(s.remove("nope", false), Err(SandboxError::Paths(PathsError::NotFound(_)))));
-        assert!(matches!(s.paths("../etc"), Err(SandboxError::Paths(PathsError::BadName(_)))));
+        assert!(
+            err.to_string().contains("no sandbox named \"nope\""),
+            "{err}"
+        );
+        assert!(matches!(
+            s.remove("nope", false),
+            Err(SandboxError::Paths(PathsError::NotFound(_)))
+        ));
+        assert!(matches!(
+            s.paths("../etc"),
+            Err(SandboxError::Paths(PathsError::BadName(_)))
+        ));
     }
 }

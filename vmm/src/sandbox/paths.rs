@@ -21,7 +21,11 @@ pub enum PathsError {
     Exists(String),
     /// A filesystem operation failed.
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A sandbox record is unreadable.
     #[error("sandbox record {path} is unreadable: {reason}")]
     BadRecord { path: PathBuf, reason: String },
@@ -32,7 +36,9 @@ pub fn validate_name(name: &str) -> Result<(), PathsError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && !name.starts_with(['.', '-'])
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if ok {
         Ok(())
     } else {
@@ -48,7 +54,8 @@ pub fn state_dir(explicit: Option<&Path>) -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir).join("paddock");
     }
-    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".local/state/paddock")
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+        .join(".local/state/paddock")
 }
 
 /// One sandbox's files.
@@ -62,7 +69,9 @@ impl SandboxPaths {
     /// The paths of sandbox `name` under `state_dir`.
     pub fn new(state_dir: &Path, name: &str) -> Result<Self, PathsError> {
         validate_name(name)?;
-        Ok(Self { dir: state_dir.join("sandboxes").join(name) })
+        Ok(Self {
+            dir: state_dir.join("sandboxes").join(name),
+        })
     }
     /// The record.
     pub fn info(&self) -> PathBuf {
@@ -109,16 +118,34 @@ impl SandboxInfo {
     /// Writes the record atomically.
     pub fn write(&self, paths: &SandboxPaths) -> Result<(), PathsError> {
         let tmp = paths.dir.join(".info.json.tmp");
-        let json = serde_json::to_vec_pretty(self).map_err(|e| PathsError::BadRecord { path: tmp.clone(), reason: e.to_string() })?;
-        std::fs::write(&tmp, json).map_err(|source| PathsError::Io { what: "writing", path: tmp.clone(), source })?;
-        std::fs::rename(&tmp, paths.info()).map_err(|source| PathsError::Io { what: "renaming", path: tmp, source })
+        let json = serde_json::to_vec_pretty(self).map_err(|e| PathsError::BadRecord {
+            path: tmp.clone(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(&tmp, json).map_err(|source| PathsError::Io {
+            what: "writing",
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, paths.info()).map_err(|source| PathsError::Io {
+            what: "renaming",
+            path: tmp,
+            source,
+        })
     }
 
     /// Reads a record.
     pub fn read(paths: &SandboxPaths) -> Result<Self, PathsError> {
         let path = paths.info();
-        let bytes = std::fs::read(&path).map_err(|source| PathsError::Io { what: "reading", path: path.clone(), source })?;
-        serde_json::from_slice(&bytes).map_err(|e| PathsError::BadRecord { path, reason: e.to_string() })
+        let bytes = std::fs::read(&path).map_err(|source| PathsError::Io {
+            what: "reading",
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| PathsError::BadRecord {
+            path,
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -131,7 +158,16 @@ mod tests {
         for good in ["a", "sb-1", "bench_7.x", &"n".repeat(MAX_NAME_LEN)] {
             validate_name(good).unwrap();
         }
-        for bad in ["", ".hidden", "-x", "a/b", "..", "sp ace", &"n".repeat(MAX_NAME_LEN + 1), "é"] {
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a/b",
+            "..",
+            "sp ace",
+            &"n".repeat(MAX_NAME_LEN + 1),
+            "é",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
     }
@@ -141,7 +177,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = SandboxPaths::new(dir.path(), "x").unwrap();
         std::fs::create_dir_all(&paths.dir).unwrap();
-        let info = SandboxInfo { name: "x".into(), pid: 42, vcpus: 2, memory_mib: 256, created_unix_secs: 1, origin_snapshot: None, ready_ms: 3.5 };
+        let info = SandboxInfo {
+            name: "x".into(),
+            pid: 42,
+            vcpus: 2,
+            memory_mib: 256,
+            created_unix_secs: 1,
+            origin_snapshot: None,
+            ready_ms: 3.5,
+        };
         info.write(&paths).unwrap();
         assert_eq!(SandboxInfo::read(&paths).unwrap(), info);
     }

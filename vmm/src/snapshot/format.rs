@@ -39,12 +39,15 @@ pub enum FormatError {
 }
 
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_little_endian().with_fixed_int_encoding()
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
 }
 
 /// Encodes `state` with its header.
 pub fn encode<T: Serialize>(state: &T) -> Result<Vec<u8>, FormatError> {
-    let payload = bincode::serde::encode_to_vec(state, config()).map_err(|e| FormatError::Encode(e.to_string()))?;
+    let payload = bincode::serde::encode_to_vec(state, config())
+        .map_err(|e| FormatError::Encode(e.to_string()))?;
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&SNAPSHOT_MAGIC);
     out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
@@ -60,13 +63,21 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FormatError> {
         if !bytes.is_empty() && !SNAPSHOT_MAGIC.starts_with(&bytes[..bytes.len().min(8)]) {
             return Err(FormatError::BadMagic);
         }
-        return Err(FormatError::Truncated { have: bytes.len() as u64, want: HEADER_LEN as u64 });
+        return Err(FormatError::Truncated {
+            have: bytes.len() as u64,
+            want: HEADER_LEN as u64,
+        });
     }
     let (header, rest) = bytes.split_at(HEADER_LEN);
     if header[..8] != SNAPSHOT_MAGIC {
         return Err(FormatError::BadMagic);
     }
-    let field = |range: std::ops::Range<usize>| header[range].iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    let field = |range: std::ops::Range<usize>| {
+        header[range]
+            .iter()
+            .rev()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+    };
     let version = field(8..12) as u32;
     if version != SNAPSHOT_VERSION {
         return Err(FormatError::Version { found: version });
@@ -76,15 +87,22 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FormatError> {
         return Err(FormatError::TooLarge(len));
     }
     if (rest.len() as u64) < len {
-        return Err(FormatError::Truncated { have: rest.len() as u64, want: len });
+        return Err(FormatError::Truncated {
+            have: rest.len() as u64,
+            want: len,
+        });
     }
     let payload = &rest[..len as usize];
     if crc32fast::hash(payload) != field(20..24) as u32 {
         return Err(FormatError::Checksum);
     }
-    let (state, used) = bincode::serde::decode_from_slice(payload, config()).map_err(|e| FormatError::Decode(e.to_string()))?;
+    let (state, used) = bincode::serde::decode_from_slice(payload, config())
+        .map_err(|e| FormatError::Decode(e.to_string()))?;
     if used != payload.len() {
-        return Err(FormatError::Decode(format!("{} trailing bytes", payload.len() - used)));
+        return Err(FormatError::Decode(format!(
+            "{} trailing bytes",
+            payload.len() - used
+        )));
     }
     Ok(state)
 }
@@ -100,12 +118,22 @@ mod tests {
     }
 
     fn sample() -> Vec<u8> {
-        encode(&Sample { a: 7, b: vec![1, 2, 3] }).unwrap()
+        encode(&Sample {
+            a: 7,
+            b: vec![1, 2, 3],
+        })
+        .unwrap()
     }
 
     #[test]
     fn round_trips() {
-        assert_eq!(decode::<Sample>(&sample()).unwrap(), Sample { a: 7, b: vec![1, 2, 3] });
+        assert_eq!(
+            decode::<Sample>(&sample()).unwrap(),
+            Sample {
+                a: 7,
+                b: vec![1, 2, 3]
+            }
+        );
     }
 
     #[test]
@@ -113,18 +141,39 @@ mod tests {
         let good = sample();
         let mut bad_magic = good.clone();
         bad_magic[0] = b'X';
-        assert!(matches!(decode::<Sample>(&bad_magic), Err(FormatError::BadMagic)));
+        assert!(matches!(
+            decode::<Sample>(&bad_magic),
+            Err(FormatError::BadMagic)
+        ));
         let mut bad_version = good.clone();
         bad_version[8] = 99;
-        assert!(matches!(decode::<Sample>(&bad_version), Err(FormatError::Version { found: 99 })));
+        assert!(matches!(
+            decode::<Sample>(&bad_version),
+            Err(FormatError::Version { found: 99 })
+        ));
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 0x40;
-        assert!(matches!(decode::<Sample>(&flipped), Err(FormatError::Checksum)));
-        assert!(matches!(decode::<Sample>(&good[..good.len() - 1]), Err(FormatError::Truncated { .. })));
-        assert!(matches!(decode::<Sample>(&good[..10]), Err(FormatError::Truncated { .. })));
+        assert!(matches!(
+            decode::<Sample>(&flipped),
+            Err(FormatError::Checksum)
+        ));
+        assert!(matches!(
+            decode::<Sample>(&good[..good.len() - 1]),
+            Err(FormatError::Truncated { .. })
+        ));
+        assert!(matches!(
+            decode::<Sample>(&good[..10]),
+            Err(FormatError::Truncated { .. })
+        ));
         let mut huge = good.clone();
         huge[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(decode::<Sample>(&huge), Err(FormatError::TooLarge(_))));
-        assert!(matches!(decode::<Sample>(b"garbage"), Err(FormatError::BadMagic)));
+        assert!(matches!(
+            decode::<Sample>(&huge),
+            Err(FormatError::TooLarge(_))
+        ));
+        assert!(matches!(
+            decode::<Sample>(b"garbage"),
+            Err(FormatError::BadMagic)
+        ));
     }
 }

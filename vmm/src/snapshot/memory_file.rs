@@ -19,7 +19,10 @@ const PAGEMAP_FILE_OR_SHARED: u64 = 1 << 61;
 pub enum MemoryFileError {
     /// An I/O call failed.
     #[error("{what}: {source}")]
-    Io { what: &'static str, source: std::io::Error },
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
     /// Reading guest memory failed.
     #[error("reading guest memory failed: {0}")]
     Guest(#[source] vm_memory::GuestMemoryError),
@@ -42,7 +45,10 @@ fn data_ranges(file: &File, from: u64, to: u64) -> Result<Vec<(u64, u64)>, Memor
             if err.raw_os_error() == Some(libc::ENXIO) {
                 break; // no data past `pos`
             }
-            return Err(MemoryFileError::Io { what: "finding data in guest memory file", source: err });
+            return Err(MemoryFileError::Io {
+                what: "finding data in guest memory file",
+                source: err,
+            });
         }
         let data = data as u64;
         if data >= to {
@@ -63,9 +69,13 @@ fn private_pages(addr: u64, len: u64, marks: &mut [bool]) -> Result<(), MemoryFi
     let pagemap = File::open("/proc/self/pagemap").map_err(io("opening /proc/self/pagemap"))?;
     let pages = (len / PAGE) as usize;
     let mut buf = vec![0u8; pages * 8];
-    pagemap.read_exact_at(&mut buf, (addr / PAGE) * 8).map_err(io("reading /proc/self/pagemap"))?;
+    pagemap
+        .read_exact_at(&mut buf, (addr / PAGE) * 8)
+        .map_err(io("reading /proc/self/pagemap"))?;
     for (mark, entry) in marks.iter_mut().zip(buf.chunks_exact(8)) {
-        let e = u64::from_le_bytes([entry[0], entry[1], entry[2], entry[3], entry[4], entry[5], entry[6], entry[7]]);
+        let e = u64::from_le_bytes([
+            entry[0], entry[1], entry[2], entry[3], entry[4], entry[5], entry[6], entry[7],
+        ]);
         if e & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0 && e & PAGEMAP_FILE_OR_SHARED == 0 {
             *mark = true;
         }
@@ -75,7 +85,11 @@ fn private_pages(addr: u64, len: u64, marks: &mut [bool]) -> Result<(), MemoryFi
 
 /// Writes guest RAM (mapped from `backing`) to `dest` (already sized) as a sparse file.
 /// Returns the number of bytes actually written.
-pub fn write_sparse(mem: &GuestMemory, backing: &File, dest: &File) -> Result<u64, MemoryFileError> {
+pub fn write_sparse(
+    mem: &GuestMemory,
+    backing: &File,
+    dest: &File,
+) -> Result<u64, MemoryFileError> {
     let mut written = 0u64;
     let mut file_offset = 0u64;
     let mut buf = vec![0u8; (BATCH_PAGES * PAGE) as usize];
@@ -86,7 +100,9 @@ pub fn write_sparse(mem: &GuestMemory, backing: &File, dest: &File) -> Result<u6
         for (start, end) in data_ranges(backing, file_offset, file_offset + len)? {
             let first = ((start - file_offset) / PAGE) as usize;
             let last = (end - file_offset).div_ceil(PAGE) as usize;
-            marks[first..last.min(pages)].iter_mut().for_each(|m| *m = true);
+            marks[first..last.min(pages)]
+                .iter_mut()
+                .for_each(|m| *m = true);
         }
         private_pages(region.as_ptr() as u64, len, &mut marks)?;
 
@@ -96,16 +112,23 @@ pub fn write_sparse(mem: &GuestMemory, backing: &File, dest: &File) -> Result<u6
                 page += 1;
                 continue;
             }
-            let run_end = (page..pages).take_while(|&p| marks[p]).take(BATCH_PAGES as usize).last().unwrap_or(page) + 1;
+            let run_end = (page..pages)
+                .take_while(|&p| marks[p])
+                .take(BATCH_PAGES as usize)
+                .last()
+                .unwrap_or(page)
+                + 1;
             let bytes = (run_end - page) * PAGE as usize;
             let chunk = &mut buf[..bytes];
             let guest = region.start_addr().0 + page as u64 * PAGE;
-            mem.read_slice(chunk, vm_memory::GuestAddress(guest)).map_err(MemoryFileError::Guest)?;
+            mem.read_slice(chunk, vm_memory::GuestAddress(guest))
+                .map_err(MemoryFileError::Guest)?;
             // Write runs of non-zero pages only: zero pages stay holes.
             for (i, p) in chunk.chunks(PAGE as usize).enumerate() {
                 if p.iter().any(|&b| b != 0) {
                     let at = file_offset + (page + i) as u64 * PAGE;
-                    dest.write_all_at(p, at).map_err(io("writing the snapshot memory file"))?;
+                    dest.write_all_at(p, at)
+                        .map_err(io("writing the snapshot memory file"))?;
                     written += PAGE;
                 }
             }
@@ -126,8 +149,12 @@ mod tests {
     #[test]
     fn only_touched_pages_are_written_and_content_survives() {
         let ram = create_guest_ram(32).unwrap();
-        ram.memory.write_slice(&[0xab; 100], GuestAddress(0x10_0000)).unwrap();
-        ram.memory.write_slice(&[0xcd; 8192], GuestAddress(0x1f0_0000)).unwrap();
+        ram.memory
+            .write_slice(&[0xab; 100], GuestAddress(0x10_0000))
+            .unwrap();
+        ram.memory
+            .write_slice(&[0xcd; 8192], GuestAddress(0x1f0_0000))
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mem");
         let dest = File::create(&path).unwrap();
@@ -136,17 +163,32 @@ mod tests {
         assert_eq!(written, 3 * PAGE);
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.len(), 32 << 20);
-        assert!(meta.blocks() * 512 < (1 << 20), "file is sparse: {} blocks", meta.blocks());
+        assert!(
+            meta.blocks() * 512 < (1 << 20),
+            "file is sparse: {} blocks",
+            meta.blocks()
+        );
 
         // Restore it MAP_PRIVATE, dirty a page privately, and snapshot again.
         let file = File::open(&path).unwrap();
-        let restored = map_guest_ram(&file, ram.size, libc::MAP_PRIVATE | libc::MAP_NORESERVE).unwrap();
+        let restored =
+            map_guest_ram(&file, ram.size, libc::MAP_PRIVATE | libc::MAP_NORESERVE).unwrap();
         let mut b = [0u8; 100];
-        restored.read_slice(&mut b, GuestAddress(0x10_0000)).unwrap();
+        restored
+            .read_slice(&mut b, GuestAddress(0x10_0000))
+            .unwrap();
         assert_eq!(b, [0xab; 100]);
-        restored.write_slice(&[0xee; 10], GuestAddress(0x80_0000)).unwrap();
+        restored
+            .write_slice(&[0xee; 10], GuestAddress(0x80_0000))
+            .unwrap();
         let path2 = dir.path().join("mem2");
-        let dest2 = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path2).unwrap();
+        let dest2 = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path2)
+            .unwrap();
         dest2.set_len(ram.size).unwrap();
         let written = write_sparse(&restored, &file, &dest2).unwrap();
         assert_eq!(written, 4 * PAGE, "old pages plus the private one");

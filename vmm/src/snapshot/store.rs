@@ -22,7 +22,11 @@ const TMP_PREFIX: &str = ".tmp-";
 pub enum StoreError {
     /// A filesystem operation failed.
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The directory holds no snapshot.
     #[error("{0} holds no paddock snapshot (no {STATE_FILE})")]
     Missing(PathBuf),
@@ -38,17 +42,29 @@ pub enum StoreError {
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io { what, path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("syncing directory", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("syncing directory", dir))
 }
 
 /// A fresh memory file name for a new snapshot generation.
 pub fn new_memory_name() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{MEMORY_PREFIX}{nanos:x}-{}{MEMORY_SUFFIX}", std::process::id())
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{MEMORY_PREFIX}{nanos:x}-{}{MEMORY_SUFFIX}",
+        std::process::id()
+    )
 }
 
 fn valid_memory_name(name: &str) -> bool {
@@ -60,7 +76,13 @@ fn valid_memory_name(name: &str) -> bool {
 
 /// Writes a snapshot into `dir`: `fill_memory` writes the (pre-sized, temporary) memory file,
 /// then `state` is written naming `memory_name`. Replaces any earlier snapshot atomically.
-pub fn write<S, F>(dir: &Path, memory_name: &str, memory_size: u64, state: &S, fill_memory: F) -> Result<(), StoreError>
+pub fn write<S, F>(
+    dir: &Path,
+    memory_name: &str,
+    memory_size: u64,
+    state: &S,
+    fill_memory: F,
+) -> Result<(), StoreError>
 where
     S: Serialize,
     F: FnOnce(&File) -> Result<(), std::io::Error>,
@@ -74,18 +96,28 @@ where
     let mem_tmp = dir.join(format!("{TMP_PREFIX}{memory_name}"));
     let mem_final = dir.join(memory_name);
     {
-        let file = OpenOptions::new().write(true).read(true).create_new(true).open(&mem_tmp).map_err(io_err("creating", &mem_tmp))?;
-        file.set_len(memory_size).map_err(io_err("sizing", &mem_tmp))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .open(&mem_tmp)
+            .map_err(io_err("creating", &mem_tmp))?;
+        file.set_len(memory_size)
+            .map_err(io_err("sizing", &mem_tmp))?;
         fill_memory(&file).map_err(io_err("writing", &mem_tmp))?;
         file.sync_all().map_err(io_err("syncing", &mem_tmp))?;
     }
     std::fs::rename(&mem_tmp, &mem_final).map_err(io_err("renaming", &mem_tmp))?;
 
-    let bytes = format::encode(state).map_err(|source| StoreError::Format { path: dir.join(STATE_FILE), source })?;
+    let bytes = format::encode(state).map_err(|source| StoreError::Format {
+        path: dir.join(STATE_FILE),
+        source,
+    })?;
     let state_tmp = dir.join(format!("{TMP_PREFIX}{STATE_FILE}"));
     {
         let mut file = File::create(&state_tmp).map_err(io_err("creating", &state_tmp))?;
-        file.write_all(&bytes).map_err(io_err("writing", &state_tmp))?;
+        file.write_all(&bytes)
+            .map_err(io_err("writing", &state_tmp))?;
         file.sync_all().map_err(io_err("syncing", &state_tmp))?;
     }
     std::fs::rename(&state_tmp, dir.join(STATE_FILE)).map_err(io_err("renaming", &state_tmp))?;
@@ -123,22 +155,39 @@ pub fn read<S: DeserializeOwned>(
     let state_path = dir.join(STATE_FILE);
     let file = match File::open(&state_path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Missing(dir.to_path_buf())),
-        Err(e) => return Err(StoreError::Io { what: "opening", path: state_path, source: e }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::Missing(dir.to_path_buf()))
+        }
+        Err(e) => {
+            return Err(StoreError::Io {
+                what: "opening",
+                path: state_path,
+                source: e,
+            })
+        }
     };
     let mut bytes = Vec::new();
     file.take(MAX_STATE_BYTES + format::HEADER_LEN as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(io_err("reading", &state_path))?;
-    let state: S = format::decode(&bytes).map_err(|source| StoreError::Format { path: state_path.clone(), source })?;
+    let state: S = format::decode(&bytes).map_err(|source| StoreError::Format {
+        path: state_path.clone(),
+        source,
+    })?;
     let (name, size) = memory_of(&state);
     if !valid_memory_name(name) {
         return Err(StoreError::BadMemoryName(name.to_string()));
     }
     let mem_path = dir.join(name);
-    let have = std::fs::metadata(&mem_path).map_err(io_err("opening", &mem_path))?.len();
+    let have = std::fs::metadata(&mem_path)
+        .map_err(io_err("opening", &mem_path))?
+        .len();
     if have != size {
-        return Err(StoreError::MemorySize { path: mem_path, have, want: size });
+        return Err(StoreError::MemorySize {
+            path: mem_path,
+            have,
+            want: size,
+        });
     }
     Ok((state, mem_path))
 }
@@ -156,8 +205,15 @@ mod tests {
 
     fn snap(dir: &Path, tag: u32) -> String {
         let name = new_memory_name();
-        let st = St { mem: name.clone(), size: 8192, tag };
-        write(dir, &name, 8192, &st, |f| f.write_all_at(&[tag as u8; 10], 0)).unwrap();
+        let st = St {
+            mem: name.clone(),
+            size: 8192,
+            tag,
+        };
+        write(dir, &name, 8192, &st, |f| {
+            f.write_all_at(&[tag as u8; 10], 0)
+        })
+        .unwrap();
         name
     }
 
@@ -183,23 +239,52 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         snap(d.path(), 1);
         let name = new_memory_name();
-        let st = St { mem: name.clone(), size: 8192, tag: 9 };
-        let err = write(d.path(), &name, 8192, &st, |_| Err(std::io::Error::other("killed"))).unwrap_err();
+        let st = St {
+            mem: name.clone(),
+            size: 8192,
+            tag: 9,
+        };
+        let err = write(d.path(), &name, 8192, &st, |_| {
+            Err(std::io::Error::other("killed"))
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("killed"));
         let (st, _): (St, _) = read(d.path(), |s: &St| (s.mem.as_str(), s.size)).unwrap();
         assert_eq!(st.tag, 1);
         // The next write cleans the temporaries up.
         snap(d.path(), 3);
-        assert!(std::fs::read_dir(d.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(TMP_PREFIX)));
+        assert!(std::fs::read_dir(d.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(TMP_PREFIX)));
     }
 
     #[test]
     fn truncated_memory_and_missing_state_are_refused() {
         let d = tempfile::tempdir().unwrap();
-        assert!(matches!(read(d.path(), |s: &St| (s.mem.as_str(), s.size)), Err(StoreError::Missing(_))));
+        assert!(matches!(
+            read(d.path(), |s: &St| (s.mem.as_str(), s.size)),
+            Err(StoreError::Missing(_))
+        ));
         let name = snap(d.path(), 1);
-        OpenOptions::new().write(true).open(d.path().join(&name)).unwrap().set_len(4096).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(d.path().join(&name))
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
         let err = read(d.path(), |s: &St| (s.mem.as_str(), s.size)).unwrap_err();
-        assert!(matches!(err, StoreError::MemorySize { have: 4096, want: 8192, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                StoreError::MemorySize {
+                    have: 4096,
+                    want: 8192,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

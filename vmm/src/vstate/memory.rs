@@ -69,7 +69,8 @@ pub fn map_guest_ram(file: &File, size: u64, flags: i32) -> Result<GuestMemory, 
     let mut file_offset = 0u64;
     for (base, len) in layout::ram_ranges(size) {
         let fo = FileOffset::new(
-            file.try_clone().map_err(|e| MemoryError::Mmap(e.to_string()))?,
+            file.try_clone()
+                .map_err(|e| MemoryError::Mmap(e.to_string()))?,
             file_offset,
         );
         let len_usize = usize::try_from(len).map_err(|e| MemoryError::Mmap(e.to_string()))?;
@@ -95,7 +96,10 @@ fn no_huge_pages(addr: *mut u8, len: usize) {
     // the kernel's page-size policy for it.
     let rc = unsafe { libc::madvise(addr.cast(), len, libc::MADV_NOHUGEPAGE) };
     if rc != 0 {
-        tracing::debug!("MADV_NOHUGEPAGE on guest RAM failed: {}", std::io::Error::last_os_error());
+        tracing::debug!(
+            "MADV_NOHUGEPAGE on guest RAM failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -121,7 +125,9 @@ pub fn remap_private(mem: &GuestMemory, file: &File) -> Result<(), MemoryError> 
             )
         };
         if addr == libc::MAP_FAILED {
-            return Err(MemoryError::Mmap(std::io::Error::last_os_error().to_string()));
+            return Err(MemoryError::Mmap(
+                std::io::Error::last_os_error().to_string(),
+            ));
         }
         no_huge_pages(addr.cast(), len);
         offset += len as u64;
@@ -136,9 +142,17 @@ pub fn discard_private_pages(mem: &GuestMemory) -> Result<(), MemoryError> {
     for region in mem.iter() {
         // SAFETY: the range is a private file mapping this GuestMemory owns; MADV_DONTNEED only
         // drops its anonymous copy-on-write pages, the mapping itself stays in place.
-        let rc = unsafe { libc::madvise(region.as_ptr().cast(), region.len() as usize, libc::MADV_DONTNEED) };
+        let rc = unsafe {
+            libc::madvise(
+                region.as_ptr().cast(),
+                region.len() as usize,
+                libc::MADV_DONTNEED,
+            )
+        };
         if rc != 0 {
-            return Err(MemoryError::Mmap(std::io::Error::last_os_error().to_string()));
+            return Err(MemoryError::Mmap(
+                std::io::Error::last_os_error().to_string(),
+            ));
         }
     }
     Ok(())
@@ -153,7 +167,9 @@ mod tests {
     fn memfd_ram_is_shared_with_the_file() {
         let ram = create_guest_ram(32).unwrap();
         assert_eq!(ram.memory.last_addr().0, (32 << 20) - 1);
-        ram.memory.write_obj(0xdead_beef_u32, GuestAddress(0x1000)).unwrap();
+        ram.memory
+            .write_obj(0xdead_beef_u32, GuestAddress(0x1000))
+            .unwrap();
         let mut buf = [0u8; 4];
         std::os::unix::fs::FileExt::read_exact_at(&ram.file, &mut buf, 0x1000).unwrap();
         assert_eq!(u32::from_le_bytes(buf), 0xdead_beef);
@@ -171,14 +187,24 @@ mod tests {
         ram.memory.write_obj(9u64, GuestAddress(0x2000)).unwrap();
         let mut b = [0u8; 8];
         std::os::unix::fs::FileExt::read_exact_at(&snapshot, &mut b, 0x2000).unwrap();
-        assert_eq!(u64::from_le_bytes(b), 7, "private writes never reach the file");
+        assert_eq!(
+            u64::from_le_bytes(b),
+            7,
+            "private writes never reach the file"
+        );
         discard_private_pages(&ram.memory).unwrap();
         assert_eq!(ram.memory.read_obj::<u64>(GuestAddress(0x2000)).unwrap(), 7);
     }
 
     #[test]
     fn sizes_are_bounded() {
-        assert!(matches!(create_guest_ram(1), Err(MemoryError::InvalidSize(1))));
-        assert!(matches!(create_guest_ram(u64::MAX), Err(MemoryError::InvalidSize(_))));
+        assert!(matches!(
+            create_guest_ram(1),
+            Err(MemoryError::InvalidSize(1))
+        ));
+        assert!(matches!(
+            create_guest_ram(u64::MAX),
+            Err(MemoryError::InvalidSize(_))
+        ));
     }
 }

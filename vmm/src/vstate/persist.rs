@@ -1,9 +1,10 @@
 //! Saving and restoring KVM state: everything a vCPU and the VM carry beyond guest memory.
 
 use kvm_bindings::{
-    kvm_clock_data, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_pit_state2,
-    kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, CpuId, Msrs, KVM_CLOCK_TSC_STABLE, KVM_IRQCHIP_IOAPIC,
-    KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES,
+    kvm_clock_data, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry,
+    kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, CpuId, Msrs,
+    KVM_CLOCK_TSC_STABLE, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
+    KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{VcpuFd, VmFd};
 use serde::{Deserialize, Serialize};
@@ -13,10 +14,18 @@ use serde::{Deserialize, Serialize};
 pub enum PersistError {
     /// A KVM get/set ioctl failed.
     #[error("{op} {what} failed: {source}")]
-    Kvm { op: &'static str, what: &'static str, source: kvm_ioctls::Error },
+    Kvm {
+        op: &'static str,
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
     /// Only some MSRs could be read or written.
     #[error("{op} MSRs: KVM handled {done} of {total}")]
-    PartialMsrs { op: &'static str, done: usize, total: usize },
+    PartialMsrs {
+        op: &'static str,
+        done: usize,
+        total: usize,
+    },
     /// Building a KVM list structure failed.
     #[error("building a KVM list failed: {0:?}")]
     Fam(vmm_sys_util::fam::Error),
@@ -55,7 +64,9 @@ pub struct VcpuState {
 
 /// Saves `fd`'s state. The vCPU must be out of KVM_RUN (paused).
 pub fn save_vcpu(fd: &VcpuFd, msr_indices: &[u32]) -> Result<VcpuState, PersistError> {
-    let cpuid = fd.get_cpuid2(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("get", "CPUID"))?;
+    let cpuid = fd
+        .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("get", "CPUID"))?;
     let msrs = read_msrs(fd, msr_indices)?;
     // Order matters on the way back (see restore_vcpu); on the way out, events last so that
     // anything pending is captured after the other reads.
@@ -63,14 +74,20 @@ pub fn save_vcpu(fd: &VcpuFd, msr_indices: &[u32]) -> Result<VcpuState, PersistE
         cpuid: cpuid.as_slice().to_vec(),
         msrs,
         regs: fd.get_regs().map_err(kvm_err("get", "registers"))?,
-        sregs: fd.get_sregs().map_err(kvm_err("get", "special registers"))?,
+        sregs: fd
+            .get_sregs()
+            .map_err(kvm_err("get", "special registers"))?,
         xsave: fd.get_xsave().map_err(kvm_err("get", "XSAVE"))?,
         xcrs: fd.get_xcrs().map_err(kvm_err("get", "XCRs"))?,
-        debug_regs: fd.get_debug_regs().map_err(kvm_err("get", "debug registers"))?,
+        debug_regs: fd
+            .get_debug_regs()
+            .map_err(kvm_err("get", "debug registers"))?,
         lapic: fd.get_lapic().map_err(kvm_err("get", "LAPIC"))?,
         mp_state: fd.get_mp_state().map_err(kvm_err("get", "MP state"))?,
         tsc_khz: fd.get_tsc_khz().unwrap_or(0),
-        vcpu_events: fd.get_vcpu_events().map_err(kvm_err("get", "vCPU events"))?,
+        vcpu_events: fd
+            .get_vcpu_events()
+            .map_err(kvm_err("get", "vCPU events"))?,
     })
 }
 
@@ -78,7 +95,13 @@ pub fn save_vcpu(fd: &VcpuFd, msr_indices: &[u32]) -> Result<VcpuState, PersistE
 /// cannot read: that one is dropped (KVM's index list includes MSRs only some CPUs implement) and
 /// the rest read again.
 fn read_msrs(fd: &VcpuFd, indices: &[u32]) -> Result<Vec<kvm_msr_entry>, PersistError> {
-    let mut wanted: Vec<kvm_msr_entry> = indices.iter().map(|&index| kvm_msr_entry { index, ..Default::default() }).collect();
+    let mut wanted: Vec<kvm_msr_entry> = indices
+        .iter()
+        .map(|&index| kvm_msr_entry {
+            index,
+            ..Default::default()
+        })
+        .collect();
     let mut got = Vec::with_capacity(wanted.len());
     while !wanted.is_empty() {
         let mut msrs = Msrs::from_entries(&wanted).map_err(PersistError::Fam)?;
@@ -114,23 +137,34 @@ pub fn restore_vcpu(fd: &VcpuFd, state: &VcpuState, fresh: bool) -> Result<(), P
         // sure CR3 does, however equal the saved value is to the current one.
         let mut detour = state.sregs;
         detour.cr3 ^= 1 << 12;
-        fd.set_sregs(&detour).map_err(kvm_err("set", "special registers"))?;
+        fd.set_sregs(&detour)
+            .map_err(kvm_err("set", "special registers"))?;
     }
     // Special registers before MSRs (EFER), MSRs before the LAPIC (APIC base), events last.
-    fd.set_sregs(&state.sregs).map_err(kvm_err("set", "special registers"))?;
-    fd.set_regs(&state.regs).map_err(kvm_err("set", "registers"))?;
+    fd.set_sregs(&state.sregs)
+        .map_err(kvm_err("set", "special registers"))?;
+    fd.set_regs(&state.regs)
+        .map_err(kvm_err("set", "registers"))?;
     // SAFETY: `state.xsave` is a complete kvm_xsave read by KVM_GET_XSAVE; KVM reads exactly
     // size_of::<kvm_xsave>() bytes from it.
     unsafe { fd.set_xsave(&state.xsave) }.map_err(kvm_err("set", "XSAVE"))?;
     fd.set_xcrs(&state.xcrs).map_err(kvm_err("set", "XCRs"))?;
-    fd.set_debug_regs(&state.debug_regs).map_err(kvm_err("set", "debug registers"))?;
+    fd.set_debug_regs(&state.debug_regs)
+        .map_err(kvm_err("set", "debug registers"))?;
     let written = fd.set_msrs(&msrs).map_err(kvm_err("set", "MSRs"))?;
     if written != state.msrs.len() {
-        return Err(PersistError::PartialMsrs { op: "writing", done: written, total: state.msrs.len() });
+        return Err(PersistError::PartialMsrs {
+            op: "writing",
+            done: written,
+            total: state.msrs.len(),
+        });
     }
-    fd.set_lapic(&state.lapic).map_err(kvm_err("set", "LAPIC"))?;
-    fd.set_mp_state(state.mp_state).map_err(kvm_err("set", "MP state"))?;
-    fd.set_vcpu_events(&state.vcpu_events).map_err(kvm_err("set", "vCPU events"))?;
+    fd.set_lapic(&state.lapic)
+        .map_err(kvm_err("set", "LAPIC"))?;
+    fd.set_mp_state(state.mp_state)
+        .map_err(kvm_err("set", "MP state"))?;
+    fd.set_vcpu_events(&state.vcpu_events)
+        .map_err(kvm_err("set", "vCPU events"))?;
     Ok(())
 }
 
@@ -148,15 +182,27 @@ pub struct VmState {
 /// Saves the VM-wide state (vCPUs paused).
 pub fn save_vm(vm: &VmFd) -> Result<VmState, PersistError> {
     let mut irqchips = Vec::with_capacity(3);
-    for chip_id in [KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC] {
-        let mut chip = kvm_irqchip { chip_id, ..Default::default() };
-        vm.get_irqchip(&mut chip).map_err(kvm_err("get", "irqchip"))?;
+    for chip_id in [
+        KVM_IRQCHIP_PIC_MASTER,
+        KVM_IRQCHIP_PIC_SLAVE,
+        KVM_IRQCHIP_IOAPIC,
+    ] {
+        let mut chip = kvm_irqchip {
+            chip_id,
+            ..Default::default()
+        };
+        vm.get_irqchip(&mut chip)
+            .map_err(kvm_err("get", "irqchip"))?;
         irqchips.push(chip);
     }
     let mut clock = vm.get_clock().map_err(kvm_err("get", "kvmclock"))?;
     // KVM_SET_CLOCK rejects flags it does not accept as input.
     clock.flags &= !KVM_CLOCK_TSC_STABLE;
-    Ok(VmState { irqchips, pit: vm.get_pit2().map_err(kvm_err("get", "PIT"))?, clock })
+    Ok(VmState {
+        irqchips,
+        pit: vm.get_pit2().map_err(kvm_err("get", "PIT"))?,
+        clock,
+    })
 }
 
 /// Restores the VM-wide state.
@@ -173,6 +219,8 @@ pub fn restore_vm(vm: &VmFd, state: &VmState) -> Result<(), PersistError> {
 
 /// The MSRs worth saving: KVM's index list (what it can save and restore for this host).
 pub fn saveable_msrs(kvm: &kvm_ioctls::Kvm) -> Result<Vec<u32>, PersistError> {
-    let list = kvm.get_msr_index_list().map_err(kvm_err("get", "MSR index list"))?;
+    let list = kvm
+        .get_msr_index_list()
+        .map_err(kvm_err("get", "MSR index list"))?;
     Ok(list.as_slice().to_vec())
 }

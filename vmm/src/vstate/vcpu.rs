@@ -19,10 +19,17 @@ use vmm_sys_util::eventfd::EventFd;
 pub enum VcpuError {
     /// KVM_CREATE_VCPU failed.
     #[error("creating vCPU {index} failed: {source}")]
-    Create { index: u8, source: kvm_ioctls::Error },
+    Create {
+        index: u8,
+        source: kvm_ioctls::Error,
+    },
     /// A register-setting ioctl failed.
     #[error("configuring vCPU {index} ({what}) failed: {source}")]
-    Configure { index: u8, what: &'static str, source: kvm_ioctls::Error },
+    Configure {
+        index: u8,
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
     /// Building boot MSRs failed.
     #[error(transparent)]
     Msr(#[from] msr::MsrError),
@@ -57,7 +64,10 @@ pub struct ExitSignal {
 impl ExitSignal {
     /// A fresh signal.
     pub fn new() -> std::io::Result<Arc<Self>> {
-        Ok(Arc::new(Self { evt: EventFd::new(libc::EFD_NONBLOCK)?, reason: Mutex::new(None) }))
+        Ok(Arc::new(Self {
+            evt: EventFd::new(libc::EFD_NONBLOCK)?,
+            reason: Mutex::new(None),
+        }))
     }
 
     /// Records `reason` unless one is already recorded, and wakes the VMM.
@@ -85,8 +95,16 @@ pub fn create_boot_vcpu(
     entry: u64,
     protocol: regs::BootProtocol,
 ) -> Result<VcpuFd, VcpuError> {
-    let fd = vm.create_vcpu(u64::from(index)).map_err(|source| VcpuError::Create { index, source })?;
-    let cfg = |what| move |source| VcpuError::Configure { index, what, source };
+    let fd = vm
+        .create_vcpu(u64::from(index))
+        .map_err(|source| VcpuError::Create { index, source })?;
+    let cfg = |what| {
+        move |source| VcpuError::Configure {
+            index,
+            what,
+            source,
+        }
+    };
     let mut cpuid = supported_cpuid.clone();
     cpuid::normalize(&mut cpuid, index, count);
     fd.set_cpuid2(&cpuid).map_err(cfg("CPUID"))?;
@@ -95,7 +113,8 @@ pub fn create_boot_vcpu(
     if written != msrs.as_slice().len() {
         tracing::warn!(index, written, "KVM accepted only some boot MSRs");
     }
-    fd.set_regs(&regs::boot_regs(protocol, entry)).map_err(cfg("registers"))?;
+    fd.set_regs(&regs::boot_regs(protocol, entry))
+        .map_err(cfg("registers"))?;
     fd.set_fpu(&regs::boot_fpu()).map_err(cfg("FPU"))?;
     let mut sregs = fd.get_sregs().map_err(cfg("special registers"))?;
     regs::setup_sregs(mem, protocol, &mut sregs)?;
@@ -117,7 +136,10 @@ fn lapic_reg(lapic: &kvm_lapic_state, offset: usize) -> u32 {
 }
 
 fn set_lapic_reg(lapic: &mut kvm_lapic_state, offset: usize, value: u32) {
-    for (dst, src) in lapic.regs[offset..offset + 4].iter_mut().zip(value.to_le_bytes()) {
+    for (dst, src) in lapic.regs[offset..offset + 4]
+        .iter_mut()
+        .zip(value.to_le_bytes())
+    {
         *dst = src as _;
     }
 }
@@ -226,16 +248,39 @@ impl Drop for VcpuHandle {
 }
 
 /// Starts the thread running `fd`; guest I/O goes to the buses, VM-ending events to `exit`.
-pub fn spawn_vcpu(mut fd: VcpuFd, index: u8, pio: Bus, mmio: Bus, exit: Arc<ExitSignal>) -> Result<VcpuHandle, VcpuError> {
+pub fn spawn_vcpu(
+    mut fd: VcpuFd,
+    index: u8,
+    pio: Bus,
+    mmio: Bus,
+    exit: Arc<ExitSignal>,
+) -> Result<VcpuHandle, VcpuError> {
     install_kick_handler();
     let (commands, command_rx) = channel();
     let (paused_tx, paused) = channel();
     let immediate_exit = ImmediateExit(&mut fd.get_kvm_run().immediate_exit as *mut u8);
     let thread = std::thread::Builder::new()
         .name(format!("vcpu{index}"))
-        .spawn(move || VcpuLoop { fd, index, pio, mmio, exit, commands: command_rx, paused: paused_tx }.run())
+        .spawn(move || {
+            VcpuLoop {
+                fd,
+                index,
+                pio,
+                mmio,
+                exit,
+                commands: command_rx,
+                paused: paused_tx,
+            }
+            .run()
+        })
         .map_err(VcpuError::Spawn)?;
-    Ok(VcpuHandle { index, commands, paused, immediate_exit, thread: Some(thread) })
+    Ok(VcpuHandle {
+        index,
+        commands,
+        paused,
+        immediate_exit,
+        thread: Some(thread),
+    })
 }
 
 struct VcpuLoop {
@@ -328,13 +373,18 @@ impl VcpuLoop {
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
                 KVM_SYSTEM_EVENT_RESET => self.end(VmExitReason::GuestReset),
                 KVM_SYSTEM_EVENT_SHUTDOWN => self.end(VmExitReason::GuestShutdown),
-                other => self.end(VmExitReason::Fatal(format!("unexpected KVM system event {other}"))),
+                other => self.end(VmExitReason::Fatal(format!(
+                    "unexpected KVM system event {other}"
+                ))),
             },
             Ok(VcpuExit::Hlt) => self.end(VmExitReason::GuestShutdown),
-            Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                self.end(VmExitReason::Fatal(format!("KVM entry failed on vCPU {cpu}: hardware reason {reason:#x}")))
-            }
-            Ok(VcpuExit::InternalError) => self.end(VmExitReason::Fatal(format!("KVM internal error on vCPU {}", self.index))),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => self.end(VmExitReason::Fatal(format!(
+                "KVM entry failed on vCPU {cpu}: hardware reason {reason:#x}"
+            ))),
+            Ok(VcpuExit::InternalError) => self.end(VmExitReason::Fatal(format!(
+                "KVM internal error on vCPU {}",
+                self.index
+            ))),
             Ok(other) => {
                 tracing::warn!(index = self.index, "unhandled vCPU exit {other:?}");
                 Step::Continue
@@ -343,7 +393,10 @@ impl VcpuLoop {
                 self.fd.set_kvm_immediate_exit(0);
                 Step::Continue
             }
-            Err(e) => self.end(VmExitReason::Fatal(format!("KVM_RUN failed on vCPU {}: {e}", self.index))),
+            Err(e) => self.end(VmExitReason::Fatal(format!(
+                "KVM_RUN failed on vCPU {}: {e}",
+                self.index
+            ))),
         }
     }
 
@@ -365,7 +418,11 @@ mod tests {
         set_lint(&mut lapic);
         assert_eq!((lapic_reg(&lapic, APIC_LVT0) >> 8) & 0x7, APIC_MODE_EXTINT);
         assert_eq!((lapic_reg(&lapic, APIC_LVT1) >> 8) & 0x7, APIC_MODE_NMI);
-        assert_eq!(lapic_reg(&lapic, APIC_LVT0) & 0x0001_0000, 0x0001_0000, "other bits kept");
+        assert_eq!(
+            lapic_reg(&lapic, APIC_LVT0) & 0x0001_0000,
+            0x0001_0000,
+            "other bits kept"
+        );
     }
 
     #[test]

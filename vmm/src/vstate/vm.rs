@@ -18,20 +18,39 @@ pub enum VmError {
     MemorySlot(#[source] kvm_ioctls::Error),
     /// TSS, irqchip or PIT setup failed.
     #[error("setting up the {what} failed: {source}")]
-    Setup { what: &'static str, source: kvm_ioctls::Error },
+    Setup {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
     /// Registering an irqfd or ioeventfd failed.
     #[error("registering an {what} failed: {source}")]
-    Eventfd { what: &'static str, source: kvm_ioctls::Error },
+    Eventfd {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
 }
 
 /// Creates the VM with `mem` as its RAM, an in-kernel irqchip and PIT.
 pub fn create_vm(kvm: &Kvm, mem: &GuestMemory) -> Result<VmFd, VmError> {
     let vm = kvm.create_vm().map_err(VmError::Create)?;
     register_memory(&vm, mem)?;
-    vm.set_tss_address(KVM_TSS_ADDRESS).map_err(|source| VmError::Setup { what: "TSS", source })?;
-    vm.create_irq_chip().map_err(|source| VmError::Setup { what: "irqchip", source })?;
-    let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
-    vm.create_pit2(pit).map_err(|source| VmError::Setup { what: "PIT", source })?;
+    vm.set_tss_address(KVM_TSS_ADDRESS)
+        .map_err(|source| VmError::Setup {
+            what: "TSS",
+            source,
+        })?;
+    vm.create_irq_chip().map_err(|source| VmError::Setup {
+        what: "irqchip",
+        source,
+    })?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(|source| VmError::Setup {
+        what: "PIT",
+        source,
+    })?;
     Ok(vm)
 }
 
@@ -54,11 +73,23 @@ pub fn register_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), VmError> {
 
 /// Routes `evt` to IOAPIC pin `gsi`.
 pub fn register_irqfd(vm: &VmFd, evt: &EventFd, gsi: u32) -> Result<(), VmError> {
-    vm.register_irqfd(evt, gsi).map_err(|source| VmError::Eventfd { what: "irqfd", source })
+    vm.register_irqfd(evt, gsi)
+        .map_err(|source| VmError::Eventfd {
+            what: "irqfd",
+            source,
+        })
 }
 
 /// Makes guest writes of `datamatch` to MMIO address `addr` signal `evt` inside KVM.
-pub fn register_mmio_ioevent(vm: &VmFd, evt: &EventFd, addr: u64, datamatch: u32) -> Result<(), VmError> {
+pub fn register_mmio_ioevent(
+    vm: &VmFd,
+    evt: &EventFd,
+    addr: u64,
+    datamatch: u32,
+) -> Result<(), VmError> {
     vm.register_ioevent(evt, &IoEventAddress::Mmio(addr), datamatch)
-        .map_err(|source| VmError::Eventfd { what: "ioeventfd", source })
+        .map_err(|source| VmError::Eventfd {
+            what: "ioeventfd",
+            source,
+        })
 }

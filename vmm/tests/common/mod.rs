@@ -13,7 +13,11 @@ pub fn e2e_available() -> bool {
             let kernel = paddock_vmm::config::default_kernel(None);
             let rootfs = paddock_vmm::config::default_rootfs(None);
             if !kernel.is_file() || !rootfs.is_file() {
-                Some(format!("guest artifacts missing ({} / {}); run `cargo xtask build`", kernel.display(), rootfs.display()))
+                Some(format!(
+                    "guest artifacts missing ({} / {}); run `cargo xtask build`",
+                    kernel.display(),
+                    rootfs.display()
+                ))
             } else {
                 None
             }
@@ -31,7 +35,9 @@ pub fn e2e_available() -> bool {
 
 /// The `paddock` binary under test.
 pub fn paddock_bin() -> PathBuf {
-    std::env::var_os("PADDOCK_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_paddock")))
+    std::env::var_os("PADDOCK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_paddock")))
 }
 
 /// Lossy text.
@@ -102,12 +108,23 @@ impl Scratch {
     }
     /// Starts `paddock ARGS` without waiting.
     pub fn cli_background(&self, args: &[&str]) -> Child {
-        self.paddock().args(self.with_state(args)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn paddock")
+        self.paddock()
+            .args(self.with_state(args))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn paddock")
     }
     /// Runs `paddock ARGS` and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert_eq!(out.status.code(), Some(0), "paddock {args:?} failed: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "paddock {args:?} failed: {}",
+            text(&out.stderr)
+        );
         text(&out.stdout)
     }
     /// The VMM pid of a sandbox.
@@ -132,17 +149,28 @@ impl Scratch {
     /// Asserts TMPDIR is empty (no stray sockets or temporary files) and no paddock process
     /// of this test is left running.
     pub fn assert_clean(&self) {
-        let left: Vec<_> = std::fs::read_dir(self.tmp()).unwrap().map(|e| e.unwrap().path()).collect();
+        let left: Vec<_> = std::fs::read_dir(self.tmp())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         assert!(left.is_empty(), "paddock left files behind: {left:?}");
         let stray = paddock_processes_using(&self.state_dir());
-        assert!(stray.is_empty(), "paddock processes left running: {stray:?}");
+        assert!(
+            stray.is_empty(),
+            "paddock processes left running: {stray:?}"
+        );
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
         // Never leave VMM processes behind, whatever the test did.
-        if let Ok(out) = self.paddock().args(["ls", "--json", "--state-dir"]).arg(self.state_dir()).output() {
+        if let Ok(out) = self
+            .paddock()
+            .args(["ls", "--json", "--state-dir"])
+            .arg(self.state_dir())
+            .output()
+        {
             if let Ok(list) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
                 for s in list.as_array().into_iter().flatten() {
                     if let Some(pid) = s["pid"].as_u64() {
@@ -176,12 +204,17 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// (RSS, PSS) of a process, KiB.
 pub fn rss_pss_kib(pid: u32) -> (u64, u64) {
-    (status_field(pid, "smaps_rollup", "Rss:"), status_field(pid, "smaps_rollup", "Pss:"))
+    (
+        status_field(pid, "smaps_rollup", "Rss:"),
+        status_field(pid, "smaps_rollup", "Pss:"),
+    )
 }
 
 /// Open file descriptors of a process.
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Copies a snapshot directory (sparse files stay sparse enough for tests).
@@ -198,15 +231,24 @@ pub fn memory_file(dir: &Path) -> PathBuf {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("memory-"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("memory-")
+        })
         .expect("memory file")
 }
 
 /// Decodes a snapshot's state, applies `edit`, and writes it back with a valid envelope.
-pub fn rewrite_state(dir: &Path, edit: impl FnOnce(&mut paddock_vmm::snapshot::state::SnapshotState)) {
+pub fn rewrite_state(
+    dir: &Path,
+    edit: impl FnOnce(&mut paddock_vmm::snapshot::state::SnapshotState),
+) {
     use paddock_vmm::snapshot::format;
     let p = dir.join("state.bin");
-    let mut st: paddock_vmm::snapshot::state::SnapshotState = format::decode(&std::fs::read(&p).unwrap()).unwrap();
+    let mut st: paddock_vmm::snapshot::state::SnapshotState =
+        format::decode(&std::fs::read(&p).unwrap()).unwrap();
     edit(&mut st);
     std::fs::write(&p, format::encode(&st).unwrap()).unwrap();
 }
@@ -218,12 +260,21 @@ pub fn paddock_processes_using(needle: &Path) -> Vec<u32> {
     let me = std::process::id().to_string();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = stat.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'));
-        let parent_is_me = stat.rsplit_once(") ").and_then(|(_, r)| r.split_whitespace().nth(1)).is_some_and(|ppid| ppid == me);
+        let zombie = stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, r)| r.starts_with('Z'));
+        let parent_is_me = stat
+            .rsplit_once(") ")
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .is_some_and(|ppid| ppid == me);
         if !zombie && cmdline.contains("paddock") && (cmdline.contains(&needle) || parent_is_me) {
             found.push(pid);
         }

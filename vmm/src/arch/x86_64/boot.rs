@@ -1,7 +1,10 @@
 //! Loading the kernel, initramfs and command line, and describing memory to the guest (PVH
 //! `hvm_start_info` or the Linux zero page, each with an e820 map).
 
-use super::layout::{self, CMDLINE_START, EBDA_START, HIMEM_START, PVH_INFO_START, PVH_MEMMAP_START, PVH_MODLIST_START, ZERO_PAGE_START};
+use super::layout::{
+    self, CMDLINE_START, EBDA_START, HIMEM_START, PVH_INFO_START, PVH_MEMMAP_START,
+    PVH_MODLIST_START, ZERO_PAGE_START,
+};
 use super::regs::BootProtocol;
 use crate::vstate::memory::GuestMemory;
 use linux_loader::cmdline::Cmdline;
@@ -9,7 +12,9 @@ use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
-use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
+use linux_loader::loader::elf::start_info::{
+    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+};
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::KernelLoader;
 use std::fs::File;
@@ -66,17 +71,28 @@ pub struct LoadedInitrd {
 
 /// Loads a vmlinux ELF; prefers its PVH entry when the kernel carries the Xen ELF note.
 pub fn load_kernel(mem: &GuestMemory, kernel: &mut File) -> Result<LoadedKernel, LoadError> {
-    let result = Elf::load(mem, None, kernel, Some(GuestAddress(HIMEM_START))).map_err(LoadError::Kernel)?;
+    let result =
+        Elf::load(mem, None, kernel, Some(GuestAddress(HIMEM_START))).map_err(LoadError::Kernel)?;
     let (entry, protocol) = match result.pvh_boot_cap {
         PvhBootCapability::PvhEntryPresent(addr) => (addr.0, BootProtocol::Pvh),
         _ => (result.kernel_load.0, BootProtocol::Linux64),
     };
-    Ok(LoadedKernel { entry, protocol, end: result.kernel_end })
+    Ok(LoadedKernel {
+        entry,
+        protocol,
+        end: result.kernel_end,
+    })
 }
 
 /// Copies the initramfs to the highest page-aligned spot of low RAM, above the kernel.
-pub fn load_initrd(mem: &GuestMemory, initrd: &mut File, kernel_end: u64) -> Result<LoadedInitrd, LoadError> {
-    let size = initrd.seek(SeekFrom::End(0)).map_err(LoadError::InitrdRead)?;
+pub fn load_initrd(
+    mem: &GuestMemory,
+    initrd: &mut File,
+    kernel_end: u64,
+) -> Result<LoadedInitrd, LoadError> {
+    let size = initrd
+        .seek(SeekFrom::End(0))
+        .map_err(LoadError::InitrdRead)?;
     initrd.rewind().map_err(LoadError::InitrdRead)?;
     let low_ram_end = (mem.last_addr().0 + 1).min(layout::MMIO_GAP_START);
     let addr = low_ram_end
@@ -92,13 +108,17 @@ pub fn load_initrd(mem: &GuestMemory, initrd: &mut File, kernel_end: u64) -> Res
 
 /// Writes the NUL-terminated command line at `CMDLINE_START`.
 pub fn load_cmdline(mem: &GuestMemory, cmdline: &Cmdline) -> Result<(), LoadError> {
-    linux_loader::loader::load_cmdline(mem, GuestAddress(CMDLINE_START), cmdline).map_err(|e| LoadError::Cmdline(e.to_string()))
+    linux_loader::loader::load_cmdline(mem, GuestAddress(CMDLINE_START), cmdline)
+        .map_err(|e| LoadError::Cmdline(e.to_string()))
 }
 
 /// The guest's memory map: low RAM below the EBDA, the EBDA itself reserved (MP table), then
 /// RAM from 1 MiB (skipping the MMIO gap).
 pub fn e820_map(mem_size: u64) -> Vec<(u64, u64, u32)> {
-    let mut map = vec![(0, EBDA_START, E820_RAM), (EBDA_START, 0xa0000 - EBDA_START, E820_RESERVED)];
+    let mut map = vec![
+        (0, EBDA_START, E820_RAM),
+        (EBDA_START, 0xa0000 - EBDA_START, E820_RESERVED),
+    ];
     for (base, len) in layout::ram_ranges(mem_size) {
         let start = base.max(HIMEM_START);
         if base + len > start {
@@ -121,7 +141,12 @@ pub fn write_boot_params(
         BootProtocol::Pvh => {
             let memmap: Vec<hvm_memmap_table_entry> = e820
                 .iter()
-                .map(|&(addr, size, type_)| hvm_memmap_table_entry { addr, size, type_, reserved: 0 })
+                .map(|&(addr, size, type_)| hvm_memmap_table_entry {
+                    addr,
+                    size,
+                    type_,
+                    reserved: 0,
+                })
                 .collect();
             let mut start_info = hvm_start_info {
                 magic: XEN_HVM_START_MAGIC,
@@ -136,13 +161,18 @@ pub fn write_boot_params(
                 start_info.nr_modules = 1;
                 start_info.modlist_paddr = PVH_MODLIST_START;
                 params = BootParams::new(&start_info, GuestAddress(PVH_INFO_START));
-                let module = hvm_modlist_entry { paddr: initrd.addr, size: initrd.size, ..Default::default() };
+                let module = hvm_modlist_entry {
+                    paddr: initrd.addr,
+                    size: initrd.size,
+                    ..Default::default()
+                };
                 params.set_modules(&[module], GuestAddress(PVH_MODLIST_START));
             } else {
                 params = BootParams::new(&start_info, GuestAddress(PVH_INFO_START));
             }
             params.set_sections(&memmap, GuestAddress(PVH_MEMMAP_START));
-            PvhBootConfigurator::write_bootparams(&params, mem).map_err(|e| LoadError::BootParams(e.to_string()))
+            PvhBootConfigurator::write_bootparams(&params, mem)
+                .map_err(|e| LoadError::BootParams(e.to_string()))
         }
         BootProtocol::Linux64 => {
             let mut zero_page = boot_params::default();
@@ -157,18 +187,24 @@ pub fn write_boot_params(
                 zero_page.hdr.ramdisk_size = initrd.size as u32;
             }
             for (slot, &(addr, size, type_)) in zero_page.e820_table.iter_mut().zip(&e820) {
-                *slot = boot_e820_entry { addr, size, r#type: type_ };
+                *slot = boot_e820_entry {
+                    addr,
+                    size,
+                    r#type: type_,
+                };
             }
             zero_page.e820_entries = e820.len() as u8;
             let params = BootParams::new(&zero_page, GuestAddress(ZERO_PAGE_START));
-            LinuxBootConfigurator::write_bootparams(&params, mem).map_err(|e| LoadError::BootParams(e.to_string()))
+            LinuxBootConfigurator::write_bootparams(&params, mem)
+                .map_err(|e| LoadError::BootParams(e.to_string()))
         }
     }
 }
 
 /// Zeroes `len` bytes at `addr` (used to clear boot structure areas on reuse).
 pub fn zero(mem: &GuestMemory, addr: u64, len: usize) -> Result<(), LoadError> {
-    mem.write_slice(&vec![0u8; len], GuestAddress(addr)).map_err(LoadError::GuestMemory)
+    mem.write_slice(&vec![0u8; len], GuestAddress(addr))
+        .map_err(LoadError::GuestMemory)
 }
 
 #[cfg(test)]
@@ -191,7 +227,10 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(b"definitely not an ELF file").unwrap();
         let err = load_kernel(&ram.memory, &mut f).unwrap_err();
-        assert!(err.to_string().contains("not a loadable x86_64 vmlinux"), "{err}");
+        assert!(
+            err.to_string().contains("not a loadable x86_64 vmlinux"),
+            "{err}"
+        );
         let mut empty = tempfile::tempfile().unwrap();
         assert!(load_kernel(&ram.memory, &mut empty).is_err());
     }
@@ -205,21 +244,33 @@ mod tests {
         assert_eq!(placed.size, 10_000);
         assert_eq!(placed.addr % PAGE_SIZE, 0);
         assert!(placed.addr + placed.size <= 32 << 20);
-        let b: u8 = ram.memory.read_obj(GuestAddress(placed.addr + 9_999)).unwrap();
+        let b: u8 = ram
+            .memory
+            .read_obj(GuestAddress(placed.addr + 9_999))
+            .unwrap();
         assert_eq!(b, 0x5a);
         let mut big = tempfile::tempfile().unwrap();
         big.set_len(31 << 20).unwrap();
-        assert!(matches!(load_initrd(&ram.memory, &mut big, 0x200_0000), Err(LoadError::InitrdTooBig { .. })));
+        assert!(matches!(
+            load_initrd(&ram.memory, &mut big, 0x200_0000),
+            Err(LoadError::InitrdTooBig { .. })
+        ));
     }
 
     #[test]
     fn pvh_start_info_is_written() {
         let ram = create_guest_ram(32).unwrap();
-        let initrd = LoadedInitrd { addr: 0x100_0000, size: 123 };
+        let initrd = LoadedInitrd {
+            addr: 0x100_0000,
+            size: 123,
+        };
         write_boot_params(&ram.memory, BootProtocol::Pvh, 10, Some(initrd), 32 << 20).unwrap();
         let magic: u32 = ram.memory.read_obj(GuestAddress(PVH_INFO_START)).unwrap();
         assert_eq!(magic, XEN_HVM_START_MAGIC);
-        let module: hvm_modlist_entry = ram.memory.read_obj(GuestAddress(PVH_MODLIST_START)).unwrap();
+        let module: hvm_modlist_entry = ram
+            .memory
+            .read_obj(GuestAddress(PVH_MODLIST_START))
+            .unwrap();
         assert_eq!((module.paddr, module.size), (0x100_0000, 123));
     }
 }

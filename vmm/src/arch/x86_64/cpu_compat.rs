@@ -25,7 +25,9 @@ fn vmm_owned_bits(leaf: u32, reg: usize) -> u32 {
 }
 
 fn find(entries: &[kvm_cpuid_entry2], leaf: u32, sub: u32) -> Option<&kvm_cpuid_entry2> {
-    entries.iter().find(|e| e.function == leaf && (e.index == sub || (sub == 0 && e.index == 0)))
+    entries
+        .iter()
+        .find(|e| e.function == leaf && (e.index == sub || (sub == 0 && e.index == 0)))
 }
 
 /// A feature the snapshot's guest uses that this host cannot give it.
@@ -43,16 +45,25 @@ pub struct MissingFeature {
 
 impl std::fmt::Display for MissingFeature {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CPUID.{:#x}.{}:{} bits {:#010x}", self.leaf, self.subleaf, self.register, self.bits)
+        write!(
+            f,
+            "CPUID.{:#x}.{}:{} bits {:#010x}",
+            self.leaf, self.subleaf, self.register, self.bits
+        )
     }
 }
 
 /// The features in `guest` (a snapshot's vCPU CPUID) that `host` (KVM_GET_SUPPORTED_CPUID) lacks.
-pub fn missing_features(guest: &[kvm_cpuid_entry2], host: &[kvm_cpuid_entry2]) -> Vec<MissingFeature> {
+pub fn missing_features(
+    guest: &[kvm_cpuid_entry2],
+    host: &[kvm_cpuid_entry2],
+) -> Vec<MissingFeature> {
     const NAMES: [&str; 4] = ["eax", "ebx", "ecx", "edx"];
     let mut missing = Vec::new();
     for &(leaf, sub, regs) in FEATURE_LEAVES {
-        let Some(g) = find(guest, leaf, sub) else { continue };
+        let Some(g) = find(guest, leaf, sub) else {
+            continue;
+        };
         let h = find(host, leaf, sub);
         let gv = [g.eax, g.ebx, g.ecx, g.edx];
         let hv = h.map(|h| [h.eax, h.ebx, h.ecx, h.edx]).unwrap_or([0; 4]);
@@ -62,7 +73,12 @@ pub fn missing_features(guest: &[kvm_cpuid_entry2], host: &[kvm_cpuid_entry2]) -
             }
             let bits = gv[reg] & !hv[reg] & !vmm_owned_bits(leaf, reg);
             if bits != 0 {
-                missing.push(MissingFeature { leaf, subleaf: sub, register: NAMES[reg], bits });
+                missing.push(MissingFeature {
+                    leaf,
+                    subleaf: sub,
+                    register: NAMES[reg],
+                    bits,
+                });
             }
         }
     }
@@ -74,17 +90,38 @@ mod tests {
     use super::*;
 
     fn e(function: u32, index: u32, ebx: u32, ecx: u32, edx: u32) -> kvm_cpuid_entry2 {
-        kvm_cpuid_entry2 { function, index, ebx, ecx, edx, ..Default::default() }
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            ebx,
+            ecx,
+            edx,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn subset_passes_superset_fails() {
         let host = vec![e(1, 0, 0, 0b1011, 0xff), e(7, 0, 0b1, 0, 0)];
-        let same = vec![e(1, 0, 0, 0b0011 | (1 << 31) | (1 << 27), 0x0f | (1 << 28)), e(7, 0, 0b1, 1 << 4, 0)];
-        assert!(missing_features(&same, &host).is_empty(), "hypervisor and HTT bits are ours");
+        let same = vec![
+            e(1, 0, 0, 0b0011 | (1 << 31) | (1 << 27), 0x0f | (1 << 28)),
+            e(7, 0, 0b1, 1 << 4, 0),
+        ];
+        assert!(
+            missing_features(&same, &host).is_empty(),
+            "hypervisor and HTT bits are ours"
+        );
         let avx512_guest = vec![e(1, 0, 0, 0b0011, 0), e(7, 0, 0b1 | (1 << 16), 0, 0)];
         let missing = missing_features(&avx512_guest, &host);
-        assert_eq!(missing, vec![MissingFeature { leaf: 7, subleaf: 0, register: "ebx", bits: 1 << 16 }]);
+        assert_eq!(
+            missing,
+            vec![MissingFeature {
+                leaf: 7,
+                subleaf: 0,
+                register: "ebx",
+                bits: 1 << 16
+            }]
+        );
         assert!(missing[0].to_string().contains("CPUID.0x7.0:ebx"));
     }
 }

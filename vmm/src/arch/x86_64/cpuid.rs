@@ -66,7 +66,8 @@ fn normalize_entry(entry: &mut kvm_cpuid_entry2, apic_id: u32, count: u32) {
             entry.eax = (entry.eax & 0x3fff) | (sharing << 14) | ((count - 1) << 26);
         }
         LEAF_KVM_FEATURES => {
-            entry.eax &= !(KVM_FEATURE_ASYNC_PF | KVM_FEATURE_ASYNC_PF_VMEXIT | KVM_FEATURE_ASYNC_PF_INT);
+            entry.eax &=
+                !(KVM_FEATURE_ASYNC_PF | KVM_FEATURE_ASYNC_PF_VMEXIT | KVM_FEATURE_ASYNC_PF_INT);
         }
         LEAF_PMU => {
             // No virtual PMU: perf counters are not part of the sandbox contract.
@@ -114,7 +115,15 @@ mod tests {
     use super::*;
 
     fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
-        kvm_cpuid_entry2 { function, index, eax: 0xffff_ffff, ebx: 0xffff_ffff, ecx: 0, edx: 0, ..Default::default() }
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            eax: 0xffff_ffff,
+            ebx: 0xffff_ffff,
+            ecx: 0,
+            edx: 0,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -144,7 +153,10 @@ mod tests {
     fn async_page_faults_are_not_offered() {
         let mut e = entry(LEAF_KVM_FEATURES, 0);
         normalize_entry(&mut e, 0, 1);
-        assert_eq!(e.eax & (KVM_FEATURE_ASYNC_PF | KVM_FEATURE_ASYNC_PF_INT | KVM_FEATURE_ASYNC_PF_VMEXIT), 0);
+        assert_eq!(
+            e.eax & (KVM_FEATURE_ASYNC_PF | KVM_FEATURE_ASYNC_PF_INT | KVM_FEATURE_ASYNC_PF_VMEXIT),
+            0
+        );
         assert_ne!(e.eax, 0, "other KVM features (kvmclock...) stay");
     }
 

@@ -105,7 +105,8 @@ pub fn build(vcpus: u8, base: u64) -> Result<Vec<u8>, MptableError> {
 /// Writes the MP table for `vcpus` CPUs at the EBDA.
 pub fn setup_mptable(mem: &GuestMemory, vcpus: u8) -> Result<(), MptableError> {
     let bytes = build(vcpus, EBDA_START)?;
-    mem.write_slice(&bytes, GuestAddress(EBDA_START)).map_err(MptableError::GuestMemory)
+    mem.write_slice(&bytes, GuestAddress(EBDA_START))
+        .map_err(MptableError::GuestMemory)
 }
 
 #[cfg(test)]
@@ -130,7 +131,10 @@ mod tests {
             let count = u16::from_le_bytes([table[34], table[35]]);
             assert_eq!(count as usize, vcpus as usize + 2 + 24 + 2);
             assert!(bytes.len() <= 0x400, "fits in the EBDA window");
-            assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as u64, EBDA_START + 16);
+            assert_eq!(
+                u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as u64,
+                EBDA_START + 16
+            );
         }
     }
 

@@ -28,7 +28,11 @@ pub enum MsrError {
 
 /// The MSR values a vCPU boots with.
 pub fn boot_msrs() -> Result<Msrs, MsrError> {
-    let entry = |index, data| kvm_msr_entry { index, data, ..Default::default() };
+    let entry = |index, data| kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    };
     Msrs::from_entries(&[
         entry(MSR_IA32_SYSENTER_CS, 0),
         entry(MSR_IA32_SYSENTER_ESP, 0),
@@ -52,7 +56,11 @@ mod tests {
     #[test]
     fn boot_msrs_enable_writeback_mtrrs() {
         let msrs = boot_msrs().unwrap();
-        let mtrr = msrs.as_slice().iter().find(|e| e.index == MSR_MTRR_DEF_TYPE).unwrap();
+        let mtrr = msrs
+            .as_slice()
+            .iter()
+            .find(|e| e.index == MSR_MTRR_DEF_TYPE)
+            .unwrap();
         assert_eq!(mtrr.data, MTRR_ENABLE_WRITEBACK);
         assert_eq!(msrs.as_slice().len(), 11);
     }

@@ -1,7 +1,10 @@
 //! Initial vCPU registers for the two boot protocols: PVH (32-bit flat protected mode, paging
 //! off) and the Linux 64-bit boot protocol (long mode on identity-mapped page tables).
 
-use super::layout::{BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, PDE_START, PDPTE_START, PML4_START, ZERO_PAGE_START, PVH_INFO_START};
+use super::layout::{
+    BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, PDE_START, PDPTE_START, PML4_START,
+    PVH_INFO_START, ZERO_PAGE_START,
+};
 use crate::vstate::memory::GuestMemory;
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
 use vm_memory::{Bytes, GuestAddress};
@@ -45,7 +48,11 @@ fn segment_from_gdt(entry: u64, index: u8) -> kvm_segment {
     let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0x000f_0000)) as u32;
     let granularity = ((entry >> 55) & 1) as u8;
     // With 4 KiB granularity the limit counts pages.
-    let limit = if granularity == 1 { (raw_limit << 12) | 0xfff } else { raw_limit };
+    let limit = if granularity == 1 {
+        (raw_limit << 12) | 0xfff
+    } else {
+        raw_limit
+    };
     kvm_segment {
         base,
         limit,
@@ -66,7 +73,11 @@ fn segment_from_gdt(entry: u64, index: u8) -> kvm_segment {
 
 /// General-purpose registers at the kernel entry point.
 pub fn boot_regs(protocol: BootProtocol, entry: u64) -> kvm_regs {
-    let mut regs = kvm_regs { rflags: 0x2, rip: entry, ..Default::default() };
+    let mut regs = kvm_regs {
+        rflags: 0x2,
+        rip: entry,
+        ..Default::default()
+    };
     match protocol {
         BootProtocol::Pvh => regs.rbx = PVH_INFO_START,
         BootProtocol::Linux64 => {
@@ -80,22 +91,40 @@ pub fn boot_regs(protocol: BootProtocol, entry: u64) -> kvm_regs {
 
 /// x87/SSE state at entry: the architectural reset values.
 pub fn boot_fpu() -> kvm_fpu {
-    kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() }
+    kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    }
 }
 
 /// Writes the GDT/IDT (and, for long mode, identity page tables) and fills `sregs`.
-pub fn setup_sregs(mem: &GuestMemory, protocol: BootProtocol, sregs: &mut kvm_sregs) -> Result<(), RegsError> {
+pub fn setup_sregs(
+    mem: &GuestMemory,
+    protocol: BootProtocol,
+    sregs: &mut kvm_sregs,
+) -> Result<(), RegsError> {
     let (code, data, tss) = match protocol {
         // 32-bit flat code/data, 32-bit busy TSS: what the PVH ABI requires.
-        BootProtocol::Pvh => (gdt_entry(0xc09b, 0, 0xfffff), gdt_entry(0xc093, 0, 0xfffff), gdt_entry(0x008b, 0, 0x67)),
+        BootProtocol::Pvh => (
+            gdt_entry(0xc09b, 0, 0xfffff),
+            gdt_entry(0xc093, 0, 0xfffff),
+            gdt_entry(0x008b, 0, 0x67),
+        ),
         // 64-bit code, flat data, 64-bit TSS.
-        BootProtocol::Linux64 => (gdt_entry(0xa09b, 0, 0xfffff), gdt_entry(0xc093, 0, 0xfffff), gdt_entry(0x808b, 0, 0xfffff)),
+        BootProtocol::Linux64 => (
+            gdt_entry(0xa09b, 0, 0xfffff),
+            gdt_entry(0xc093, 0, 0xfffff),
+            gdt_entry(0x808b, 0, 0xfffff),
+        ),
     };
     let gdt = [0u64, code, data, tss];
     for (i, e) in gdt.iter().enumerate() {
-        mem.write_obj(*e, GuestAddress(BOOT_GDT_START + 8 * i as u64)).map_err(RegsError::GuestMemory)?;
+        mem.write_obj(*e, GuestAddress(BOOT_GDT_START + 8 * i as u64))
+            .map_err(RegsError::GuestMemory)?;
     }
-    mem.write_obj(0u64, GuestAddress(BOOT_IDT_START)).map_err(RegsError::GuestMemory)?;
+    mem.write_obj(0u64, GuestAddress(BOOT_IDT_START))
+        .map_err(RegsError::GuestMemory)?;
 
     sregs.gdt.base = BOOT_GDT_START;
     sregs.gdt.limit = (std::mem::size_of_val(&gdt) - 1) as u16;
@@ -130,7 +159,10 @@ pub fn setup_sregs(mem: &GuestMemory, protocol: BootProtocol, sregs: &mut kvm_sr
 
 /// Identity-maps the first GiB with 2 MiB pages (enough for the kernel to set up its own).
 fn write_identity_page_tables(mem: &GuestMemory) -> Result<(), RegsError> {
-    let w = |v: u64, a: u64| mem.write_obj(v, GuestAddress(a)).map_err(RegsError::GuestMemory);
+    let w = |v: u64, a: u64| {
+        mem.write_obj(v, GuestAddress(a))
+            .map_err(RegsError::GuestMemory)
+    };
     w(PDPTE_START | 0x03, PML4_START)?;
     w(PDE_START | 0x03, PDPTE_START)?;
     for i in 0..512u64 {
@@ -148,11 +180,17 @@ mod tests {
     #[test]
     fn gdt_entries_decode_to_flat_segments() {
         let cs = segment_from_gdt(gdt_entry(0xc09b, 0, 0xfffff), 1);
-        assert_eq!((cs.base, cs.limit, cs.selector, cs.type_, cs.db, cs.l, cs.g), (0, 0xffff_ffff, 8, 0xb, 1, 0, 1));
+        assert_eq!(
+            (cs.base, cs.limit, cs.selector, cs.type_, cs.db, cs.l, cs.g),
+            (0, 0xffff_ffff, 8, 0xb, 1, 0, 1)
+        );
         let cs64 = segment_from_gdt(gdt_entry(0xa09b, 0, 0xfffff), 1);
         assert_eq!((cs64.l, cs64.db), (1, 0));
         let tss = segment_from_gdt(gdt_entry(0x008b, 0, 0x67), 3);
-        assert_eq!((tss.limit, tss.type_, tss.s, tss.unusable), (0x67, 0xb, 0, 0));
+        assert_eq!(
+            (tss.limit, tss.type_, tss.s, tss.unusable),
+            (0x67, 0xb, 0, 0)
+        );
     }
 
     #[test]
