@@ -49,19 +49,6 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Resident set size of this process, from /proc/self/statm.
-pub fn self_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
-}
-
 fn bring_up(
     paths: &SandboxPaths,
     name: &str,
@@ -212,7 +199,7 @@ fn handle(
         ControlRequest::Status => ControlResponse::Status {
             pid: std::process::id(),
             origin_snapshot: vm.origin.as_ref().map(|o| o.dir.clone()),
-            rss_bytes: self_rss_bytes(),
+            rss_bytes: super::process_rss(std::process::id()).unwrap_or(0),
         },
         ControlRequest::Snapshot { dir, stop } => match vm.snapshot(&dir, stop) {
             Ok(stats) => {
