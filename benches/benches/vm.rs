@@ -6,7 +6,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use paddock_benches::{available, boot_ready, exec, rss_pss_kib, status_kib};
-use paddock_vmm::sandbox::{guest, Launch, Sandboxes};
+use paddock_vmm::sandbox::guest::GuestLink;
+use paddock_vmm::sandbox::{Launch, Sandboxes};
 use std::time::{Duration, Instant};
 
 fn slow(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
@@ -26,11 +27,11 @@ fn boot_and_exec(c: &mut Criterion) {
     let mut g = slow(c);
     g.bench_function("boot_to_ready", |b| {
         b.iter(|| {
-            let vmm = boot_ready(&uds);
+            let (vmm, _link) = boot_ready(&uds);
             vmm.stop();
         })
     });
-    let vmm = boot_ready(&uds);
+    let (vmm, _link) = boot_ready(&uds);
     g.bench_function("exec_true_round_trip", |b| b.iter(|| exec(&uds, &["true"])));
     g.finish();
     vmm.stop();
@@ -52,7 +53,8 @@ fn memory_figures() {
                 rootfs,
                 vcpus: 1,
                 memory_mib: 256,
-                console: false,
+                console: None,
+                kernel_args: None,
             },
         )
         .expect("start");
@@ -97,7 +99,7 @@ fn snapshots(c: &mut Criterion) {
     let snap = work.path().join("snap");
     let mut g = slow(c);
 
-    let mut vmm = boot_ready(&uds);
+    let (mut vmm, _link) = boot_ready(&uds);
     // A realistic guest: some memory in use.
     exec(
         &uds,
@@ -145,8 +147,9 @@ fn snapshots(c: &mut Criterion) {
             for _ in 0..iters {
                 let _ = std::fs::remove_file(&uds);
                 let t = Instant::now();
+                let mut link = GuestLink::listen(&uds).expect("listen");
                 let vmm = paddock_vmm::builder::restore(&snap, &uds, None).expect("restore");
-                guest::resume(&vmm, Duration::from_secs(60)).expect("resume");
+                link.resume(&vmm, Duration::from_secs(60)).expect("resume");
                 total += t.elapsed();
                 vmm.stop();
             }
@@ -155,8 +158,9 @@ fn snapshots(c: &mut Criterion) {
     });
 
     let _ = std::fs::remove_file(&uds);
+    let mut link = GuestLink::listen(&uds).expect("listen");
     let mut vmm = paddock_vmm::builder::restore(&snap, &uds, None).expect("restore");
-    guest::resume(&vmm, Duration::from_secs(60)).expect("resume");
+    link.resume(&vmm, Duration::from_secs(60)).expect("resume");
     for mib in [0u32, 16, 64] {
         g.bench_function(format!("reset_to_ready_dirty_{mib}mib"), |b| {
             b.iter_custom(|iters| {
@@ -169,7 +173,7 @@ fn snapshots(c: &mut Criterion) {
                     }
                     let t = Instant::now();
                     vmm.reset(None).expect("reset");
-                    guest::resume(&vmm, Duration::from_secs(60)).expect("resume");
+                    link.resume(&vmm, Duration::from_secs(60)).expect("resume");
                     total += t.elapsed();
                 }
                 total

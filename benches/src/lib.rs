@@ -2,7 +2,7 @@
 
 use paddock_protocol::{ExecRequest, ExitStatus};
 use paddock_vmm::config::{default_kernel, default_rootfs, VmConfig, CONTROL_PORT};
-use paddock_vmm::sandbox::guest;
+use paddock_vmm::sandbox::guest::GuestLink;
 use paddock_vmm::vmm::Vmm;
 use std::path::Path;
 use std::time::Duration;
@@ -33,12 +33,14 @@ pub fn config(uds: &Path) -> VmConfig {
     }
 }
 
-/// Boots a VM in this process and waits for guest-init.
-pub fn boot_ready(uds: &Path) -> Vmm {
-    let ready = guest::listen_ready(uds).expect("listen for readiness");
+/// Boots a VM in this process and waits for guest-init; returns the VM and guest-init's link
+/// (keep it for as long as the VM runs).
+pub fn boot_ready(uds: &Path) -> (Vmm, GuestLink) {
+    let mut link = GuestLink::listen(uds).expect("listen for readiness");
     let vmm = paddock_vmm::builder::boot(&config(uds)).expect("boot");
-    guest::wait_ready(&ready, &vmm, Duration::from_secs(120)).expect("guest-init ready");
-    vmm
+    link.wait_ready(&vmm, Duration::from_secs(120))
+        .expect("guest-init ready");
+    (vmm, link)
 }
 
 /// Runs `argv` in the guest and returns its status.

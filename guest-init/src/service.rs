@@ -74,6 +74,11 @@ impl ControlService {
         Self { platform, reaper }
     }
 
+    /// What guest-init reports about the machine (for its `Ready` announcement).
+    pub fn boot_info(&self) -> BootInfo {
+        self.platform.boot_info()
+    }
+
     /// Serves one connection until the host closes it, an exec session on it ends, or the
     /// machine shuts down. A clean close by the host is `Ok`.
     pub fn serve<T: Transport>(&self, stream: T) -> Result<(), ServiceError> {

@@ -12,7 +12,8 @@ use std::io::{self, ErrorKind, Read, Write};
 /// Bytes that open every frame.
 pub const FRAME_MAGIC: [u8; 4] = *b"PDKF";
 /// Version of this protocol; a peer speaking another version is rejected.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: the `Ready` announcement stays open as a link that carries requests (`Resume`).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Upper bound of a frame payload, enforced on both encode and decode.
 pub const MAX_FRAME_PAYLOAD: u32 = 1 << 20;
 /// Size of the frame header in bytes.

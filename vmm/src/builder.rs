@@ -452,6 +452,7 @@ pub fn restore(
     let started = Instant::now();
     let kvm = open_kvm()?;
     let origin = load_snapshot(dir, &kvm, None)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "restore: snapshot loaded");
     let console_log = open_console_log(console_log)
         .map_err(|(path, source)| RestoreError::Open { path, source })?;
     let state = origin.state.clone();
@@ -471,6 +472,7 @@ pub fn restore(
     };
     let vm = create_vm(&kvm, &ram.memory)?;
     persist::restore_vm(&vm, &state.vm)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "restore: VM created");
 
     let exit = ExitSignal::new().map_err(|e| RestoreError::Device {
         what: "exit event",
@@ -507,6 +509,9 @@ pub fn restore(
         persist::restore_vcpu(&fd, vcpu_state, true)?;
         fds.push(fd);
     }
+    // Only now, with the vCPUs' LAPICs in place, may the vsock device interrupt the guest.
+    wired.devices.vsock.reset_guest_transport();
+    tracing::debug!(elapsed = ?started.elapsed(), "restore: devices and vCPUs restored");
     let msr_indices = state.vcpus[0].msrs.iter().map(|m| m.index).collect();
     let cmdline = state.cmdline.clone();
     start(Parts {

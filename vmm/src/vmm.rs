@@ -338,13 +338,17 @@ impl Vmm {
         if let Some(target) = &target {
             self.check_same_cpu(target)?;
         }
+        let started = Instant::now();
         self.pause();
+        let paused = started.elapsed();
         let result = self.reset_paused(target);
         if result.is_err() {
             // A half-reset guest must not run on: end it.
             self.exit.exit(VmExitReason::Fatal("reset failed".into()));
         }
+        let reloaded = started.elapsed();
         self.resume();
+        tracing::debug!(?paused, ?reloaded, resumed = ?started.elapsed(), "reset");
         result
     }
 
@@ -374,6 +378,7 @@ impl Vmm {
     }
 
     fn reset_paused(&mut self, target: Option<Origin>) -> Result<(), ResetError> {
+        let started = Instant::now();
         match target {
             Some(new_origin) => {
                 memory::remap_private(&self.ram.memory, &new_origin.memory)?;
@@ -388,7 +393,14 @@ impl Vmm {
                     .map_err(|e| MemoryError::Mmap(e.to_string()))?;
                 self.origin = Some(new_origin);
             }
-            None => memory::discard_private_pages(&self.ram.memory)?,
+            None => {
+                let dropped = memory::discard_private_pages(&self.ram.memory)?;
+                tracing::debug!(
+                    "reset: dropped {} KiB of written guest pages in {:?}",
+                    dropped >> 10,
+                    started.elapsed()
+                );
+            }
         }
         let origin = self.origin.as_ref().ok_or(ResetError::NoOrigin)?;
         let state = origin.state.clone();
@@ -452,10 +464,8 @@ fn reset_vsock(vsock: &Vsock, mem: &memory::GuestMemory, state: &VsockState) -> 
     *transport =
         MmioTransport::restore(mem.clone(), device, queue_evts, interrupt, &state.transport)
             .map_err(|e| e.to_string())?;
-    let mut device = lock(&vsock.device);
-    if device.is_activated() {
-        device.transport_reset();
-    }
+    drop(transport);
+    vsock.reset_guest_transport();
     Ok(())
 }
 

@@ -75,7 +75,13 @@ pub fn run_with(
     spec.write_newc(BufWriter::new(file))?;
     let verbose =
         std::env::var_os("PADDOCK_LAB_VERBOSE").is_some_and(|v| !v.is_empty() && v != "0");
-    let outcome = qemu::run(&kernel.vmlinuz, &initrd, &markers, timeout, verbose)?;
+    let outcome = match qemu::run(&kernel.vmlinuz, &initrd, &markers, timeout, verbose) {
+        Err(e) if e.is::<qemu::BootHang>() => {
+            eprintln!("xtask: lab: {e}\nxtask: lab: the lab machine hung while booting; starting it again");
+            qemu::run(&kernel.vmlinuz, &initrd, &markers, timeout, verbose)?
+        }
+        other => other?,
+    };
     let init = match (outcome.init_uptime, outcome.init_wall) {
         (Some(uptime), Some(wall)) => format!(
             "/init at {uptime:.2} s guest uptime ({:.1} s wall)",

@@ -49,7 +49,8 @@ pub fn run() -> ! {
     signal_loop(&signals, &reaper)
 }
 
-/// Listens on the control port, then announces readiness (the host may connect right away).
+/// Listens on the control port, then announces readiness and keeps the link to the host (the
+/// host may connect right away).
 fn start_control_service(reaper: &Arc<Reaper>) {
     let platform = Arc::new(platform::GuestPlatform::new(Arc::clone(reaper)));
     let service = Arc::new(ControlService::new(platform, Arc::clone(reaper)));
@@ -61,18 +62,19 @@ fn start_control_service(reaper: &Arc<Reaper>) {
             return;
         }
     };
-    let accept = std::thread::Builder::new()
-        .name("accept".into())
-        .spawn(move || listener::serve_forever(listener, CONTROL_PORT, service));
+    let accept = {
+        let service = Arc::clone(&service);
+        std::thread::Builder::new()
+            .name("accept".into())
+            .spawn(move || listener::serve_forever(listener, CONTROL_PORT, service))
+    };
     if let Err(e) = accept {
         crate::console_log!("cannot start the control service: {e}");
         return;
     }
-    let ready = std::thread::Builder::new().name("ready".into()).spawn(|| {
-        if let Err(e) = readiness::announce_ready() {
-            crate::console_log!("cannot announce readiness: {e}");
-        }
-    });
+    let ready = std::thread::Builder::new()
+        .name("ready".into())
+        .spawn(move || readiness::announce_forever(&service));
     if let Err(e) = ready {
         crate::console_log!("cannot start the readiness thread: {e}");
     }

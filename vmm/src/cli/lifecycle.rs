@@ -22,17 +22,24 @@ pub fn start(args: StartArgs) -> anyhow::Result<i32> {
         initrd: rootfs.clone(),
         vcpus: m.vcpus,
         memory_mib: m.memory,
-        extra_cmdline: None,
+        extra_cmdline: m.kernel_args.clone(),
         console_log: None,
         vsock_uds: Default::default(),
     };
     config.validate()?;
+    let console = m
+        .console
+        .map(|path| {
+            std::path::absolute(&path).with_context(|| format!("resolving {}", path.display()))
+        })
+        .transpose()?;
     let launch = Launch::Boot {
         kernel,
         rootfs,
         vcpus: m.vcpus,
         memory_mib: m.memory,
-        console: m.console.is_some(),
+        console,
+        kernel_args: m.kernel_args,
     };
     let info = sandboxes(&args.state).start(args.name.as_deref(), launch)?;
     println!("{}", info.name);

@@ -8,7 +8,7 @@ use paddock_protocol::{ExecRequest, ExitStatus};
 use paddock_vmm::client::{self, ExecError};
 use paddock_vmm::config::{default_kernel, default_rootfs, VmConfig, CONTROL_PORT};
 use paddock_vmm::exit_codes;
-use paddock_vmm::sandbox::{guest, Sandboxes};
+use paddock_vmm::sandbox::{guest::GuestLink, Sandboxes};
 use paddock_vmm::vstate::vcpu::ExitSignal;
 use paddock_vmm::vstate::vcpu::VmExitReason;
 use std::path::{Path, PathBuf};
@@ -216,11 +216,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let dir = RunDir::create()?;
     let config = vm_config(args.machine, dir.0.join("vsock.sock"));
     config.validate()?;
-    let ready = guest::listen_ready(&config.vsock_uds)?;
+    // Kept until the VM ends: guest-init serves its announcement link for as long as it lasts.
+    let mut guest = GuestLink::listen(&config.vsock_uds)?;
     let vmm = paddock_vmm::builder::boot(&config)?;
     signals.set(SignalTarget::Vm(vmm.exit.clone()));
-    let boot = guest::wait_ready(&ready, &vmm, Duration::from_secs(args.boot_timeout));
-    drop(ready);
+    let boot = guest.wait_ready(&vmm, Duration::from_secs(args.boot_timeout));
     if let Some(sig) = signals.received() {
         vmm.stop();
         eprintln!("paddock: interrupted by signal {sig} while the sandbox booted");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 /// A connection to a guest port, past the vsock handshake.
 #[derive(Debug)]
 pub struct Connection {
-    stream: UnixStream,
+    pub(super) stream: UnixStream,
     host_port: Option<u32>,
 }
 

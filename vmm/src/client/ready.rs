@@ -1,5 +1,7 @@
 //! Waiting for guest-init's readiness announcement on `<uds>_<port>`: the moment the guest
-//! connects is boot-to-ready (or restore-to-ready).
+//! connects is boot-to-ready (or restore-to-ready). The announcing connection stays open as the
+//! host's link to guest-init: it carries the `Resume` after a restore or reset, and when a
+//! transport reset breaks it, guest-init announces itself again.
 
 use paddock_protocol::{read_frame, BootInfo, FrameError, Response};
 use std::ffi::OsString;
@@ -11,11 +13,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A `Ready` announcement.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Ready {
     pub boot: BootInfo,
     /// When the guest's connection was accepted.
     pub connected_at: Instant,
+    /// The announcing connection: guest-init serves requests on it.
+    pub link: super::Connection,
 }
 
 /// Errors of [`ReadyListener`].
@@ -91,7 +95,11 @@ impl ReadyListener {
         // caller timeout must not drop it).
         stream.set_read_timeout(Some(FRAME_ALLOWANCE))?;
         match read_frame::<_, Response>(&mut stream) {
-            Ok(Response::Ready(boot)) => Ok(Ready { boot, connected_at }),
+            Ok(Response::Ready(boot)) => Ok(Ready {
+                boot,
+                connected_at,
+                link: super::Connection::from_stream(stream),
+            }),
             Ok(other) => Err(ReadyError::Unexpected(super::response_kind(&other))),
             Err(FrameError::Io(e))
                 if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>

@@ -363,26 +363,67 @@ fn shutdown_is_acknowledged() {
 }
 
 #[test]
-fn ready_listener_receives_the_announcement() {
+fn the_announcement_link_carries_resume_and_is_announced_again_when_it_breaks() {
+    use guest_init::pid1::readiness::{announce_once, keep_announcing, LinkEnd};
     let dir = tempfile::tempdir().unwrap();
     let uds = dir.path().join("vm.sock");
     let ready = ReadyListener::bind(&uds, READY_PORT).unwrap();
     assert_eq!(ready.path(), dir.path().join("vm.sock_1025"));
     let path = ready.path().to_path_buf();
+    let platform = Arc::new(TestPlatform::default());
+    let service = Arc::new(ControlService::new(
+        platform.clone(),
+        Reaper::new(ReapMode::PerChild),
+    ));
     let before = Instant::now();
-    let guest = std::thread::spawn(move || {
+    let guest_service = service.clone();
+    let guest_path = path.clone();
+    std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
-        let mut stream = UnixStream::connect(path).unwrap();
-        write_frame(
-            &mut stream,
-            &Response::Ready(guest_init::sysinfo::boot_info()),
-        )
-        .unwrap();
+        keep_announcing(|| UnixStream::connect(&guest_path), &guest_service)
     });
-    let announced = ready.wait(Duration::from_secs(10)).unwrap();
-    guest.join().unwrap();
+
+    // Boot: the announcement, then requests on the same connection.
+    let mut announced = ready.wait(Duration::from_secs(10)).unwrap();
     assert!(announced.connected_at >= before + Duration::from_millis(50));
-    assert_eq!(announced.boot.init_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(announced.boot.kernel_release, "test-kernel");
+    announced.link.ping(5).unwrap();
+
+    // A broken link (here: garbage where a frame belongs) is announced again at once, and the
+    // new link carries the resume.
+    announced.link.stream.write_all(&[0xff; 64]).unwrap();
+    let mut again = ready.wait(Duration::from_secs(10)).unwrap();
+    let entropy = vec![3u8; RESUME_ENTROPY_MIN];
+    again
+        .link
+        .resume(UnixTime { secs: 9, nanos: 1 }, &entropy)
+        .unwrap();
+    assert_eq!(
+        platform.resumes.lock().unwrap().as_slice(),
+        &[(UnixTime { secs: 9, nanos: 1 }, entropy)]
+    );
+
+    // How single announcements end.
+    let refused = announce_once(
+        || Err::<UnixStream, _>(io::Error::from(io::ErrorKind::ConnectionRefused)),
+        &service,
+    );
+    assert_eq!(refused, LinkEnd::NotConnected);
+    let (host, guest) = UnixStream::pair().unwrap();
+    drop(host);
+    assert_eq!(announce_once(|| Ok(guest), &service), LinkEnd::NotConnected);
+    let (host, guest) = UnixStream::pair().unwrap();
+    let closer = std::thread::spawn(move || {
+        let mut host = host;
+        let _ = read_frame_response(&mut host);
+        host.shutdown(std::net::Shutdown::Both).unwrap();
+    });
+    assert_eq!(announce_once(|| Ok(guest), &service), LinkEnd::ClosedByHost);
+    closer.join().unwrap();
+}
+
+fn read_frame_response(stream: &mut UnixStream) -> Response {
+    paddock_protocol::read_frame(stream).unwrap()
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! reports readiness on its stdout, then serves the control socket until the VM ends.
 
 use super::control::{ControlRequest, ControlResponse};
-use super::guest;
+use super::guest::GuestLink;
 use super::paths::{SandboxInfo, SandboxPaths};
 use crate::config::VmConfig;
 use crate::vmm::Vmm;
@@ -18,13 +18,17 @@ use std::time::{Duration, Instant};
 /// How the VMM process gets its VM.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Launch {
-    /// Cold boot (kernel, rootfs, sizes, console log).
+    /// Cold boot (kernel, rootfs, sizes, where the guest console goes, extra kernel arguments).
     Boot {
         kernel: PathBuf,
         rootfs: PathBuf,
         vcpus: u8,
         memory_mib: u64,
-        console: bool,
+        /// Append the guest console to this file (absolute; relative paths resolve against the
+        /// VMM process's working directory).
+        console: Option<PathBuf>,
+        /// Appended to the guest kernel command line.
+        kernel_args: Option<String>,
     },
     /// Restore a snapshot directory.
     Restore { dir: PathBuf, console: bool },
@@ -37,6 +41,12 @@ pub enum LaunchReport {
     Ready(SandboxInfo),
     /// Failed; nothing is running.
     Failed(String),
+}
+
+/// The sandbox's VM and guest-init's link to it.
+struct Running {
+    vm: Vmm,
+    guest: GuestLink,
 }
 
 /// How long a boot or restore may take to reach guest-init.
@@ -54,8 +64,10 @@ fn bring_up(
     name: &str,
     launch: &Launch,
     spawned: Instant,
-) -> Result<(Vmm, SandboxInfo), String> {
+) -> Result<(Running, SandboxInfo), String> {
     let uds = paths.vsock();
+    let mut guest =
+        GuestLink::listen(&uds).map_err(|e| format!("cannot listen for guest readiness: {e}"))?;
     let vmm = match launch {
         Launch::Boot {
             kernel,
@@ -63,27 +75,30 @@ fn bring_up(
             vcpus,
             memory_mib,
             console,
+            kernel_args,
         } => {
             let config = VmConfig {
                 kernel: kernel.clone(),
                 initrd: rootfs.clone(),
                 vcpus: *vcpus,
                 memory_mib: *memory_mib,
-                extra_cmdline: None,
-                console_log: console.then(|| paths.console()),
+                extra_cmdline: kernel_args.clone(),
+                console_log: console.clone(),
                 vsock_uds: uds.clone(),
             };
-            let ready = guest::listen_ready(&uds)
-                .map_err(|e| format!("cannot listen for guest readiness: {e}"))?;
             let vmm = crate::builder::boot(&config).map_err(|e| e.to_string())?;
-            guest::wait_ready(&ready, &vmm, READY_TIMEOUT).map_err(|e| e.to_string())?;
+            guest
+                .wait_ready(&vmm, READY_TIMEOUT)
+                .map_err(|e| e.to_string())?;
             vmm
         }
         Launch::Restore { dir, console } => {
             let log = console.then(|| paths.console());
             let vmm =
                 crate::builder::restore(dir, &uds, log.as_deref()).map_err(|e| e.to_string())?;
-            guest::resume(&vmm, READY_TIMEOUT).map_err(|e| e.to_string())?;
+            guest
+                .resume(&vmm, READY_TIMEOUT)
+                .map_err(|e| e.to_string())?;
             vmm
         }
     };
@@ -97,7 +112,7 @@ fn bring_up(
         ready_ms: spawned.elapsed().as_secs_f64() * 1e3,
     };
     info.write(paths).map_err(|e| e.to_string())?;
-    Ok((vmm, info))
+    Ok((Running { vm: vmm, guest }, info))
 }
 
 /// Runs the VMM process; returns its exit status. `report` receives the launch report line.
@@ -108,7 +123,7 @@ pub fn run(
     mut report: impl Write,
     spawned: Instant,
 ) -> i32 {
-    let (vmm, info) = match bring_up(&paths, name, &launch, spawned) {
+    let (running, info) = match bring_up(&paths, name, &launch, spawned) {
         Ok(up) => up,
         Err(message) => {
             let _ = writeln!(
@@ -142,8 +157,8 @@ pub fn run(
     let _ = report.flush();
     drop(report);
 
-    let exit = vmm.exit.clone();
-    let vmm = Arc::new(Mutex::new(Some(vmm)));
+    let exit = running.vm.exit.clone();
+    let vmm = Arc::new(Mutex::new(Some(running)));
     let served = vmm.clone();
     let control_paths = paths.clone();
     let info = Arc::new(Mutex::new(info));
@@ -171,8 +186,8 @@ pub fn run(
         // SAFETY: `pfd` is a valid pollfd for the duration of the call.
         unsafe { libc::poll(&mut pfd, 1, 1000) };
     };
-    if let Some(vm) = crate::devices::bus::lock(&vmm).take() {
-        vm.stop();
+    if let Some(running) = crate::devices::bus::lock(&vmm).take() {
+        running.vm.stop();
     }
     let _ = std::fs::remove_file(paths.control());
     let _ = std::fs::remove_file(paths.vsock());
@@ -184,13 +199,13 @@ pub fn run(
 }
 
 fn handle(
-    vmm: &Mutex<Option<Vmm>>,
+    vmm: &Mutex<Option<Running>>,
     paths: &SandboxPaths,
     info: &Mutex<SandboxInfo>,
     request: ControlRequest,
 ) -> ControlResponse {
     let mut guard = crate::devices::bus::lock(vmm);
-    let Some(vm) = guard.as_mut() else {
+    let Some(Running { vm, guest }) = guard.as_mut() else {
         return ControlResponse::Error {
             message: "the sandbox is stopping".into(),
         };
@@ -223,7 +238,7 @@ fn handle(
                 };
             }
             let reset_ms = started.elapsed().as_secs_f64() * 1e3;
-            if let Err(e) = guest::resume(vm, READY_TIMEOUT) {
+            if let Err(e) = guest.resume(vm, READY_TIMEOUT) {
                 return ControlResponse::Error {
                     message: format!("the guest did not come back after the reset: {e}"),
                 };

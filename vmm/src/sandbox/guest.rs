@@ -1,8 +1,9 @@
 //! The VMM's own conversations with guest-init, watching the VM while it waits: readiness after
-//! a boot, and handing over the clock and fresh entropy after a restore or reset.
+//! a boot, and handing over the clock and fresh entropy after a restore or reset, both over the
+//! link guest-init opens to the host's ready port.
 
-use crate::client::{self, ConnectOptions, ReadyListener};
-use crate::config::{CONTROL_PORT, READY_PORT};
+use crate::client::{self, Connection, ReadyListener};
+use crate::config::READY_PORT;
 use crate::vmm::Vmm;
 use paddock_protocol::{BootInfo, UnixTime, RESUME_ENTROPY_MIN};
 use std::io::Read;
@@ -42,33 +43,95 @@ fn vm_ended(vmm: &Vmm) -> Option<GuestReadyError> {
     })
 }
 
-/// Binds the readiness socket for a VM whose vsock socket will be `uds` (before it boots).
-pub fn listen_ready(uds: &Path) -> Result<ReadyListener, GuestReadyError> {
-    Ok(ReadyListener::bind(uds, READY_PORT)?)
+/// guest-init's link to this VMM: the readiness listener guest-init announces itself on (after
+/// a boot, and again after every restore or reset, when the transport reset broke the previous
+/// link), and the live announced connection, which guest-init serves requests on.
+pub struct GuestLink {
+    listener: ReadyListener,
+    link: Option<Connection>,
 }
 
-/// Waits for guest-init's `Ready`, or for the VM to end, or `timeout`.
-pub fn wait_ready(
-    listener: &ReadyListener,
-    vmm: &Vmm,
-    timeout: Duration,
-) -> Result<BootInfo, GuestReadyError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match listener.wait(STEP) {
-            Ok(ready) => return Ok(ready.boot),
-            Err(client::ReadyError::Timeout(_)) => {}
-            Err(e) => return Err(e.into()),
+impl GuestLink {
+    /// Listens for guest-init on behalf of the VM whose vsock socket will be `uds`. Bind before
+    /// the VM's vCPUs run, so the first announcement finds it.
+    pub fn listen(uds: &Path) -> Result<Self, GuestReadyError> {
+        Ok(Self {
+            listener: ReadyListener::bind(uds, READY_PORT)?,
+            link: None,
+        })
+    }
+
+    /// After a boot: waits for guest-init's announcement, or for the VM to end, or `timeout`.
+    pub fn wait_ready(
+        &mut self,
+        vmm: &Vmm,
+        timeout: Duration,
+    ) -> Result<BootInfo, GuestReadyError> {
+        let ready = self.accept(vmm, Instant::now() + timeout, timeout)?;
+        self.link = Some(ready.link);
+        Ok(ready.boot)
+    }
+
+    /// After a restore or reset: waits for guest-init to announce itself again, hands it the
+    /// wall clock and fresh entropy over the new link and waits for `Resumed`, the moment the
+    /// sandbox is ready again.
+    pub fn resume(&mut self, vmm: &Vmm, timeout: Duration) -> Result<BootInfo, GuestReadyError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let entropy = fresh_entropy().map_err(GuestReadyError::Entropy)?;
+        // The old link went with the transport reset.
+        self.link = None;
+        loop {
+            let mut ready = self.accept(vmm, deadline, timeout)?;
+            let announced = started.elapsed();
+            let left = deadline.saturating_duration_since(Instant::now());
+            let resumed = ready
+                .link
+                .set_timeout(Some(left.max(STEP)))
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    ready
+                        .link
+                        .resume(UnixTime::now(), &entropy)
+                        .map_err(|e| e.to_string())
+                });
+            match resumed {
+                Ok(info) => {
+                    tracing::debug!(?announced, resumed = ?started.elapsed(), "guest-init resumed");
+                    let _ = ready.link.set_timeout(None);
+                    self.link = Some(ready.link);
+                    return Ok(info);
+                }
+                // An announcement from before the reset whose connection the reset cut: the
+                // guest announces itself again.
+                Err(e) => tracing::debug!("announcement link failed, waiting for the next: {e}"),
+            }
         }
-        if let Some(e) = vm_ended(vmm) {
-            return Err(e);
-        }
-        if Instant::now() >= deadline {
-            return Err(GuestReadyError::Timeout {
-                secs: timeout.as_secs(),
-                console: vmm.console.last_lines(30),
-                vcpus: vmm.vcpu_summary(),
-            });
+    }
+
+    /// Waits for the next announcement until `deadline`, watching the VM.
+    fn accept(
+        &self,
+        vmm: &Vmm,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<client::Ready, GuestReadyError> {
+        loop {
+            match self.listener.wait(STEP) {
+                Ok(ready) => return Ok(ready),
+                Err(client::ReadyError::Timeout(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(e) = vm_ended(vmm) {
+                return Err(e);
+            }
+            if Instant::now() >= deadline {
+                return Err(GuestReadyError::Timeout {
+                    secs: timeout.as_secs(),
+                    console: vmm.console.last_lines(30),
+                    vcpus: vmm.vcpu_summary(),
+                });
+            }
         }
     }
 }
@@ -77,43 +140,4 @@ fn fresh_entropy() -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; RESUME_ENTROPY_MIN * 2];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
     Ok(buf)
-}
-
-/// After a restore or reset: hands guest-init the wall clock and fresh entropy and waits for
-/// `Resumed`, the moment the sandbox is ready again. Retries while the guest's vsock transport
-/// is coming back from its reset.
-pub fn resume(vmm: &Vmm, timeout: Duration) -> Result<BootInfo, GuestReadyError> {
-    let deadline = Instant::now() + timeout;
-    let entropy = fresh_entropy().map_err(GuestReadyError::Entropy)?;
-    let options = ConnectOptions {
-        handshake_timeout: Duration::from_secs(2),
-        retry_for: Some(STEP),
-    };
-    loop {
-        let attempt = client::connect_with(&vmm.vsock_uds, CONTROL_PORT, &options)
-            .map_err(|e| e.to_string())
-            .and_then(|mut conn| {
-                conn.set_timeout(Some(Duration::from_secs(10)))
-                    .map_err(|e| e.to_string())?;
-                conn.resume(UnixTime::now(), &entropy)
-                    .map_err(|e| e.to_string())
-            });
-        match attempt {
-            Ok(info) => return Ok(info),
-            Err(e) => {
-                if let Some(err) = vm_ended(vmm) {
-                    return Err(err);
-                }
-                if Instant::now() >= deadline {
-                    tracing::warn!("resume failed: {e}");
-                    return Err(GuestReadyError::Timeout {
-                        secs: timeout.as_secs(),
-                        console: vmm.console.last_lines(30),
-                        vcpus: vmm.vcpu_summary(),
-                    });
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
-    }
 }

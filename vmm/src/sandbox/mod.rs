@@ -5,10 +5,11 @@
 //! use paddock_vmm::sandbox::{Sandboxes, Launch};
 //! let sandboxes = Sandboxes::new(None);
 //! let base = sandboxes.start(Some("base"), Launch::Boot {
-//!     kernel: "vmlinux".into(), rootfs: "rootfs.cpio".into(), vcpus: 1, memory_mib: 256, console: false,
+//!     kernel: "vmlinux".into(), rootfs: "rootfs.cpio".into(), vcpus: 1, memory_mib: 256,
+//!     console: None, kernel_args: None,
 //! })?;
 //! sandboxes.snapshot("base", "/tmp/snap".as_ref(), false)?;
-//! sandboxes.reset("base", None)?; // back to the snapshot in about a millisecond
+//! sandboxes.reset("base", None)?; // back to the snapshot, in place
 //! # Ok::<(), paddock_vmm::sandbox::SandboxError>(())
 //! ```
 

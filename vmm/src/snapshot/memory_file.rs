@@ -2,17 +2,14 @@
 //! pages stay holes, so a 256 MiB guest that used 40 MiB costs 40 MiB on disk.
 
 use crate::vstate::memory::GuestMemory;
+use crate::vstate::pagemap::{for_each_private_run, PAGE};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
 
-const PAGE: u64 = 4096;
 /// Pages copied per batch (bounds the bounce buffer).
 const BATCH_PAGES: u64 = 256;
-const PAGEMAP_PRESENT: u64 = 1 << 63;
-const PAGEMAP_SWAPPED: u64 = 1 << 62;
-const PAGEMAP_FILE_OR_SHARED: u64 = 1 << 61;
 
 /// Why guest memory could not be written out.
 #[derive(Debug, thiserror::Error)]
@@ -64,23 +61,14 @@ fn data_ranges(file: &File, from: u64, to: u64) -> Result<Vec<(u64, u64)>, Memor
 }
 
 /// Marks pages of this process's mapping `[addr, addr + len)` that are private copies (written
-/// by the guest after a MAP_PRIVATE restore): present or swapped, and not file-backed.
+/// by the guest after a MAP_PRIVATE restore).
 fn private_pages(addr: u64, len: u64, marks: &mut [bool]) -> Result<(), MemoryFileError> {
-    let pagemap = File::open("/proc/self/pagemap").map_err(io("opening /proc/self/pagemap"))?;
-    let pages = (len / PAGE) as usize;
-    let mut buf = vec![0u8; pages * 8];
-    pagemap
-        .read_exact_at(&mut buf, (addr / PAGE) * 8)
-        .map_err(io("reading /proc/self/pagemap"))?;
-    for (mark, entry) in marks.iter_mut().zip(buf.chunks_exact(8)) {
-        let e = u64::from_le_bytes([
-            entry[0], entry[1], entry[2], entry[3], entry[4], entry[5], entry[6], entry[7],
-        ]);
-        if e & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0 && e & PAGEMAP_FILE_OR_SHARED == 0 {
-            *mark = true;
-        }
-    }
-    Ok(())
+    for_each_private_run(addr, len, |first, count| {
+        let end = (first + count).min(marks.len() as u64);
+        marks[first as usize..end as usize].fill(true);
+        Ok(())
+    })
+    .map_err(io("reading /proc/self/pagemap"))
 }
 
 /// Writes guest RAM (mapped from `backing`) to `dest` (already sized) as a sparse file.

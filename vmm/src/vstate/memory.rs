@@ -136,26 +136,35 @@ pub fn remap_private(mem: &GuestMemory, file: &File) -> Result<(), MemoryError> 
 }
 
 /// Drops every page the guest wrote since guest RAM was (re)mapped privately from a file: the
-/// next access sees the file's contents again. Costs what was dirtied, not the guest's size.
-pub fn discard_private_pages(mem: &GuestMemory) -> Result<(), MemoryError> {
+/// next access sees the file's contents again. Only the written pages are dropped (found in the
+/// pagemap): clean pages keep their host and KVM mappings, so the guest does not fault on them
+/// again, and the cost follows what was dirtied. Returns the number of bytes dropped.
+pub fn discard_private_pages(mem: &GuestMemory) -> Result<u64, MemoryError> {
+    use super::pagemap::{for_each_private_run, PAGE};
     use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    let mut dropped = 0u64;
     for region in mem.iter() {
-        // SAFETY: the range is a private file mapping this GuestMemory owns; MADV_DONTNEED only
-        // drops its anonymous copy-on-write pages, the mapping itself stays in place.
-        let rc = unsafe {
-            libc::madvise(
-                region.as_ptr().cast(),
-                region.len() as usize,
-                libc::MADV_DONTNEED,
-            )
-        };
-        if rc != 0 {
-            return Err(MemoryError::Mmap(
-                std::io::Error::last_os_error().to_string(),
-            ));
-        }
+        let base = region.as_ptr() as u64;
+        for_each_private_run(base, region.len(), |first, count| {
+            // SAFETY: the run lies inside a private file mapping this GuestMemory owns (the
+            // pagemap walk stays within the region); MADV_DONTNEED only drops its anonymous
+            // copy-on-write pages, the mapping itself stays in place.
+            let rc = unsafe {
+                libc::madvise(
+                    (base + first * PAGE) as *mut libc::c_void,
+                    (count * PAGE) as usize,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            dropped += count * PAGE;
+            Ok(())
+        })
+        .map_err(|e| MemoryError::Mmap(format!("discarding written guest pages: {e}")))?;
     }
-    Ok(())
+    Ok(dropped)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! KVM-side state: guest memory, the VM and its vCPUs.
 
 pub mod memory;
+pub mod pagemap;
 pub mod persist;
 pub mod vcpu;
 pub mod vm;

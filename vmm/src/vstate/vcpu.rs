@@ -369,7 +369,10 @@ impl VcpuLoop {
                 self.mmio.write(addr, data);
                 Step::Continue
             }
-            Ok(VcpuExit::Shutdown) => self.end(VmExitReason::GuestReset),
+            Ok(VcpuExit::Shutdown) => {
+                self.log_triple_fault();
+                self.end(VmExitReason::GuestReset)
+            }
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
                 KVM_SYSTEM_EVENT_RESET => self.end(VmExitReason::GuestReset),
                 KVM_SYSTEM_EVENT_SHUTDOWN => self.end(VmExitReason::GuestShutdown),
@@ -397,6 +400,25 @@ impl VcpuLoop {
                 "KVM_RUN failed on vCPU {}: {e}",
                 self.index
             ))),
+        }
+    }
+
+    /// A triple fault leaves no trace in the guest's console: record where the vCPU was.
+    fn log_triple_fault(&self) {
+        match (self.fd.get_regs(), self.fd.get_sregs()) {
+            (Ok(regs), Ok(sregs)) => tracing::warn!(
+                "vCPU {} triple-faulted (guest reset): rip {:#x} rsp {:#x} cr2 {:#x} cr3 {:#x} \
+                 idt {:#x}+{:#x} gdt {:#x}",
+                self.index,
+                regs.rip,
+                regs.rsp,
+                sregs.cr2,
+                sregs.cr3,
+                sregs.idt.base,
+                sregs.idt.limit,
+                sregs.gdt.base,
+            ),
+            _ => tracing::warn!("vCPU {} triple-faulted (guest reset)", self.index),
         }
     }
 

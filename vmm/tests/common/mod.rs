@@ -210,11 +210,30 @@ pub fn rss_pss_kib(pid: u32) -> (u64, u64) {
     )
 }
 
-/// Open file descriptors of a process.
-pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+/// What a process's open descriptors point at, once settled: the smallest of a few samples
+/// 50 ms apart, so a connection the process is just closing is not counted.
+pub fn settled_fds(pid: u32) -> Vec<String> {
+    let sample = || -> Vec<String> {
+        let mut targets: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .map(|t| t.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        targets.sort();
+        targets
+    };
+    let mut best = sample();
+    for _ in 0..5 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let next = sample();
+        if next.len() < best.len() {
+            best = next;
+        }
+    }
+    best
 }
 
 /// Copies a snapshot directory (sparse files stay sparse enough for tests).

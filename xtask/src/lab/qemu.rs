@@ -26,6 +26,21 @@ const MAX_LINE: usize = 1 << 20;
 const MARKER_ROOM: usize = 256;
 /// Bound on the qemu stderr kept for error reports.
 const MAX_STDERR: usize = 64 << 10;
+/// The lab reaches its /init in about 3 s; one that has not after this long hung while booting
+/// (it happens to qemu TCG now and then) and is worth starting again.
+const BOOT_LIMIT: Duration = Duration::from_secs(120);
+
+/// The lab machine hung before its /init ran: nothing of the command ran, a new attempt is safe.
+#[derive(Debug)]
+pub struct BootHang(pub String);
+
+impl std::fmt::Display for BootHang {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BootHang {}
 
 /// The result of a lab run.
 #[derive(Debug)]
@@ -139,9 +154,15 @@ pub fn run(
     };
 
     let deadline = started + timeout;
+    let boot_deadline = started + BOOT_LIMIT.min(timeout);
     let (mut init_uptime, mut init_wall) = (None, None);
     loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let until = if init_wall.is_none() {
+            boot_deadline
+        } else {
+            deadline
+        };
+        let remaining = until.saturating_duration_since(Instant::now());
         match received.recv_timeout(remaining) {
             Ok(Event::Init { uptime, at }) => {
                 init_uptime = Some(uptime);
@@ -170,6 +191,13 @@ pub fn run(
                         "the lab crashed: qemu exited ({status}) before the command finished"
                     ))
                 );
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if init_wall.is_none() && timeout > BOOT_LIMIT => {
+                return Err(BootHang(report(&format!(
+                    "the lab machine did not reach its /init within {} s",
+                    BOOT_LIMIT.as_secs()
+                )))
+                .into())
             }
             Err(mpsc::RecvTimeoutError::Timeout) => bail!(
                 "{}",

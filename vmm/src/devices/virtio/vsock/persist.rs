@@ -39,9 +39,9 @@ impl Vsock {
         }
     }
 
-    /// Rebuilds the device from `state` on restored guest memory, listening on `uds_path`. If
-    /// the guest driver was active, the guest is told its connections are gone
-    /// (`VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`) as soon as it has an event buffer posted.
+    /// Rebuilds the device from `state` on restored guest memory, listening on `uds_path`.
+    /// Once the vCPUs are restored, [`Vsock::reset_guest_transport`] tells the guest its
+    /// connections are gone.
     pub fn restore(
         mem: GuestMemory,
         state: &VsockState,
@@ -60,15 +60,20 @@ impl Vsock {
         let device = Arc::new(Mutex::new(device));
         let transport =
             MmioTransport::restore(mem, device.clone(), queue_evts, interrupt, &state.transport)?;
-        {
-            let mut dev = lock(&device);
-            if dev.is_activated() {
-                dev.transport_reset();
-            }
-        }
         Ok(Vsock {
             transport: Arc::new(Mutex::new(transport)),
             device,
         })
+    }
+
+    /// Tells an active guest driver that all its connections are gone
+    /// (`VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`, posted as soon as it has an event buffer).
+    /// Call after restoring the vCPUs and the interrupt controllers: the interrupt raised here
+    /// must not be overwritten by a restored LAPIC, nor sent before the vCPU exists.
+    pub fn reset_guest_transport(&self) {
+        let mut device = lock(&self.device);
+        if device.is_activated() {
+            device.transport_reset();
+        }
     }
 }

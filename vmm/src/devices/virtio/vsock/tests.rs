@@ -746,6 +746,7 @@ fn snapshot_restore_keeps_queues_and_resets_transport() {
     let uds2 = h._dir.path().join("restored.sock");
     let restored = Vsock::restore(h.driver.mem.clone(), &decoded, &uds2).unwrap();
     assert!(lock(&restored.device).is_activated());
+    restored.reset_guest_transport();
     let queues = lock(&restored.transport).save().queues;
     assert_eq!(queues[..EVENT_QUEUE], state.transport.queues[..EVENT_QUEUE]);
     // The transport-reset event consumed one event buffer at restore.
