@@ -27,7 +27,8 @@ pub fn config(uds: &Path) -> VmConfig {
         initrd: default_rootfs(None),
         vcpus: 1,
         memory_mib: 256,
-        extra_cmdline: None,
+        // Extra guest kernel arguments for experiments, e.g. "nopv".
+        extra_cmdline: std::env::var("PADDOCK_BENCH_KERNEL_ARGS").ok(),
         console_log: None,
         vsock_uds: uds.to_path_buf(),
     }

@@ -33,7 +33,7 @@ pub fn run_in_sandbox(command: &[String]) -> Result<i32> {
         Ok(status.code().unwrap_or(1))
     } else {
         eprintln!("xtask: no hardware KVM here; running in the lab (software-emulated, slow)");
-        lab::run(&paddock_cmd)
+        lab::run(&[], &paddock_cmd)
     }
 }
 

@@ -24,9 +24,20 @@ pub const PADDOCK_PATH: &str = "/usr/bin/paddock";
 /// Default overall limit on a lab run, in seconds (override with `PADDOCK_LAB_TIMEOUT`).
 const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 
-/// Runs `command` in the lab with the default files ([`default_files`]); returns its exit status.
-pub fn run(command: &[String]) -> Result<i32> {
-    run_with(&default_files()?, &[], command)
+/// Runs `command` in the lab with the default files ([`default_files`]) plus `extra` files
+/// given as `HOST_PATH:LAB_PATH`; returns its exit status.
+pub fn run(extra: &[String], command: &[String]) -> Result<i32> {
+    let mut files = default_files()?;
+    for spec in extra {
+        let (host, lab_path) = spec
+            .split_once(':')
+            .with_context(|| format!("--file {spec:?}: expected HOST_PATH:LAB_PATH"))?;
+        if !lab_path.starts_with('/') {
+            anyhow::bail!("--file {spec:?}: the lab path must be absolute");
+        }
+        files.push((PathBuf::from(host), lab_path.to_owned()));
+    }
+    run_with(&files, &[], command)
 }
 
 /// The files every lab run gets: the freshly built static `paddock` at [`PADDOCK_PATH`], and the

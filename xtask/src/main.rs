@@ -38,6 +38,9 @@ enum Command {
     Build,
     /// Boot the lab machine (qemu TCG with nested AMD-V) and run COMMAND inside it, paddock on PATH.
     Lab {
+        /// Also put this file into the lab: `HOST_PATH:LAB_PATH` (LAB_PATH absolute). Repeatable.
+        #[arg(long = "file", value_name = "HOST:LAB")]
+        files: Vec<String>,
         /// The command to run inside the lab, e.g. `paddock run -- uname -a`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
@@ -78,7 +81,7 @@ fn main() -> Result<()> {
             let artifacts = ci::build_artifacts()?;
             println!("{artifacts}");
         }
-        Command::Lab { command } => std::process::exit(lab::run(&command)?),
+        Command::Lab { files, command } => std::process::exit(lab::run(&files, &command)?),
         Command::Run { command } => std::process::exit(ci::run_in_sandbox(&command)?),
         Command::Ci { e2e_only, filter } => ci::ci(e2e_only, filter.as_deref())?,
         Command::Bench { filter } => ci::bench(filter.as_deref())?,

@@ -130,7 +130,13 @@ pub fn restore_vcpu(fd: &VcpuFd, state: &VcpuState, fresh: bool) -> Result<(), P
             tracing::warn!("cannot set the guest TSC to {} kHz: {e}", state.tsc_khz);
         }
     }
-    let msrs = Msrs::from_entries(&state.msrs).map_err(PersistError::Fam)?;
+    // The TSC deadline goes in after the LAPIC: KVM ignores it unless the LAPIC timer is
+    // already in TSC-deadline mode, which a fresh vCPU's is not (QEMU orders it the same way).
+    let (deadline, others): (Vec<kvm_msr_entry>, Vec<kvm_msr_entry>) = state
+        .msrs
+        .iter()
+        .partition(|msr| msr.index == MSR_IA32_TSC_DEADLINE);
+    let msrs = Msrs::from_entries(&others).map_err(PersistError::Fam)?;
     if !fresh {
         // A vCPU that ran on may hold TLB entries of the timeline being thrown away. KVM
         // reloads the MMU, flushing the guest's TLB, only when CR3/CR0/CR4/EFER change: make
@@ -151,20 +157,32 @@ pub fn restore_vcpu(fd: &VcpuFd, state: &VcpuState, fresh: bool) -> Result<(), P
     fd.set_xcrs(&state.xcrs).map_err(kvm_err("set", "XCRs"))?;
     fd.set_debug_regs(&state.debug_regs)
         .map_err(kvm_err("set", "debug registers"))?;
-    let written = fd.set_msrs(&msrs).map_err(kvm_err("set", "MSRs"))?;
-    if written != state.msrs.len() {
-        return Err(PersistError::PartialMsrs {
-            op: "writing",
-            done: written,
-            total: state.msrs.len(),
-        });
-    }
+    write_msrs(fd, &msrs, others.len())?;
     fd.set_lapic(&state.lapic)
         .map_err(kvm_err("set", "LAPIC"))?;
+    if !deadline.is_empty() {
+        let deadline = Msrs::from_entries(&deadline).map_err(PersistError::Fam)?;
+        write_msrs(fd, &deadline, 1)?;
+    }
     fd.set_mp_state(state.mp_state)
         .map_err(kvm_err("set", "MP state"))?;
     fd.set_vcpu_events(&state.vcpu_events)
         .map_err(kvm_err("set", "vCPU events"))?;
+    Ok(())
+}
+
+/// IA32_TSC_DEADLINE.
+const MSR_IA32_TSC_DEADLINE: u32 = 0x6e0;
+
+fn write_msrs(fd: &VcpuFd, msrs: &Msrs, total: usize) -> Result<(), PersistError> {
+    let written = fd.set_msrs(msrs).map_err(kvm_err("set", "MSRs"))?;
+    if written != total {
+        return Err(PersistError::PartialMsrs {
+            op: "writing",
+            done: written,
+            total,
+        });
+    }
     Ok(())
 }
 
