@@ -205,7 +205,7 @@ pub fn boot(config: &VmConfig) -> Result<Vmm, BootError> {
 /// Where the vsock device lives.
 const VSOCK_MMIO_BASE: u64 = MMIO_GAP_START;
 /// Its interrupt line.
-pub(crate) const VSOCK_IRQ: u32 = VIRTIO_IRQ_BASE;
+const VSOCK_IRQ: u32 = VIRTIO_IRQ_BASE;
 
 /// Devices on their buses, with their event subscribers registered.
 pub struct WiredDevices {

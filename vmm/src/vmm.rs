@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vmm_sys_util::eventfd::EventFd;
 
 /// The devices a VM has, kept for saving and restoring their state.
 pub struct Devices {
@@ -118,9 +117,6 @@ pub enum ResetError {
     /// The target snapshot's CPU features differ from this VM's.
     #[error("the snapshot's CPU features differ from this sandbox's; restore it into a new sandbox instead")]
     Cpu,
-    /// Unwiring or rewiring the device interrupts in KVM failed.
-    #[error("rewiring device interrupts failed: {0}")]
-    Interrupts(#[source] std::io::Error),
 }
 
 /// What a snapshot cost.
@@ -381,49 +377,7 @@ impl Vmm {
         Ok(())
     }
 
-    /// The device interrupt eventfds KVM injects from (irqfds), with their GSIs.
-    fn interrupt_lines(&self) -> Result<Vec<(EventFd, u32)>, ResetError> {
-        let serial = lock(&self.devices.serial)
-            .serial
-            .interrupt_evt()
-            .0
-            .try_clone()
-            .map_err(ResetError::Interrupts)?;
-        let vsock = lock(&self.devices.vsock.transport)
-            .interrupt_event()
-            .try_clone()
-            .map_err(ResetError::Interrupts)?;
-        Ok(vec![
-            (serial, crate::arch::x86_64::layout::COM1_IRQ),
-            (vsock, crate::builder::VSOCK_IRQ),
-        ])
-    }
-
     fn reset_paused(&mut self, target: Option<Origin>) -> Result<(), ResetError> {
-        let started = Instant::now();
-        // KVM injects an irqfd's interrupt from a work item, possibly after the interrupt
-        // controllers were reloaded: unwire them first (which waits for that work) and forget
-        // interrupts raised for the discarded timeline; rewired last, anything the reset itself
-        // raises (the vsock transport reset) is delivered then.
-        let lines = self.interrupt_lines()?;
-        for (evt, gsi) in &lines {
-            self.vm.unregister_irqfd(evt, *gsi).map_err(|e| {
-                ResetError::Interrupts(std::io::Error::from_raw_os_error(e.errno()))
-            })?;
-            let _ = evt.read();
-        }
-        self.reload(target)?;
-        for (evt, gsi) in &lines {
-            self.vm.register_irqfd(evt, *gsi).map_err(|e| {
-                ResetError::Interrupts(std::io::Error::from_raw_os_error(e.errno()))
-            })?;
-        }
-        tracing::trace!(elapsed = ?started.elapsed(), "reset: interrupts rewired");
-        Ok(())
-    }
-
-    /// Memory, KVM state and device state back to `target` (or the origin), interrupts unwired.
-    fn reload(&mut self, target: Option<Origin>) -> Result<(), ResetError> {
         let started = Instant::now();
         match target {
             Some(new_origin) => {

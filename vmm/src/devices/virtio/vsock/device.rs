@@ -105,7 +105,6 @@ impl VsockDevice {
     /// guest, through `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`, that all its connections are gone.
     pub fn transport_reset(&mut self) {
         self.muxer.drop_all_connections();
-        self.discard_queued_tx();
         self.pending_reset_event = true;
         self.post_reset_event();
         self.wake();
@@ -158,27 +157,6 @@ impl VsockDevice {
         }
         if posted {
             self.notify_used(EVENT_QUEUE);
-        }
-    }
-
-    /// Completes every packet the guest queued before a transport reset without handling it.
-    /// They belong to connections the reset ends: answering them (with RSTs for connections
-    /// the muxer no longer knows) would only race the guest's own reset of those sockets.
-    fn discard_queued_tx(&mut self) {
-        let mem = &self.mem;
-        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(TX_QUEUE)) else {
-            return;
-        };
-        let mut used = false;
-        while let Some(chain) = q.pop_descriptor_chain(mem) {
-            if let Err(e) = q.add_used(mem, chain.head_index(), 0) {
-                tracing::warn!("vsock: tx add_used failed: {e}");
-            }
-            used = true;
-        }
-        if used {
-            tracing::debug!("vsock: discarded tx packets queued before the transport reset");
-            self.notify_used(TX_QUEUE);
         }
     }
 
