@@ -48,6 +48,7 @@ fn vm_ended(vmm: &Vmm) -> Option<GuestReadyError> {
 /// link), and the live announced connection, which guest-init serves requests on.
 pub struct GuestLink {
     listener: ReadyListener,
+    /// Held open, not read: closing it would make guest-init announce itself again.
     link: Option<Connection>,
 }
 
