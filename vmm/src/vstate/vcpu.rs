@@ -270,6 +270,8 @@ pub fn spawn_vcpu(
                 exit,
                 commands: command_rx,
                 paused: paused_tx,
+                io_incomplete: false,
+                ended: false,
             }
             .run()
         })
@@ -291,7 +293,15 @@ struct VcpuLoop {
     exit: Arc<ExitSignal>,
     commands: Receiver<VcpuCommand>,
     paused: Sender<()>,
+    /// The last exit was port or MMIO I/O, which KVM completes only on the next `KVM_RUN`.
+    io_incomplete: bool,
+    /// The VM ended while this vCPU was completing I/O for a pause.
+    ended: bool,
 }
+
+/// How many back-to-back I/O exits completing one instruction may take (a split MMIO access
+/// takes two); more means KVM is not finishing it and the pause goes ahead regardless.
+const MAX_IO_COMPLETION_EXITS: usize = 8;
 
 enum Step {
     Continue,
@@ -304,7 +314,7 @@ impl VcpuLoop {
             if let Step::Stop = self.drain_commands(false) {
                 return;
             }
-            if let Step::Stop = self.run_once() {
+            if self.ended || matches!(self.run_once(), Step::Stop) {
                 // The VM is over; wait for the owner to tell us to exit (or be dropped).
                 loop {
                     match self.commands.recv() {
@@ -337,6 +347,9 @@ impl VcpuLoop {
             };
             match command {
                 VcpuCommand::Pause => {
+                    if !paused {
+                        self.complete_pending_io();
+                    }
                     paused = true;
                     let _ = self.paused.send(());
                 }
@@ -347,26 +360,51 @@ impl VcpuLoop {
         }
     }
 
+    /// KVM finishes a port or MMIO instruction (stores the value read, advances RIP) only when
+    /// `KVM_RUN` is entered again. Before this vCPU's state is saved or replaced, enter it once
+    /// with `immediate_exit` set, so the instruction completes now and no further guest
+    /// instruction runs. Otherwise a snapshot holds a half-done instruction, and after a reset
+    /// KVM would apply the old instruction's completion on top of the restored registers.
+    fn complete_pending_io(&mut self) {
+        for _ in 0..MAX_IO_COMPLETION_EXITS {
+            if !self.io_incomplete || self.ended {
+                return;
+            }
+            self.fd.set_kvm_immediate_exit(1);
+            if let Step::Stop = self.run_once() {
+                self.ended = true;
+            }
+        }
+        if self.io_incomplete {
+            tracing::warn!(index = self.index, "KVM kept exiting for I/O while completing it");
+        }
+    }
+
     fn run_once(&mut self) -> Step {
+        self.io_incomplete = false;
         match self.fd.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
                 if !self.pio.read(u64::from(port), data) {
                     data.fill(0xff); // floating bus
                 }
+                self.io_incomplete = true;
                 Step::Continue
             }
             Ok(VcpuExit::IoOut(port, data)) => {
                 self.pio.write(u64::from(port), data);
+                self.io_incomplete = true;
                 Step::Continue
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 if !self.mmio.read(addr, data) {
                     data.fill(0xff);
                 }
+                self.io_incomplete = true;
                 Step::Continue
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
                 self.mmio.write(addr, data);
+                self.io_incomplete = true;
                 Step::Continue
             }
             Ok(VcpuExit::Shutdown) => {

@@ -138,6 +138,27 @@ impl Scratch {
             .and_then(|s| s["pid"].as_u64())
             .unwrap_or_else(|| panic!("no sandbox {name} in {json}")) as u32
     }
+    /// The last lines of a sandbox's guest console and VMM log, for failure messages.
+    pub fn sandbox_logs(&self, name: &str) -> String {
+        let Ok(paths) = paddock_vmm::sandbox::paths::SandboxPaths::new(&self.state_dir(), name)
+        else {
+            return format!("(no sandbox paths for {name})");
+        };
+        let tail = |path: &Path| {
+            let content = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = content.lines().collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        };
+        // A console is kept where the test asked for one (`start --console`), else in the
+        // sandbox's directory when it was restored with one.
+        let asked = self.path(&format!("{name}.console"));
+        let console = if asked.exists() { asked } else { paths.console() };
+        format!(
+            "--- {name}: console (last 40 lines) ---\n{}\n--- {name}: vmm.log (last 40 lines) ---\n{}",
+            tail(&console),
+            tail(&paths.vmm_log())
+        )
+    }
     /// Asserts every sandbox here is stopped.
     pub fn assert_no_sandboxes_running(&self) {
         let json = self.ok(&["ls", "--json"]);

@@ -463,7 +463,7 @@ impl Muxer {
             .map(|(k, _)| *k)
             .collect();
         for key in late {
-            tracing::debug!("vsock: connection {key:?} timed out");
+            tracing::warn!("vsock: connection {key:?} timed out");
             self.kill(key, ops);
         }
     }
