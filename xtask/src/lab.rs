@@ -91,6 +91,14 @@ pub fn run_with(
             eprintln!("xtask: lab: {e}\nxtask: lab: the lab machine hung while booting; starting it again");
             qemu::run(&kernel.vmlinuz, &initrd, &markers, timeout, verbose)?
         }
+        Err(e) if e.is::<qemu::LabCrash>() => {
+            eprintln!(
+                "xtask: lab: {e}\nxtask: lab: the lab machine itself went down (a failure of KVM \
+                 nested under qemu TCG, see docs/BENCHMARKS.md); running the command again in a \
+                 fresh lab"
+            );
+            qemu::run(&kernel.vmlinuz, &initrd, &markers, timeout, verbose)?
+        }
         other => other?,
     };
     let init = match (outcome.init_uptime, outcome.init_wall) {

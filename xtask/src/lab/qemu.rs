@@ -42,6 +42,20 @@ impl std::fmt::Display for BootHang {
 
 impl std::error::Error for BootHang {}
 
+/// The lab machine went down (its kernel panicked, or qemu died) before the command finished.
+/// paddock runs as a user process in the lab, so this is the lab's own failure (KVM nested
+/// under qemu's emulated AMD-V), not a result of the command; a fresh lab may run it again.
+#[derive(Debug)]
+pub struct LabCrash(pub String);
+
+impl std::fmt::Display for LabCrash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LabCrash {}
+
 /// The result of a lab run.
 #[derive(Debug)]
 pub struct LabOutcome {
@@ -185,12 +199,10 @@ pub fn run(
             Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.0.wait()?;
                 let _ = stderr_reader.join();
-                bail!(
-                    "{}",
-                    report(&format!(
-                        "the lab crashed: qemu exited ({status}) before the command finished"
-                    ))
-                );
+                return Err(LabCrash(report(&format!(
+                    "the lab crashed: qemu exited ({status}) before the command finished"
+                )))
+                .into());
             }
             Err(mpsc::RecvTimeoutError::Timeout) if init_wall.is_none() && timeout > BOOT_LIMIT => {
                 return Err(BootHang(report(&format!(

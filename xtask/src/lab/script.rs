@@ -70,6 +70,12 @@ for module in {modules}; do
     insmod "$module" || lab_error "insmod $module failed"
 done
 [ -c /dev/kvm ] || lab_error "/dev/kvm is missing after loading the KVM modules"
+# The boot stays quiet, but the lab kernel's own errors (soft lockups, RCU stalls, oopses,
+# KVM splats) reach the console, and a locked-up lab panics (then reboots, and qemu exits)
+# instead of hanging silently until the timeout: a lab that stops answering says why, at once.
+echo 4 > /proc/sys/kernel/printk
+echo 1 > /proc/sys/kernel/softlockup_panic 2>/dev/null
+echo 1 > /proc/sys/kernel/panic_on_rcu_stall 2>/dev/null
 [ -e {kernel} ] && export PADDOCK_KERNEL={kernel}
 [ -e {rootfs} ] && export PADDOCK_ROOTFS={rootfs}
 . {env}
