@@ -127,7 +127,14 @@ fn resets_while_the_guest_handles_device_traffic_leave_it_sound() {
     let logged_at_snapshot = exec_ok(&s, "busy", crash_signs);
     for round in 0..40u64 {
         let mut stream = s
-            .paddock_command(&["exec", "busy", "--", "sh", "-c", "echo streaming; cat > /dev/null"])
+            .paddock_command(&[
+                "exec",
+                "busy",
+                "--",
+                "sh",
+                "-c",
+                "echo streaming; cat > /dev/null",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -374,7 +381,13 @@ fn bad_snapshots_are_refused_and_nothing_is_started() {
     let trigger = s.path("stall-trigger");
     let console = s.path("crashy.console");
     let out = s.cli_env(
-        &["start", "--name", "crashy", "--console", console.to_str().unwrap()],
+        &[
+            "start",
+            "--name",
+            "crashy",
+            "--console",
+            console.to_str().unwrap(),
+        ],
         &[("PADDOCK_FAULT_SNAPSHOT_STALL", trigger.to_str().unwrap())],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

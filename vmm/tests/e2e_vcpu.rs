@@ -70,9 +70,10 @@ impl BusDevice for Reporter {
         data.fill(0);
     }
     fn write(&mut self, offset: u64, data: &[u8]) {
-        let _ = self
-            .seen
-            .send((self.base + offset as u16, data.first().copied().unwrap_or(0)));
+        let _ = self.seen.send((
+            self.base + offset as u16,
+            data.first().copied().unwrap_or(0),
+        ));
     }
 }
 
@@ -120,8 +121,12 @@ fn a_vcpu_paused_in_an_mmio_read_runs_the_registers_it_is_given() {
         base: PORT_SECOND_PATH,
         seen: seen_tx,
     };
-    pio.insert(u64::from(PORT_SECOND_PATH), 2, Arc::new(Mutex::new(reporter)))
-        .expect("port device");
+    pio.insert(
+        u64::from(PORT_SECOND_PATH),
+        2,
+        Arc::new(Mutex::new(reporter)),
+    )
+    .expect("port device");
     let exit = ExitSignal::new().expect("exit signal");
     let vcpu = spawn_vcpu(fd, 0, pio, mmio, exit).expect("vCPU thread");
 

@@ -87,15 +87,16 @@ pub fn run_with(
     let verbose =
         std::env::var_os("PADDOCK_LAB_VERBOSE").is_some_and(|v| !v.is_empty() && v != "0");
     let outcome = match qemu::run(&kernel.vmlinuz, &initrd, &markers, timeout, verbose) {
-        Err(e) if e.is::<qemu::BootHang>() => {
-            eprintln!("xtask: lab: {e}\nxtask: lab: the lab machine hung while booting; starting it again");
-            qemu::run(&kernel.vmlinuz, &initrd, &markers, timeout, verbose)?
-        }
-        Err(e) if e.is::<qemu::LabCrash>() => {
+        Err(e) if e.is::<qemu::LabDown>() => {
+            let why = match e.downcast_ref::<qemu::LabDown>() {
+                Some(qemu::LabDown::BootHang(_)) => "the lab machine hung while booting",
+                _ => {
+                    "the lab machine itself went down (a failure of KVM nested under qemu TCG, \
+                     see docs/BENCHMARKS.md)"
+                }
+            };
             eprintln!(
-                "xtask: lab: {e}\nxtask: lab: the lab machine itself went down (a failure of KVM \
-                 nested under qemu TCG, see docs/BENCHMARKS.md); running the command again in a \
-                 fresh lab"
+                "xtask: lab: {e}\nxtask: lab: {why}; running the command again in a fresh lab"
             );
             qemu::run(&kernel.vmlinuz, &initrd, &markers, timeout, verbose)?
         }

@@ -376,7 +376,10 @@ impl VcpuLoop {
             }
         }
         if self.io_incomplete {
-            tracing::warn!(index = self.index, "KVM kept exiting for I/O while completing it");
+            tracing::warn!(
+                index = self.index,
+                "KVM kept exiting for I/O while completing it"
+            );
         }
     }
 

@@ -152,7 +152,11 @@ impl Scratch {
         // A console is kept where the test asked for one (`start --console`), else in the
         // sandbox's directory when it was restored with one.
         let asked = self.path(&format!("{name}.console"));
-        let console = if asked.exists() { asked } else { paths.console() };
+        let console = if asked.exists() {
+            asked
+        } else {
+            paths.console()
+        };
         format!(
             "--- {name}: console (last 40 lines) ---\n{}\n--- {name}: vmm.log (last 40 lines) ---\n{}",
             tail(&console),

@@ -30,31 +30,26 @@ const MAX_STDERR: usize = 64 << 10;
 /// (it happens to qemu TCG now and then) and is worth starting again.
 const BOOT_LIMIT: Duration = Duration::from_secs(120);
 
-/// The lab machine hung before its /init ran: nothing of the command ran, a new attempt is safe.
+/// The lab machine itself failed, in a way a fresh lab may not repeat.
 #[derive(Debug)]
-pub struct BootHang(pub String);
+pub enum LabDown {
+    /// It hung before its /init ran: nothing of the command ran.
+    BootHang(String),
+    /// It went down (its kernel panicked, or qemu died) before the command finished. paddock
+    /// runs as a user process in the lab, so this is the lab's own failure (KVM nested under
+    /// qemu's emulated AMD-V), not a result of the command.
+    Crash(String),
+}
 
-impl std::fmt::Display for BootHang {
+impl std::fmt::Display for LabDown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Self::BootHang(report) | Self::Crash(report) => f.write_str(report),
+        }
     }
 }
 
-impl std::error::Error for BootHang {}
-
-/// The lab machine went down (its kernel panicked, or qemu died) before the command finished.
-/// paddock runs as a user process in the lab, so this is the lab's own failure (KVM nested
-/// under qemu's emulated AMD-V), not a result of the command; a fresh lab may run it again.
-#[derive(Debug)]
-pub struct LabCrash(pub String);
-
-impl std::fmt::Display for LabCrash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for LabCrash {}
+impl std::error::Error for LabDown {}
 
 /// The result of a lab run.
 #[derive(Debug)]
@@ -199,13 +194,13 @@ pub fn run(
             Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.0.wait()?;
                 let _ = stderr_reader.join();
-                return Err(LabCrash(report(&format!(
+                return Err(LabDown::Crash(report(&format!(
                     "the lab crashed: qemu exited ({status}) before the command finished"
                 )))
                 .into());
             }
             Err(mpsc::RecvTimeoutError::Timeout) if init_wall.is_none() && timeout > BOOT_LIMIT => {
-                return Err(BootHang(report(&format!(
+                return Err(LabDown::BootHang(report(&format!(
                     "the lab machine did not reach its /init within {} s",
                     BOOT_LIMIT.as_secs()
                 )))
