@@ -18,6 +18,15 @@ fn exec_ok(s: &Scratch, name: &str, script: &str) -> String {
     text(&out.stdout)
 }
 
+/// Starts sandbox `name`, snapshots it and resets it to that snapshot, so plain `reset NAME`
+/// goes back to it.
+fn start_resettable(s: &Scratch, name: &str) {
+    s.ok(&["start", "--name", name]);
+    let snap = s.path(&format!("{name}-snap"));
+    s.ok(&["snapshot", name, snap.to_str().unwrap()]);
+    s.ok(&["reset", name, "--to", snap.to_str().unwrap()]);
+}
+
 #[test]
 fn restore_keeps_processes_and_files_and_reset_forgets_what_came_after() {
     if !e2e_available() {
@@ -74,10 +83,7 @@ fn a_hundred_resets_do_not_grow_memory_or_descriptors() {
         return;
     }
     let s = Scratch::new();
-    s.ok(&["start", "--name", "loop"]);
-    let snap = s.path("snap");
-    s.ok(&["snapshot", "loop", snap.to_str().unwrap()]);
-    s.ok(&["reset", "loop", "--to", snap.to_str().unwrap()]);
+    start_resettable(&s, "loop");
     let pid = s.pid_of("loop");
     let mut samples = Vec::new();
     for i in 0..100 {
@@ -117,10 +123,7 @@ fn resets_while_the_guest_handles_device_traffic_leave_it_sound() {
         return;
     }
     let s = Scratch::new();
-    s.ok(&["start", "--name", "busy"]);
-    let snap = s.path("snap");
-    s.ok(&["snapshot", "busy", snap.to_str().unwrap()]);
-    s.ok(&["reset", "busy", "--to", snap.to_str().unwrap()]);
+    start_resettable(&s, "busy");
     // The kernel log is part of the snapshot: after each reset it must hold no crash beyond
     // what it held then (a lab kernel warns once at boot).
     let crash_signs = "dmesg | grep -E 'segfault|Oops|BUG:|general protection|RIP:' || true";

@@ -104,8 +104,17 @@ impl GuestLink {
                     return Ok(info);
                 }
                 // An announcement from before the reset whose connection the reset cut: the
-                // guest announces itself again.
-                Err(e) => tracing::debug!("announcement link failed, waiting for the next: {e}"),
+                // guest announces itself again. A guest that keeps announcing and failing still
+                // runs out of time.
+                Err(e) => {
+                    tracing::debug!("announcement link failed, waiting for the next: {e}");
+                    if let Some(e) = vm_ended(vmm) {
+                        return Err(e);
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(timed_out(vmm, timeout));
+                    }
+                }
             }
         }
     }
@@ -127,13 +136,18 @@ impl GuestLink {
                 return Err(e);
             }
             if Instant::now() >= deadline {
-                return Err(GuestReadyError::Timeout {
-                    secs: timeout.as_secs(),
-                    console: vmm.console.last_lines(30),
-                    vcpus: vmm.vcpu_summary(),
-                });
+                return Err(timed_out(vmm, timeout));
             }
         }
+    }
+}
+
+/// The guest did not get ready in time: what its console and vCPUs show.
+fn timed_out(vmm: &Vmm, timeout: Duration) -> GuestReadyError {
+    GuestReadyError::Timeout {
+        secs: timeout.as_secs(),
+        console: vmm.console.last_lines(30),
+        vcpus: vmm.vcpu_summary(),
     }
 }
 
