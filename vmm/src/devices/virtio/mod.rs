@@ -4,6 +4,7 @@
 //! vCPU threads; a device ([`VirtioDevice`]) owns its activated queues and is driven by the event
 //! loop. The two share an [`Interrupt`] (status bits + irqfd) and the queue notification eventfds.
 
+pub mod block;
 pub mod mmio;
 pub mod persist;
 pub mod vsock;

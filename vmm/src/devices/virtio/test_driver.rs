@@ -54,6 +54,7 @@ pub struct Used {
     pub descs: Vec<(u64, u32, bool)>,
 }
 
+#[derive(Clone)]
 struct DriverQueue {
     free: Vec<u16>,
     /// Posted chains by head: descriptor indices, and (addr, len, writable) per descriptor.
@@ -62,7 +63,9 @@ struct DriverQueue {
     used_seen: u16,
 }
 
-/// The guest side of one virtio-mmio device.
+/// The guest side of one virtio-mmio device. A clone is the driver's state at that moment
+/// (for tests that roll the guest back).
+#[derive(Clone)]
 pub struct Driver {
     pub mem: GuestMemory,
     pub transport: Arc<Mutex<MmioTransport>>,
@@ -137,6 +140,11 @@ impl Driver {
 
     /// The full Linux-style bring-up; returns the final Status.
     pub fn bring_up(&self) -> u32 {
+        self.bring_up_with(VIRTIO_F_VERSION_1)
+    }
+
+    /// The bring-up accepting `features` (which must include `VIRTIO_F_VERSION_1`).
+    pub fn bring_up_with(&self, features: u64) -> u32 {
         self.write(reg::VIRTIO_MMIO_STATUS, 0);
         self.write(reg::VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
         self.write(
@@ -144,12 +152,9 @@ impl Driver {
             VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER,
         );
         self.write(reg::VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        self.write(
-            reg::VIRTIO_MMIO_DRIVER_FEATURES,
-            (VIRTIO_F_VERSION_1 >> 32) as u32,
-        );
+        self.write(reg::VIRTIO_MMIO_DRIVER_FEATURES, (features >> 32) as u32);
         self.write(reg::VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-        self.write(reg::VIRTIO_MMIO_DRIVER_FEATURES, 0);
+        self.write(reg::VIRTIO_MMIO_DRIVER_FEATURES, features as u32);
         let s = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
         self.write(reg::VIRTIO_MMIO_STATUS, s);
         assert_eq!(self.read(reg::VIRTIO_MMIO_STATUS), s, "FEATURES_OK refused");
@@ -215,6 +220,21 @@ impl Driver {
             vec![head],
             vec![(desc.addr().0, desc.len(), desc.is_write_only())],
         );
+    }
+
+    /// Posts hand-made descriptors (for malformed-chain tests): each `(index, descriptor)` is
+    /// stored as is, and `head` is made available. The buffers are the caller's.
+    pub fn add_raw_chain(&mut self, queue: usize, head: u16, descs: &[(u16, Descriptor)]) {
+        let indices: Vec<u16> = descs.iter().map(|&(i, _)| i).collect();
+        self.queues[queue].free.retain(|i| !indices.contains(i));
+        for &(index, desc) in descs {
+            self.store_desc(queue, index, desc);
+        }
+        let bufs = descs
+            .iter()
+            .map(|(_, d)| (d.addr().0, d.len(), d.is_write_only()))
+            .collect();
+        self.publish(queue, head, indices, bufs);
     }
 
     fn store_desc(&self, queue: usize, index: u16, desc: Descriptor) {
