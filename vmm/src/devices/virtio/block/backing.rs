@@ -249,3 +249,70 @@ impl WriteVolatile for FileAt<'_> {
         self.advance(done)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use vm_memory::Bytes;
+
+    use super::*;
+
+    /// Guest memory of two adjacent regions, so a buffer can straddle them.
+    fn two_regions() -> GuestMemory {
+        GuestMemory::from_ranges(&[(GuestAddress(0), 0x10000), (GuestAddress(0x10000), 0x10000)])
+            .unwrap()
+    }
+
+    fn disk(bytes: &[u8]) -> (tempfile::NamedTempFile, Backing) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(f.path())
+            .unwrap();
+        let backing = Backing::new(file, bytes.len() as u64, false).unwrap();
+        (f, backing)
+    }
+
+    #[test]
+    fn io_straddling_two_memory_regions_moves_every_byte() {
+        let contents: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 256) as u8).collect();
+        let (_f, backing) = disk(&contents);
+        let mem = two_regions();
+        let addr = GuestAddress(0x10000 - 1000);
+        backing.read_to_guest(&mem, addr, 4096, 512).unwrap();
+        let mut got = vec![0u8; 4096];
+        mem.read_slice(&mut got, addr).unwrap();
+        assert_eq!(got, contents[512..512 + 4096]);
+
+        let new: Vec<u8> = (0..2048u32).map(|i| (i % 13) as u8).collect();
+        mem.write_slice(&new, addr).unwrap();
+        backing.write_from_guest(&mem, addr, 2048, 1024).unwrap();
+        let mut on_disk = vec![0u8; 2048];
+        std::os::unix::fs::FileExt::read_exact_at(&backing.file, &mut on_disk, 1024).unwrap();
+        assert_eq!(on_disk, new);
+    }
+
+    #[test]
+    fn io_outside_guest_memory_is_an_error() {
+        let (_f, backing) = disk(&[0u8; 4096]);
+        let mem = two_regions();
+        let err = backing
+            .read_to_guest(&mem, GuestAddress(0x20000 - 100), 512, 0)
+            .unwrap_err();
+        assert!(matches!(err, DiskIoError::GuestMemory { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_short_file_read_is_an_error() {
+        let (f, backing) = disk(&[1u8; 4096]);
+        f.as_file().set_len(1024).unwrap();
+        let mem = two_regions();
+        let err = backing
+            .read_to_guest(&mem, GuestAddress(0), 2048, 0)
+            .unwrap_err();
+        assert!(matches!(err, DiskIoError::File { op: "read", .. }), "{err}");
+    }
+}

@@ -274,6 +274,21 @@ impl Harness {
             .collect()
     }
 
+    /// Kicks the queue and runs the loop; returns how far the used index moved (without
+    /// interpreting the used ring).
+    pub fn kick_and_collect_raw(&mut self) -> u16 {
+        let used_ring = {
+            let device = lock(&self.block.device);
+            crate::devices::virtio::VirtioDevice::queue_states(&*device).unwrap()[0].used_ring
+        };
+        let read_idx =
+            |mem: &GuestMemory| -> u16 { mem.read_obj(GuestAddress(used_ring + 2)).unwrap() };
+        let before = read_idx(&self.mem);
+        self.driver.kick(REQUEST_QUEUE);
+        self.pump();
+        read_idx(&self.mem).wrapping_sub(before)
+    }
+
     /// Posts one Linux-style request, kicks, and returns its completion.
     pub fn request(&mut self, type_: u32, sector: u64, data: &[Seg]) -> Completion {
         self.post(type_, sector, data);

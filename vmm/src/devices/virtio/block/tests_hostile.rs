@@ -417,3 +417,39 @@ fn malformed_indirect_tables_complete_with_length_zero() {
     assert_skipped(&mut h, st);
     assert_still_serving(&mut h);
 }
+
+#[test]
+fn an_available_index_far_ahead_of_the_device_does_not_spin_it() {
+    let mut h = Harness::new(false);
+    let avail_ring = {
+        let device = crate::devices::bus::lock(&h.block.device);
+        let states = crate::devices::virtio::VirtioDevice::queue_states(&*device).unwrap();
+        states[0].avail_ring
+    };
+    let idx_addr = GuestAddress(avail_ring + 2);
+    let idx: u16 = h.mem.read_obj(idx_addr).unwrap();
+    // More entries than the queue holds: the device must refuse the ring, not loop on it.
+    h.mem.write_obj(idx.wrapping_add(1000), idx_addr).unwrap();
+    let done = h.kick_and_collect_raw();
+    assert_eq!(done, 0, "nothing may be used from an inconsistent ring");
+    h.mem.write_obj(idx, idx_addr).unwrap();
+    assert_still_serving(&mut h);
+}
+
+#[test]
+fn failed_disk_io_completes_with_ioerr() {
+    let mut h = Harness::new(false);
+    // The image shrinks under the device: reads past the new end come up short.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&h.path)
+        .unwrap();
+    file.set_len(EXPOSED_LEN / 2).unwrap();
+    h.post(
+        VIRTIO_BLK_T_IN,
+        EXPOSED_LEN / SECTOR_SIZE - 8,
+        &[Seg::In(4096)],
+    );
+    assert_refused(&mut h, IOERR);
+    assert_still_serving(&mut h);
+}
