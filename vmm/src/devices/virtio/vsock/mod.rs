@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 pub use connection::{CONN_TX_BUF_SIZE, CREDIT_UPDATE_THRESHOLD};
 pub use device::{VsockDevice, VSOCK_QUEUE_SIZE};
 pub use muxer::{VsockTimeouts, MAX_CONNECTIONS, MAX_HANDSHAKES};
-pub use persist::{VsockRestoreError, VsockState};
+pub use persist::{VsockConstructorArgs, VsockRestoreError, VsockState};
 
 use super::mmio::MmioTransport;
 use super::{clone_events, new_queue_events, GuestMemory, Interrupt};
