@@ -1,11 +1,15 @@
 //! The snapshot's device list: one [`DeviceState`] per virtio device, in attach order, each
 //! naming its kind, its state and the slot it sat in; and how a list is turned back into devices.
 //!
-//! Adding a device kind (e.g. virtio-blk) takes, in this file: a `DeviceKind` and a
-//! `VirtioDeviceState` variant (the compiler then points at each `match` to extend), a
-//! `DeviceStateError` variant for its restore error, an `impl ManagedVirtioDevice`, an arm in
-//! [`restore_device`] taking what it needs from [`RestoreResources`] — and bumping
-//! `SNAPSHOT_VERSION`.
+//! Adding a device kind (e.g. virtio-blk), all in this file:
+//! - a `DeviceKind` variant and a `VirtioDeviceState` variant holding the device's `Persist`
+//!   state (the compiler then points at every `match` to extend; in the other kinds'
+//!   `reset_to_state`, the new variant answers `DeviceStateError::KindMismatch`);
+//! - a `DeviceStateError` variant wrapping the device's restore error;
+//! - `impl ManagedVirtioDevice` for the device;
+//! - an arm in [`restore_device`], taking what the device needs (e.g. its backing file) from
+//!   [`RestoreResources`], which gains a field for it;
+//! - and a bump of `SNAPSHOT_VERSION`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
