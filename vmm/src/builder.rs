@@ -2,38 +2,34 @@
 
 use crate::arch::x86_64::boot::{self, LoadError};
 use crate::arch::x86_64::cpu_compat;
-use crate::arch::x86_64::layout::{
-    COM1_IRQ, COM1_PORT, I8042_PORT, MMIO_GAP_START, VIRTIO_IRQ_BASE, VIRTIO_MMIO_SIZE,
-};
 use crate::arch::x86_64::mptable::{self, MptableError};
 use crate::config::{ConfigError, VmConfig, GUEST_CID};
-use crate::devices::bus::Bus;
+use crate::device_manager::legacy::{LegacyDevices, LegacyError};
+use crate::device_manager::mmio::AttachError;
+use crate::device_manager::persist::{check_device_list, DevicesRestoreError, RestoreResources};
+use crate::device_manager::DeviceManager;
 use crate::devices::console::{ConsoleSink, ConsoleTail};
-use crate::devices::i8042::I8042;
-use crate::devices::serial::SerialDevice;
-use crate::devices::virtio::mmio::MMIO_QUEUE_NOTIFY_OFFSET;
-use crate::devices::virtio::vsock as virtio_vsock;
-use crate::devices::virtio::vsock::Vsock;
+use crate::devices::serial::{SerialConstructorArgs, SerialDevice, SerialStateError};
+use crate::devices::virtio::vsock::{self as virtio_vsock, VsockError};
 use crate::event_loop::EventLoop;
 use crate::event_loop::Subscribers;
 use crate::kvm::{open_kvm, KvmError};
+use crate::snapshot::persist::Persist;
 use crate::snapshot::state::SnapshotState;
 use crate::snapshot::store::{self, StoreError};
-use crate::vmm::{Devices, Origin, Vmm};
+use crate::vmm::{Origin, Vmm};
 use crate::vstate::memory::{self, GuestRam, MAX_MEMORY_MIB, MIN_MEMORY_MIB};
 use crate::vstate::memory::{create_guest_ram, MemoryError};
 use crate::vstate::persist::{self, PersistError};
 use crate::vstate::vcpu::{create_boot_vcpu, spawn_vcpu, ExitSignal, VcpuError, VmExitReason};
-use crate::vstate::vm::{create_vm, register_irqfd, register_mmio_ioevent, VmError};
-use event_manager::{EventOps, Events, MutEventSubscriber, SubscriberOps};
+use crate::vstate::vm::{create_vm, VmError};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use linux_loader::cmdline::Cmdline;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
-use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 /// Why a VM could not be booted.
@@ -72,6 +68,15 @@ pub enum BootError {
     /// A device could not be created.
     #[error("setting up the {what} device failed: {reason}")]
     Device { what: &'static str, reason: String },
+    /// COM1 or the i8042 could not be set up.
+    #[error(transparent)]
+    Legacy(#[from] LegacyError),
+    /// The vsock device could not be created.
+    #[error("setting up the vsock device failed: {0}")]
+    Vsock(#[from] VsockError),
+    /// A virtio device could not be attached.
+    #[error(transparent)]
+    Attach(#[from] AttachError),
 }
 
 /// Opens the console log for appending, if one was asked for.
@@ -128,22 +133,16 @@ pub fn boot(config: &VmConfig) -> Result<Vmm, BootError> {
     let console = ConsoleTail::default();
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(device_err("serial"))?;
     let serial = SerialDevice::new(serial_irq, ConsoleSink::new(console.clone(), console_log));
-    let vsock =
-        virtio_vsock::new_vsock(ram.memory.clone(), GUEST_CID, &config.vsock_uds).map_err(|e| {
-            BootError::Device {
-                what: "vsock",
-                reason: e.to_string(),
-            }
-        })?;
-    let wired = attach_devices(&vm, serial, vsock, &exit)?;
-    cmdline
-        .add_virtio_mmio_device(
-            VIRTIO_MMIO_SIZE,
-            vm_memory::GuestAddress(VSOCK_MMIO_BASE),
-            VSOCK_IRQ,
-            None,
-        )
-        .map_err(|e| LoadError::Cmdline(e.to_string()))?;
+    let mut devices = DeviceManager::new(LegacyDevices::attach(&vm, serial, &exit)?);
+    // virtio devices, in the order the guest will see them (vsock takes the first slot).
+    let vsock = virtio_vsock::new_vsock(ram.memory.clone(), GUEST_CID, &config.vsock_uds)?;
+    devices
+        .virtio
+        .attach_virtio(&vm, Box::new(vsock), &mut cmdline)?;
+    let subscribers = subscribe(&devices).map_err(|e| BootError::Device {
+        what: "event manager",
+        reason: format!("{e:?}"),
+    })?;
 
     boot::load_cmdline(&ram.memory, &cmdline)?;
     let cmdline_len = cmdline
@@ -187,7 +186,8 @@ pub fn boot(config: &VmConfig) -> Result<Vmm, BootError> {
         fds,
         exit,
         console,
-        wired,
+        devices,
+        subscribers,
         vsock_uds: config.vsock_uds.clone(),
         started,
         cmdline,
@@ -202,75 +202,11 @@ pub fn boot(config: &VmConfig) -> Result<Vmm, BootError> {
     Ok(vmm)
 }
 
-/// Where the vsock device lives.
-const VSOCK_MMIO_BASE: u64 = MMIO_GAP_START;
-/// Its interrupt line.
-const VSOCK_IRQ: u32 = VIRTIO_IRQ_BASE;
-
-/// Devices on their buses, with their event subscribers registered.
-pub struct WiredDevices {
-    pio: Bus,
-    mmio: Bus,
-    subscribers: Subscribers,
-    devices: Devices,
-}
-
-/// Puts COM1, the i8042 and virtio-vsock on the buses and wires their interrupts and
-/// notifications into KVM. The same for a boot and a restore.
-fn attach_devices(
-    vm: &VmFd,
-    serial: SerialDevice,
-    vsock: Vsock,
-    exit: &Arc<ExitSignal>,
-) -> Result<WiredDevices, BootError> {
-    let mut subscribers = Subscribers::new().map_err(|e| BootError::Device {
-        what: "event manager",
-        reason: format!("{e:?}"),
-    })?;
-    let mut pio = Bus::new();
-    let mut mmio = Bus::new();
-    let bus_err = |what| {
-        move |e: crate::devices::bus::BusError| BootError::Device {
-            what,
-            reason: e.to_string(),
-        }
-    };
-
-    register_irqfd(vm, &serial.serial.interrupt_evt().0, COM1_IRQ)?;
-    let serial = Arc::new(Mutex::new(serial));
-    pio.insert(u64::from(COM1_PORT), 8, serial.clone())
-        .map_err(bus_err("serial"))?;
-
-    let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(device_err("i8042"))?;
-    let i8042 = I8042::new(reset_evt.try_clone().map_err(device_err("i8042"))?);
-    pio.insert(u64::from(I8042_PORT), 5, Arc::new(Mutex::new(i8042)))
-        .map_err(bus_err("i8042"))?;
-    subscribers.add_subscriber(Arc::new(Mutex::new(ResetWatcher {
-        evt: reset_evt,
-        exit: exit.clone(),
-    })));
-
-    {
-        let transport = crate::devices::bus::lock(&vsock.transport);
-        for (index, evt) in transport.queue_events().iter().enumerate() {
-            register_mmio_ioevent(
-                vm,
-                evt,
-                VSOCK_MMIO_BASE + MMIO_QUEUE_NOTIFY_OFFSET,
-                index as u32,
-            )?;
-        }
-        register_irqfd(vm, transport.interrupt_event(), VSOCK_IRQ)?;
-    }
-    mmio.insert(VSOCK_MMIO_BASE, VIRTIO_MMIO_SIZE, vsock.transport.clone())
-        .map_err(bus_err("vsock"))?;
-    subscribers.add_subscriber(vsock.device.clone());
-    Ok(WiredDevices {
-        pio,
-        mmio,
-        subscribers,
-        devices: Devices { serial, vsock },
-    })
+/// The event loop's subscribers: every device's handler.
+fn subscribe(devices: &DeviceManager) -> Result<Subscribers, event_manager::Error> {
+    let mut subscribers = Subscribers::new()?;
+    devices.subscribe_all(&mut subscribers);
+    Ok(subscribers)
 }
 
 /// Everything a VM needs before its threads start.
@@ -281,7 +217,8 @@ struct Parts {
     fds: Vec<VcpuFd>,
     exit: Arc<ExitSignal>,
     console: ConsoleTail,
-    wired: WiredDevices,
+    devices: DeviceManager,
+    subscribers: Subscribers,
     vsock_uds: PathBuf,
     started: Instant,
     cmdline: String,
@@ -297,15 +234,15 @@ fn start(p: Parts) -> Result<Vmm, String> {
             spawn_vcpu(
                 fd,
                 index as u8,
-                p.wired.pio.clone(),
-                p.wired.mmio.clone(),
+                p.devices.pio_bus().clone(),
+                p.devices.mmio_bus().clone(),
                 p.exit.clone(),
             )
             .map_err(|e| e.to_string())?,
         );
     }
     let exit_for_loop = p.exit.clone();
-    let event_loop = EventLoop::spawn(p.wired.subscribers, move |e| {
+    let event_loop = EventLoop::spawn(p.subscribers, move |e| {
         exit_for_loop.exit(VmExitReason::Fatal(e))
     })
     .map_err(|e| e.to_string())?;
@@ -319,7 +256,7 @@ fn start(p: Parts) -> Result<Vmm, String> {
         vsock_uds: p.vsock_uds,
         started: p.started,
         event_loop,
-        devices: p.wired.devices,
+        devices: p.devices,
         cmdline: p.cmdline,
         origin: p.origin,
         msr_indices: p.msr_indices,
@@ -364,6 +301,15 @@ pub enum RestoreError {
     /// A device could not be restored.
     #[error("restoring the {what} device failed: {reason}")]
     Device { what: &'static str, reason: String },
+    /// The virtio device list is unusable, or a device in it could not be restored.
+    #[error(transparent)]
+    Devices(#[from] DevicesRestoreError),
+    /// COM1 refused its saved registers.
+    #[error("restoring the serial device failed: {0}")]
+    Serial(#[from] SerialStateError),
+    /// COM1 or the i8042 could not be set up.
+    #[error(transparent)]
+    Legacy(#[from] LegacyError),
     /// A vCPU could not be created.
     #[error("creating vCPU {index} failed: {source}")]
     Vcpu {
@@ -376,15 +322,6 @@ pub enum RestoreError {
         path: String,
         source: std::io::Error,
     },
-}
-
-impl From<BootError> for RestoreError {
-    fn from(e: BootError) -> Self {
-        RestoreError::Device {
-            what: "VM",
-            reason: e.to_string(),
-        }
-    }
 }
 
 /// Reads and checks a snapshot: format, memory file, shape (if `expected` = (vCPUs, bytes)),
@@ -405,6 +342,7 @@ pub fn load_snapshot(
             state.vcpus.len()
         )));
     }
+    check_device_list(&state.devices)?;
     let mib = state.memory_bytes >> 20;
     if state.memory_bytes % (1 << 20) != 0 || !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&mib) {
         return Err(RestoreError::Invalid(format!(
@@ -483,22 +421,24 @@ pub fn restore(
         what: "serial",
         reason: e.to_string(),
     })?;
-    let serial = SerialDevice::restore(
-        serial_irq,
-        ConsoleSink::new(console.clone(), console_log),
-        &state.serial,
-    )
-    .map_err(|reason| RestoreError::Device {
-        what: "serial",
-        reason,
+    let serial_args = SerialConstructorArgs {
+        irq: serial_irq,
+        sink: ConsoleSink::new(console.clone(), console_log),
+    };
+    let serial = SerialDevice::restore(serial_args, &state.serial)?;
+    let mut devices = DeviceManager::new(LegacyDevices::attach(&vm, serial, &exit)?);
+    // The devices come back in their saved slots; none may interrupt the guest yet.
+    let resources = RestoreResources {
+        mem: ram.memory.clone(),
+        vsock_uds: Some(vsock_uds.to_path_buf()),
+    };
+    devices
+        .virtio
+        .restore_devices(&vm, &state.devices, resources)?;
+    let subscribers = subscribe(&devices).map_err(|e| RestoreError::Device {
+        what: "event manager",
+        reason: format!("{e:?}"),
     })?;
-    let vsock = Vsock::restore(ram.memory.clone(), &state.vsock, vsock_uds).map_err(|e| {
-        RestoreError::Device {
-            what: "vsock",
-            reason: e.to_string(),
-        }
-    })?;
-    let wired = attach_devices(&vm, serial, vsock, &exit)?;
 
     let mut fds = Vec::with_capacity(state.vcpus.len());
     for (index, vcpu_state) in state.vcpus.iter().enumerate() {
@@ -509,8 +449,10 @@ pub fn restore(
         persist::restore_vcpu(&fd, vcpu_state, true)?;
         fds.push(fd);
     }
-    // Only now, with the vCPUs' LAPICs in place, may the vsock device interrupt the guest.
-    wired.devices.vsock.reset_guest_transport();
+    // Only now, with the vCPUs' LAPICs in place, may the devices interrupt the guest (vsock's
+    // transport reset): an interrupt raised earlier would be overwritten by the restored LAPIC
+    // state, or sent before the vCPU exists.
+    devices.virtio.after_restore();
     tracing::debug!(elapsed = ?started.elapsed(), "restore: devices and vCPUs restored");
     let msr_indices = state.vcpus[0].msrs.iter().map(|m| m.index).collect();
     let cmdline = state.cmdline.clone();
@@ -521,7 +463,8 @@ pub fn restore(
         fds,
         exit,
         console,
-        wired,
+        devices,
+        subscribers,
         vsock_uds: vsock_uds.to_path_buf(),
         started,
         cmdline,
@@ -532,23 +475,4 @@ pub fn restore(
         what: "vCPU threads",
         reason,
     })
-}
-
-/// Turns the i8042 reset request into the VM's end.
-struct ResetWatcher {
-    evt: EventFd,
-    exit: Arc<ExitSignal>,
-}
-
-impl MutEventSubscriber for ResetWatcher {
-    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        let _ = self.evt.read();
-        self.exit.exit(VmExitReason::GuestReset);
-    }
-
-    fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new(&self.evt, EventSet::IN)) {
-            tracing::error!("watching the i8042 reset event failed: {e:?}");
-        }
-    }
 }

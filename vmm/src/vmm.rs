@@ -2,11 +2,10 @@
 //! it in place, and how it ends.
 
 use crate::arch::x86_64::cpu_compat::missing_features;
+use crate::device_manager::persist::LayoutMismatch;
+use crate::device_manager::{DeviceManager, DevicesResetError};
 use crate::devices::bus::lock;
 use crate::devices::console::ConsoleTail;
-use crate::devices::serial::SerialDevice;
-use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::virtio::vsock::{Vsock, VsockState};
 use crate::event_loop::EventLoop;
 use crate::snapshot::memory_file::{self, MemoryFileError};
 use crate::snapshot::state::SnapshotState;
@@ -19,16 +18,8 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The devices a VM has, kept for saving and restoring their state.
-pub struct Devices {
-    /// COM1.
-    pub serial: Arc<Mutex<SerialDevice>>,
-    /// virtio-vsock.
-    pub vsock: Vsock,
-}
 
 /// The snapshot a VM's memory currently maps (privately): what `reset` returns to.
 pub struct Origin {
@@ -60,8 +51,8 @@ pub struct Vmm {
     pub started: Instant,
     /// The device event loop.
     pub event_loop: EventLoop,
-    /// Devices with state.
-    pub devices: Devices,
+    /// Every device: COM1 and the i8042, and the virtio devices in attach order.
+    pub devices: DeviceManager,
     /// The kernel command line.
     pub cmdline: String,
     /// The snapshot this VM came from or was last reset to.
@@ -105,12 +96,12 @@ pub enum ResetError {
     /// Restoring KVM state failed.
     #[error(transparent)]
     Persist(#[from] PersistError),
-    /// Restoring the vsock device failed.
-    #[error("restoring the vsock device failed: {0}")]
-    Vsock(String),
-    /// Restoring the serial device failed.
-    #[error("restoring the serial device failed: {0}")]
-    Serial(String),
+    /// The target snapshot has other virtio devices, or in other slots.
+    #[error("the snapshot's devices differ from this sandbox's: {0}")]
+    Layout(#[from] LayoutMismatch),
+    /// A device refused its saved state.
+    #[error(transparent)]
+    Devices(#[from] DevicesResetError),
     /// A vCPU thread did not answer.
     #[error("vCPU {0} did not answer")]
     VcpuGone(u8),
@@ -216,40 +207,55 @@ impl Vmm {
                 lapic.unwrap_or_else(|e| e.to_string())
             )
         });
-        let vsock = self.devices.vsock.save();
-        let queues: Vec<String> = vsock
-            .transport
-            .queues
+        let device_lines = self.virtio_summary();
+        self.resume();
+        match lines {
+            Ok(lines) => lines.join("\n") + "\n" + &device_lines,
+            Err(index) => format!("vCPU {index} did not answer"),
+        }
+    }
+
+    /// One line per virtio device: its status, interrupt status and queue positions (as the
+    /// driver published them in guest memory, and as the device last saw them).
+    fn virtio_summary(&self) -> String {
+        use vm_memory::Bytes;
+        let ring_index = |ring: u64| -> Option<u16> {
+            self.ram
+                .memory
+                .read_obj(vm_memory::GuestAddress(ring.wrapping_add(2)))
+                .ok()
+        };
+        let lines: Vec<String> = self
+            .devices
+            .virtio
+            .devices()
             .iter()
-            .map(|q| {
-                use vm_memory::Bytes;
-                let avail: Option<u16> = self
-                    .ram
-                    .memory
-                    .read_obj(vm_memory::GuestAddress(q.avail_ring + 2))
-                    .ok();
-                let used: Option<u16> = self
-                    .ram
-                    .memory
-                    .read_obj(vm_memory::GuestAddress(q.used_ring + 2))
-                    .ok();
+            .map(|attached| {
+                let state = lock(attached.device.transport()).save();
+                let queues: Vec<String> = state
+                    .queues
+                    .iter()
+                    .map(|q| {
+                        format!(
+                            "[avail.idx={:?} next_avail={} used.idx={:?} next_used={}]",
+                            ring_index(q.avail_ring),
+                            q.next_avail,
+                            ring_index(q.used_ring),
+                            q.next_used
+                        )
+                    })
+                    .collect();
                 format!(
-                    "[avail.idx={avail:?} next_avail={} used.idx={used:?} next_used={}]",
-                    q.next_avail, q.next_used
+                    "{} at {}: status={:#x} interrupt_status={:#x} queues={}",
+                    attached.device.kind(),
+                    attached.slot,
+                    state.status,
+                    state.interrupt_status,
+                    queues.join(" ")
                 )
             })
             .collect();
-        let vsock_line = format!(
-            "vsock: status={:#x} interrupt_status={:#x} queues(rx,tx,event)={}",
-            vsock.transport.status,
-            vsock.transport.interrupt_status,
-            queues.join(" ")
-        );
-        self.resume();
-        match lines {
-            Ok(lines) => lines.join("\n") + "\n" + &vsock_line,
-            Err(index) => format!("vCPU {index} did not answer"),
-        }
+        lines.join("\n")
     }
 
     /// Writes a snapshot of the (running) VM into `dir`; resumes it afterwards unless
@@ -294,8 +300,8 @@ impl Vmm {
             cmdline: self.cmdline.clone(),
             vm: persist::save_vm(&self.vm)?,
             vcpus,
-            serial: lock(&self.devices.serial).save(),
-            vsock: self.devices.vsock.save(),
+            serial: self.devices.legacy.save(),
+            devices: self.devices.virtio.save(),
         };
         let mut written = 0;
         let mut memory_error = None;
@@ -337,6 +343,10 @@ impl Vmm {
         }
         if let Some(target) = &target {
             self.check_same_cpu(target)?;
+            // Checked before pausing: a reset keeps this VM's devices, it cannot add or move one.
+            self.devices
+                .virtio
+                .check_same_layout(&target.state.devices)?;
         }
         let started = Instant::now();
         self.pause();
@@ -414,11 +424,9 @@ impl Vmm {
             })));
             rx.recv().map_err(|_| ResetError::VcpuGone(vcpu.index))??;
         }
-        lock(&self.devices.serial)
-            .restore_in_place(&state.serial)
-            .map_err(ResetError::Serial)?;
-        reset_vsock(&self.devices.vsock, &self.ram.memory, &state.vsock)
-            .map_err(ResetError::Vsock)?;
+        // Devices last, after every vCPU and its LAPIC: the interrupts they raise at the end
+        // (vsock's transport reset) must not be overwritten by the restored LAPIC state.
+        self.devices.reset_to(&state.serial, &state.devices)?;
         Ok(())
     }
 
@@ -449,24 +457,6 @@ fn fault_hook_stall_snapshot() {
         let _ = std::fs::write(trigger.with_extension("stalled"), b"");
         std::thread::sleep(Duration::from_secs(60));
     }
-}
-
-/// Puts the vsock device and its transport back to `state` in place (the host listener and the
-/// KVM eventfds stay), drops every connection and tells the guest its transport was reset.
-fn reset_vsock(vsock: &Vsock, mem: &memory::GuestMemory, state: &VsockState) -> Result<(), String> {
-    use crate::devices::virtio::VirtioDevice;
-    let mut transport = lock(&vsock.transport);
-    let queue_evts = crate::devices::virtio::clone_events(transport.queue_events())
-        .map_err(|e| e.to_string())?;
-    let interrupt = transport.interrupt().clone();
-    lock(&vsock.device).reset();
-    let device: Arc<Mutex<dyn VirtioDevice>> = vsock.device.clone();
-    *transport =
-        MmioTransport::restore(mem.clone(), device, queue_evts, interrupt, &state.transport)
-            .map_err(|e| e.to_string())?;
-    drop(transport);
-    vsock.reset_guest_transport();
-    Ok(())
 }
 
 impl Drop for Vmm {

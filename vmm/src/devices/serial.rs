@@ -2,6 +2,7 @@
 
 use super::bus::BusDevice;
 use super::console::ConsoleSink;
+use crate::snapshot::persist::Persist;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -32,7 +33,7 @@ impl SerialDevice {
 
 /// The UART's registers, for snapshots (vm-superio's `SerialState` is not serde-serializable).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SerialSnapshot {
+pub struct SerialState {
     baud_divisor_low: u8,
     baud_divisor_high: u8,
     interrupt_enable: u8,
@@ -45,11 +46,33 @@ pub struct SerialSnapshot {
     in_buffer: Vec<u8>,
 }
 
-impl SerialDevice {
-    /// Saves the UART's registers.
-    pub fn save(&self) -> SerialSnapshot {
+/// What a restored UART is built around.
+pub struct SerialConstructorArgs {
+    /// The irqfd KVM routes to COM1's IOAPIC pin.
+    pub irq: EventFd,
+    /// Where the guest's output goes.
+    pub sink: ConsoleSink,
+}
+
+/// Why saved UART state was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SerialStateError {
+    /// The registers do not describe a UART vm-superio can build (e.g. an over-full FIFO).
+    #[error("invalid serial state: {0}")]
+    Invalid(#[source] vm_superio::serial::Error<std::io::Error>),
+    /// Duplicating the interrupt eventfd, or creating a placeholder one, failed.
+    #[error("serial interrupt eventfd: {0}")]
+    EventFd(#[source] std::io::Error),
+}
+
+impl Persist for SerialDevice {
+    type State = SerialState;
+    type ConstructorArgs = SerialConstructorArgs;
+    type Error = SerialStateError;
+
+    fn save(&self) -> SerialState {
         let s = self.serial.state();
-        SerialSnapshot {
+        SerialState {
             baud_divisor_low: s.baud_divisor_low,
             baud_divisor_high: s.baud_divisor_high,
             interrupt_enable: s.interrupt_enable,
@@ -63,43 +86,44 @@ impl SerialDevice {
         }
     }
 
-    /// A UART in the saved state, writing to `sink`, interrupting through `irq`.
-    pub fn restore(irq: EventFd, sink: ConsoleSink, snap: &SerialSnapshot) -> Result<Self, String> {
-        let state = vm_superio::serial::SerialState {
-            baud_divisor_low: snap.baud_divisor_low,
-            baud_divisor_high: snap.baud_divisor_high,
-            interrupt_enable: snap.interrupt_enable,
-            interrupt_identification: snap.interrupt_identification,
-            line_control: snap.line_control,
-            line_status: snap.line_status,
-            modem_control: snap.modem_control,
-            modem_status: snap.modem_status,
-            scratch: snap.scratch,
-            in_buffer: snap.in_buffer.clone(),
+    fn restore(args: SerialConstructorArgs, state: &SerialState) -> Result<Self, SerialStateError> {
+        let registers = vm_superio::serial::SerialState {
+            baud_divisor_low: state.baud_divisor_low,
+            baud_divisor_high: state.baud_divisor_high,
+            interrupt_enable: state.interrupt_enable,
+            interrupt_identification: state.interrupt_identification,
+            line_control: state.line_control,
+            line_status: state.line_status,
+            modem_control: state.modem_control,
+            modem_status: state.modem_status,
+            scratch: state.scratch,
+            in_buffer: state.in_buffer.clone(),
         };
-        let serial =
-            Serial::from_state(&state, IrqTrigger(irq), vm_superio::serial::NoEvents, sink)
-                .map_err(|e| format!("invalid serial state: {e:?}"))?;
+        let serial = Serial::from_state(
+            &registers,
+            IrqTrigger(args.irq),
+            vm_superio::serial::NoEvents,
+            args.sink,
+        )
+        .map_err(SerialStateError::Invalid)?;
         Ok(Self { serial })
     }
-}
 
-impl SerialDevice {
-    /// Puts the saved registers back, keeping this UART's interrupt line and console.
-    pub fn restore_in_place(&mut self, snap: &SerialSnapshot) -> Result<(), String> {
+    /// Keeps this UART's interrupt line and console; only the registers change.
+    fn reset_to(&mut self, state: &SerialState) -> Result<(), SerialStateError> {
+        let irq = self
+            .serial
+            .interrupt_evt()
+            .0
+            .try_clone()
+            .map_err(SerialStateError::EventFd)?;
         let placeholder = Serial::new(
-            IrqTrigger(EventFd::new(0).map_err(|e| e.to_string())?),
+            IrqTrigger(EventFd::new(0).map_err(SerialStateError::EventFd)?),
             ConsoleSink::new(Default::default(), None),
         );
         let old = std::mem::replace(&mut self.serial, placeholder);
-        let irq = IrqTrigger(
-            old.interrupt_evt()
-                .0
-                .try_clone()
-                .map_err(|e| e.to_string())?,
-        );
         let sink = old.into_writer();
-        let restored = Self::restore(irq.0, sink, snap)?;
+        let restored = Self::restore(SerialConstructorArgs { irq, sink }, state)?;
         self.serial = restored.serial;
         Ok(())
     }
@@ -154,15 +178,54 @@ mod tests {
         dev.write(7, &[0x5a]); // scratch register
         dev.write(1, &[0x02]); // enable THR-empty interrupt
         let snap = dev.save();
-        let mut back = SerialDevice::restore(
-            EventFd::new(0).unwrap(),
-            ConsoleSink::new(tail, None),
-            &snap,
-        )
-        .unwrap();
+        let args = SerialConstructorArgs {
+            irq: EventFd::new(0).unwrap(),
+            sink: ConsoleSink::new(tail.clone(), None),
+        };
+        let mut back = SerialDevice::restore(args, &snap).unwrap();
         let mut scratch = [0u8];
         back.read(7, &mut scratch);
         assert_eq!(scratch, [0x5a]);
         assert_eq!(back.save(), snap);
+    }
+
+    #[test]
+    fn reset_to_puts_registers_back_and_keeps_the_console() {
+        let tail = ConsoleTail::default();
+        let mut dev = SerialDevice::new(
+            EventFd::new(0).unwrap(),
+            ConsoleSink::new(tail.clone(), None),
+        );
+        dev.write(7, &[0x11]);
+        let snap = dev.save();
+        dev.write(7, &[0x22]);
+        dev.reset_to(&snap).unwrap();
+        let mut scratch = [0u8];
+        dev.read(7, &mut scratch);
+        assert_eq!(scratch, [0x11]);
+        dev.write(0, b"k");
+        assert_eq!(
+            tail.text(),
+            "k",
+            "output still reaches the original console"
+        );
+    }
+
+    #[test]
+    fn an_overfull_fifo_is_refused() {
+        let dev = SerialDevice::new(
+            EventFd::new(0).unwrap(),
+            ConsoleSink::new(ConsoleTail::default(), None),
+        );
+        let mut snap = dev.save();
+        snap.in_buffer = vec![0; 65];
+        let args = SerialConstructorArgs {
+            irq: EventFd::new(0).unwrap(),
+            sink: ConsoleSink::new(ConsoleTail::default(), None),
+        };
+        assert!(matches!(
+            SerialDevice::restore(args, &snap),
+            Err(SerialStateError::Invalid(_))
+        ));
     }
 }

@@ -1,7 +1,7 @@
 //! What a snapshot's state file holds.
 
-use crate::devices::serial::SerialSnapshot;
-use crate::devices::virtio::vsock::VsockState;
+use crate::device_manager::persist::DeviceState;
+use crate::devices::serial::SerialState;
 use crate::vstate::persist::{VcpuState, VmState};
 use serde::{Deserialize, Serialize};
 
@@ -23,9 +23,9 @@ pub struct SnapshotState {
     /// One entry per vCPU, in index order.
     pub vcpus: Vec<VcpuState>,
     /// COM1.
-    pub serial: SerialSnapshot,
-    /// The virtio-vsock device and its transport.
-    pub vsock: VsockState,
+    pub serial: SerialState,
+    /// The virtio devices with their transports and slots, in attach order.
+    pub devices: Vec<DeviceState>,
 }
 
 impl SnapshotState {

@@ -123,6 +123,11 @@ impl MmioTransport {
         &self.interrupt
     }
 
+    /// The guest memory the transport validates queues against.
+    pub(crate) fn memory(&self) -> &GuestMemory {
+        &self.mem
+    }
+
     /// Rebuilds a transport from saved registers and queue configuration (snapshot restore).
     /// The device is not touched: the caller re-activates it if the saved status says so.
     pub(crate) fn from_parts(

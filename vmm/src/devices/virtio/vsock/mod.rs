@@ -1,16 +1,13 @@
 //! virtio-vsock (device ID 19) with a host Unix-socket backend.
 //!
-//! Wiring, done once by the VMM builder:
+//! The VMM attaches it through the device manager, which picks its MMIO slot and IRQ, registers
+//! its queue-notify ioeventfds and irqfd with KVM, puts the transport on the MMIO bus and adds
+//! the kernel command line entry:
 //! ```text
 //! let vsock = new_vsock(mem, 3, uds_path)?;
-//! let t = bus::lock(&vsock.transport);
-//! for (i, evt) in t.queue_events().iter().enumerate() {
-//!     vm_fd.register_ioevent(evt, &IoEventAddress::Mmio(base + MMIO_QUEUE_NOTIFY_OFFSET), i as u32)?;
-//! }
-//! vm_fd.register_irqfd(t.interrupt_event(), gsi)?;
-//! mmio_bus.insert(base, MMIO_WINDOW_SIZE, vsock.transport.clone())?;
-//! event_manager.add_subscriber(vsock.device.clone());
+//! device_manager.virtio.attach_virtio(&vm_fd, Box::new(vsock), &mut cmdline)?;
 //! ```
+//! Snapshots go through [`crate::snapshot::persist::Persist`] (`persist.rs`).
 
 mod connection;
 mod device;
@@ -30,7 +27,7 @@ use std::sync::{Arc, Mutex};
 pub use connection::{CONN_TX_BUF_SIZE, CREDIT_UPDATE_THRESHOLD};
 pub use device::{VsockDevice, VSOCK_QUEUE_SIZE};
 pub use muxer::{VsockTimeouts, MAX_CONNECTIONS, MAX_HANDSHAKES};
-pub use persist::{VsockRestoreError, VsockState};
+pub use persist::{VsockConstructorArgs, VsockRestoreError, VsockState};
 
 use super::mmio::MmioTransport;
 use super::{clone_events, new_queue_events, GuestMemory, Interrupt};

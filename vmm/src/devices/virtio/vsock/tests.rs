@@ -20,6 +20,7 @@ use super::{
 use crate::devices::bus::lock;
 use crate::devices::virtio::test_driver::{guest_memory, Buf, Driver};
 use crate::devices::virtio::INTERRUPT_USED_BUFFER;
+use crate::snapshot::persist::Persist;
 
 const GUEST_CID: u64 = 3;
 const RX_BUFFERS: usize = 32;
@@ -744,7 +745,11 @@ fn snapshot_restore_keeps_queues_and_resets_transport() {
 
     // "Restore" on the same guest memory, as a new process would on the snapshot's memory.
     let uds2 = h._dir.path().join("restored.sock");
-    let restored = Vsock::restore(h.driver.mem.clone(), &decoded, &uds2).unwrap();
+    let args = super::VsockConstructorArgs {
+        mem: h.driver.mem.clone(),
+        uds_path: uds2.clone(),
+    };
+    let restored = Vsock::restore(args, &decoded).unwrap();
     assert!(lock(&restored.device).is_activated());
     restored.reset_guest_transport();
     let queues = lock(&restored.transport).save().queues;
@@ -773,6 +778,32 @@ fn snapshot_restore_keeps_queues_and_resets_transport() {
     );
     // The restored device serves connections on the new socket.
     let _ = h.open_from_host(1024);
+}
+
+#[test]
+fn reset_to_puts_queues_back_and_drops_connections_and_keeps_the_cid() {
+    let mut h = Harness::new();
+    let state = h.vsock.save();
+    let (mut host, _) = h.open_from_host(1024);
+    assert_ne!(h.vsock.save(), state, "the connection moved the queues");
+
+    h.vsock.reset_to(&state).unwrap();
+    assert_eq!(h.vsock.save(), state, "queues and registers as saved");
+    assert!(lock(&h.vsock.device).is_activated());
+    h.vsock.reset_guest_transport();
+    h.pump();
+    assert!(
+        sees_eof(&mut host),
+        "host connections do not survive a reset"
+    );
+    assert_eq!(h.connections(), 0);
+
+    let mut other = state.clone();
+    other.guest_cid += 1;
+    assert!(matches!(
+        h.vsock.reset_to(&other),
+        Err(super::VsockRestoreError::Cid { .. })
+    ));
 }
 
 #[test]
