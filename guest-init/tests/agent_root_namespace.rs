@@ -60,11 +60,31 @@ fn outer() {
         }
     };
     let result = run_inner(&device);
-    let _ = Command::new("losetup").args(["--detach", &device]).status();
+    detach(&device);
     let _ = std::fs::remove_dir_all(&work);
     match result {
         Ok(output) => check(&output),
         Err(why) => skip(&why),
+    }
+}
+
+/// Detaches the loop device; the namespace's mounts may take a moment to be released.
+fn detach(device: &str) {
+    let start = Instant::now();
+    let backing = format!(
+        "/sys/block/{}/loop/backing_file",
+        device.trim_start_matches("/dev/")
+    );
+    while Path::new(&backing).exists() {
+        let _ = Command::new("losetup")
+            .args(["--detach", device])
+            .stderr(Stdio::null())
+            .status();
+        if start.elapsed() > Duration::from_secs(10) {
+            println!("warning: could not detach {device}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
