@@ -135,6 +135,26 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Log lines copied to the console when a daemon fails, and how far back they are looked for.
+const CONSOLE_TAIL_LINES: usize = 20;
+const CONSOLE_TAIL_BYTES: u64 = 8 * 1024;
+/// Longest log line copied to the console.
+const CONSOLE_LINE_MAX: usize = 300;
+
+/// Copies the end of the log at `path` to the console (after a daemon failed).
+pub fn copy_tail_to_console(path: &Path) {
+    match tail(path, CONSOLE_TAIL_LINES, CONSOLE_TAIL_BYTES) {
+        Ok(lines) => {
+            crate::console_log!("last lines of {}:", path.display());
+            for line in lines {
+                let line = paddock_protocol::engine::truncate(&line, CONSOLE_LINE_MAX);
+                crate::console_log!("| {line}");
+            }
+        }
+        Err(e) => crate::console_log!("cannot read {}: {e}", path.display()),
+    }
+}
+
 /// The last `lines` whole lines of the file at `path`, reading at most its last `max_bytes`.
 pub fn tail(path: &Path, lines: usize, max_bytes: u64) -> io::Result<Vec<String>> {
     let mut file = File::open(path)?;

@@ -25,9 +25,6 @@ const FIRST_POLL: Duration = Duration::from_millis(50);
 const MAX_POLL: Duration = Duration::from_millis(500);
 /// How long one API request may take while waiting for dockerd (the lab is slow).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// Log lines copied to the console when a daemon fails.
-const TAIL_LINES: usize = 20;
-const TAIL_BYTES: u64 = 8 * 1024;
 
 /// One daemon of the engine: what to run and where its output goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,18 +274,8 @@ fn report(failure: &StartFailure) {
         failure.stage,
         failure.detail
     );
-    let Some(log) = &failure.log else {
-        return;
-    };
-    match log_sink::tail(log, TAIL_LINES, TAIL_BYTES) {
-        Ok(lines) => {
-            crate::console_log!("last lines of {}:", log.display());
-            for line in lines {
-                let line = paddock_protocol::engine::truncate(&line, 300);
-                crate::console_log!("| {line}");
-            }
-        }
-        Err(e) => crate::console_log!("cannot read {}: {e}", log.display()),
+    if let Some(log) = &failure.log {
+        log_sink::copy_tail_to_console(log);
     }
 }
 

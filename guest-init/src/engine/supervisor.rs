@@ -7,7 +7,7 @@
 //! [`RestartPolicy::max_restarts`] times in a row (a run that lasted
 //! [`RestartPolicy::stable_after`] resets the count); then the daemon is given up.
 
-use super::log_sink::LogSink;
+use super::log_sink::{self, LogSink};
 use crate::reaper::Reaper;
 use paddock_protocol::ExitStatus;
 use std::fmt;
@@ -26,6 +26,14 @@ const DAEMON_ENV: [(&str, &str); 2] = [
     ),
     ("HOME", "/root"),
 ];
+
+/// Set once the guest shuts down: a daemon stopped by the shutdown is not started again.
+static RESTARTS_STOPPED: AtomicBool = AtomicBool::new(false);
+
+/// No supervised daemon is restarted from now on (the guest is shutting down).
+pub fn stop_restarts() {
+    RESTARTS_STOPPED.store(true, Ordering::SeqCst);
+}
 
 /// When and how often a daemon that died is started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,7 +214,7 @@ impl Supervised {
             let exit = self.run_once(sink, reaper);
             let ran_for = started.elapsed();
             crate::console_log!("{} {exit} after {ran_for:.1?}", self.spec.name);
-            if !self.restartable.load(Ordering::SeqCst) {
+            if !self.restartable.load(Ordering::SeqCst) || RESTARTS_STOPPED.load(Ordering::SeqCst) {
                 self.set(DaemonStatus::Stopped(exit));
                 return;
             }
@@ -218,15 +226,20 @@ impl Supervised {
                     );
                     self.set(DaemonStatus::Restarting {
                         attempt,
-                        last: exit,
+                        last: exit.clone(),
                     });
                     std::thread::sleep(after);
+                    if RESTARTS_STOPPED.load(Ordering::SeqCst) {
+                        self.set(DaemonStatus::Stopped(exit));
+                        return;
+                    }
                 }
                 RestartDecision::GiveUp { restarts } => {
                     crate::console_log!(
                         "giving up on {} after {restarts} restarts in a row",
                         self.spec.name
                     );
+                    log_sink::copy_tail_to_console(sink.path());
                     self.set(DaemonStatus::GaveUp {
                         restarts,
                         last: exit,
