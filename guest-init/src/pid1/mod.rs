@@ -38,17 +38,18 @@ pub fn run() -> ! {
     // SAFETY: plain syscall with a constant argument.
     unsafe { libc::reboot(libc::RB_DISABLE_CAD) };
 
-    // Before the profile is known: /proc/cmdline says which one this is.
+    // Before the profile is known: /proc/cmdline says which one this is, and /dev holds the
+    // console that must show a failed root switch.
     setup_root::mount_early();
+    if let Err(e) = console::ensure_console_stdio() {
+        crate::console_log!("console: {e}");
+    }
     let params = read_boot_params();
     let profile = match &params.root {
         Some(device) => Profile::agent(device),
         None => Profile::Minimal,
     };
     let root = setup_root::mount_profile(&profile);
-    if let Err(e) = console::ensure_console_stdio() {
-        crate::console_log!("console: {e}");
-    }
     if let Err(e) = hostname::set_hostname() {
         crate::console_log!("hostname: {e}");
     }

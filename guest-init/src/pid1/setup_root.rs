@@ -32,7 +32,10 @@ pub fn run_plan(plan: &BootPlan) -> RootOutcome {
     let outcome = match &plan.switch {
         None => RootOutcome::Initramfs,
         Some(steps) => match switch_root(steps) {
-            Ok(()) => RootOutcome::Switched,
+            Ok(()) => {
+                crate::console_log!("switched to the agent root");
+                RootOutcome::Switched
+            }
             Err(e) => {
                 crate::console_log!(
                     "cannot switch to the agent root, staying in the initramfs: {e}"
