@@ -12,6 +12,8 @@ macro_rules! console_log {
     };
 }
 
+pub mod boot_params;
+pub mod engine;
 mod exec;
 pub mod pid1;
 pub mod reaper;

@@ -1,15 +1,16 @@
 //! Facts about the running guest reported to the host (`Ready`, `Resumed`).
 
-use paddock_protocol::BootInfo;
+use paddock_protocol::{BootInfo, EngineState};
 use std::ffi::CStr;
 use std::io;
 
-/// Builds the [`BootInfo`] for this moment.
-pub fn boot_info() -> BootInfo {
+/// Builds the [`BootInfo`] for this moment, with the engine in state `engine`.
+pub fn boot_info(engine: EngineState) -> BootInfo {
     BootInfo {
         uptime_ns: uptime_ns().unwrap_or(0),
         kernel_release: kernel_release().unwrap_or_else(|_| "unknown".into()),
         init_version: env!("CARGO_PKG_VERSION").into(),
+        engine,
     }
 }
 
@@ -44,10 +45,11 @@ mod tests {
 
     #[test]
     fn boot_info_matches_this_kernel() {
-        let info = boot_info();
+        let info = boot_info(EngineState::Absent);
         let proc_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
         assert_eq!(info.kernel_release, proc_release.trim());
         assert_eq!(info.init_version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(info.engine, EngineState::Absent);
         let first = uptime_ns().unwrap();
         assert!(first > 0);
         assert!(uptime_ns().unwrap() >= first);

@@ -21,6 +21,7 @@ impl Platform for NoPlatform {
             uptime_ns: 0,
             kernel_release: String::new(),
             init_version: String::new(),
+            engine: paddock_protocol::EngineState::Absent,
         }
     }
     fn resume(&self, _: UnixTime, _: &[u8]) -> io::Result<()> {

@@ -6,6 +6,8 @@
 //! hostname, brings up loopback, serves execs with the central reaper driven by the signalfd,
 //! then shuts down with reboot(2), which in a PID namespace kills its init with SIGHUP.
 
+use guest_init::pid1::mount_plan::{Profile, SYSTEM_EARLY};
+use guest_init::pid1::setup_root::{self, RootOutcome};
 use guest_init::pid1::{console, hostname, loopback, mounts, power, signals};
 use guest_init::{ControlService, Platform, ReapMode, Reaper};
 use paddock_protocol::{
@@ -109,11 +111,16 @@ fn inner() {
     assert_eq!(unsafe { libc::getpid() }, 1, "not PID 1 of a new namespace");
     let signals = signals::SignalFd::new().unwrap();
 
-    let failures = mounts::mount_all(&mounts::MOUNTS);
+    let failures = mounts::mount_all(&SYSTEM_EARLY);
     for failure in &failures {
         println!("mount {} failed: {}", failure.target, failure.error);
     }
     assert!(failures.is_empty());
+    // The minimal profile: no root switch, the rest of the system mounts in place.
+    assert!(matches!(
+        setup_root::mount_profile(&Profile::Minimal),
+        RootOutcome::Initramfs
+    ));
     check_fs_type("/proc", libc::PROC_SUPER_MAGIC);
     check_fs_type("/sys", libc::SYSFS_MAGIC);
     check_fs_type("/dev", libc::TMPFS_MAGIC); // devtmpfs reports tmpfs
@@ -122,7 +129,7 @@ fn inner() {
     check_fs_type("/run", libc::TMPFS_MAGIC);
     check_fs_type("/sys/fs/cgroup", libc::CGROUP2_SUPER_MAGIC);
     // Mounting twice is tolerated (EBUSY or a harmless stacked mount).
-    assert!(mounts::mount_all(&mounts::MOUNTS[..1]).is_empty());
+    assert!(mounts::mount_all(&SYSTEM_EARLY[..1]).is_empty());
     assert_eq!(
         std::fs::read_link("/proc/self").unwrap().to_str(),
         Some("1")
@@ -207,7 +214,7 @@ struct NoPlatform;
 
 impl Platform for NoPlatform {
     fn boot_info(&self) -> BootInfo {
-        guest_init::sysinfo::boot_info()
+        guest_init::sysinfo::boot_info(paddock_protocol::EngineState::Absent)
     }
     fn resume(&self, _: UnixTime, _: &[u8]) -> io::Result<()> {
         Err(io::Error::other("not in this test"))

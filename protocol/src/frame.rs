@@ -13,7 +13,8 @@ use std::io::{self, ErrorKind, Read, Write};
 pub const FRAME_MAGIC: [u8; 4] = *b"PDKF";
 /// Version of this protocol; a peer speaking another version is rejected.
 /// 2: the `Ready` announcement stays open as a link that carries requests (`Resume`).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: `BootInfo` carries the container engine's state (`engine: EngineState`).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Upper bound of a frame payload, enforced on both encode and decode.
 pub const MAX_FRAME_PAYLOAD: u32 = 1 << 20;
 /// Size of the frame header in bytes.

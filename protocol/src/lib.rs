@@ -7,9 +7,11 @@
 //! one exec session.
 
 mod bytes;
+pub mod engine;
 pub mod frame;
 pub mod messages;
 
+pub use engine::{EngineStage, EngineState, MAX_ENGINE_DETAIL, MAX_ENGINE_VERSION};
 pub use frame::{
     encode_frame, read_frame, write_frame, FrameError, FRAME_HEADER_LEN, FRAME_MAGIC,
     MAX_FRAME_PAYLOAD, PROTOCOL_VERSION,

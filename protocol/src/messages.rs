@@ -6,6 +6,7 @@
 //! `Stdout`/`Stderr` chunks and finally `Exited`; meanwhile the host may send `Stdin`,
 //! `StdinClose` and `Signal`.
 
+use crate::engine::EngineState;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -135,6 +136,9 @@ pub struct BootInfo {
     pub kernel_release: String,
     /// Version of guest-init.
     pub init_version: String,
+    /// The container engine: `Ready` is sent only once it is up or has failed; `Resumed`
+    /// reports it as it is after the restore or reset.
+    pub engine: EngineState,
 }
 
 /// How a command ended.

@@ -5,16 +5,23 @@ pub mod console;
 pub mod hostname;
 pub mod listener;
 pub mod loopback;
+pub mod mount_plan;
 pub mod mounts;
 pub mod platform;
 pub mod power;
 pub mod readiness;
+pub mod root_switch;
+pub mod setup_root;
 pub mod signals;
 
+use crate::boot_params::{self, BootParams, EngineChoice};
+use crate::engine::{start_engine, EngineConfig, EngineMonitor};
 use crate::reaper::{ReapMode, Reaper};
 use crate::service::ControlService;
 use crate::vsock::VsockListener;
-use paddock_protocol::{ShutdownAction, CONTROL_PORT};
+use mount_plan::Profile;
+use paddock_protocol::{EngineStage, EngineState, ShutdownAction, CONTROL_PORT};
+use setup_root::RootOutcome;
 use std::sync::Arc;
 
 /// Boots the guest's userspace and never returns.
@@ -31,12 +38,18 @@ pub fn run() -> ! {
     // SAFETY: plain syscall with a constant argument.
     unsafe { libc::reboot(libc::RB_DISABLE_CAD) };
 
-    for failure in mounts::mount_all(&mounts::MOUNTS) {
-        crate::console_log!("mount {}: {}", failure.target, failure.error);
-    }
+    // Before the profile is known: /proc/cmdline says which one this is, and /dev holds the
+    // console that must show a failed root switch.
+    setup_root::mount_early();
     if let Err(e) = console::ensure_console_stdio() {
         crate::console_log!("console: {e}");
     }
+    let params = read_boot_params();
+    let profile = match &params.root {
+        Some(device) => Profile::agent(device),
+        None => Profile::Minimal,
+    };
+    let root = setup_root::mount_profile(&profile);
     if let Err(e) = hostname::set_hostname() {
         crate::console_log!("hostname: {e}");
     }
@@ -45,14 +58,58 @@ pub fn run() -> ! {
     }
 
     let reaper = Reaper::new(ReapMode::Central);
-    start_control_service(&reaper);
+    let engine = start_engine_if_wanted(&params, root, &reaper);
+    start_control_service(&reaper, engine);
     signal_loop(&signals, &reaper)
 }
 
+/// paddock's kernel command line parameters; defaults (the minimal profile) if unreadable.
+fn read_boot_params() -> BootParams {
+    let (params, errors) = boot_params::read().unwrap_or_else(|e| {
+        crate::console_log!("cannot read {}: {e}", boot_params::CMDLINE_PATH);
+        boot_params::parse("")
+    });
+    for error in errors {
+        crate::console_log!("ignoring a kernel parameter: {error}");
+    }
+    params
+}
+
+/// Starts the engine when the command line asks for it and the root allows it. A failed root
+/// switch is reported as the engine's failure whatever the engine choice, so the host learns
+/// of it from `BootInfo`.
+fn start_engine_if_wanted(
+    params: &BootParams,
+    root: RootOutcome,
+    reaper: &Arc<Reaper>,
+) -> Arc<EngineMonitor> {
+    if let RootOutcome::Failed(e) = root {
+        return EngineMonitor::settled(EngineState::failed(EngineStage::Root, &e.to_string()));
+    }
+    if params.engine == EngineChoice::None {
+        return EngineMonitor::settled(EngineState::Absent);
+    }
+    let monitor = EngineMonitor::starting();
+    let config = EngineConfig::docker(params.engine_timeout);
+    if let Err(e) = start_engine(config, Arc::clone(reaper), Arc::clone(&monitor)) {
+        crate::console_log!("cannot start the engine thread: {e}");
+        let detail = format!("cannot start the engine thread: {e}");
+        monitor.settle(
+            EngineState::failed(EngineStage::Dockerd, &detail),
+            Vec::new(),
+        );
+    }
+    monitor
+}
+
 /// Listens on the control port, then announces readiness and keeps the link to the host (the
-/// host may connect right away).
-fn start_control_service(reaper: &Arc<Reaper>) {
-    let platform = Arc::new(platform::GuestPlatform::new(Arc::clone(reaper)));
+/// host may connect right away). Announces only once the engine is up or has failed, so a template snapshot taken on `Ready`
+/// always has the engine settled.
+fn start_control_service(reaper: &Arc<Reaper>, engine: Arc<EngineMonitor>) {
+    let platform = Arc::new(platform::GuestPlatform::new(
+        Arc::clone(reaper),
+        Arc::clone(&engine),
+    ));
     let service = Arc::new(ControlService::new(platform, Arc::clone(reaper)));
     let listener = match VsockListener::bind(CONTROL_PORT) {
         Ok(listener) => listener,
@@ -74,7 +131,10 @@ fn start_control_service(reaper: &Arc<Reaper>) {
     }
     let ready = std::thread::Builder::new()
         .name("ready".into())
-        .spawn(move || readiness::announce_forever(&service));
+        .spawn(move || {
+            engine.wait_settled();
+            readiness::announce_forever(&service)
+        });
     if let Err(e) = ready {
         crate::console_log!("cannot start the readiness thread: {e}");
     }

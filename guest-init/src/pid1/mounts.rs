@@ -1,85 +1,44 @@
-//! The guest's mount table: pseudo filesystems every program expects.
+//! Mounting: the filesystems guest-init mounts at boot, one at a time or as a best-effort
+//! table. Which mounts a profile needs, in which order, is [`super::mount_plan`].
 
 use crate::sys::{cstring, cvt};
+use std::borrow::Cow;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 
 /// One mount guest-init performs at boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountSpec {
-    pub source: &'static str,
-    pub target: &'static str,
-    pub fstype: &'static str,
+    pub source: Cow<'static, str>,
+    pub target: Cow<'static, str>,
+    pub fstype: Cow<'static, str>,
     pub flags: libc::c_ulong,
-    pub data: &'static str,
+    pub data: Cow<'static, str>,
 }
 
-const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-
-/// In mount order: a target's parent is always mounted before it.
-pub const MOUNTS: [MountSpec; 8] = [
-    MountSpec {
-        source: "proc",
-        target: "/proc",
-        fstype: "proc",
-        flags: NOSUID_NODEV_NOEXEC,
-        data: "",
-    },
-    MountSpec {
-        source: "sysfs",
-        target: "/sys",
-        fstype: "sysfs",
-        flags: NOSUID_NODEV_NOEXEC,
-        data: "",
-    },
-    MountSpec {
-        source: "devtmpfs",
-        target: "/dev",
-        fstype: "devtmpfs",
-        flags: libc::MS_NOSUID,
-        data: "mode=0755",
-    },
-    MountSpec {
-        source: "devpts",
-        target: "/dev/pts",
-        fstype: "devpts",
-        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
-        data: "mode=0620,ptmxmode=0666",
-    },
-    MountSpec {
-        source: "tmpfs",
-        target: "/dev/shm",
-        fstype: "tmpfs",
-        flags: libc::MS_NOSUID | libc::MS_NODEV,
-        data: "mode=1777",
-    },
-    MountSpec {
-        source: "tmpfs",
-        target: "/tmp",
-        fstype: "tmpfs",
-        flags: libc::MS_NOSUID | libc::MS_NODEV,
-        data: "mode=1777",
-    },
-    MountSpec {
-        source: "tmpfs",
-        target: "/run",
-        fstype: "tmpfs",
-        flags: libc::MS_NOSUID | libc::MS_NODEV,
-        data: "mode=0755",
-    },
-    MountSpec {
-        source: "cgroup2",
-        target: "/sys/fs/cgroup",
-        fstype: "cgroup2",
-        flags: NOSUID_NODEV_NOEXEC,
-        data: "nsdelegate",
-    },
-];
+impl MountSpec {
+    /// A mount described by constant strings (the boot tables).
+    pub const fn fixed(
+        source: &'static str,
+        target: &'static str,
+        fstype: &'static str,
+        flags: libc::c_ulong,
+        data: &'static str,
+    ) -> Self {
+        Self {
+            source: Cow::Borrowed(source),
+            target: Cow::Borrowed(target),
+            fstype: Cow::Borrowed(fstype),
+            flags,
+            data: Cow::Borrowed(data),
+        }
+    }
+}
 
 /// A mount that failed (the rest still went ahead).
 #[derive(Debug)]
 pub struct MountFailure {
-    pub target: &'static str,
+    pub target: String,
     pub error: io::Error,
 }
 
@@ -90,7 +49,7 @@ pub fn mount_all(table: &[MountSpec]) -> Vec<MountFailure> {
         .iter()
         .filter_map(|spec| {
             mount_one(spec).err().map(|error| MountFailure {
-                target: spec.target,
+                target: spec.target.to_string(),
                 error,
             })
         })
@@ -98,20 +57,19 @@ pub fn mount_all(table: &[MountSpec]) -> Vec<MountFailure> {
 }
 
 fn mount_one(spec: &MountSpec) -> io::Result<()> {
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(spec.target)
-    {
-        Ok(()) => {}
-        // A read-only root may already have the directory; mount(2) tells us if not.
-        Err(e) if e.kind() == io::ErrorKind::ReadOnlyFilesystem => {}
-        Err(e) => return Err(e),
+    match mount(spec) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+        other => other,
     }
-    let source = cstring(spec.source)?;
-    let target = cstring(spec.target)?;
-    let fstype = cstring(spec.fstype)?;
-    let data = cstring(spec.data)?;
+}
+
+/// Creates the target directory (and its parents) if missing, then mounts `spec`.
+pub fn mount(spec: &MountSpec) -> io::Result<()> {
+    make_dir(&spec.target)?;
+    let source = cstring(&spec.source)?;
+    let target = cstring(&spec.target)?;
+    let fstype = cstring(&spec.fstype)?;
+    let data = cstring(&spec.data)?;
     // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
     let result = cvt(unsafe {
         libc::mount(
@@ -122,10 +80,45 @@ fn mount_one(spec: &MountSpec) -> io::Result<()> {
             data.as_ptr().cast(),
         )
     });
-    match result {
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
-        other => other.map(drop),
+    result.map(drop)
+}
+
+/// Creates `path` and its parents (mode 0755) unless it exists.
+pub fn make_dir(path: &str) -> io::Result<()> {
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)
+    {
+        // A read-only root may already have the directory; mount(2) tells us if not.
+        Err(e) if e.kind() == io::ErrorKind::ReadOnlyFilesystem => Ok(()),
+        other => other,
     }
+}
+
+/// Moves the mount at `from` (with everything mounted below it) to `to`.
+pub fn move_mount(from: &str, to: &str) -> io::Result<()> {
+    let from = cstring(from)?;
+    let to = cstring(to)?;
+    // SAFETY: valid NUL-terminated strings that outlive the call; MS_MOVE ignores the fs type
+    // and data pointers.
+    cvt(unsafe {
+        libc::mount(
+            from.as_ptr(),
+            to.as_ptr(),
+            std::ptr::null(),
+            libc::MS_MOVE,
+            std::ptr::null(),
+        )
+    })
+    .map(drop)
+}
+
+/// Detaches the mount at `target` (lazily: it goes once nothing uses it).
+pub fn detach(target: &str) -> io::Result<()> {
+    let target = cstring(target)?;
+    // SAFETY: a valid NUL-terminated string that outlives the call.
+    cvt(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) }).map(drop)
 }
 
 #[cfg(test)]
@@ -133,41 +126,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parents_are_mounted_before_children() {
-        for (i, spec) in MOUNTS.iter().enumerate() {
-            for later in &MOUNTS[i + 1..] {
-                let child_first = spec.target.starts_with(&format!("{}/", later.target));
-                assert!(
-                    !child_first,
-                    "{} is mounted before its parent {}",
-                    spec.target, later.target
-                );
-            }
-        }
-    }
-
-    #[test]
     fn failures_are_collected_not_fatal() {
-        // An fs type that does not exist fails with ENODEV (or EPERM unprivileged); the tmpfs
-        // target directory is created either way.
+        // An fs type that does not exist fails with ENODEV (or EPERM unprivileged); the target
+        // directory is created either way.
         let dir = std::env::temp_dir().join(format!("guest-init-mounts-{}", std::process::id()));
-        let target: &'static str = Box::leak(
-            dir.join("x")
-                .to_string_lossy()
-                .into_owned()
-                .into_boxed_str(),
-        );
+        let target = dir.join("x").to_string_lossy().into_owned();
         let table = [MountSpec {
-            source: "none",
-            target,
-            fstype: "no-such-fs",
-            flags: 0,
-            data: "",
+            target: Cow::Owned(target.clone()),
+            ..MountSpec::fixed("none", "", "no-such-fs", 0, "")
         }];
         let failures = mount_all(&table);
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].target, target);
-        assert!(std::path::Path::new(target).is_dir());
+        assert!(std::path::Path::new(&target).is_dir());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,5 +1,6 @@
-//! The real [`Platform`] of a guest: wall clock, kernel RNG and reboot(2).
+//! The real [`Platform`] of a guest: wall clock, kernel RNG, reboot(2) and the engine state.
 
+use crate::engine::EngineMonitor;
 use crate::reaper::Reaper;
 use crate::service::Platform;
 use paddock_protocol::{BootInfo, ShutdownAction, UnixTime};
@@ -8,17 +9,19 @@ use std::sync::Arc;
 
 pub struct GuestPlatform {
     reaper: Arc<Reaper>,
+    engine: Arc<EngineMonitor>,
 }
 
 impl GuestPlatform {
-    pub fn new(reaper: Arc<Reaper>) -> Self {
-        Self { reaper }
+    pub fn new(reaper: Arc<Reaper>, engine: Arc<EngineMonitor>) -> Self {
+        Self { reaper, engine }
     }
 }
 
 impl Platform for GuestPlatform {
     fn boot_info(&self) -> BootInfo {
-        crate::sysinfo::boot_info()
+        // Cached: a resume must not wait for the engine.
+        crate::sysinfo::boot_info(self.engine.current())
     }
 
     fn resume(&self, wall_clock: UnixTime, entropy: &[u8]) -> io::Result<()> {

@@ -13,6 +13,7 @@ const KILL_GRACE: Duration = Duration::from_millis(500);
 /// Terminates all processes, syncs and powers off or reboots. Does not return.
 pub fn shutdown(action: ShutdownAction, reaper: &Reaper) -> ! {
     crate::console_log!("{action:?}: stopping all processes");
+    crate::engine::supervisor::stop_restarts();
     // SAFETY: kill(-1) signals every process except PID 1 itself and kernel threads.
     unsafe { libc::kill(-1, libc::SIGTERM) };
     if !wait_for_no_processes(TERM_GRACE, reaper) {

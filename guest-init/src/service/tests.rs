@@ -23,6 +23,7 @@ impl Platform for RecordingPlatform {
             uptime_ns: 42,
             kernel_release: "test".into(),
             init_version: "test".into(),
+            engine: paddock_protocol::EngineState::Absent,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Round trips of every message through the frame codec.
 
 use super::*;
+use crate::EngineStage;
 use crate::{encode_frame, read_frame};
 use std::io::Cursor;
 
@@ -15,12 +16,27 @@ where
     back
 }
 
-fn boot_info() -> BootInfo {
+fn boot_info(engine: EngineState) -> BootInfo {
     BootInfo {
         uptime_ns: 123_456_789,
         kernel_release: "6.1.0-paddock".into(),
         init_version: "0.1.0".into(),
+        engine,
     }
+}
+
+fn every_engine_state() -> Vec<EngineState> {
+    let mut states = vec![EngineState::Absent, EngineState::up("20.10.24+dfsg1")];
+    for stage in [
+        EngineStage::Root,
+        EngineStage::Cgroups,
+        EngineStage::Containerd,
+        EngineStage::Dockerd,
+        EngineStage::Timeout,
+    ] {
+        states.push(EngineState::failed(stage, "dockerd exited with code 1"));
+    }
+    states
 }
 
 #[test]
@@ -68,7 +84,6 @@ fn every_request_round_trips() {
 fn every_response_round_trips() {
     let responses = [
         Response::Pong { nonce: u64::MAX },
-        Response::Ready(boot_info()),
         Response::Started { pid: 1 },
         Response::Stdout {
             data: vec![7; MAX_STREAM_CHUNK],
@@ -85,11 +100,22 @@ fn every_response_round_trips() {
         Response::Error {
             message: "no such file".into(),
         },
-        Response::Resumed(boot_info()),
         Response::ShuttingDown,
     ];
     for response in &responses {
         assert_eq!(&round_trip(response), response);
+    }
+}
+
+#[test]
+fn boot_info_round_trips_with_every_engine_state() {
+    for engine in every_engine_state() {
+        for response in [
+            Response::Ready(boot_info(engine.clone())),
+            Response::Resumed(boot_info(engine.clone())),
+        ] {
+            assert_eq!(round_trip(&response), response);
+        }
     }
 }
 

@@ -30,6 +30,7 @@ impl Platform for TestPlatform {
             uptime_ns: 7,
             kernel_release: "test-kernel".into(),
             init_version: "test".into(),
+            engine: paddock_protocol::EngineState::Absent,
         }
     }
 
