@@ -6,6 +6,7 @@ mod config_check;
 mod pvh_note;
 mod source;
 
+use crate::tools;
 use crate::util;
 use anyhow::{bail, Context, Result};
 use source::KernelSource;
@@ -17,18 +18,6 @@ use std::time::Instant;
 /// Bump when the build steps below change in a way that changes the output.
 const RECIPE_VERSION: &str =
     "paddock-kernel-recipe-1: tinyconfig + merge_config -m + olddefconfig, vmlinux";
-
-/// Host tools the kernel build needs (Debian package names).
-const BUILD_DEPENDENCIES: &[&str] = &[
-    "make",
-    "gcc",
-    "bc",
-    "flex",
-    "bison",
-    "libelf-dev",
-    "libssl-dev",
-    "xz-utils",
-];
 
 /// Builds (or finds in the cache) the guest vmlinux, points `<cache>/default/vmlinux` at it and
 /// returns its path. The final `.config` lies beside it as `config`.
@@ -71,7 +60,7 @@ fn build_into(
     fragment: &config_check::Settings,
     dest: &Path,
 ) -> Result<()> {
-    util::ensure_debian_packages(BUILD_DEPENDENCIES)?;
+    tools::ensure(tools::KERNEL_BUILD)?;
     let tree = source.tree(identity)?;
     // The build directory is per source, not per fragment: a fragment change then rebuilds
     // incrementally (kbuild tracks which objects each CONFIG_ symbol affects).
