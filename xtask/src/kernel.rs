@@ -1,11 +1,14 @@
 //! `cargo xtask kernel`: builds the guest vmlinux from `kernel-config/paddock.config` merged onto
 //! `tinyconfig`, checks every fragment setting reached the final `.config` and that the image
-//! has a PVH entry, and caches the result by content hash under `<cache>/kernel/<hash>/`.
+//! has a PVH entry, and caches the result by content hash under `<cache>/kernel/<hash>/`. Before
+//! building it checks the fragment covers Docker's documented requirements.
 
 mod config_check;
+mod docker_requirements;
 mod pvh_note;
 mod source;
 
+use crate::tools;
 use crate::util;
 use anyhow::{bail, Context, Result};
 use source::KernelSource;
@@ -18,18 +21,6 @@ use std::time::Instant;
 const RECIPE_VERSION: &str =
     "paddock-kernel-recipe-1: tinyconfig + merge_config -m + olddefconfig, vmlinux";
 
-/// Host tools the kernel build needs (Debian package names).
-const BUILD_DEPENDENCIES: &[&str] = &[
-    "make",
-    "gcc",
-    "bc",
-    "flex",
-    "bison",
-    "libelf-dev",
-    "libssl-dev",
-    "xz-utils",
-];
-
 /// Builds (or finds in the cache) the guest vmlinux, points `<cache>/default/vmlinux` at it and
 /// returns its path. The final `.config` lies beside it as `config`.
 pub fn build(source: Option<&Path>) -> Result<PathBuf> {
@@ -38,6 +29,7 @@ pub fn build(source: Option<&Path>) -> Result<PathBuf> {
         .with_context(|| format!("reading {}", fragment_path.display()))?;
     let fragment = config_check::parse(&fragment_text)
         .with_context(|| format!("parsing {}", fragment_path.display()))?;
+    check_docker_requirements(&fragment)?;
 
     let source = KernelSource::locate(source)?;
     let identity = source.identity()?;
@@ -63,6 +55,27 @@ pub fn build(source: Option<&Path>) -> Result<PathBuf> {
     Ok(vmlinux)
 }
 
+/// Where the options Docker documents as needed are listed (see the file's header).
+const DOCKER_REQUIREMENTS: &str = "kernel-config/docker-check-config.list";
+
+/// Fails naming every option of [`DOCKER_REQUIREMENTS`] the fragment does not build in.
+fn check_docker_requirements(fragment: &config_check::Settings) -> Result<()> {
+    let path = util::project_root().join(DOCKER_REQUIREMENTS);
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let requirements =
+        docker_requirements::parse(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let uncovered = docker_requirements::uncovered(&requirements, fragment);
+    if !uncovered.is_empty() {
+        let list: Vec<String> = uncovered.iter().map(ToString::to_string).collect();
+        bail!(
+            "kernel-config/paddock.config lacks {} option(s) Docker needs ({DOCKER_REQUIREMENTS}): {}",
+            uncovered.len(),
+            list.join("; ")
+        );
+    }
+    Ok(())
+}
+
 /// Configures, checks, compiles and installs one kernel into `dest` (atomically, by rename).
 fn build_into(
     source: &KernelSource,
@@ -71,7 +84,7 @@ fn build_into(
     fragment: &config_check::Settings,
     dest: &Path,
 ) -> Result<()> {
-    util::ensure_debian_packages(BUILD_DEPENDENCIES)?;
+    tools::ensure(tools::KERNEL_BUILD)?;
     let tree = source.tree(identity)?;
     // The build directory is per source, not per fragment: a fragment change then rebuilds
     // incrementally (kbuild tracks which objects each CONFIG_ symbol affects).
@@ -202,6 +215,14 @@ mod tests {
             "EPOLL",
             "SIGNALFD",
             "UNIX98_PTYS",
+            "BLOCK",
+            "VIRTIO_BLK",
+            "EROFS_FS",
+            "EROFS_FS_XATTR",
+            "EXT4_FS",
+            "FUSE_FS",
+            "VIRTIO_FS",
+            "TMPFS_XATTR",
         ] {
             let symbol = format!("CONFIG_{name}");
             assert_eq!(
@@ -214,6 +235,29 @@ mod tests {
             let symbol = format!("CONFIG_{name}");
             assert_eq!(settings.get(&symbol), Some(&Setting::NotSet), "{symbol}");
         }
+    }
+
+    /// The options moby's check-config.sh asks for (overlay2, bridge, cgroup v2) are all built in.
+    #[test]
+    fn fragment_covers_dockers_requirements() {
+        super::check_docker_requirements(&fragment("paddock.config")).unwrap();
+    }
+
+    /// The check fails, naming each option, when the fragment lacks some.
+    #[test]
+    fn docker_check_names_what_a_fragment_lacks() {
+        let mut settings = fragment("paddock.config");
+        settings.remove("CONFIG_OVERLAY_FS");
+        settings.insert("CONFIG_CGROUP_BPF".into(), Setting::NotSet);
+        let error = super::check_docker_requirements(&settings)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("lacks 2 option(s)"), "{error}");
+        assert!(error.contains("CONFIG_OVERLAY_FS: missing"), "{error}");
+        assert!(
+            error.contains("CONFIG_CGROUP_BPF: the fragment says not set"),
+            "{error}"
+        );
     }
 
     /// later.config is meant to be merged on top of paddock.config, never to contradict it.

@@ -9,6 +9,7 @@ mod kernel;
 mod qemu;
 mod script;
 
+use crate::tools::{self, Tool};
 use crate::{rootfs, util};
 use anyhow::{Context, Result};
 use console::Markers;
@@ -27,6 +28,8 @@ const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 /// Runs `command` in the lab with the default files ([`default_files`]) plus `extra` files
 /// given as `HOST_PATH:LAB_PATH`; returns its exit status.
 pub fn run(extra: &[String], command: &[String]) -> Result<i32> {
+    // Before building anything: a fresh machine learns what to install at once.
+    tools::ensure(&[Tool::QemuSystemX86])?;
     let mut files = default_files()?;
     for spec in extra {
         let (host, lab_path) = spec
@@ -73,7 +76,7 @@ pub fn run_with(
     env: &[(String, String)],
     command: &[String],
 ) -> Result<i32> {
-    util::ensure_debian_packages(&["qemu-system-x86"])?;
+    tools::ensure(&[Tool::QemuSystemX86])?;
     let timeout = timeout()?;
     let kernel = kernel::lab_kernel()?;
     let nonce = run_nonce();

@@ -4,11 +4,13 @@ mod ci;
 mod kernel;
 mod lab;
 mod rootfs;
+mod tools;
 mod util;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -64,10 +66,23 @@ enum Command {
         /// Benchmark filter passed to criterion.
         filter: Option<String>,
     },
+    /// Print the Debian packages of every host tool xtask runs, on one line, space-separated.
+    Deps,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// Runs the command; an error is printed as one line, its causes joined by ": " (no backtrace).
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(status) => ExitCode::from(status),
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command and returns the exit status for xtask (a lab or sandbox command's own status).
+fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Kernel { source } => {
             let path = kernel::build(source.as_deref())?;
@@ -81,10 +96,16 @@ fn main() -> Result<()> {
             let artifacts = ci::build_artifacts()?;
             println!("{artifacts}");
         }
-        Command::Lab { files, command } => std::process::exit(lab::run(&files, &command)?),
-        Command::Run { command } => std::process::exit(ci::run_in_sandbox(&command)?),
+        Command::Lab { files, command } => return Ok(exit_status(lab::run(&files, &command)?)),
+        Command::Run { command } => return Ok(exit_status(ci::run_in_sandbox(&command)?)),
         Command::Ci { e2e_only, filter } => ci::ci(e2e_only, filter.as_deref())?,
         Command::Bench { filter } => ci::bench(filter.as_deref())?,
+        Command::Deps => println!("{}", tools::all_packages().join(" ")),
     }
-    Ok(())
+    Ok(0)
+}
+
+/// A child's exit status as a process exit code (outside 0..=255, e.g. -1 for "killed": 1).
+fn exit_status(status: i32) -> u8 {
+    u8::try_from(status).unwrap_or(1)
 }

@@ -68,11 +68,24 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     let rendered = format!("{cmd:?}");
     let status = cmd
         .status()
-        .with_context(|| format!("spawning {rendered}"))?;
+        .with_context(|| spawn_failure(cmd, &rendered))?;
     if !status.success() {
         bail!("{rendered} failed with {status}");
     }
     Ok(())
+}
+
+/// "spawning <command>", naming the Debian package of a known tool (for one no task ensured).
+fn spawn_failure(cmd: &Command, rendered: &str) -> String {
+    let program = cmd.get_program().to_string_lossy();
+    match crate::tools::Tool::for_program(&program) {
+        Some(tool) => format!(
+            "spawning {rendered} ({} comes with the Debian package {})",
+            tool.name(),
+            tool.package()
+        ),
+        None => format!("spawning {rendered}"),
+    }
 }
 
 /// Runs a command and returns its stdout as a string.
@@ -80,7 +93,7 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     let rendered = format!("{cmd:?}");
     let out = cmd
         .output()
-        .with_context(|| format!("spawning {rendered}"))?;
+        .with_context(|| spawn_failure(cmd, &rendered))?;
     if !out.status.success() {
         bail!(
             "{rendered} failed with {}: {}",
@@ -91,28 +104,10 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// Installs the Debian packages that are not installed yet (apt-get update first, once).
+/// Makes sure the Debian packages are installed (each must be in `tools`' table): installs them
+/// as root, else fails naming them. Prefer [`crate::tools::ensure`] with the tools a task runs.
 pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| {
-            Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output()
-                .map(|o| !String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-                .unwrap_or(true)
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    crate::tools::ensure_packages(packages)
 }
 
 /// The target triple static binaries are built for (gnu + crt-static; no extra rustup targets).

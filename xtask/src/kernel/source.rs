@@ -2,6 +2,7 @@
 //! unpacked tree the user names. Gives each an identity for the cache key and an unpacked tree
 //! outside the checkout.
 
+use crate::tools::{self, Tool};
 use crate::util;
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
@@ -37,7 +38,7 @@ impl KernelSource {
         if let Some(tarball) = newest_debian_tarball()? {
             return Ok(Self::Tarball(tarball));
         }
-        util::ensure_debian_packages(&["linux-source"])?;
+        tools::ensure(&[Tool::LinuxSource])?;
         newest_debian_tarball()?
             .map(Self::Tarball)
             .with_context(|| format!("linux-source is installed but {DEBIAN_SOURCE_DIR} holds no linux-source-*.tar.xz"))
@@ -197,6 +198,7 @@ fn unpack(tarball: &Path, identity: &str) -> Result<PathBuf> {
             fs::remove_dir_all(&partial)?;
         }
         fs::create_dir_all(&partial)?;
+        tools::ensure(&[Tool::Tar, decompressor(tarball)])?;
         eprintln!(
             "xtask: unpacking {} into {}",
             tarball.display(),
@@ -213,6 +215,18 @@ fn unpack(tarball: &Path, identity: &str) -> Result<PathBuf> {
         fs::rename(&partial, &dest)?;
     }
     top_level_tree(&dest)
+}
+
+/// The program tar runs to decompress `tarball` (by its name: .xz, .bz2, else gzip).
+fn decompressor(tarball: &Path) -> Tool {
+    let name = tarball.to_string_lossy();
+    if name.ends_with(".xz") {
+        Tool::Xz
+    } else if name.ends_with(".bz2") {
+        Tool::Bzip2
+    } else {
+        Tool::Gzip
+    }
 }
 
 /// Tarballs hold the tree either at their top level or inside a single directory.

@@ -1,6 +1,7 @@
 //! The lab kernel: Debian's cloud kernel and the KVM modules it needs, unpacked from the .deb (never
 //! installed into the host's /boot) and cached under `<cache>/lab/<hash>/`.
 
+use crate::tools::{self, Tool};
 use crate::util;
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,6 +63,7 @@ struct Package {
 }
 
 fn resolve_package() -> Result<Package> {
+    tools::ensure(&[Tool::AptGet, Tool::AptCache])?;
     let depends = match util::output(Command::new("apt-cache").args(["depends", METAPACKAGE])) {
         Ok(text) if text.contains("Depends:") => text,
         _ => {
@@ -99,6 +101,7 @@ fn unpack(package: &Package, staging: &Path) -> Result<()> {
         staging.join("root"),
         staging.join("out"),
     );
+    tools::ensure(&[Tool::DpkgDeb, Tool::Modinfo])?;
     for dir in [&download, &root, &out] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -220,15 +223,17 @@ fn load_order(target: &str, depends: &dyn Fn(&str) -> Result<Vec<String>>) -> Re
 fn decompress_module(from: &Path, to: &Path) -> Result<()> {
     let name = from.to_string_lossy();
     let tool = if name.ends_with(".xz") {
-        "xz"
+        Tool::Xz
     } else if name.ends_with(".zst") {
-        "zstd"
+        Tool::Zstd
     } else if name.ends_with(".gz") {
-        "gzip"
+        Tool::Gzip
     } else {
         std::fs::copy(from, to).with_context(|| format!("copying {name}"))?;
         return Ok(());
     };
+    tools::ensure(&[tool])?;
+    let tool = tool.name();
     let out = std::fs::File::create(to)?;
     let status = Command::new(tool)
         .arg("-dc")
