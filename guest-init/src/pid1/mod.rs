@@ -2,6 +2,7 @@
 //! shutdown requests, with the control service and readiness announcement on other threads.
 
 pub mod console;
+pub mod engine_choice;
 pub mod hostname;
 pub mod listener;
 pub mod loopback;
@@ -14,11 +15,12 @@ pub mod root_switch;
 pub mod setup_root;
 pub mod signals;
 
-use crate::boot_params::{self, BootParams, EngineChoice};
-use crate::engine::{start_engine, EngineConfig, EngineMonitor};
+use crate::boot_params::{self, BootParams};
+use crate::engine::{start_engine, EngineMonitor};
 use crate::reaper::{ReapMode, Reaper};
 use crate::service::ControlService;
 use crate::vsock::VsockListener;
+use engine_choice::EngineDecision;
 use mount_plan::Profile;
 use paddock_protocol::{EngineStage, EngineState, ShutdownAction, CONTROL_PORT};
 use setup_root::RootOutcome;
@@ -58,7 +60,7 @@ pub fn run() -> ! {
     }
 
     let reaper = Reaper::new(ReapMode::Central);
-    let engine = start_engine_if_wanted(&params, root, &reaper);
+    let engine = start_engine_if_wanted(&params, &root, &reaper);
     start_control_service(&reaper, engine);
     signal_loop(&signals, &reaper)
 }
@@ -75,23 +77,18 @@ fn read_boot_params() -> BootParams {
     params
 }
 
-/// Starts the engine when the command line asks for it and the root allows it. A failed root
-/// switch is reported as the engine's failure whatever the engine choice, so the host learns
-/// of it from `BootInfo`.
+/// Starts the engine if [`engine_choice::decide`] says so; its monitor either way.
 fn start_engine_if_wanted(
     params: &BootParams,
-    root: RootOutcome,
+    root: &RootOutcome,
     reaper: &Arc<Reaper>,
 ) -> Arc<EngineMonitor> {
-    if let RootOutcome::Failed(e) = root {
-        return EngineMonitor::settled(EngineState::failed(EngineStage::Root, &e.to_string()));
-    }
-    if params.engine == EngineChoice::None {
-        return EngineMonitor::settled(EngineState::Absent);
-    }
+    let config = match engine_choice::decide(params, root) {
+        EngineDecision::Settled(state) => return EngineMonitor::settled(state),
+        EngineDecision::Start(config) => config,
+    };
     let monitor = EngineMonitor::starting();
-    let config = EngineConfig::docker(params.engine_timeout);
-    if let Err(e) = start_engine(config, Arc::clone(reaper), Arc::clone(&monitor)) {
+    if let Err(e) = start_engine(*config, Arc::clone(reaper), Arc::clone(&monitor)) {
         crate::console_log!("cannot start the engine thread: {e}");
         let detail = format!("cannot start the engine thread: {e}");
         monitor.settle(
