@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use paddock_benches::{available, boot_ready, exec, rss_pss_kib, status_kib};
 use paddock_vmm::sandbox::guest::GuestLink;
-use paddock_vmm::sandbox::{Launch, Sandboxes};
+use paddock_vmm::sandbox::{ConsoleLog, Launch, Sandboxes};
 use std::time::{Duration, Instant};
 
 fn slow(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
@@ -51,9 +51,11 @@ fn memory_figures() {
             Launch::Boot {
                 kernel,
                 rootfs,
+                image: None,
+                disk: None,
                 vcpus: 1,
                 memory_mib: 256,
-                console: None,
+                console: ConsoleLog::Off,
                 kernel_args: None,
             },
         )
@@ -131,7 +133,8 @@ fn snapshots(c: &mut Criterion) {
                         Some(&name),
                         Launch::Restore {
                             dir: snap.clone(),
-                            console: false,
+                            console: ConsoleLog::Off,
+                            image: None,
                         },
                     )
                     .expect("restore");
@@ -148,7 +151,7 @@ fn snapshots(c: &mut Criterion) {
                 let _ = std::fs::remove_file(&uds);
                 let t = Instant::now();
                 let mut link = GuestLink::listen(&uds).expect("listen");
-                let vmm = paddock_vmm::builder::restore(&snap, &uds, None).expect("restore");
+                let vmm = paddock_vmm::builder::restore(&snap, &uds, None, None).expect("restore");
                 link.resume(&vmm, Duration::from_secs(60)).expect("resume");
                 total += t.elapsed();
                 vmm.stop();
@@ -159,7 +162,7 @@ fn snapshots(c: &mut Criterion) {
 
     let _ = std::fs::remove_file(&uds);
     let mut link = GuestLink::listen(&uds).expect("listen");
-    let mut vmm = paddock_vmm::builder::restore(&snap, &uds, None).expect("restore");
+    let mut vmm = paddock_vmm::builder::restore(&snap, &uds, None, None).expect("restore");
     link.resume(&vmm, Duration::from_secs(60)).expect("resume");
     for mib in [0u32, 16, 64] {
         g.bench_function(format!("reset_to_ready_dirty_{mib}mib"), |b| {

@@ -20,11 +20,32 @@ pub fn available() -> bool {
     true
 }
 
+/// Whether the agent-profile benchmarks can run here (also the root image); says why not otherwise.
+pub fn agent_available() -> bool {
+    if !available() {
+        return false;
+    }
+    match paddock_vmm::artifacts::Profile::Agent
+        .artifacts(None, None, None)
+        .image
+    {
+        Some(image) if image.is_file() => true,
+        _ => {
+            eprintln!(
+                "agent benchmarks skipped: no root image; run `cargo xtask rootfs --profile agent`"
+            );
+            false
+        }
+    }
+}
+
 /// The VM configuration the targets are stated for: 1 vCPU, 256 MiB.
 pub fn config(uds: &Path) -> VmConfig {
     VmConfig {
         kernel: default_kernel(None),
         initrd: default_rootfs(None),
+        image: None,
+        disk: None,
         vcpus: 1,
         memory_mib: 256,
         // Extra guest kernel arguments for experiments, e.g. "nopv".

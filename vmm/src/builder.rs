@@ -3,13 +3,17 @@
 use crate::arch::x86_64::boot::{self, LoadError};
 use crate::arch::x86_64::cpu_compat;
 use crate::arch::x86_64::mptable::{self, MptableError};
+use crate::artifacts::disk::{self, DiskError};
+use crate::artifacts::DigestCache;
 use crate::config::{ConfigError, VmConfig, GUEST_CID};
 use crate::device_manager::legacy::{LegacyDevices, LegacyError};
 use crate::device_manager::mmio::AttachError;
 use crate::device_manager::persist::{check_device_list, DevicesRestoreError, RestoreResources};
+use crate::device_manager::persist::{ManagedBlock, VirtioDeviceState};
 use crate::device_manager::DeviceManager;
 use crate::devices::console::{ConsoleSink, ConsoleTail};
 use crate::devices::serial::{SerialConstructorArgs, SerialDevice, SerialStateError};
+use crate::devices::virtio::block::{new_block, BlockError};
 use crate::devices::virtio::vsock::{self as virtio_vsock, VsockError};
 use crate::event_loop::EventLoop;
 use crate::event_loop::Subscribers;
@@ -77,6 +81,12 @@ pub enum BootError {
     /// A virtio device could not be attached.
     #[error(transparent)]
     Attach(#[from] AttachError),
+    /// A disk could not be opened or is unusable.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// A block device could not be created.
+    #[error("setting up a block device failed: {0}")]
+    Block(#[from] BlockError),
 }
 
 /// Opens the console log for appending, if one was asked for.
@@ -139,6 +149,24 @@ pub fn boot(config: &VmConfig) -> Result<Vmm, BootError> {
     devices
         .virtio
         .attach_virtio(&vm, Box::new(vsock), &mut cmdline)?;
+    // The root image first (the guest's /dev/vda), then the scratch disk.
+    let digests = DigestCache::default_location();
+    let root = config
+        .image
+        .as_deref()
+        .map(|path| disk::open_root_image(path, &digests));
+    let scratch = config.disk.as_deref().map(disk::open_scratch_disk);
+    for opened in root.into_iter().chain(scratch) {
+        let opened = opened?;
+        let block = new_block(ram.memory.clone(), opened.file, opened.config)?;
+        let managed = ManagedBlock {
+            block,
+            mem: ram.memory.clone(),
+        };
+        devices
+            .virtio
+            .attach_virtio(&vm, Box::new(managed), &mut cmdline)?;
+    }
     let subscribers = subscribe(&devices).map_err(|e| BootError::Device {
         what: "event manager",
         reason: format!("{e:?}"),
@@ -322,6 +350,9 @@ pub enum RestoreError {
         path: String,
         source: std::io::Error,
     },
+    /// A disk the snapshot names is missing, changed or unusable.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
 }
 
 /// Reads and checks a snapshot: format, memory file, shape (if `expected` = (vCPUs, bytes)),
@@ -380,16 +411,43 @@ pub fn load_snapshot(
     })
 }
 
+/// Opens the disks a snapshot's block devices served, in list order, checking each is the one
+/// the snapshot names (the root image by content, at `image` when it moved).
+fn reopen_disks(
+    state: &SnapshotState,
+    image: Option<&Path>,
+) -> Result<
+    std::collections::VecDeque<(File, crate::devices::virtio::block::DiskIdentity)>,
+    DiskError,
+> {
+    let digests = DigestCache::default_location();
+    state
+        .devices
+        .iter()
+        .filter_map(|entry| match &entry.device {
+            VirtioDeviceState::Block(block) => Some(block),
+            _ => None,
+        })
+        .map(|block| {
+            let moved_to = image.filter(|_| block.identity.digest.is_some());
+            disk::reopen(&block.identity, moved_to, &digests)
+        })
+        .collect()
+}
+
 /// Restores the snapshot in `dir` into a new running VM serving vsock on `vsock_uds`. Guest
-/// memory maps the snapshot's memory file privately: nothing is read up front.
+/// memory maps the snapshot's memory file privately: nothing is read up front. `image` is where
+/// the snapshot's root image is now, when it moved (it must have the same content).
 pub fn restore(
     dir: &Path,
     vsock_uds: &Path,
     console_log: Option<&Path>,
+    image: Option<&Path>,
 ) -> Result<Vmm, RestoreError> {
     let started = Instant::now();
     let kvm = open_kvm()?;
     let origin = load_snapshot(dir, &kvm, None)?;
+    let disks = reopen_disks(&origin.state, image)?;
     tracing::debug!(elapsed = ?started.elapsed(), "restore: snapshot loaded");
     let console_log = open_console_log(console_log)
         .map_err(|(path, source)| RestoreError::Open { path, source })?;
@@ -431,6 +489,7 @@ pub fn restore(
     let resources = RestoreResources {
         mem: ram.memory.clone(),
         vsock_uds: Some(vsock_uds.to_path_buf()),
+        disks,
     };
     devices
         .virtio

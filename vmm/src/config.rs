@@ -25,6 +25,11 @@ pub struct VmConfig {
     pub kernel: PathBuf,
     /// The initramfs (newc cpio) holding guest-init at /init.
     pub initrd: PathBuf,
+    /// The read-only root image (a paddock image) guest-init switches to, served as the first
+    /// virtio-blk disk (`/dev/vda`); `None` for the minimal guest, which stays in its initramfs.
+    pub image: Option<PathBuf>,
+    /// A writable scratch disk (raw file), served after the root image.
+    pub disk: Option<PathBuf>,
     /// Number of vCPUs.
     pub vcpus: u8,
     /// Guest RAM in MiB.
@@ -68,26 +73,48 @@ impl VmConfig {
         }
         check_file("kernel", &self.kernel)?;
         check_file("rootfs", &self.initrd)?;
+        if let Some(image) = &self.image {
+            check_file_with("root image", image, IMAGE_HINT)?;
+        }
+        if let Some(disk) = &self.disk {
+            check_file_with("scratch disk", disk, "")?;
+        }
         Ok(())
     }
 
-    /// The full kernel command line.
+    /// The full kernel command line: the base, `paddock.root=/dev/vda` when there is a root
+    /// image (guest-init switches to it), then the extra arguments.
     pub fn cmdline(&self) -> String {
-        match &self.extra_cmdline {
-            Some(extra) => format!("{BASE_CMDLINE} {extra}"),
-            None => BASE_CMDLINE.to_string(),
+        let mut line = BASE_CMDLINE.to_string();
+        if self.image.is_some() {
+            line.push(' ');
+            line.push_str(ROOT_IMAGE_ARG);
         }
+        if let Some(extra) = &self.extra_cmdline {
+            line.push(' ');
+            line.push_str(extra);
+        }
+        line
     }
 }
 
+const IMAGE_HINT: &str = " (build it with `cargo xtask rootfs --profile agent`)";
+
+/// Tells guest-init to switch to the root image on the first virtio-blk disk.
+pub const ROOT_IMAGE_ARG: &str = "paddock.root=/dev/vda";
+
 fn check_file(what: &'static str, path: &Path) -> Result<(), ConfigError> {
+    check_file_with(what, path, BUILD_HINT)
+}
+
+fn check_file_with(what: &'static str, path: &Path, hint: &'static str) -> Result<(), ConfigError> {
     if path.is_file() {
         Ok(())
     } else {
         Err(ConfigError::Artifact {
             what,
             path: path.to_path_buf(),
-            hint: BUILD_HINT,
+            hint,
         })
     }
 }
@@ -131,6 +158,8 @@ mod tests {
         VmConfig {
             kernel,
             initrd,
+            image: None,
+            disk: None,
             vcpus: 1,
             memory_mib: DEFAULT_MEMORY_MIB,
             extra_cmdline: None,
@@ -187,5 +216,26 @@ mod tests {
             ..config(dir.path())
         };
         assert!(c.cmdline().starts_with(BASE_CMDLINE) && c.cmdline().ends_with(" foo=1"));
+        assert!(!c.cmdline().contains("paddock.root"));
+        let image = dir.path().join("agent.img");
+        std::fs::write(&image, b"img").unwrap();
+        let with_image = VmConfig {
+            image: Some(image),
+            ..c
+        };
+        with_image.validate().unwrap();
+        assert!(with_image
+            .cmdline()
+            .ends_with(&format!(" {ROOT_IMAGE_ARG} foo=1")));
+        let missing = VmConfig {
+            image: Some(dir.path().join("gone.img")),
+            ..with_image
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            missing.to_string().contains("xtask rootfs --profile agent"),
+            "{missing}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! guest-init over vsock.
 
 pub mod arch;
+pub mod artifacts;
 pub mod builder;
 pub mod client;
 pub mod config;
@@ -14,5 +15,6 @@ pub mod exit_codes;
 pub mod kvm;
 pub mod sandbox;
 pub mod snapshot;
+pub mod template;
 pub mod vmm;
 pub mod vstate;

@@ -160,7 +160,7 @@ pub fn ci(e2e_only: bool, filter: Option<&str>) -> Result<()> {
         }
     );
     let mut binaries = Vec::new();
-    for test in ["e2e", "e2e_snapshots", "e2e_vcpu"] {
+    for test in ["e2e", "e2e_snapshots", "e2e_vcpu", "e2e_engine"] {
         binaries.push(build_static_test_binary("paddock-vmm", "test", test, &[])?);
     }
     let status = run_end_to_end_suite(&binaries, filter)?;
@@ -170,17 +170,24 @@ pub fn ci(e2e_only: bool, filter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Runs the criterion benchmarks (natively or in the lab).
+/// Runs the criterion benchmarks (natively or in the lab): `vm` (the minimal guest) and
+/// `engine` (the agent profile), each in its own lab boot; a filter naming one of them (or a
+/// benchmark inside it) runs only that one.
 pub fn bench(filter: Option<&str>) -> Result<()> {
     build_artifacts()?;
-    let bench = build_static_test_binary("paddock-benches", "bench", "vm", &[])?;
-    let mut args = vec!["--bench"];
-    if let Some(f) = filter {
-        args.push(f);
-    }
-    let status = run_end_to_end(&bench, &args)?;
-    if status != 0 {
-        bail!("benchmarks failed (exit status {status})");
+    for target in ["vm", "engine"] {
+        let criterion_filter = match filter {
+            Some(f) if f == target => None,
+            Some(f) if ["vm", "engine"].contains(&f) => continue,
+            other => other,
+        };
+        let bench = build_static_test_binary("paddock-benches", "bench", target, &[])?;
+        let mut args = vec!["--bench"];
+        args.extend(criterion_filter);
+        let status = run_end_to_end(&bench, &args)?;
+        if status != 0 {
+            bail!("benchmarks {target} failed (exit status {status})");
+        }
     }
     Ok(())
 }

@@ -44,8 +44,9 @@ pub fn run(extra: &[String], command: &[String]) -> Result<i32> {
 }
 
 /// The files every lab run gets: the freshly built static `paddock` at [`PADDOCK_PATH`], and the
-/// default guest kernel and rootfs (`<cache>/default/`) at `/paddock/vmlinux` and
-/// `/paddock/rootfs.cpio` when they exist (the lab runs without them; paddock then lacks a guest).
+/// default guest kernel, initramfs and agent root image (`<cache>/default/`) at
+/// `/paddock/vmlinux`, `/paddock/rootfs.cpio` and `/paddock/rootfs-agent.img` when they exist
+/// (the lab runs without them; paddock then lacks that guest).
 pub fn default_files() -> Result<Vec<(PathBuf, String)>> {
     let paddock = util::build_static_bin("paddock-vmm", "paddock")?;
     let mut files = vec![(paddock, PADDOCK_PATH.to_owned())];
@@ -53,6 +54,7 @@ pub fn default_files() -> Result<Vec<(PathBuf, String)>> {
     for (name, lab_path) in [
         ("vmlinux", script::GUEST_KERNEL_PATH),
         ("rootfs.cpio", script::GUEST_ROOTFS_PATH),
+        ("rootfs-agent.img", script::GUEST_IMAGE_PATH),
     ] {
         let host = defaults.join(name);
         if host.exists() {

@@ -1,12 +1,13 @@
-//! `paddock start|ls|stop|rm|snapshot|restore|reset|fork` and the hidden VMM process.
+//! `paddock start|ls|logs|stop|rm|snapshot|restore|reset|fork` and the hidden VMM process.
 
+use super::machine::{self, Plan};
 use super::{
-    ForkArgs, LsArgs, NameArgs, ResetArgs, RestoreArgs, RmArgs, SnapshotArgs, StartArgs, StateArgs,
-    VmmArgs,
+    ForkArgs, LogsArgs, LsArgs, NameArgs, ResetArgs, RestoreArgs, RmArgs, SnapshotArgs, StartArgs,
+    StateArgs, VmmArgs,
 };
 use anyhow::Context;
-use paddock_vmm::config::{default_kernel, default_rootfs};
-use paddock_vmm::sandbox::{Launch, SandboxPaths, Sandboxes};
+use paddock_vmm::sandbox::{ConsoleLog, Launch, SandboxPaths, Sandboxes};
+use std::io::Write;
 use std::time::Instant;
 
 fn sandboxes(state: &StateArgs) -> Sandboxes {
@@ -14,39 +15,41 @@ fn sandboxes(state: &StateArgs) -> Sandboxes {
 }
 
 pub fn start(args: StartArgs) -> anyhow::Result<i32> {
-    let m = args.machine;
-    let kernel = default_kernel(m.kernel);
-    let rootfs = default_rootfs(m.rootfs);
-    let config = paddock_vmm::config::VmConfig {
-        kernel: kernel.clone(),
-        initrd: rootfs.clone(),
-        vcpus: m.vcpus,
-        memory_mib: m.memory,
-        extra_cmdline: m.kernel_args.clone(),
-        console_log: None,
-        vsock_uds: Default::default(),
-    };
-    config.validate()?;
-    let console = m
-        .console
-        .map(|path| {
-            std::path::absolute(&path).with_context(|| format!("resolving {}", path.display()))
-        })
-        .transpose()?;
-    let launch = Launch::Boot {
-        kernel,
-        rootfs,
-        vcpus: m.vcpus,
-        memory_mib: m.memory,
-        console,
-        kernel_args: m.kernel_args,
-    };
-    let info = sandboxes(&args.state).start(args.name.as_deref(), launch)?;
+    let sandboxes = sandboxes(&args.state);
+    let plan = machine::plan(args.machine, &sandboxes)?;
+    let info = sandboxes.start(args.name.as_deref(), plan.launch())?;
     println!("{}", info.name);
+    let how = match &plan {
+        Plan::Template { template, .. } => {
+            format!("restored from template {}", template.manifest.key.short())
+        }
+        Plan::Boot(_) => "booted".to_string(),
+    };
     eprintln!(
-        "paddock: sandbox {} ready in {:.1} ms (pid {})",
-        info.name, info.ready_ms, info.pid
+        "paddock: sandbox {} {how}, ready in {:.1} ms (pid {}){}",
+        info.name,
+        info.ready_ms,
+        info.pid,
+        info.guest_note()
     );
+    Ok(0)
+}
+
+pub fn logs(args: LogsArgs) -> anyhow::Result<i32> {
+    let paths = sandboxes(&args.state).paths(&args.name)?;
+    anyhow::ensure!(paths.dir.is_dir(), "no sandbox named {:?}", args.name);
+    let console = paths.console();
+    let text = match std::fs::read(&console) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", console.display())),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let from = args.tail.map_or(0, |n| lines.len().saturating_sub(n));
+    let mut out = std::io::stdout().lock();
+    for line in &lines[from..] {
+        writeln!(out, "{line}")?;
+    }
     Ok(0)
 }
 
@@ -112,9 +115,14 @@ pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
 pub fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
     let dir = std::path::absolute(&args.dir)
         .with_context(|| format!("resolving {}", args.dir.display()))?;
+    let image = args
+        .image
+        .map(|p| std::path::absolute(&p).with_context(|| format!("resolving {}", p.display())))
+        .transpose()?;
     let launch = Launch::Restore {
         dir,
-        console: args.console_log,
+        console: ConsoleLog::Sandbox,
+        image,
     };
     let info = sandboxes(&args.state).start(args.name.as_deref(), launch)?;
     println!("{}", info.name);

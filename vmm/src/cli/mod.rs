@@ -1,7 +1,9 @@
 //! Argument parsing and dispatch for the `paddock` binary.
 
 mod lifecycle;
+mod machine;
 mod run;
+mod template;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -51,6 +53,12 @@ pub enum Command {
     Reset(ResetArgs),
     /// Start COUNT independent sandboxes from one snapshot, sharing its memory file.
     Fork(ForkArgs),
+    /// Print a sandbox's guest console log (kernel messages, guest-init's and the engine's
+    /// startup reports).
+    Logs(LogsArgs),
+    /// Templates: snapshots of a booted guest (engine up) that `start` and `run` restore.
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// (internal) The background VMM process of one sandbox.
     #[command(name = "__vmm", hide = true)]
     Vmm(VmmArgs),
@@ -145,6 +153,56 @@ pub struct SnapshotArgs {
 }
 
 #[derive(Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The sandbox.
+    pub name: String,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+}
+
+#[derive(Subcommand)]
+pub enum TemplateCommand {
+    /// Boot the guest once, wait until it is ready (agent profile: the Docker engine answers),
+    /// and snapshot it into the cache; prints the template's key.
+    Build(TemplateBuildArgs),
+    /// List the templates in the cache.
+    Ls(TemplateLsArgs),
+    /// Remove templates (by key or unique key prefix); running sandboxes are not affected.
+    Rm(TemplateRmArgs),
+}
+
+#[derive(Args)]
+pub struct TemplateBuildArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    /// Build it again even if a template of this shape exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args)]
+pub struct TemplateLsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct TemplateRmArgs {
+    /// Remove every template.
+    #[arg(long, conflicts_with = "keys")]
+    pub all: bool,
+    /// Keys or unique key prefixes (at least 4 hex digits).
+    #[arg(required_unless_present = "all")]
+    pub keys: Vec<String>,
+}
+
+#[derive(Args)]
 pub struct RestoreArgs {
     #[command(flatten)]
     pub state: StateArgs,
@@ -153,8 +211,11 @@ pub struct RestoreArgs {
     /// Name of the new sandbox (default: a generated one, printed).
     #[arg(long)]
     pub name: Option<String>,
-    /// Append the guest console to <state>/sandboxes/<name>/console.log.
-    #[arg(long)]
+    /// The snapshot's root image moved: use this file (it must have the same content).
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+    /// (The default now: the guest console always goes to <state>/sandboxes/<name>/console.log.)
+    #[arg(long, hide = true)]
     pub console_log: bool,
 }
 
@@ -197,20 +258,36 @@ pub struct VmmArgs {
 /// What a sandbox VM is built from.
 #[derive(Args, Clone, Debug)]
 pub struct MachineArgs {
+    /// The guest: `agent` (Debian with its own Docker engine; the default, or $PADDOCK_PROFILE)
+    /// or `minimal` (guest-init and busybox only).
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<paddock_vmm::artifacts::Profile>,
     /// Guest kernel (uncompressed vmlinux). Default: $PADDOCK_KERNEL, else the one
     /// `cargo xtask kernel` built.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
-    /// Guest root filesystem (initramfs). Default: $PADDOCK_ROOTFS, else the one
+    /// The initramfs holding guest-init. Default: $PADDOCK_ROOTFS, else the one
     /// `cargo xtask rootfs` built.
     #[arg(long, value_name = "PATH")]
     pub rootfs: Option<PathBuf>,
+    /// The agent profile's read-only root image. Default: $PADDOCK_IMAGE, else the one
+    /// `cargo xtask rootfs --profile agent` built.
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+    /// A writable scratch disk (a raw file; the guest sees it as /dev/vdb, or /dev/vda in the
+    /// minimal profile). Its writes go to the file and are not undone by a reset; a sandbox with
+    /// a disk boots instead of restoring a template.
+    #[arg(long, value_name = "PATH")]
+    pub disk: Option<PathBuf>,
+    /// Boot the kernel instead of restoring the matching template.
+    #[arg(long)]
+    pub cold_boot: bool,
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub vcpus: u8,
-    /// Guest memory in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = paddock_vmm::config::DEFAULT_MEMORY_MIB)]
-    pub memory: u64,
+    /// Guest memory in MiB (default: 2048 for the agent profile, 256 for minimal).
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
     /// Append the guest's serial console to this file (default: kept in memory and shown only
     /// when the guest fails to boot).
     #[arg(long, value_name = "PATH")]
@@ -224,9 +301,10 @@ pub struct MachineArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub machine: MachineArgs,
-    /// Give up if guest-init is not ready after this many seconds of booting.
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
-    pub boot_timeout: u64,
+    /// Give up if guest-init is not ready after this many seconds (default: 120, or 600 for a
+    /// boot from a root image, which waits for the Docker engine).
+    #[arg(long, value_name = "SECS")]
+    pub boot_timeout: Option<u64>,
     #[command(flatten)]
     pub cmd: CommandArgs,
 }
@@ -261,6 +339,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Restore(args) => lifecycle::restore(args),
         Command::Reset(args) => lifecycle::reset(args),
         Command::Fork(args) => lifecycle::fork(args),
+        Command::Logs(args) => lifecycle::logs(args),
+        Command::Template(command) => template::dispatch(command),
         Command::Vmm(args) => lifecycle::vmm_process(args),
     }
 }

@@ -2,11 +2,12 @@
 //! running sandbox): stdin forwarded, stdout/stderr streamed apart, signals forwarded, the
 //! command's exit status returned.
 
-use super::{parse_env, CommandArgs, ExecArgs, MachineArgs, RunArgs};
+use super::machine::{self, Plan};
+use super::{parse_env, CommandArgs, ExecArgs, RunArgs};
 use anyhow::Context;
 use paddock_protocol::{ExecRequest, ExitStatus};
 use paddock_vmm::client::{self, ExecError};
-use paddock_vmm::config::{default_kernel, default_rootfs, VmConfig, CONTROL_PORT};
+use paddock_vmm::config::CONTROL_PORT;
 use paddock_vmm::exit_codes;
 use paddock_vmm::sandbox::{guest::GuestLink, Sandboxes};
 use paddock_vmm::vstate::vcpu::ExitSignal;
@@ -119,18 +120,6 @@ impl Drop for RunDir {
     }
 }
 
-fn vm_config(m: MachineArgs, vsock_uds: PathBuf) -> VmConfig {
-    VmConfig {
-        kernel: default_kernel(m.kernel),
-        initrd: default_rootfs(m.rootfs),
-        vcpus: m.vcpus,
-        memory_mib: m.memory,
-        extra_cmdline: m.kernel_args,
-        console_log: m.console,
-        vsock_uds,
-    }
-}
-
 /// What the exec ended with.
 enum Outcome {
     Status(ExitStatus),
@@ -214,24 +203,67 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let signals = SignalRouter::spawn()?;
     let env = parse_env(&args.cmd.env)?;
     let dir = RunDir::create()?;
-    let config = vm_config(args.machine, dir.0.join("vsock.sock"));
-    config.validate()?;
+    let uds = dir.0.join("vsock.sock");
+    // Templates are built by a background VMM process under the default state directory.
+    let plan = machine::plan(args.machine, &Sandboxes::new(None))?;
     // Kept until the VM ends: guest-init serves its announcement link for as long as it lasts.
-    let mut guest = GuestLink::listen(&config.vsock_uds)?;
-    let vmm = paddock_vmm::builder::boot(&config)?;
-    signals.set(SignalTarget::Vm(vmm.exit.clone()));
-    let boot = guest.wait_ready(&vmm, Duration::from_secs(args.boot_timeout));
+    let mut guest = GuestLink::listen(&uds)?;
+    let (vmm, ready) = match &plan {
+        Plan::Boot(boot) => {
+            let vmm = paddock_vmm::builder::boot(&boot.vm_config(uds.clone()))?;
+            signals.set(SignalTarget::Vm(vmm.exit.clone()));
+            let timeout = args.boot_timeout.map_or(
+                if boot.artifacts.image.is_some() {
+                    paddock_vmm::sandbox::daemon::ENGINE_BOOT_TIMEOUT
+                } else {
+                    paddock_vmm::sandbox::daemon::READY_TIMEOUT
+                },
+                Duration::from_secs,
+            );
+            let ready = guest.wait_ready(&vmm, timeout);
+            (vmm, ready)
+        }
+        Plan::Template {
+            template,
+            console,
+            image,
+        } => {
+            let vmm = paddock_vmm::builder::restore(
+                &template.dir,
+                &uds,
+                console.as_deref(),
+                image.as_deref(),
+            )?;
+            signals.set(SignalTarget::Vm(vmm.exit.clone()));
+            let timeout = args.boot_timeout.map_or(
+                paddock_vmm::sandbox::daemon::READY_TIMEOUT,
+                Duration::from_secs,
+            );
+            let ready = guest.resume(&vmm, timeout);
+            (vmm, ready)
+        }
+    };
     if let Some(sig) = signals.received() {
         vmm.stop();
-        eprintln!("paddock: interrupted by signal {sig} while the sandbox booted");
+        eprintln!("paddock: interrupted by signal {sig} while the sandbox started");
         return Ok(128 + sig);
     }
-    if let Err(e) = boot {
-        vmm.stop();
-        anyhow::bail!(e);
+    match ready {
+        Err(e) => {
+            vmm.stop();
+            anyhow::bail!(e);
+        }
+        Ok(boot) => {
+            if let paddock_protocol::EngineState::Failed { .. } = &boot.engine {
+                eprintln!(
+                    "paddock: warning: the sandbox's Docker engine is not running: {}",
+                    paddock_vmm::sandbox::paths::describe_engine(&boot.engine)
+                );
+            }
+        }
     }
     tracing::info!(elapsed = ?vmm.started.elapsed(), "guest-init ready");
-    let outcome = exec_in(&config.vsock_uds, args.cmd, env, &signals);
+    let outcome = exec_in(&uds, args.cmd, env, &signals);
     let code = match outcome {
         Ok(Outcome::Status(status)) => status_code(status),
         Ok(Outcome::TimedOut(secs)) => {

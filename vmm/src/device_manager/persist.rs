@@ -1,7 +1,7 @@
 //! The snapshot's device list: one [`DeviceState`] per virtio device, in attach order, each
 //! naming its kind, its state and the slot it sat in; and how a list is turned back into devices.
 //!
-//! Adding a device kind (e.g. virtio-blk), all in this file:
+//! Adding a device kind (as virtio-blk was), all in this file:
 //! - a `DeviceKind` variant and a `VirtioDeviceState` variant holding the device's `Persist`
 //!   state (the compiler then points at every `match` to extend; in the other kinds'
 //!   `reset_to_state`, the new variant answers `DeviceStateError::KindMismatch`);
@@ -11,6 +11,8 @@
 //!   [`RestoreResources`], which gains a field for it;
 //! - and a bump of `SNAPSHOT_VERSION`.
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use super::slots::{check_slots, LayoutError, MmioSlot};
 use super::virtio_device::ManagedVirtioDevice;
+use crate::devices::virtio::block::{
+    Block, BlockResetError, BlockRestoreError, BlockState, DiskIdentity,
+};
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::vsock::{Vsock, VsockConstructorArgs, VsockRestoreError, VsockState};
 use crate::devices::virtio::GuestMemory;
@@ -29,12 +34,15 @@ use crate::snapshot::persist::Persist;
 pub enum DeviceKind {
     /// virtio-vsock, guest-init's link to the host.
     Vsock,
+    /// virtio-blk: the root image or a scratch disk.
+    Block,
 }
 
 impl std::fmt::Display for DeviceKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             DeviceKind::Vsock => "vsock",
+            DeviceKind::Block => "block",
         })
     }
 }
@@ -47,6 +55,8 @@ pub const REQUIRED_KINDS: [DeviceKind; 1] = [DeviceKind::Vsock];
 pub enum VirtioDeviceState {
     /// virtio-vsock.
     Vsock(VsockState),
+    /// virtio-blk.
+    Block(BlockState),
 }
 
 impl VirtioDeviceState {
@@ -54,6 +64,7 @@ impl VirtioDeviceState {
     pub fn kind(&self) -> DeviceKind {
         match self {
             VirtioDeviceState::Vsock(_) => DeviceKind::Vsock,
+            VirtioDeviceState::Block(_) => DeviceKind::Block,
         }
     }
 }
@@ -76,6 +87,12 @@ pub enum DeviceStateError {
     /// The vsock device refused its state.
     #[error(transparent)]
     Vsock(#[from] VsockRestoreError),
+    /// A block device could not be rebuilt from its state.
+    #[error(transparent)]
+    BlockRestore(#[from] BlockRestoreError),
+    /// A block device refused to reset to its state.
+    #[error(transparent)]
+    BlockReset(#[from] BlockResetError),
 }
 
 /// Why a saved device list does not match the live one (reset in place keeps the devices).
@@ -127,6 +144,9 @@ pub struct RestoreResources {
     pub mem: GuestMemory,
     /// The vsock device's host socket.
     pub vsock_uds: Option<PathBuf>,
+    /// The block devices' backing files, in list order, each with the identity it was found by
+    /// (opened and checked against the saved identity by the caller).
+    pub disks: VecDeque<(File, DiskIdentity)>,
 }
 
 /// Checks a saved list before anything is built: every slot is the layout's and unique, and
@@ -192,7 +212,63 @@ pub fn restore_device(
             let vsock = Vsock::restore(args, state).map_err(|e| refused(e.into()))?;
             Ok(Box::new(vsock))
         }
+        VirtioDeviceState::Block(state) => {
+            let (file, identity) = resources
+                .disks
+                .pop_front()
+                .ok_or(DevicesRestoreError::CannotBuild { index, kind })?;
+            // The device carries the identity it was found by (a moved image's new path).
+            let state = BlockState {
+                identity,
+                ..state.clone()
+            };
+            let block = Block::restore(resources.mem.clone(), file, &state)
+                .map_err(|e| refused(e.into()))?;
+            Ok(Box::new(ManagedBlock {
+                block,
+                mem: resources.mem.clone(),
+            }))
+        }
     }
+}
+
+/// A block device in the device list (it resets on the guest memory it was built on).
+pub struct ManagedBlock {
+    /// The device and its transport.
+    pub block: Block,
+    /// Guest memory, for resets in place.
+    pub mem: GuestMemory,
+}
+
+impl ManagedVirtioDevice for ManagedBlock {
+    fn kind(&self) -> DeviceKind {
+        DeviceKind::Block
+    }
+
+    fn transport(&self) -> &Arc<Mutex<MmioTransport>> {
+        &self.block.transport
+    }
+
+    fn subscriber(&self) -> Arc<Mutex<dyn MutEventSubscriber + Send>> {
+        self.block.device.clone()
+    }
+
+    fn save_state(&self) -> VirtioDeviceState {
+        VirtioDeviceState::Block(self.block.save())
+    }
+
+    fn reset_to_state(&mut self, state: &VirtioDeviceState) -> Result<(), DeviceStateError> {
+        match state {
+            VirtioDeviceState::Block(state) => Ok(self.block.reset_to(&self.mem, state)?),
+            other => Err(DeviceStateError::KindMismatch {
+                live: DeviceKind::Block,
+                saved: other.kind(),
+            }),
+        }
+    }
+
+    /// Nothing to tell the guest: the device re-reads its ring when activated.
+    fn after_restore(&self) {}
 }
 
 impl ManagedVirtioDevice for Vsock {
@@ -215,6 +291,10 @@ impl ManagedVirtioDevice for Vsock {
     fn reset_to_state(&mut self, state: &VirtioDeviceState) -> Result<(), DeviceStateError> {
         match state {
             VirtioDeviceState::Vsock(state) => Ok(self.reset_to(state)?),
+            other => Err(DeviceStateError::KindMismatch {
+                live: DeviceKind::Vsock,
+                saved: other.kind(),
+            }),
         }
     }
 

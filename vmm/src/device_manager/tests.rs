@@ -77,6 +77,7 @@ impl Setup {
         RestoreResources {
             mem: self.mem.clone(),
             vsock_uds: Some(self.uds(name)),
+            disks: Default::default(),
         }
     }
 
@@ -256,7 +257,9 @@ fn the_device_list_round_trips_through_a_state_file_into_the_same_layout() {
     let saved = manager.save();
     assert_eq!(saved.len(), 1);
     assert_eq!(saved[0].slot, MmioSlot::nth(0).unwrap());
-    let VirtioDeviceState::Vsock(vsock) = &saved[0].device;
+    let VirtioDeviceState::Vsock(vsock) = &saved[0].device else {
+        panic!("the first device is vsock");
+    };
     assert_eq!(vsock.guest_cid, GUEST_CID);
     assert_ne!(vsock.transport.status & 0x4, 0, "saved while active");
 
@@ -325,7 +328,9 @@ fn restore_refuses_lists_it_cannot_rebuild_as_saved() {
         })
     ));
     let mut broken = at(0);
-    let VirtioDeviceState::Vsock(state) = &mut broken.device;
+    let VirtioDeviceState::Vsock(state) = &mut broken.device else {
+        panic!("the first device is vsock");
+    };
     state.transport.queues.pop();
     assert!(matches!(
         restore(&[broken]),

@@ -3,7 +3,7 @@
 
 use super::control::{ControlRequest, ControlResponse};
 use super::guest::GuestLink;
-use super::paths::{SandboxInfo, SandboxPaths};
+use super::paths::{LaunchKind, SandboxInfo, SandboxPaths};
 use crate::config::VmConfig;
 use crate::vmm::Vmm;
 use crate::vstate::vcpu::VmExitReason;
@@ -15,23 +15,56 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Where a sandbox's guest console goes (it is also always kept in memory for error reports).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsoleLog {
+    /// Appended to the sandbox's own `console.log` (what `paddock logs` shows).
+    #[default]
+    Sandbox,
+    /// Appended to this file (absolute; a relative path resolves against the VMM process's
+    /// working directory).
+    File(PathBuf),
+    /// Kept in memory only.
+    Off,
+}
+
+impl ConsoleLog {
+    /// `File(path)` when a path is given, else the sandbox's log.
+    pub fn from_option(path: Option<PathBuf>) -> Self {
+        path.map_or(ConsoleLog::Sandbox, ConsoleLog::File)
+    }
+
+    fn path(&self, paths: &SandboxPaths) -> Option<PathBuf> {
+        match self {
+            ConsoleLog::Sandbox => Some(paths.console()),
+            ConsoleLog::File(path) => Some(path.clone()),
+            ConsoleLog::Off => None,
+        }
+    }
+}
+
 /// How the VMM process gets its VM.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Launch {
-    /// Cold boot (kernel, rootfs, sizes, where the guest console goes, extra kernel arguments).
+    /// Cold boot (kernel, initramfs, root image, scratch disk, sizes, where the guest console
+    /// goes, extra kernel arguments).
     Boot {
         kernel: PathBuf,
         rootfs: PathBuf,
+        image: Option<PathBuf>,
+        disk: Option<PathBuf>,
         vcpus: u8,
         memory_mib: u64,
-        /// Append the guest console to this file (absolute; relative paths resolve against the
-        /// VMM process's working directory).
-        console: Option<PathBuf>,
+        console: ConsoleLog,
         /// Appended to the guest kernel command line.
         kernel_args: Option<String>,
     },
-    /// Restore a snapshot directory.
-    Restore { dir: PathBuf, console: bool },
+    /// Restore a snapshot directory (`image`: where its root image is now, if it moved).
+    Restore {
+        dir: PathBuf,
+        console: ConsoleLog,
+        image: Option<PathBuf>,
+    },
 }
 
 /// The first line the VMM process prints: `READY <json>` or `ERROR <message>`.
@@ -49,8 +82,24 @@ struct Running {
     guest: GuestLink,
 }
 
-/// How long a boot or restore may take to reach guest-init.
+/// How long a restore may take to reach guest-init, and a boot of the minimal guest.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a boot from a root image may take: guest-init waits for the Docker engine before it
+/// announces itself (minutes in the software-emulated test lab). `$PADDOCK_BOOT_TIMEOUT`
+/// (seconds) overrides both.
+pub const ENGINE_BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn boot_timeout(with_image: bool) -> Duration {
+    std::env::var("PADDOCK_BOOT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(if with_image {
+            ENGINE_BOOT_TIMEOUT
+        } else {
+            READY_TIMEOUT
+        })
+}
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -68,10 +117,12 @@ fn bring_up(
     let uds = paths.vsock();
     let mut guest =
         GuestLink::listen(&uds).map_err(|e| format!("cannot listen for guest readiness: {e}"))?;
-    let vmm = match launch {
+    let (vmm, boot, launched) = match launch {
         Launch::Boot {
             kernel,
             rootfs,
+            image,
+            disk,
             vcpus,
             memory_mib,
             console,
@@ -80,26 +131,32 @@ fn bring_up(
             let config = VmConfig {
                 kernel: kernel.clone(),
                 initrd: rootfs.clone(),
+                image: image.clone(),
+                disk: disk.clone(),
                 vcpus: *vcpus,
                 memory_mib: *memory_mib,
                 extra_cmdline: kernel_args.clone(),
-                console_log: console.clone(),
+                console_log: console.path(paths),
                 vsock_uds: uds.clone(),
             };
             let vmm = crate::builder::boot(&config).map_err(|e| e.to_string())?;
-            guest
-                .wait_ready(&vmm, READY_TIMEOUT)
+            let boot = guest
+                .wait_ready(&vmm, boot_timeout(image.is_some()))
                 .map_err(|e| e.to_string())?;
-            vmm
+            (vmm, boot, LaunchKind::Boot)
         }
-        Launch::Restore { dir, console } => {
-            let log = console.then(|| paths.console());
-            let vmm =
-                crate::builder::restore(dir, &uds, log.as_deref()).map_err(|e| e.to_string())?;
-            guest
+        Launch::Restore {
+            dir,
+            console,
+            image,
+        } => {
+            let log = console.path(paths);
+            let vmm = crate::builder::restore(dir, &uds, log.as_deref(), image.as_deref())
+                .map_err(|e| e.to_string())?;
+            let boot = guest
                 .resume(&vmm, READY_TIMEOUT)
                 .map_err(|e| e.to_string())?;
-            vmm
+            (vmm, boot, LaunchKind::Restore)
         }
     };
     let info = SandboxInfo {
@@ -110,6 +167,8 @@ fn bring_up(
         created_unix_secs: now_secs(),
         origin_snapshot: vmm.origin.as_ref().map(|o| o.dir.clone()),
         ready_ms: spawned.elapsed().as_secs_f64() * 1e3,
+        launched,
+        guest: Some(boot),
     };
     info.write(paths).map_err(|e| e.to_string())?;
     Ok((Running { vm: vmm, guest }, info))

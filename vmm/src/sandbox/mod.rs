@@ -5,8 +5,8 @@
 //! use paddock_vmm::sandbox::{Sandboxes, Launch};
 //! let sandboxes = Sandboxes::new(None);
 //! let base = sandboxes.start(Some("base"), Launch::Boot {
-//!     kernel: "vmlinux".into(), rootfs: "rootfs.cpio".into(), vcpus: 1, memory_mib: 256,
-//!     console: None, kernel_args: None,
+//!     kernel: "vmlinux".into(), rootfs: "rootfs.cpio".into(), image: None, disk: None,
+//!     vcpus: 1, memory_mib: 256, console: Default::default(), kernel_args: None,
 //! })?;
 //! sandboxes.snapshot("base", "/tmp/snap".as_ref(), false)?;
 //! sandboxes.reset("base", None)?; // back to the snapshot, in place
@@ -18,7 +18,7 @@ pub mod daemon;
 pub mod guest;
 pub mod paths;
 
-pub use daemon::Launch;
+pub use daemon::{ConsoleLog, Launch};
 pub use paths::{SandboxInfo, SandboxPaths};
 
 use control::{ControlError, ControlRequest, ControlResponse};
@@ -249,7 +249,12 @@ impl Sandboxes {
             let paths = self.reserve(&name)?;
             let launch = Launch::Restore {
                 dir: dir.to_path_buf(),
-                console,
+                console: if console {
+                    ConsoleLog::Sandbox
+                } else {
+                    ConsoleLog::Off
+                },
+                image: None,
             };
             match self.spawn(&paths, &name, &launch) {
                 Ok(child) => pending.push((paths, child)),

@@ -1,6 +1,8 @@
 //! Where sandboxes live on the host: the state directory, one directory per sandbox holding its
 //! record (`info.json`), control socket, vsock socket, console log and VMM log.
 
+use crate::artifacts::Profile;
+use paddock_protocol::{BootInfo, EngineState};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -112,6 +114,72 @@ pub struct SandboxInfo {
     pub origin_snapshot: Option<PathBuf>,
     /// Milliseconds from VMM start to guest-init ready.
     pub ready_ms: f64,
+    /// Whether the kernel booted or a snapshot (a template) was restored: the VMM's own record.
+    #[serde(default)]
+    pub launched: LaunchKind,
+    /// What guest-init reported when the sandbox became ready (kernel, guest-init, engine).
+    #[serde(default)]
+    pub guest: Option<BootInfo>,
+}
+
+/// How a sandbox's VM came to be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LaunchKind {
+    /// The kernel booted.
+    #[default]
+    Boot,
+    /// A snapshot was restored.
+    Restore,
+}
+
+impl SandboxInfo {
+    /// One line on the guest: kernel, guest-init and the engine.
+    pub fn guest_summary(&self) -> String {
+        match &self.guest {
+            Some(boot) => format!(
+                "kernel {}, guest-init {}, engine {}",
+                boot.kernel_release,
+                boot.init_version,
+                describe_engine(&boot.engine)
+            ),
+            None => "no report from guest-init".to_string(),
+        }
+    }
+
+    /// A note for the user when the engine is not up (empty otherwise).
+    pub fn guest_note(&self) -> String {
+        match self.guest.as_ref().map(|b| &b.engine) {
+            Some(engine @ EngineState::Failed { .. }) => format!(
+                "\npaddock: warning: the sandbox's Docker engine is not running: {} \
+                 (see `paddock logs {}` and /var/log/docker.log in the guest)",
+                describe_engine(engine),
+                self.name
+            ),
+            _ => String::new(),
+        }
+    }
+
+    /// Why the guest does not offer what `profile` promises (the engine), if it does not.
+    pub fn unusable_reason(&self, profile: Profile) -> Option<String> {
+        if !profile.uses_image() {
+            return None;
+        }
+        match self.guest.as_ref().map(|b| &b.engine) {
+            Some(EngineState::Up { .. }) => None,
+            Some(engine) => Some(format!("Docker engine {}", describe_engine(engine))),
+            None => Some("guest-init sent no report".to_string()),
+        }
+    }
+}
+
+/// Human words for an engine state.
+pub fn describe_engine(engine: &EngineState) -> String {
+    match engine {
+        EngineState::Absent => "none".to_string(),
+        EngineState::Up { version } => format!("up (Docker {version})"),
+        EngineState::Failed { stage, detail } => format!("failed at {stage:?}: {detail}"),
+    }
 }
 
 impl SandboxInfo {
@@ -185,6 +253,8 @@ mod tests {
             created_unix_secs: 1,
             origin_snapshot: None,
             ready_ms: 3.5,
+            launched: LaunchKind::Restore,
+            guest: None,
         };
         info.write(&paths).unwrap();
         assert_eq!(SandboxInfo::read(&paths).unwrap(), info);

@@ -33,6 +33,27 @@ pub fn e2e_available() -> bool {
     }
 }
 
+/// Whether the agent profile's root image is here too (after `e2e_available`); panics when the
+/// end-to-end tests are required but it is missing.
+pub fn agent_image_available() -> bool {
+    let image = paddock_vmm::artifacts::Profile::Agent
+        .artifacts(None, None, None)
+        .image
+        .expect("the agent profile has an image");
+    if image.is_file() {
+        return true;
+    }
+    let problem = format!(
+        "agent root image missing ({}); run `cargo xtask rootfs --profile agent`",
+        image.display()
+    );
+    if std::env::var("PADDOCK_E2E_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!("end-to-end tests required but cannot run: {problem}");
+    }
+    eprintln!("skipped: {problem}");
+    false
+}
+
 /// The `paddock` binary under test.
 pub fn paddock_bin() -> PathBuf {
     std::env::var_os("PADDOCK_BIN")
@@ -49,14 +70,24 @@ pub fn text(bytes: &[u8]) -> String {
 /// leftovers can be checked and tests cannot see each other's sandboxes.
 pub struct Scratch {
     dir: tempfile::TempDir,
+    profile: &'static str,
 }
 
 impl Scratch {
-    /// A fresh scratch area.
+    /// A fresh scratch area whose sandboxes are of the `minimal` profile (busybox guest).
     pub fn new() -> Self {
+        Self::with_profile("minimal")
+    }
+
+    /// A fresh scratch area whose sandboxes are of the `agent` profile (Debian, Docker engine).
+    pub fn agent() -> Self {
+        Self::with_profile("agent")
+    }
+
+    fn with_profile(profile: &'static str) -> Self {
         let dir = tempfile::tempdir().expect("scratch dir");
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
-        Self { dir }
+        Self { dir, profile }
     }
     /// A path inside the scratch area (outside TMPDIR).
     pub fn path(&self, name: &str) -> PathBuf {
@@ -76,6 +107,7 @@ impl Scratch {
         cmd.env("TMPDIR", self.tmp())
             .env("XDG_RUNTIME_DIR", self.tmp())
             .env("XDG_STATE_HOME", self.dir.path().join("xdg-state"))
+            .env("PADDOCK_PROFILE", self.profile)
             .env("PADDOCK_BIN", paddock_bin());
         cmd
     }

@@ -11,8 +11,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Guest RAM of the lab: room for nested guests and the initramfs (qemu allocates it lazily).
-const LAB_MEMORY_MIB: u32 = 4096;
+/// Guest RAM of the lab: room for the initramfs (which carries the agent root image, several
+/// hundred MiB) and nested guests of 2 GiB each (qemu allocates it lazily).
+const LAB_MEMORY_MIB: u32 = 8192;
 /// `tsc=reliable` keeps the clock fine-grained with multi-threaded TCG (else 4 ms jiffies);
 /// `quiet loglevel=0` hides the boot log; `panic=-1` turns a panic into a reboot, which
 /// `-no-reboot` turns into qemu exiting.

@@ -10,6 +10,7 @@ pub const ENV_PATH: &str = "/lab/env";
 /// Where the default guest artifacts go inside the lab, and the variables that point paddock at them.
 pub const GUEST_KERNEL_PATH: &str = "/paddock/vmlinux";
 pub const GUEST_ROOTFS_PATH: &str = "/paddock/rootfs.cpio";
+pub const GUEST_IMAGE_PATH: &str = "/paddock/rootfs-agent.img";
 
 /// Quotes `word` for a POSIX shell: single quotes, with each `'` written as `'\''`.
 pub fn shell_quote(word: &str) -> String {
@@ -78,6 +79,7 @@ echo 1 > /proc/sys/kernel/softlockup_panic 2>/dev/null
 echo 1 > /proc/sys/kernel/panic_on_rcu_stall 2>/dev/null
 [ -e {kernel} ] && export PADDOCK_KERNEL={kernel}
 [ -e {rootfs} ] && export PADDOCK_ROOTFS={rootfs}
+[ -e {image} ] && export PADDOCK_IMAGE={image}
 . {env}
 cd /root
 echo "{start}"
@@ -93,6 +95,7 @@ poweroff -f
         modules = modules.join(" "),
         kernel = GUEST_KERNEL_PATH,
         rootfs = GUEST_ROOTFS_PATH,
+        image = GUEST_IMAGE_PATH,
         env = ENV_PATH,
         command = COMMAND_PATH,
     )

@@ -62,6 +62,19 @@ pub struct DiskIdentity {
     pub read_only: bool,
 }
 
+impl DiskIdentity {
+    /// Whether `other` names the same disk: by content where both carry a digest (a moved copy
+    /// of an image is the same disk), else by path (a scratch disk has no fixed content).
+    pub fn same_disk(&self, other: &DiskIdentity) -> bool {
+        let same_place = match (self.digest, other.digest) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.path == other.path,
+            _ => false,
+        };
+        same_place && self.len == other.len && self.read_only == other.read_only
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +104,40 @@ mod tests {
         digest[10] = 0xff; // beyond the 10 bytes that fit
         let s = DiskSerial::from_digest(&digest);
         assert_eq!(s.as_bytes(), b"ab000000000000000001");
+    }
+
+    #[test]
+    fn same_disk_goes_by_content_where_known_else_by_path() {
+        let image = DiskIdentity {
+            path: "/a/img".into(),
+            digest: Some([1; 32]),
+            len: 8192,
+            read_only: true,
+        };
+        let moved = DiskIdentity {
+            path: "/b/img".into(),
+            ..image.clone()
+        };
+        assert!(image.same_disk(&moved));
+        let changed = DiskIdentity {
+            digest: Some([2; 32]),
+            ..image.clone()
+        };
+        assert!(!image.same_disk(&changed));
+        let scratch = DiskIdentity {
+            path: "/s".into(),
+            digest: None,
+            len: 512,
+            read_only: false,
+        };
+        assert!(scratch.same_disk(&scratch.clone()));
+        assert!(!scratch.same_disk(&DiskIdentity {
+            path: "/t".into(),
+            ..scratch.clone()
+        }));
+        assert!(!image.same_disk(&DiskIdentity {
+            digest: None,
+            ..image.clone()
+        }));
     }
 }

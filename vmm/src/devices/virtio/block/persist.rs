@@ -140,7 +140,7 @@ fn check_same_disk(device: &super::BlockDevice, state: &BlockState) -> Result<()
     if *device.serial() != state.serial {
         return Err(DiskMismatch::Serial);
     }
-    if *device.identity() != state.identity {
+    if !device.identity().same_disk(&state.identity) {
         return Err(DiskMismatch::Identity);
     }
     Ok(())
