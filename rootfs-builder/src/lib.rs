@@ -5,6 +5,7 @@
 //! whose [`ImageSpec::write_newc`] renders the initramfs.
 
 pub mod busybox;
+pub mod disk_image;
 pub mod newc;
 pub mod profile;
 pub mod spec;
