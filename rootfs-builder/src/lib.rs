@@ -4,6 +4,7 @@
 //! [`Profile::spec`] returns an [`ImageSpec`] whose [`ImageSpec::fingerprint`] is the cache key and
 //! whose [`ImageSpec::write_newc`] renders the initramfs.
 
+pub mod agent;
 pub mod busybox;
 pub mod disk_image;
 pub mod newc;

@@ -1,6 +1,16 @@
 //! `cargo xtask rootfs`: resolves a profile's host inputs, then writes its newc image into the
 //! content-hashed cache (`<cache>/rootfs/<hash>/rootfs-<profile>.cpio`); the default profile's image
-//! is linked as `<cache>/default/rootfs.cpio`.
+//! is linked as `<cache>/default/rootfs.cpio`. The `agent` profile is a Debian root written as an
+//! erofs disk image instead (see [`agent`]).
+
+mod agent;
+mod assemble;
+mod checks;
+mod chroot;
+mod debian_base;
+mod erofs;
+mod node;
+mod progress;
 
 use crate::util;
 use anyhow::{bail, Context, Result};
@@ -15,6 +25,9 @@ const RECIPE_VERSION: &str = "paddock-rootfs-recipe-1";
 
 /// Builds (or finds in the cache) the image of `profile` and returns its path.
 pub fn build(profile: &str) -> Result<PathBuf> {
+    if profile == rootfs_builder::agent::PROFILE_NAME {
+        return agent::build();
+    }
     let profile: Profile = profile.parse()?;
     let inputs = resolve_inputs(profile.inputs())?;
     let spec = profile.spec(&inputs)?;
