@@ -28,7 +28,12 @@ pub fn build(profile: &str) -> Result<PathBuf> {
     if profile == rootfs_builder::agent::PROFILE_NAME {
         return agent::build();
     }
-    let profile: Profile = profile.parse()?;
+    let profile: Profile = profile.parse().with_context(|| {
+        format!(
+            "(besides these newc profiles there is {:?}, a disk image)",
+            rootfs_builder::agent::PROFILE_NAME
+        )
+    })?;
     let inputs = resolve_inputs(profile.inputs())?;
     let spec = profile.spec(&inputs)?;
     let hash = util::hash_parts([RECIPE_VERSION, profile.name(), &spec.fingerprint()?]);

@@ -80,9 +80,9 @@ fn build_image(recipe: &DebianRecipe, key: &str, dir: &Path, image: &Path) -> Re
         .with_context(|| format!("removing the scratch tree {}", scratch.display()))?;
     result?;
     eprintln!(
-        "xtask: rootfs {}: built in {:.0?}: {} ({})",
+        "xtask: rootfs {}: built in {}s: {} ({})",
         recipe.profile,
-        std::time::Duration::from_secs(steps.elapsed().as_secs()),
+        steps.elapsed().as_secs(),
         image.display(),
         human_bytes(fs::metadata(image)?.len())
     );
@@ -120,24 +120,20 @@ fn assemble_and_write(
     ));
     erofs::remove_stale(&tmp)?;
     let header = steps.next("mkfs.erofs (uncompressed)");
-    let written = erofs::make_image(
-        &tree,
-        &tmp,
-        recipe.profile,
-        base.built_at,
-        &erofs::uuid_from_key(key)?,
-        header,
-    );
-    let trailer = match written {
+    let uuid = erofs::uuid_from_key(key)?;
+    let sealed = erofs::make_filesystem(&tree, &tmp, base.built_at, &uuid, header).and_then(|()| {
+        steps.next("paddock trailer: hashing, writing, verifying");
+        erofs::seal(&tmp, recipe.profile)
+    });
+    let trailer = match sealed {
         Ok(trailer) => trailer,
         Err(e) => {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
     };
-    steps.next("paddock trailer written and verified; installing");
     eprintln!(
-        "xtask:   filesystem {} , sha256 {}",
+        "xtask:   filesystem {}, sha256 {}",
         human_bytes(trailer.fs_len()),
         trailer.digest_hex()
     );

@@ -126,3 +126,41 @@ pub fn run(tree: &Path, recipe: &DebianRecipe) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rootfs_builder::agent::AGENT;
+
+    #[test]
+    fn expectations_are_not_fooled_by_near_misses() {
+        assert!(Expect::Exactly("0".into()).met_by("0\n"));
+        assert!(!Expect::Exactly("0".into()).met_by("1000\n"));
+        assert!(Expect::Word("docker".into()).met_by("agent docker\n"));
+        assert!(!Expect::Word("docker".into()).met_by("agent dockerd\n"));
+        assert!(contains("(nf_tables)").met_by("iptables v1.8.9 (nf_tables)\n"));
+        assert!(!contains("(nf_tables)").met_by("iptables v1.8.9 (legacy)\n"));
+    }
+
+    #[test]
+    fn the_agent_checks_cover_its_tools_and_user() {
+        let list = checks(&AGENT);
+        let programs: Vec<&str> = list.iter().map(|c| c.argv[0].as_str()).collect();
+        for program in [
+            "docker",
+            "containerd",
+            "runc",
+            "iptables",
+            "node",
+            "npm",
+            "git",
+            "python3",
+            "sudo",
+        ] {
+            assert!(programs.contains(&program), "{program} is not checked");
+        }
+        let node = list.iter().find(|c| c.argv[0] == "node").unwrap();
+        assert!(node.expect.met_by(&format!("v{}\n", AGENT.node.version)));
+        assert!(!node.expect.met_by("v18.19.0\n"));
+    }
+}

@@ -8,29 +8,32 @@ use std::fs::{self, OpenOptions};
 use std::path::Path;
 use std::process::Command;
 
-/// Makes `image` from `tree`. Reproducible for the same tree: the UUID is given, the build time
-/// is `epoch` (SOURCE_DATE_EPOCH: files newer than it are clamped to it, older ones keep their
-/// time, so the .pyc files of the base stay valid). Owners and xattrs are kept as in the tree.
-/// Uncompressed: the emulated lab would pay for every decompression.
-pub fn make_image(
+/// Makes the erofs filesystem `image` from `tree`. Reproducible for the same tree: the UUID is
+/// given, the build time is `epoch` (SOURCE_DATE_EPOCH: files newer than it are clamped to it,
+/// older ones keep their time, so the .pyc files of the base stay valid). Owners, modes and
+/// xattrs are kept as in the tree. Uncompressed: the emulated lab would pay for every
+/// decompression.
+pub fn make_filesystem(
     tree: &Path,
     image: &Path,
-    profile: &str,
     epoch: u64,
     uuid: &str,
     header: String,
-) -> Result<Trailer> {
-    {
-        let _watch = SizeWatch::start(header, image);
-        crate::util::run(
-            Command::new("mkfs.erofs")
-                .arg("--quiet")
-                .arg(format!("-U{uuid}"))
-                .arg(image)
-                .arg(tree)
-                .env("SOURCE_DATE_EPOCH", epoch.to_string()),
-        )?;
-    }
+) -> Result<()> {
+    let _watch = SizeWatch::start(header, image);
+    crate::util::run(
+        Command::new("mkfs.erofs")
+            .arg("--quiet")
+            .arg(format!("-U{uuid}"))
+            .arg(image)
+            .arg(tree)
+            .env("SOURCE_DATE_EPOCH", epoch.to_string()),
+    )
+}
+
+/// Turns the filesystem `image` into a paddock disk image (padding + trailer), then reads the
+/// trailer back and re-hashes the filesystem to check it.
+pub fn seal(image: &Path, profile: &str) -> Result<Trailer> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)

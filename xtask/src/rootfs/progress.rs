@@ -30,10 +30,7 @@ impl Steps {
     pub fn next(&mut self, label: &str) -> String {
         self.done += 1;
         let header = format!("step {}/{}: {label}", self.done, self.total);
-        eprintln!(
-            "xtask: {header} (at {:.0?})",
-            Duration::from_secs(self.started.elapsed().as_secs())
-        );
+        eprintln!("xtask: {header} (at {}s)", self.started.elapsed().as_secs());
         header
     }
 
