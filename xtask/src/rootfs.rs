@@ -11,11 +11,12 @@ mod debian_base;
 mod erofs;
 mod node;
 mod progress;
+mod scratch;
 
 use crate::util;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rootfs_builder::busybox::DEBIAN_BUSYBOX_STATIC;
-use rootfs_builder::{ImageSpec, Input, Inputs, Profile};
+use rootfs_builder::{ImageSpec, Input, Inputs, Profile, ProfileError};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -28,11 +29,12 @@ pub fn build(profile: &str) -> Result<PathBuf> {
     if profile == rootfs_builder::agent::PROFILE_NAME {
         return agent::build();
     }
-    let profile: Profile = profile.parse().with_context(|| {
-        format!(
-            "(besides these newc profiles there is {:?}, a disk image)",
+    let profile: Profile = profile.parse().map_err(|e| match e {
+        ProfileError::Unknown { name, known } => anyhow!(
+            "unknown rootfs profile {name:?} (known: {known}, {})",
             rootfs_builder::agent::PROFILE_NAME
-        )
+        ),
+        other => other.into(),
     })?;
     let inputs = resolve_inputs(profile.inputs())?;
     let spec = profile.spec(&inputs)?;

@@ -5,7 +5,7 @@
 //! erofs + the paddock trailer, renamed into place when complete.
 
 use super::progress::{human_bytes, Steps};
-use super::{assemble, checks, debian_base, erofs, node};
+use super::{assemble, checks, debian_base, erofs, node, scratch};
 use crate::util;
 use anyhow::{bail, Context, Result};
 use rootfs_builder::agent::{DebianRecipe, AGENT};
@@ -66,18 +66,14 @@ fn build_image(recipe: &DebianRecipe, key: &str, dir: &Path, image: &Path) -> Re
     let tarballs = node::fetch(&recipe.node, &recipe.npm)?;
     let base = debian_base::ensure(recipe, &mut steps)?;
 
-    let scratch = util::cache_dir()
-        .join("rootfs-work")
-        .join(format!("{key}.{}", std::process::id()));
-    if scratch.exists() {
-        fs::remove_dir_all(&scratch)?;
-    }
+    let work = util::cache_dir().join("rootfs-work");
+    remove_stale_scratch(&work, key)?;
+    let scratch = work.join(format!("{key}.{}", std::process::id()));
     fs::create_dir_all(&scratch)?;
     let result = assemble_and_write(
         recipe, key, &base, &tarballs, &scratch, dir, image, &mut steps,
     );
-    fs::remove_dir_all(&scratch)
-        .with_context(|| format!("removing the scratch tree {}", scratch.display()))?;
+    scratch::remove_tree(&scratch)?;
     result?;
     eprintln!(
         "xtask: rootfs {}: built in {}s: {} ({})",
@@ -86,6 +82,25 @@ fn build_image(recipe: &DebianRecipe, key: &str, dir: &Path, image: &Path) -> Re
         image.display(),
         human_bytes(fs::metadata(image)?.len())
     );
+    Ok(())
+}
+
+/// Removes scratch trees of `key` left by interrupted builds (the caller holds the key's lock,
+/// so no other build is using them).
+fn remove_stale_scratch(work: &Path, key: &str) -> Result<()> {
+    let Ok(entries) = fs::read_dir(work) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{key}."))
+        {
+            scratch::remove_tree(&entry.path())?;
+        }
+    }
     Ok(())
 }
 

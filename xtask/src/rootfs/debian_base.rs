@@ -42,16 +42,13 @@ pub fn ensure(recipe: &DebianRecipe, steps: &mut Steps) -> Result<Base> {
         return Ok(base);
     }
     let scratch = bases.join(format!(".{}.partial", recipe.base_key()));
-    if scratch.exists() {
-        fs::remove_dir_all(&scratch)
-            .with_context(|| format!("removing the leftover {}", scratch.display()))?;
-    }
+    super::scratch::remove_tree(&scratch)?;
     fs::create_dir_all(&scratch)?;
     let tree = scratch.join("tree");
     mmdebstrap(recipe, &tree, &scratch.join(LOG), steps)?;
     let built_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     pack(&tree, &scratch.join(TARBALL), steps)?;
-    fs::remove_dir_all(&tree)?;
+    super::scratch::remove_tree(&tree)?;
     fs::write(scratch.join(BUILT_AT), format!("{built_at}\n"))?;
     fs::rename(&scratch, &dir).with_context(|| format!("installing {}", dir.display()))?;
     Ok(Base {
