@@ -32,7 +32,7 @@ enum Command {
     },
     /// Build the guest root filesystem image for a profile; print its path.
     Rootfs {
-        /// The rootfs profile to build.
+        /// The rootfs profile to build: `minimal` (newc initramfs) or `agent` (Debian, erofs image).
         #[arg(long, default_value = "minimal")]
         profile: String,
     },

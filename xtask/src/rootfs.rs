@@ -1,11 +1,22 @@
 //! `cargo xtask rootfs`: resolves a profile's host inputs, then writes its newc image into the
 //! content-hashed cache (`<cache>/rootfs/<hash>/rootfs-<profile>.cpio`); the default profile's image
-//! is linked as `<cache>/default/rootfs.cpio`.
+//! is linked as `<cache>/default/rootfs.cpio`. The `agent` profile is a Debian root written as an
+//! erofs disk image instead (see [`agent`]).
+
+mod agent;
+mod assemble;
+mod checks;
+mod chroot;
+mod debian_base;
+mod erofs;
+mod node;
+mod progress;
+mod scratch;
 
 use crate::util;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rootfs_builder::busybox::DEBIAN_BUSYBOX_STATIC;
-use rootfs_builder::{ImageSpec, Input, Inputs, Profile};
+use rootfs_builder::{ImageSpec, Input, Inputs, Profile, ProfileError};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -15,7 +26,16 @@ const RECIPE_VERSION: &str = "paddock-rootfs-recipe-1";
 
 /// Builds (or finds in the cache) the image of `profile` and returns its path.
 pub fn build(profile: &str) -> Result<PathBuf> {
-    let profile: Profile = profile.parse()?;
+    if profile == rootfs_builder::agent::PROFILE_NAME {
+        return agent::build();
+    }
+    let profile: Profile = profile.parse().map_err(|e| match e {
+        ProfileError::Unknown { name, known } => anyhow!(
+            "unknown rootfs profile {name:?} (known: {known}, {})",
+            rootfs_builder::agent::PROFILE_NAME
+        ),
+        other => other.into(),
+    })?;
     let inputs = resolve_inputs(profile.inputs())?;
     let spec = profile.spec(&inputs)?;
     let hash = util::hash_parts([RECIPE_VERSION, profile.name(), &spec.fingerprint()?]);
