@@ -133,6 +133,9 @@ pub const AGENT: DebianRecipe = DebianRecipe {
         "runc",
         "iptables",
         "tini",
+        // A static busybox: with no registry reachable, images are built `FROM scratch` around
+        // it (the end-to-end tests do; so can users, offline).
+        "busybox-static",
         // The agent's tools.
         "git",
         "curl",
@@ -159,7 +162,7 @@ pub const AGENT: DebianRecipe = DebianRecipe {
         "path-exclude=/usr/share/lintian/*",
         "path-exclude=/usr/share/linda/*",
     ],
-    empty_dirs: &["/var/lib/docker", "/run", "/tmp"],
+    empty_dirs: &["/var/lib/docker", "/var/lib/containerd", "/run", "/tmp"],
     node: NODE,
     npm: NPM,
     user: UserSpec {

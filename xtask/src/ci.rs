@@ -7,15 +7,17 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Builds the guest kernel, the minimal rootfs and the static `paddock` binary.
+/// Builds the guest kernel, the initramfs, the agent root image and the static `paddock` binary.
 pub fn build_artifacts() -> Result<String> {
     let kernel = kernel::build(None)?;
     let rootfs = rootfs::build("minimal")?;
+    let image = rootfs::build("agent")?;
     let paddock = util::build_static_bin("paddock-vmm", "paddock")?;
     Ok(format!(
-        "kernel  {}\nrootfs  {}\npaddock {}",
+        "kernel  {}\nrootfs  {}\nimage   {}\npaddock {}",
         kernel.display(),
         rootfs.display(),
+        image.display(),
         paddock.display()
     ))
 }

@@ -63,6 +63,8 @@ pub enum Tool {
     Npm,
     /// Runs them.
     Node,
+    /// Runs the agent image's checks in a private mount namespace.
+    Unshare,
 }
 
 /// How to tell whether a tool is present.
@@ -103,6 +105,7 @@ impl Tool {
         Tool::MkfsErofs,
         Tool::Npm,
         Tool::Node,
+        Tool::Unshare,
     ];
 
     /// How [`ensure`] finds it.
@@ -134,6 +137,7 @@ impl Tool {
             Tool::MkfsErofs => Program("mkfs.erofs"),
             Tool::Npm => Program("npm"),
             Tool::Node => Program("node"),
+            Tool::Unshare => Program("unshare"),
         }
     }
 
@@ -163,6 +167,7 @@ impl Tool {
             Tool::MkfsErofs => "erofs-utils",
             Tool::Npm => "npm",
             Tool::Node => "nodejs",
+            Tool::Unshare => "util-linux",
         }
     }
 

@@ -52,8 +52,14 @@ pub fn run() -> ! {
         None => Profile::Minimal,
     };
     let root = setup_root::mount_profile(&profile);
-    if let Err(e) = hostname::set_hostname() {
-        crate::console_log!("hostname: {e}");
+    match hostname::set_hostname() {
+        Ok(name) if matches!(root, RootOutcome::Switched) => {
+            if let Err(e) = hostname::ensure_hosts_entry(&name) {
+                crate::console_log!("/etc/hosts: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => crate::console_log!("hostname: {e}"),
     }
     if let Err(e) = loopback::bring_up_loopback() {
         crate::console_log!("loopback: {e}");

@@ -6,6 +6,7 @@
 
 use super::progress::{human_bytes, Steps};
 use super::{assemble, checks, debian_base, erofs, node, scratch};
+use crate::tools::{self, Tool};
 use crate::util;
 use anyhow::{bail, Context, Result};
 use rootfs_builder::agent::{DebianRecipe, AGENT};
@@ -13,7 +14,6 @@ use rootfs_builder::disk_image;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const STEPS: usize = 7;
 
@@ -49,12 +49,15 @@ pub fn build() -> Result<PathBuf> {
 
 /// Host tools the agent image needs. The one place to switch to xtask's tools table.
 fn ensure_host_tools() -> Result<()> {
-    util::ensure_debian_packages(&["mmdebstrap", "erofs-utils", "util-linux", "tar", "gzip"])?;
     // Any npm will do (it only fetches and checks tarballs); Debian's when there is none.
-    if Command::new("npm").arg("--version").output().is_err() {
-        util::ensure_debian_packages(&["npm"])?;
-    }
-    Ok(())
+    tools::ensure(&[
+        Tool::Mmdebstrap,
+        Tool::MkfsErofs,
+        Tool::Unshare,
+        Tool::Tar,
+        Tool::Gzip,
+        Tool::Npm,
+    ])
 }
 
 fn build_image(recipe: &DebianRecipe, key: &str, dir: &Path, image: &Path) -> Result<()> {

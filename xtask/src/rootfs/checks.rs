@@ -57,6 +57,11 @@ fn checks(recipe: &DebianRecipe) -> Vec<Check> {
         check(&["containerd", "--version"], contains("containerd")),
         check(&["runc", "--version"], contains("runc version")),
         check(&["tini", "--version"], contains("tini version")),
+        // busybox-static: an image built FROM scratch around it runs.
+        check(
+            &["busybox", "echo", "busybox runs"],
+            contains("busybox runs"),
+        ),
         check(&["iptables", "--version"], contains("(nf_tables)")),
         check(&["ip6tables", "--version"], contains("(nf_tables)")),
         check(
