@@ -110,26 +110,33 @@ fn run_end_to_end(binary: &PathBuf, args: &[&str]) -> Result<i32> {
     )
 }
 
-/// Runs each test binary in turn (one lab boot for all of them); the first failure's status.
+/// Runs every test binary in turn (one lab boot for all of them); the first failure's status.
 fn run_end_to_end_suite(binaries: &[PathBuf], filter: Option<&str>) -> Result<i32> {
     let mut args = vec!["--test-threads=1"];
     args.extend(filter);
     if util::host_has_hardware_kvm() {
+        let mut first_failure = 0;
         for binary in binaries {
             let status = run_end_to_end(binary, &args)?;
-            if status != 0 {
-                return Ok(status);
+            if first_failure == 0 {
+                first_failure = status;
             }
         }
-        return Ok(0);
+        return Ok(first_failure);
     }
     let mut files = lab::default_files()?;
-    let mut script = String::from("set -e");
+    // Every binary runs even after one fails (each failure is worth seeing); the exit status
+    // is the first failure's.
+    let mut script = String::from("status=0");
     for (i, binary) in binaries.iter().enumerate() {
         let inside = format!("/usr/bin/paddock-e2e-{i}");
-        script.push_str(&format!("; {inside} {}", args.join(" ")));
+        script.push_str(&format!(
+            "; {inside} {} || {{ rc=$?; [ $status -ne 0 ] || status=$rc; }}",
+            args.join(" ")
+        ));
         files.push((binary.clone(), inside));
     }
+    script.push_str("; exit $status");
     lab::run_with(
         &files,
         &[

@@ -66,8 +66,13 @@ enum Command {
         /// Benchmark filter passed to criterion.
         filter: Option<String>,
     },
-    /// Print the Debian packages of every host tool xtask runs, on one line, space-separated.
-    Deps,
+    /// Print, on one line, the Debian packages of the host tools xtask runs that are missing
+    /// here (a tool already present, from whatever source, is left alone).
+    Deps {
+        /// Print every package of the table, present or not.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// Runs the command; an error is printed as one line, its causes joined by ": " (no backtrace).
@@ -100,7 +105,14 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Run { command } => return Ok(exit_status(ci::run_in_sandbox(&command)?)),
         Command::Ci { e2e_only, filter } => ci::ci(e2e_only, filter.as_deref())?,
         Command::Bench { filter } => ci::bench(filter.as_deref())?,
-        Command::Deps => println!("{}", tools::all_packages().join(" ")),
+        Command::Deps { all } => {
+            let packages = if all {
+                tools::all_packages()
+            } else {
+                tools::missing_packages()
+            };
+            println!("{}", packages.join(" "));
+        }
     }
     Ok(0)
 }

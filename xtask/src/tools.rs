@@ -215,6 +215,18 @@ pub fn all_packages() -> Vec<&'static str> {
     set.into_iter().collect()
 }
 
+/// The packages of the table's tools that are missing here, sorted and without repeats. A tool
+/// found on PATH counts as present whatever installed it: a machine whose Node.js came from
+/// another repository already has npm, and asking apt for Debian's npm would conflict with it.
+pub fn missing_packages() -> Vec<&'static str> {
+    let set: BTreeSet<&str> = Tool::ALL
+        .iter()
+        .filter(|tool| !tool.is_present())
+        .map(|tool| tool.package())
+        .collect();
+    set.into_iter().collect()
+}
+
 /// Makes sure every tool in `tools` is present. Missing ones are installed from Debian when
 /// running as root (`apt-get update` once per run, then one `apt-get install`); otherwise this
 /// fails with one line naming each missing tool and the package to install.

@@ -221,13 +221,26 @@ pub fn run(
     let served = vmm.clone();
     let control_paths = paths.clone();
     let info = Arc::new(Mutex::new(info));
+    let control_exit = exit.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let Ok(request) = read_frame::<_, ControlRequest>(&mut stream) else {
                 continue;
             };
-            let response = handle(&served, &control_paths, &info, request);
+            // A bug met while serving a request must not leave a VM nobody can reach: it ends
+            // the sandbox, loudly, and the client hears why.
+            let served_request = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handle(&served, &control_paths, &info, request)
+            }));
+            let response = served_request.unwrap_or_else(|panic| {
+                let what = panic_message(panic.as_ref());
+                tracing::error!("control request panicked: {what}");
+                control_exit.exit(VmExitReason::Fatal(format!("internal error: {what}")));
+                ControlResponse::Error {
+                    message: format!("internal error in the VMM, the sandbox ends: {what}"),
+                }
+            });
             let _ = write_frame(&mut stream, &response);
         }
     });
@@ -255,6 +268,15 @@ pub fn run(
         VmExitReason::GuestReset | VmExitReason::GuestShutdown | VmExitReason::Stopped => 0,
         VmExitReason::Fatal(_) => crate::exit_codes::PADDOCK_ERROR,
     }
+}
+
+/// The text a panic carried (`panic!` with a literal or a formatted message).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 fn handle(

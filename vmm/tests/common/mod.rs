@@ -154,10 +154,28 @@ impl Scratch {
         assert_eq!(
             out.status.code(),
             Some(0),
-            "paddock {args:?} failed: {}",
-            text(&out.stderr)
+            "paddock {args:?} failed: {}\n{}",
+            text(&out.stderr),
+            self.all_sandbox_logs()
         );
         text(&out.stdout)
+    }
+    /// [`Scratch::sandbox_logs`] of every sandbox in the state directory.
+    pub fn all_sandbox_logs(&self) -> String {
+        let Ok(entries) = std::fs::read_dir(self.state_dir().join("sandboxes")) else {
+            return "(no state directory)".into();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|name| self.sandbox_logs(name))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
     /// The VMM pid of a sandbox.
     pub fn pid_of(&self, name: &str) -> u32 {
