@@ -142,6 +142,24 @@ fn the_second_start_restores_the_template_instead_of_booting() {
     // The template is listed, and a cold boot is still possible on request.
     let listed = s.ok(&["template", "ls", "--json"]);
     assert!(listed.contains("\"agent\""), "{listed}");
+    // Its memory file is sparse: what the booted guest touched, not the guest's memory size.
+    let rows: serde_json::Value = serde_json::from_str(&listed).expect("template ls --json");
+    let template = rows
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|t| origin.contains(t["key"].as_str().unwrap_or("-")))
+        })
+        .unwrap_or_else(|| panic!("the restored template is listed: {listed}"));
+    let memory = template["manifest"]["spec"]["memory_mib"]
+        .as_u64()
+        .expect("memory_mib")
+        << 20;
+    let on_disk = template["disk_bytes"].as_u64().expect("disk_bytes");
+    assert!(
+        on_disk < memory / 2,
+        "the template takes {on_disk} bytes on disk for a {memory}-byte guest: {template}"
+    );
     s.ok(&["start", "--name", "cold", "--cold-boot"]);
     assert_eq!(record(&s, "cold")["launched"], "boot");
     sh(&s, "second", "docker version >/dev/null");
@@ -173,7 +191,10 @@ fn containers_survive_restore_and_a_reset_forgets_what_came_after() {
         "true",
         "the container started before the snapshot runs after the restore"
     );
-    assert_eq!(sh(&s, "r", "docker exec keeper echo inside"), "inside\n");
+    assert_eq!(
+        sh(&s, "r", "docker exec keeper /bin/busybox echo inside"),
+        "inside\n"
+    );
 
     // What is created after the snapshot is gone after a reset; the engine still answers.
     sh(
