@@ -119,7 +119,15 @@ impl ControlService {
                 Request::Exec(exec) => {
                     return exec::run_session(exec, &self.reaper, reader, writer);
                 }
-                Request::Stdin { .. } | Request::StdinClose | Request::Signal { .. } => {
+                Request::Attach { .. } => {
+                    let message = "no detached terminal session".to_string();
+                    send(&writer, &Response::Error { message })?;
+                }
+                Request::Stdin { .. }
+                | Request::StdinClose
+                | Request::Signal { .. }
+                | Request::Resize { .. }
+                | Request::Detach => {
                     let message = "no command is running on this connection".to_string();
                     send(&writer, &Response::Error { message })?;
                 }

@@ -142,6 +142,7 @@ fn exec_in(
         env,
         cwd: cmd.workdir,
         stdin: true,
+        tty: None,
     };
     let running = match conn.start_exec(&request) {
         Ok(r) => r,

@@ -29,6 +29,8 @@ fn response_kind(response: &paddock_protocol::Response) -> &'static str {
         Response::Error { .. } => "Error",
         Response::Resumed(_) => "Resumed",
         Response::ShuttingDown => "ShuttingDown",
+        Response::Detached { .. } => "Detached",
+        Response::Attached { .. } => "Attached",
     }
 }
 
