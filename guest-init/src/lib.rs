@@ -16,6 +16,7 @@ pub mod boot_params;
 pub mod engine;
 mod exec;
 pub mod pid1;
+mod pty;
 pub mod reaper;
 pub mod resume;
 pub mod service;
