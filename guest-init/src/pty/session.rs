@@ -204,8 +204,9 @@ impl PtySession {
         Ok(state.generation)
     }
 
-    /// The connection of `generation` went away without detaching: hang the session up (SIGHUP
-    /// to the command's group and the terminal's foreground group), as a closed terminal does.
+    /// The connection of `generation` went away without detaching: hang the session up (SIGHUP,
+    /// then SIGCONT for a stopped job, to the terminal's foreground group; SIGHUP to the
+    /// command's group), as a closed terminal does.
     pub(super) fn hang_up(&self, generation: u64, reaper: &Reaper) {
         let mut state = self.lock();
         if state.generation != generation || state.ended {
@@ -214,6 +215,7 @@ impl PtySession {
         state.sink = None;
         drop(state);
         terminal::signal_foreground(&self.master, Signal::HUP);
+        terminal::signal_foreground(&self.master, Signal::CONT);
         let _ = reaper.signal_group(self.pid, libc::SIGHUP);
     }
 }
