@@ -132,7 +132,7 @@ fn start(
         .name(format!("pty-{pid}"))
         .spawn(move || pump(reader_end, exit, pumped, table))
         .map_err(|e| {
-            sessions.remove(pid);
+            sessions.remove(&session);
             kill(StartError::Threads(e))
         })?;
     Ok(session)

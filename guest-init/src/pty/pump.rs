@@ -69,6 +69,6 @@ pub(super) fn pump(
             message: "the exit status of the command was lost".into(),
         },
     };
-    sessions.remove(session.pid());
+    sessions.remove(&session);
     session.end(last);
 }

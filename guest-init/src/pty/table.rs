@@ -52,8 +52,16 @@ impl PtySessions {
         Ok(())
     }
 
-    pub(super) fn remove(&self, pid: u32) {
-        self.table().remove(&pid);
+    /// Forgets `session`, unless its pid already names a newer session (the pid was reaped
+    /// before this, so it may have been reused).
+    pub(super) fn remove(&self, session: &Arc<PtySession>) {
+        let mut table = self.table();
+        if table
+            .get(&session.pid())
+            .is_some_and(|known| Arc::ptr_eq(known, session))
+        {
+            table.remove(&session.pid());
+        }
     }
 
     /// A mark for a detach happening now.
