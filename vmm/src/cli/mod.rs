@@ -23,7 +23,8 @@ pub struct Cli {
 }
 
 const EXIT_STATUS_HELP: &str = "\
-Exit status of `run` and `exec`: the command's own status, 128+N if a signal N killed it,
+Exit status of `run`, `exec` and `attach`: the command's own status, 128+N if a signal N killed
+it (or, on a terminal, if signal N made paddock hang the session up), 0 after detaching,
 123 if the guest shut down or rebooted before the command finished, 124 if --timeout expired,
 125 if paddock itself failed (no usable KVM, bad kernel or rootfs, boot failure),
 126/127 if the command could not be executed / was not found.";
