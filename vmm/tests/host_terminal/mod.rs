@@ -67,10 +67,12 @@ impl Terminal {
         rustix::termios::tcsetwinsize(&self.master, size).unwrap();
     }
 
-    /// Starts `cmd` with this terminal as its controlling terminal and stdin, stdout, stderr.
+    /// Starts `cmd` with this terminal as its controlling terminal and stdin, stdout, stderr,
+    /// and `TERM=xterm-256color` as a terminal emulator would set it.
     pub fn spawn(&self, mut cmd: Command) -> Child {
         let stdio = || Stdio::from(self.slave.try_clone().unwrap());
         cmd.stdin(stdio()).stdout(stdio()).stderr(stdio());
+        cmd.env("TERM", "xterm-256color");
         // SAFETY: runs in the forked child before exec, after std put the slave on fds 0-2;
         // only two raw system calls (setsid, ioctl TIOCSCTTY), async-signal-safe and
         // allocation-free.
@@ -90,21 +92,24 @@ impl Terminal {
         (&self.master).write_all(keys).unwrap();
     }
 
-    /// Waits until the output after what was already consumed contains `needle`.
+    /// Waits until the output after what was already consumed contains `needle`, and consumes
+    /// it.
     pub fn expect(&mut self, needle: &str) {
+        let needle = needle.as_bytes();
         let start = Instant::now();
         loop {
             {
                 let output = self.output.lock().unwrap();
-                let fresh = String::from_utf8_lossy(&output[self.seen..]).into_owned();
-                if let Some(at) = fresh.find(needle) {
-                    // Byte offsets of the lossy text match the bytes for ASCII needles.
+                let fresh = &output[self.seen..];
+                if let Some(at) = fresh.windows(needle.len()).position(|w| w == needle) {
                     self.seen += at + needle.len();
                     return;
                 }
                 assert!(
                     start.elapsed() < ANSWER,
-                    "no {needle:?} on the terminal; it shows {fresh:?}"
+                    "no {:?} on the terminal; it shows {:?}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(fresh)
                 );
             }
             std::thread::sleep(Duration::from_millis(20));

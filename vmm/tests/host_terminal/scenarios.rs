@@ -21,7 +21,7 @@ pub fn exec_it_follows_the_window_passes_ctrl_c_and_ends_on_ctrl_d(paddock: Padd
 
     term.send(b"stty size; echo TERM=$TERM-$((1+1))\r");
     term.expect("30 100");
-    term.expect("-2");
+    term.expect("TERM=xterm-256color-2");
     assert_ne!(
         term.settings(),
         before,
