@@ -1,7 +1,7 @@
 //! `paddock attach`: back to a terminal session left with the detach keys.
 
 use super::interactive::{self, Tty};
-use super::run::{shared_code, terminal_outcome};
+use super::outcome::{shared_code, terminal_outcome};
 use super::signals::{block_handled_signals, host_window_size, SignalRouter};
 use super::AttachArgs;
 use anyhow::Context;

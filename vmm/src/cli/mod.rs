@@ -4,6 +4,7 @@ mod attach;
 mod interactive;
 mod lifecycle;
 mod machine;
+mod outcome;
 mod run;
 mod signals;
 mod template;

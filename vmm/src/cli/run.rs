@@ -2,13 +2,14 @@
 //! running sandbox): stdin forwarded, stdout/stderr streamed apart, signals forwarded, the
 //! command's exit status returned.
 
-use super::interactive::{self, TerminalEnd, Tty};
+use super::interactive::{self, Tty};
 use super::machine::{self, Plan};
+use super::outcome::{shared_code, terminal_outcome, Outcome};
 use super::signals::{block_handled_signals, SignalRouter, SignalTarget};
 use super::{parse_env, CommandArgs, ExecArgs, RunArgs};
 use anyhow::Context;
-use paddock_protocol::{ExecRequest, ExitStatus};
-use paddock_vmm::client::{self, ExecError, PtyError};
+use paddock_protocol::ExecRequest;
+use paddock_vmm::client::{self, ExecError};
 use paddock_vmm::config::CONTROL_PORT;
 use paddock_vmm::exit_codes;
 use paddock_vmm::sandbox::{guest::GuestLink, Sandboxes};
@@ -42,21 +43,6 @@ impl Drop for RunDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// What the exec ended with.
-pub(super) enum Outcome {
-    Status(ExitStatus),
-    TimedOut(u64),
-    Disconnected,
-    Failed(ExecError),
-    /// A terminal session left running in the guest (the detach keys).
-    Detached {
-        pid: u32,
-    },
-    /// A terminal session hung up because paddock got this signal.
-    HungUp(i32),
-    TerminalFailed(PtyError),
 }
 
 /// Runs `argv` in the guest behind `uds`, forwarding stdin, output, signals; handles --timeout.
@@ -128,16 +114,6 @@ fn on_terminal(
     Ok(terminal_outcome(end))
 }
 
-pub(super) fn terminal_outcome(end: TerminalEnd) -> Outcome {
-    match end {
-        TerminalEnd::Exited(status) => Outcome::Status(status),
-        TerminalEnd::Detached { pid } => Outcome::Detached { pid },
-        TerminalEnd::HungUp(sig) => Outcome::HungUp(sig),
-        TerminalEnd::Failed(PtyError::Disconnected) => Outcome::Disconnected,
-        TerminalEnd::Failed(e) => Outcome::TerminalFailed(e),
-    }
-}
-
 /// With `--timeout`, SIGKILLs the command after `secs`; the flag tells whether it did.
 fn arm_timeout(
     timeout: Option<u64>,
@@ -155,69 +131,6 @@ fn arm_timeout(
             })?;
     }
     Ok(timed_out)
-}
-
-/// The exit status for the outcomes `run`, `exec` and `attach` share (explained on stderr);
-/// `None` for `Disconnected`, which each explains its own way. `sandbox` names the sandbox in
-/// the detach hint.
-pub(super) fn shared_code(outcome: &Outcome, sandbox: Option<&str>) -> Option<i32> {
-    Some(match outcome {
-        Outcome::Status(status) => status_code(*status),
-        Outcome::TimedOut(secs) => {
-            eprintln!("paddock: the command timed out after {secs} s and was killed");
-            exit_codes::TIMEOUT
-        }
-        Outcome::Disconnected => return None,
-        Outcome::Failed(e) => failed(e),
-        Outcome::Detached { pid } => {
-            match sandbox {
-                Some(name) => eprintln!(
-                    "paddock: detached from process {pid}, still running in {name}; `paddock attach {name}` returns to it"
-                ),
-                None => eprintln!("paddock: detached from process {pid}"),
-            }
-            0
-        }
-        Outcome::HungUp(sig) => {
-            eprintln!("paddock: signal {sig}: the terminal session was hung up");
-            128 + sig
-        }
-        Outcome::TerminalFailed(e) => failed_terminal(e),
-    })
-}
-
-pub(super) fn status_code(status: ExitStatus) -> i32 {
-    match status {
-        ExitStatus::Code(c) => c,
-        ExitStatus::Signal(n) => 128 + n,
-    }
-}
-
-/// Maps an exec failure to paddock's exit codes, explaining it on stderr.
-fn failed(e: &ExecError) -> i32 {
-    eprintln!("paddock: {e}");
-    match e {
-        ExecError::Guest(m) => guest_failure_code(m),
-        _ => exit_codes::PADDOCK_ERROR,
-    }
-}
-
-/// Maps a terminal session's failure to paddock's exit codes, explaining it on stderr.
-fn failed_terminal(e: &PtyError) -> i32 {
-    eprintln!("paddock: {e}");
-    match e {
-        PtyError::Guest(m) => guest_failure_code(m),
-        _ => exit_codes::PADDOCK_ERROR,
-    }
-}
-
-/// The guest could not start the command: not found, or not executable.
-fn guest_failure_code(message: &str) -> i32 {
-    if message.contains("os error 2)") {
-        exit_codes::NOT_FOUND
-    } else {
-        exit_codes::CANNOT_EXECUTE
-    }
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
