@@ -61,6 +61,9 @@ struct Attachment {
     detached_mark: u64,
     /// The command exited and its output was drained; the session is over.
     ended: bool,
+    /// Its host went away without detaching: the command was sent SIGHUP and is ending, so
+    /// it is not there to attach to.
+    hung_up: bool,
 }
 
 /// A command running on a pseudo-terminal.
@@ -94,6 +97,7 @@ impl PtySession {
                 kept: OutputRing::new(DETACHED_OUTPUT_BUFFER),
                 detached_mark: 0,
                 ended: false,
+                hung_up: false,
             }),
             finished: AtomicBool::new(false),
         }
@@ -118,7 +122,7 @@ impl PtySession {
     /// When detached and still running: the detach order mark (higher is more recent).
     pub(super) fn detached_mark(&self) -> Option<u64> {
         let state = self.lock();
-        (state.sink.is_none() && !state.ended).then_some(state.detached_mark)
+        (state.sink.is_none() && !state.ended && !state.hung_up).then_some(state.detached_mark)
     }
 
     /// Queues input for the terminal, waiting while the queue is full unless the session ended.
@@ -180,7 +184,7 @@ impl PtySession {
     /// generation.
     pub(super) fn attach(&self, sink: Arc<dyn Sink>, size: WindowSize) -> Result<u64, AttachError> {
         let mut state = self.lock();
-        if state.ended {
+        if state.ended || state.hung_up {
             return Err(AttachError::NoSuchSession(self.pid));
         }
         if state.sink.is_some() {
@@ -213,6 +217,7 @@ impl PtySession {
             return;
         }
         state.sink = None;
+        state.hung_up = true;
         drop(state);
         terminal::signal_foreground(&self.master, Signal::HUP);
         terminal::signal_foreground(&self.master, Signal::CONT);

@@ -293,11 +293,15 @@ fn the_most_recently_detached_session_is_attached() {
     let service = service();
     let (first, first_pid) = start(&service, &["sh", "-c", "echo first; sleep 30"], SIZE);
     detach(first);
-    let (second, second_pid) = start(&service, &["sh", "-c", "echo second; sleep 30"], SIZE);
+    // Output before the detach goes to the first connection: prove the attachment by a
+    // round trip through it instead.
+    let script = "read a; echo \"second $a\"; sleep 30";
+    let (second, second_pid) = start(&service, &["sh", "-c", script], SIZE);
     detach(second);
     let (mut host, answer) = attach(&service, None, SIZE);
     assert_eq!(answer, Response::Attached { pid: second_pid });
-    host.expect_output("second");
+    host.input(b"x\r");
+    host.expect_output("second x");
     host.send(&Request::Signal {
         signal: libc::SIGKILL,
     });
