@@ -288,8 +288,11 @@ fn the_manifest_is_under_the_crc() {
 
 #[test]
 fn a_corrupt_manifest_with_a_valid_crc_is_refused() {
-    let start = |bytes: &Vec<u8>| bytes.len() - 4096;
-    let cases: Vec<(Box<dyn Fn(&mut Vec<u8>)>, TrailerDefect)> = vec![
+    fn start(bytes: &[u8]) -> usize {
+        bytes.len() - 4096
+    }
+    type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(Edit, TrailerDefect)> = vec![
         (
             // A length past the room there is.
             Box::new(|b: &mut Vec<u8>| {
