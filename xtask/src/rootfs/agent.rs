@@ -71,11 +71,11 @@ fn build_image(recipe: &DebianRecipe, key: &str, dir: &Path, image: &Path) -> Re
     ));
     let tarballs = node::fetch(&recipe.node, &recipe.npm)?;
     let header = steps.next(&format!(
-        "coding agents from the npm registry: {}",
+        "coding agents from the npm registry ({})",
         recipe
             .agents
             .iter()
-            .map(|a| a.spec())
+            .map(|a| format!("{} {}", a.name, a.version))
             .collect::<Vec<_>>()
             .join(", ")
     ));
