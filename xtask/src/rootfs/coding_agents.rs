@@ -195,6 +195,7 @@ fn link_command(tree: &Path, agent: &CodingAgent) -> Result<()> {
 /// `cargo xtask agents-lock`: rewrites the committed lockfile from the pins with the host's npm
 /// (`npm install --package-lock-only`: resolves and records, installs nothing, runs nothing).
 pub fn write_lockfile() -> Result<PathBuf> {
+    crate::tools::ensure(&[crate::tools::Tool::Npm])?;
     let agents = rootfs_builder::agent::CODING_AGENTS;
     let work = util::cache_dir().join(format!("agents-lock.{}", std::process::id()));
     fs::create_dir_all(&work)?;
