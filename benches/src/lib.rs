@@ -73,6 +73,7 @@ pub fn exec(uds: &Path, argv: &[&str]) -> ExitStatus {
         env: vec![],
         cwd: None,
         stdin: false,
+        tty: None,
     };
     conn.exec_output(&req, &[]).expect("exec").status
 }

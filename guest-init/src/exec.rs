@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -73,7 +73,7 @@ pub(crate) fn run_session<T: Transport>(
     let threads = child
         .stdin
         .take()
-        .map(start_stdin_writer)
+        .map(start_input_writer)
         .transpose()
         .and_then(|stdin_queue| {
             let writer = Arc::clone(&writer);
@@ -122,23 +122,42 @@ pub(crate) fn run_session<T: Transport>(
     }
 }
 
-/// Builds the command: argv, default + requested environment, cwd, piped stdio, own session.
-fn build_command(request: &ExecRequest) -> Result<Command, String> {
-    let (program, args) = request
-        .argv
-        .split_first()
-        .ok_or_else(|| "exec needs a non-empty argv".to_string())?;
+/// Errors of building a command from an exec request.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("exec needs a non-empty argv")]
+    EmptyArgv,
+    #[error("invalid environment variable name {0:?}")]
+    EnvName(String),
+}
+
+/// The command of `request` without its stdio: argv, cwd, and the environment built from the
+/// default variables, then `defaults`, then the request's own.
+pub(crate) fn base_command(
+    request: &ExecRequest,
+    defaults: &[(&str, &str)],
+) -> Result<Command, CommandError> {
+    let (program, args) = request.argv.split_first().ok_or(CommandError::EmptyArgv)?;
     let mut cmd = Command::new(program);
-    cmd.args(args).env_clear().envs(DEFAULT_ENV);
+    cmd.args(args)
+        .env_clear()
+        .envs(DEFAULT_ENV)
+        .envs(defaults.iter().copied());
     for (key, value) in &request.env {
         if key.is_empty() || key.contains(['=', '\0']) {
-            return Err(format!("invalid environment variable name {key:?}"));
+            return Err(CommandError::EnvName(key.clone()));
         }
         cmd.env(key, value);
     }
     if let Some(cwd) = &request.cwd {
         cmd.current_dir(cwd);
     }
+    Ok(cmd)
+}
+
+/// Builds the command: argv, default + requested environment, cwd, piped stdio, own session.
+fn build_command(request: &ExecRequest) -> Result<Command, String> {
+    let mut cmd = base_command(request, &[]).map_err(|e| e.to_string())?;
     cmd.stdin(if request.stdin {
         Stdio::piped()
     } else {
@@ -159,19 +178,21 @@ fn build_command(request: &ExecRequest) -> Result<Command, String> {
     Ok(cmd)
 }
 
-/// Starts the thread that writes queued stdin chunks to the child; dropping the returned
-/// sender closes the child's stdin once the queue is drained.
-fn start_stdin_writer(pipe: ChildStdin) -> io::Result<SyncSender<Vec<u8>>> {
+/// Starts the thread that writes queued input chunks to `input` (a child's stdin pipe, a
+/// terminal's master); dropping the returned sender closes `input` once the queue is drained.
+pub(crate) fn start_input_writer<W: Write + Send + 'static>(
+    input: W,
+) -> io::Result<SyncSender<Vec<u8>>> {
     let (queue, chunks) = sync_channel(STDIN_QUEUE_CHUNKS);
     std::thread::Builder::new()
         .name("exec-stdin".into())
-        .spawn(move || write_stdin(pipe, chunks))?;
+        .spawn(move || write_stdin(input, chunks))?;
     Ok(queue)
 }
 
 /// Queues a stdin chunk, waiting while the queue is full (backpressure to the host) unless the
 /// session has ended: a descendant may hold the child's stdin open without ever reading it.
-fn queue_stdin(queue: &SyncSender<Vec<u8>>, data: Vec<u8>, finished: &AtomicBool) {
+pub(crate) fn queue_stdin(queue: &SyncSender<Vec<u8>>, data: Vec<u8>, finished: &AtomicBool) {
     let mut pending = data;
     loop {
         match queue.try_send(pending) {
@@ -187,7 +208,7 @@ fn queue_stdin(queue: &SyncSender<Vec<u8>>, data: Vec<u8>, finished: &AtomicBool
     }
 }
 
-fn write_stdin(mut pipe: ChildStdin, chunks: Receiver<Vec<u8>>) {
+fn write_stdin<W: Write>(mut pipe: W, chunks: Receiver<Vec<u8>>) {
     let mut broken = false;
     for chunk in chunks {
         // Once the child stopped reading (EPIPE), keep draining so the connection thread never

@@ -1,5 +1,6 @@
-//! paddock guest-init as a library: the vsock control service, exec sessions, child reaping and
-//! the PID-1 system setup used by the `guest-init` binary.
+//! paddock guest-init as a library: the vsock control service, exec sessions (with pipes, or on
+//! a terminal that can be detached and attached), child reaping and the PID-1 system setup used
+//! by the `guest-init` binary.
 //!
 //! Everything that does not need to be PID 1 (the service, exec, the reaper in per-child mode)
 //! runs and is tested on an ordinary host process over Unix sockets.
@@ -16,6 +17,7 @@ pub mod boot_params;
 pub mod engine;
 mod exec;
 pub mod pid1;
+mod pty;
 pub mod reaper;
 pub mod resume;
 pub mod service;

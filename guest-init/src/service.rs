@@ -1,7 +1,9 @@
 //! The control service: serves one host connection (vsock in the guest, any [`Transport`] in
-//! tests), dispatching ping, resume, shutdown and exec requests.
+//! tests), dispatching ping, resume, shutdown, exec (with pipes or on a terminal) and attach
+//! requests.
 
 use crate::exec;
+use crate::pty::{self, PtySessions};
 use crate::reaper::Reaper;
 use paddock_protocol::{
     read_frame, write_frame, BootInfo, FrameError, Request, Response, ShutdownAction, UnixTime,
@@ -67,11 +69,17 @@ pub(crate) fn send<T: Transport>(
 pub struct ControlService {
     platform: Arc<dyn Platform>,
     reaper: Arc<Reaper>,
+    /// Terminal sessions outlive their connections (detach, attach).
+    ptys: Arc<PtySessions>,
 }
 
 impl ControlService {
     pub fn new(platform: Arc<dyn Platform>, reaper: Arc<Reaper>) -> Self {
-        Self { platform, reaper }
+        Self {
+            platform,
+            reaper,
+            ptys: PtySessions::new(),
+        }
     }
 
     /// What guest-init reports about the machine (for its `Ready` announcement).
@@ -116,10 +124,29 @@ impl ControlService {
                     self.platform.shutdown(action);
                     return Ok(());
                 }
-                Request::Exec(exec) => {
-                    return exec::run_session(exec, &self.reaper, reader, writer);
+                Request::Exec(mut exec) => {
+                    return match exec.tty.take() {
+                        Some(tty) => {
+                            pty::run_session(exec, tty, &self.reaper, &self.ptys, reader, writer)
+                        }
+                        None => exec::run_session(exec, &self.reaper, reader, writer),
+                    };
                 }
-                Request::Stdin { .. } | Request::StdinClose | Request::Signal { .. } => {
+                Request::Attach { pid, size } => {
+                    return pty::attach_session(
+                        pid,
+                        size,
+                        &self.reaper,
+                        &self.ptys,
+                        reader,
+                        writer,
+                    );
+                }
+                Request::Stdin { .. }
+                | Request::StdinClose
+                | Request::Signal { .. }
+                | Request::Resize { .. }
+                | Request::Detach => {
                     let message = "no command is running on this connection".to_string();
                     send(&writer, &Response::Error { message })?;
                 }

@@ -4,12 +4,13 @@
 //! length bounded by [`MAX_FRAME_PAYLOAD`], CRC32 of the payload) followed by the bincode-encoded
 //! message. The host sends [`Request`]s, guest-init answers with [`Response`]s. One vsock
 //! connection carries either a sequence of simple requests (ping, resume, shutdown) or exactly
-//! one exec session.
+//! one exec session (with pipes, or on a [terminal](pty) that can be detached and attached).
 
 mod bytes;
 pub mod engine;
 pub mod frame;
 pub mod messages;
+pub mod pty;
 
 pub use engine::{EngineStage, EngineState, MAX_ENGINE_DETAIL, MAX_ENGINE_VERSION};
 pub use frame::{
@@ -20,6 +21,7 @@ pub use messages::{
     BootInfo, ExecRequest, ExitStatus, Request, Response, ShutdownAction, UnixTime,
     MAX_STREAM_CHUNK, RESUME_ENTROPY_MAX, RESUME_ENTROPY_MIN,
 };
+pub use pty::{PtyConfig, PtyConfigError, WindowSize, DETACHED_OUTPUT_BUFFER, MAX_TERM_LEN};
 
 /// vsock context id of the host (fixed by the vsock specification).
 pub const HOST_CID: u32 = 2;

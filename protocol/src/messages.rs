@@ -5,8 +5,15 @@
 //! connection into one exec session: the guest answers `Started` (or `Error`), then streams
 //! `Stdout`/`Stderr` chunks and finally `Exited`; meanwhile the host may send `Stdin`,
 //! `StdinClose` and `Signal`.
+//!
+//! An `Exec` with a `tty` runs on a pseudo-terminal (see [`crate::pty`]): output comes as
+//! `Stdout` only, and the host may also send `Resize` and `Detach`. `Detach` is answered with
+//! `Detached` and the guest closes the connection while the command keeps running; `Attach` on
+//! a new connection is answered with `Attached`, the output kept while detached (as `Stdout`),
+//! and the session goes on as after `Started`.
 
 use crate::engine::EngineState;
+use crate::pty::{PtyConfig, WindowSize};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +50,13 @@ pub enum Request {
         #[serde(with = "crate::bytes")]
         entropy: Vec<u8>,
     },
+    /// New window size of the running PTY command's terminal.
+    Resize { size: WindowSize },
+    /// Leave the running PTY command without the host; answered with `Detached`.
+    Detach,
+    /// Reattach to a detached PTY session: the one whose command has `pid`, or the most
+    /// recently detached one. Answered with `Attached` (or `Error`); `size` is applied first.
+    Attach { pid: Option<u32>, size: WindowSize },
 }
 
 /// What to run, and how.
@@ -54,8 +68,11 @@ pub struct ExecRequest {
     pub env: Vec<(String, String)>,
     /// Working directory; guest-init's own (`/`) when absent.
     pub cwd: Option<String>,
-    /// Whether the host will stream stdin; otherwise the command reads `/dev/null`.
+    /// Whether the host will stream stdin; otherwise the command reads `/dev/null` (without a
+    /// terminal) or nothing arrives on its terminal.
     pub stdin: bool,
+    /// Run the command on a pseudo-terminal of this size and `TERM` instead of pipes.
+    pub tty: Option<PtyConfig>,
 }
 
 /// How the guest should stop.
@@ -125,6 +142,15 @@ pub enum Response {
     Resumed(BootInfo),
     /// Acknowledges `Shutdown`; the guest stops right after.
     ShuttingDown,
+    /// The PTY session of the command with this pid goes on without the host; the guest closes
+    /// the connection right after.
+    Detached {
+        pid: u32,
+    },
+    /// The connection is attached to the PTY session of the command with this pid.
+    Attached {
+        pid: u32,
+    },
 }
 
 /// Facts about the running guest, sent with `Ready` and `Resumed`.

@@ -16,5 +16,6 @@ pub mod kvm;
 pub mod sandbox;
 pub mod snapshot;
 pub mod template;
+pub mod terminal;
 pub mod vmm;
 pub mod vstate;

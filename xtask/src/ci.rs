@@ -169,7 +169,13 @@ pub fn ci(e2e_only: bool, filter: Option<&str>) -> Result<()> {
         }
     );
     let mut binaries = Vec::new();
-    for test in ["e2e", "e2e_snapshots", "e2e_vcpu", "e2e_engine"] {
+    for test in [
+        "e2e",
+        "e2e_snapshots",
+        "e2e_vcpu",
+        "e2e_engine",
+        "e2e_terminal",
+    ] {
         binaries.push(build_static_test_binary("paddock-vmm", "test", test, &[])?);
     }
     let status = run_end_to_end_suite(&binaries, filter)?;

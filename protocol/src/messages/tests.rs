@@ -50,6 +50,7 @@ fn every_request_round_trips() {
             env: vec![("X".into(), "1".into()), ("EMPTY".into(), String::new())],
             cwd: Some("/tmp".into()),
             stdin: true,
+            tty: None,
         }),
         Request::Exec(ExecRequest {
             argv: vec!["true".into()],
@@ -101,6 +102,8 @@ fn every_response_round_trips() {
             message: "no such file".into(),
         },
         Response::ShuttingDown,
+        Response::Detached { pid: 9 },
+        Response::Attached { pid: 9 },
     ];
     for response in &responses {
         assert_eq!(&round_trip(response), response);

@@ -1,9 +1,13 @@
 //! Argument parsing and dispatch for the `paddock` binary.
 
 mod agents;
+mod attach;
+mod interactive;
 mod lifecycle;
 mod machine;
+mod outcome;
 mod run;
+mod signals;
 mod template;
 
 use clap::{Args, Parser, Subcommand};
@@ -21,7 +25,8 @@ pub struct Cli {
 }
 
 const EXIT_STATUS_HELP: &str = "\
-Exit status of `run` and `exec`: the command's own status, 128+N if a signal N killed it,
+Exit status of `run`, `exec` and `attach`: the command's own status, 128+N if a signal N killed
+it (or, on a terminal, if signal N made paddock hang the session up), 0 after detaching,
 123 if the guest shut down or rebooted before the command finished, 124 if --timeout expired,
 125 if paddock itself failed (no usable KVM, bad kernel or rootfs, boot failure),
 126/127 if the command could not be executed / was not found.";
@@ -30,16 +35,28 @@ Exit status of `run` and `exec`: the command's own status, 128+N if a signal N k
 pub enum Command {
     /// Boot a throwaway sandbox, run one command in it, and tear it down.
     ///
-    /// stdin is forwarded to the command, its stdout and stderr are streamed separately, and
-    /// paddock exits with the command's status. Ctrl-C (SIGINT), SIGTERM and SIGHUP are
-    /// forwarded to the command.
+    /// When stdin and stdout are terminals, the command runs on a terminal in the guest with
+    /// this one in raw mode (window size followed, Ctrl-C / Ctrl-Z / Ctrl-D typed through;
+    /// `-T` to opt out). Otherwise stdin is forwarded to the command, its stdout and stderr are
+    /// streamed separately, and Ctrl-C (SIGINT), SIGTERM and SIGHUP are forwarded to it.
+    /// paddock exits with the command's status.
     #[command(after_help = EXIT_STATUS_HELP)]
     Run(RunArgs),
     /// Boot a sandbox in the background (one VMM process); return once it is ready.
     Start(StartArgs),
-    /// Run a command in a running sandbox (same stdin/stdout/stderr/exit-status rules as `run`).
+    /// Run a command in a running sandbox (same stdin/stdout/stderr/exit-status rules as `run`;
+    /// `-it` for a terminal, as with Docker).
+    ///
+    /// With `-it` and stdin a terminal, the command runs on a terminal in the guest and this
+    /// one is in raw mode: Ctrl-C, Ctrl-Z and Ctrl-D are typed through, the window size is
+    /// followed, and Ctrl-P Ctrl-Q detaches, leaving the command running (`paddock attach`
+    /// returns to it). SIGINT, SIGTERM or SIGHUP sent to paddock hang the session up.
     #[command(after_help = EXIT_STATUS_HELP)]
     Exec(ExecArgs),
+    /// Return to a terminal session left with Ctrl-P Ctrl-Q (the most recent one, or --pid);
+    /// the screen is redrawn and the last 64 KiB of its output while detached is shown first.
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Attach(AttachArgs),
     /// List sandboxes: name, state, pid, memory, uptime, origin snapshot.
     Ls(LsArgs),
     /// Stop a sandbox (its VMM process exits; `rm` removes the record).
@@ -91,10 +108,30 @@ pub struct StartArgs {
 pub struct ExecArgs {
     #[command(flatten)]
     pub state: StateArgs,
+    /// Keep stdin attached (Docker's -i). Without -t, stdin is always forwarded; with -t, it
+    /// makes the terminal interactive.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Run the command on a terminal in the guest when stdin is a terminal (Docker's -t);
+    /// stdout and stderr are then one stream.
+    #[arg(short, long)]
+    pub tty: bool,
     /// The sandbox.
     pub name: String,
     #[command(flatten)]
     pub cmd: CommandArgs,
+}
+
+#[derive(Args)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The session whose command has this pid in the guest (default: the most recently
+    /// detached).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// The sandbox.
+    pub name: String,
 }
 
 /// The command to run in a sandbox, and how.
@@ -316,6 +353,15 @@ pub struct MachineArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub machine: MachineArgs,
+    /// A terminal for the command whenever stdin is one, even if stdout is not.
+    #[arg(short, long, conflicts_with = "no_tty")]
+    pub tty: bool,
+    /// Never a terminal: stdin forwarded, stdout and stderr apart, even on a terminal.
+    #[arg(short = 'T', long)]
+    pub no_tty: bool,
+    /// Accepted for Docker's `-it` habit: `run` always forwards stdin.
+    #[arg(short, long)]
+    pub interactive: bool,
     /// Give up if guest-init is not ready after this many seconds (default: 120, or 600 for a
     /// boot from a root image, which waits for the Docker engine).
     #[arg(long, value_name = "SECS")]
@@ -347,6 +393,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => run::run(args),
         Command::Start(args) => lifecycle::start(args),
         Command::Exec(args) => run::exec(args),
+        Command::Attach(args) => attach::attach(args),
         Command::Ls(args) => lifecycle::ls(args),
         Command::Stop(args) => lifecycle::stop(args),
         Command::Rm(args) => lifecycle::rm(args),

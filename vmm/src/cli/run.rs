@@ -2,97 +2,22 @@
 //! running sandbox): stdin forwarded, stdout/stderr streamed apart, signals forwarded, the
 //! command's exit status returned.
 
+use super::interactive::{self, Tty};
 use super::machine::{self, Plan};
+use super::outcome::{shared_code, terminal_outcome, Outcome};
+use super::signals::{block_handled_signals, SignalRouter, SignalTarget};
 use super::{parse_env, CommandArgs, ExecArgs, RunArgs};
 use anyhow::Context;
-use paddock_protocol::{ExecRequest, ExitStatus};
+use paddock_protocol::ExecRequest;
 use paddock_vmm::client::{self, ExecError};
 use paddock_vmm::config::CONTROL_PORT;
 use paddock_vmm::exit_codes;
 use paddock_vmm::sandbox::{guest::GuestLink, Sandboxes};
-use paddock_vmm::vstate::vcpu::ExitSignal;
 use paddock_vmm::vstate::vcpu::VmExitReason;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// Signals paddock forwards to the command instead of dying from them.
-const FORWARDED_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
-
-fn forwarded_sigset() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill a sigset_t we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in FORWARDED_SIGNALS {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
-}
-
-/// Blocks the forwarded signals in this thread and every thread spawned after it, so that only
-/// the forwarding thread (sigwait) ever receives them.
-fn block_forwarded_signals() {
-    let set = forwarded_sigset();
-    // SAFETY: `set` is a valid, initialised signal set; the old mask is not needed.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-}
-
-/// Where a forwarded signal goes: nowhere yet (remembered), the VM (while it boots: the boot is
-/// abandoned), or the running command.
-#[derive(Default)]
-enum SignalTarget {
-    #[default]
-    Nobody,
-    Vm(Arc<ExitSignal>),
-    Command(client::Signaller),
-}
-
-/// Routes SIGINT/SIGTERM/SIGHUP/SIGQUIT from a dedicated thread (they are blocked elsewhere).
-#[derive(Clone, Default)]
-struct SignalRouter {
-    target: Arc<Mutex<SignalTarget>>,
-    received: Arc<AtomicI32>,
-}
-
-impl SignalRouter {
-    fn spawn() -> anyhow::Result<Self> {
-        let router = Self::default();
-        let r = router.clone();
-        std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                let set = forwarded_sigset();
-                loop {
-                    let mut sig = 0;
-                    // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
-                    if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                        continue;
-                    }
-                    r.received.store(sig, Ordering::SeqCst);
-                    match &*r.target.lock().unwrap_or_else(|p| p.into_inner()) {
-                        SignalTarget::Nobody => {}
-                        SignalTarget::Vm(exit) => exit.exit(VmExitReason::Stopped),
-                        SignalTarget::Command(s) => {
-                            let _ = s.signal(sig);
-                        }
-                    }
-                }
-            })?;
-        Ok(router)
-    }
-
-    fn set(&self, target: SignalTarget) {
-        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = target;
-    }
-
-    /// The signal received before a command could take it, if any.
-    fn received(&self) -> Option<i32> {
-        Some(self.received.load(Ordering::SeqCst)).filter(|&s| s != 0)
-    }
-}
 
 /// A private directory for one `run`'s sockets, removed on drop.
 struct RunDir(PathBuf);
@@ -120,29 +45,28 @@ impl Drop for RunDir {
     }
 }
 
-/// What the exec ended with.
-enum Outcome {
-    Status(ExitStatus),
-    TimedOut(u64),
-    Disconnected,
-    Failed(ExecError),
-}
-
 /// Runs `argv` in the guest behind `uds`, forwarding stdin, output, signals; handles --timeout.
 fn exec_in(
     uds: &Path,
     cmd: CommandArgs,
     env: Vec<(String, String)>,
+    tty: Tty,
     signals: &SignalRouter,
 ) -> anyhow::Result<Outcome> {
     let timeout = cmd.timeout;
     let conn = client::connect(uds, CONTROL_PORT).context("connecting to guest-init")?;
-    let request = ExecRequest {
+    let mut request = ExecRequest {
         argv: cmd.command,
         env,
         cwd: cmd.workdir,
         stdin: true,
+        tty: None,
     };
+    if tty != Tty::No {
+        request.tty = Some(interactive::pty_config());
+        request.stdin = matches!(tty, Tty::Interactive { .. });
+        return on_terminal(conn, &request, tty, timeout, signals);
+    }
     let running = match conn.start_exec(&request) {
         Ok(r) => r,
         Err(e) => return Ok(Outcome::Failed(e)),
@@ -153,18 +77,7 @@ fn exec_in(
         // A signal that arrived while the command was being started still reaches it.
         let _ = signaller.signal(sig);
     }
-    let timed_out = Arc::new(AtomicBool::new(false));
-    if let Some(secs) = timeout {
-        let flag = timed_out.clone();
-        let killer = signaller.clone();
-        std::thread::Builder::new()
-            .name("timeout".into())
-            .spawn(move || {
-                std::thread::sleep(Duration::from_secs(secs));
-                flag.store(true, Ordering::SeqCst);
-                let _ = killer.signal(libc::SIGKILL);
-            })?;
-    }
+    let timed_out = arm_timeout(timeout, signaller)?;
     let stdin: Box<dyn std::io::Read + Send> = Box::new(std::io::stdin());
     let result = running.wait(
         Some(stdin),
@@ -181,25 +94,47 @@ fn exec_in(
     })
 }
 
-fn status_code(status: ExitStatus) -> i32 {
-    match status {
-        ExitStatus::Code(c) => c,
-        ExitStatus::Signal(n) => 128 + n,
+/// Runs the request on a terminal in the guest, driven from the host's terminal.
+fn on_terminal(
+    conn: client::Connection,
+    request: &ExecRequest,
+    tty: Tty,
+    timeout: Option<u64>,
+    signals: &SignalRouter,
+) -> anyhow::Result<Outcome> {
+    let session = match conn.start_pty(request) {
+        Ok(session) => session,
+        Err(e) => return Ok(Outcome::TerminalFailed(e)),
+    };
+    let timed_out = arm_timeout(timeout, session.signaller())?;
+    let end = interactive::drive(session, tty, signals)?;
+    if let Some(secs) = timeout.filter(|_| timed_out.load(Ordering::SeqCst)) {
+        return Ok(Outcome::TimedOut(secs));
     }
+    Ok(terminal_outcome(end))
 }
 
-/// Maps an exec failure to paddock's exit codes, explaining it on stderr.
-fn failed(e: ExecError) -> i32 {
-    eprintln!("paddock: {e}");
-    match &e {
-        ExecError::Guest(m) if m.contains("os error 2)") => exit_codes::NOT_FOUND,
-        ExecError::Guest(_) => exit_codes::CANNOT_EXECUTE,
-        _ => exit_codes::PADDOCK_ERROR,
+/// With `--timeout`, SIGKILLs the command after `secs`; the flag tells whether it did.
+fn arm_timeout(
+    timeout: Option<u64>,
+    killer: client::Signaller,
+) -> std::io::Result<Arc<AtomicBool>> {
+    let timed_out = Arc::new(AtomicBool::new(false));
+    if let Some(secs) = timeout {
+        let flag = timed_out.clone();
+        std::thread::Builder::new()
+            .name("timeout".into())
+            .spawn(move || {
+                std::thread::sleep(Duration::from_secs(secs));
+                flag.store(true, Ordering::SeqCst);
+                let _ = killer.signal(libc::SIGKILL);
+            })?;
     }
+    Ok(timed_out)
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
-    block_forwarded_signals();
+    block_handled_signals();
     let signals = SignalRouter::spawn()?;
     let env = parse_env(&args.cmd.env)?;
     let dir = RunDir::create()?;
@@ -263,13 +198,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
     }
     tracing::info!(elapsed = ?vmm.started.elapsed(), "guest-init ready");
-    let outcome = exec_in(&uds, args.cmd, env, &signals);
+    let tty = run_tty(args.tty, args.no_tty);
+    let outcome = exec_in(&uds, args.cmd, env, tty, &signals);
     let code = match outcome {
-        Ok(Outcome::Status(status)) => status_code(status),
-        Ok(Outcome::TimedOut(secs)) => {
-            eprintln!("paddock: the command timed out after {secs} s and was killed");
-            exit_codes::TIMEOUT
-        }
         Ok(Outcome::Disconnected) => match vmm.wait_exit(Some(Duration::from_secs(5))) {
             Some(VmExitReason::GuestReset | VmExitReason::GuestShutdown)
                 if !vmm.console.text().contains("Kernel panic") =>
@@ -291,7 +222,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 exit_codes::PADDOCK_ERROR
             }
         },
-        Ok(Outcome::Failed(e)) => failed(e),
+        Ok(outcome) => shared_code(&outcome, None).unwrap_or(exit_codes::PADDOCK_ERROR),
         Err(e) => {
             eprintln!("paddock: {e:#}");
             exit_codes::PADDOCK_ERROR
@@ -303,20 +234,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 }
 
 pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
-    block_forwarded_signals();
+    block_handled_signals();
     let signals = SignalRouter::spawn()?;
     let env = parse_env(&args.cmd.env)?;
     let uds = Sandboxes::new(args.state.state_dir.as_deref()).vsock_path(&args.name)?;
-    Ok(match exec_in(&uds, args.cmd, env, &signals)? {
-        Outcome::Status(status) => status_code(status),
-        Outcome::TimedOut(secs) => {
-            eprintln!("paddock: the command timed out after {secs} s and was killed");
-            exit_codes::TIMEOUT
-        }
-        Outcome::Disconnected => {
-            eprintln!("paddock: the sandbox's guest rebooted, stopped or was reset before the command finished");
-            exit_codes::GUEST_ENDED
-        }
-        Outcome::Failed(e) => failed(e),
-    })
+    let tty = Tty::choose(args.tty, args.interactive, true);
+    let outcome = exec_in(&uds, args.cmd, env, tty, &signals)?;
+    Ok(shared_code(&outcome, Some(&args.name)).unwrap_or_else(|| {
+        eprintln!("paddock: the sandbox's guest rebooted, stopped or was reset before the command finished");
+        exit_codes::GUEST_ENDED
+    }))
+}
+
+/// `run` gives the command a terminal when stdin and stdout are terminals (or with `-t`, when
+/// stdin is), unless `-T`. The sandbox ends with the command, so there is nothing to detach
+/// from: the detach keys are typed through.
+fn run_tty(tty: bool, no_tty: bool) -> Tty {
+    use std::io::IsTerminal;
+    let wanted = !no_tty && (tty || std::io::stdout().is_terminal());
+    Tty::choose(wanted, true, false)
 }

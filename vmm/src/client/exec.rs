@@ -71,6 +71,10 @@ pub struct Signaller {
 }
 
 impl Signaller {
+    pub(super) fn new(writer: SharedWriter) -> Self {
+        Self { writer }
+    }
+
     pub fn signal(&self, signal: i32) -> Result<(), SignalError> {
         send(&self.writer, &Request::Signal { signal })?;
         Ok(())

@@ -3,17 +3,20 @@
 //! The VMM exposes the guest's vsock as a Unix socket (Firecracker's convention): a host
 //! process connects to `<uds>`, writes `CONNECT <port>\n` and gets `OK <host_port>\n`, then the
 //! stream is a connection to the guest port. [`connect`] does that handshake and returns a
-//! [`Connection`] for ping, resume, shutdown or one exec. Guest-initiated connections to host
+//! [`Connection`] for ping, resume, shutdown, one exec (with pipes, or on a terminal:
+//! [`PtySession`]) or an attach to a detached terminal session. Guest-initiated connections to host
 //! port P arrive on `<uds>_P`; [`ReadyListener`] waits there for guest-init's `Ready`.
 
 mod connect;
 mod connection;
 mod exec;
+mod pty;
 mod ready;
 
 pub use connect::{connect, connect_with, ConnectError, ConnectOptions};
 pub use connection::{Connection, PingError, ResumeError, ShutdownError};
 pub use exec::{ExecError, ExecOutput, RunningExec, SignalError, Signaller};
+pub use pty::{PtyControl, PtyEnd, PtyError, PtySession};
 pub use ready::{Ready, ReadyError, ReadyListener};
 
 /// A short name for a response, for errors: never echo a whole (guest-controlled) payload.
@@ -29,6 +32,8 @@ fn response_kind(response: &paddock_protocol::Response) -> &'static str {
         Response::Error { .. } => "Error",
         Response::Resumed(_) => "Resumed",
         Response::ShuttingDown => "ShuttingDown",
+        Response::Detached { .. } => "Detached",
+        Response::Attached { .. } => "Attached",
     }
 }
 

@@ -474,3 +474,5 @@ fn ready_listener_times_out_rejects_other_messages_and_cleans_up() {
         Err(ReadyError::PathInUse { .. })
     ));
 }
+
+mod pty;
