@@ -1,13 +1,19 @@
 //! The `agent` profile as data: a Debian root built by mmdebstrap (suite, mirrors, packages, dpkg
-//! path filters), the pinned Node.js and npm from the npm registry, the `agent` user, and the two
-//! content-hash cache keys derived from them. `cargo xtask rootfs --profile agent` executes it.
+//! path filters), the pinned Node.js and npm from the npm registry, the coding agents (pinned in
+//! [`coding`]), the `agent` user, and the two content-hash cache keys derived from them. `cargo xtask rootfs --profile agent` executes it.
 //!
 //! Not part of either key: the state of the Debian mirror. `deb.debian.org` is not a snapshot, so
 //! the same recipe built a month later gets newer package versions (security fixes included);
 //! drop the base cache (`<cache>/rootfs-base/`) to pick them up.
 
+mod coding;
 #[cfg(test)]
 mod tests;
+
+pub use coding::{
+    package_json, CodingAgent, AGENTS_DIR, AGENTS_LOCKFILE, AGENTS_PROJECT, CODING_AGENTS,
+    SHELL_AGENT,
+};
 
 use sha2::{Digest, Sha256};
 
@@ -18,8 +24,9 @@ pub const PROFILE_NAME: &str = "agent";
 /// options, the cleanup of its result) without a field of the recipe changing.
 pub const BASE_RECIPE_VERSION: &str = "paddock-agent-base-1";
 /// Bump when the assembly of the image from the base changes (user setup, Node install, cleanup,
-/// mkfs options) without a field of the recipe changing.
-pub const IMAGE_RECIPE_VERSION: &str = "paddock-agent-image-1";
+/// mkfs options, the trailer) without a field of the recipe changing.
+/// 2: the coding agents, and the trailer (format 2) records them.
+pub const IMAGE_RECIPE_VERSION: &str = "paddock-agent-image-2";
 
 /// One apt source line: `deb <uri> <suite> <components>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +90,10 @@ pub struct DebianRecipe {
     pub empty_dirs: &'static [&'static str],
     pub node: NpmPin,
     pub npm: NpmPin,
+    /// The coding agents installed from npm (into [`AGENTS_DIR`], commands in /usr/local/bin).
+    pub agents: &'static [CodingAgent],
+    /// The npm lockfile that pins the agents' packages and everything they pull in.
+    pub agents_lockfile: &'static str,
     pub user: UserSpec,
 }
 
@@ -165,6 +176,8 @@ pub const AGENT: DebianRecipe = DebianRecipe {
     empty_dirs: &["/var/lib/docker", "/var/lib/containerd", "/run", "/tmp"],
     node: NODE,
     npm: NPM,
+    agents: CODING_AGENTS,
+    agents_lockfile: AGENTS_LOCKFILE,
     user: UserSpec {
         name: "agent",
         uid: 1000,
@@ -195,6 +208,17 @@ impl DebianRecipe {
         for pin in [self.node, self.npm] {
             key.part(pin.package).part(pin.version).part(pin.integrity);
         }
+        key.list(self.agents.iter().map(|agent| {
+            [
+                agent.name,
+                agent.command,
+                agent.package,
+                agent.version,
+                agent.postinstall.unwrap_or(""),
+            ]
+            .join("\0")
+        }));
+        key.part(self.agents_lockfile);
         let user = self.user;
         key.part(user.name)
             .part(user.uid.to_string())

@@ -22,23 +22,28 @@
 //! |     24 |   32 | SHA-256 of the `fs_len` filesystem bytes (padding included)        |
 //! |     56 |   32 | profile name, UTF-8, NUL-padded (a full 32 bytes has no NUL)       |
 //! |     88 |   32 | creator (`rootfs-builder <version>`), UTF-8, NUL-padded            |
-//! |    120 | 3972 | zero                                                               |
+//! |    120 |    4 | agent manifest length `n` (u32), at most 3968                      |
+//! |    124 |    n | agent manifest ([`manifest`]): `<name> <command> <version>\n` lines |
+//! |  124+n |      | zero up to 4092                                                    |
 //! |   4092 |    4 | CRC32 (IEEE) of bytes 0..4092 (u32)                                |
 //!
-//! The trailer holds no timestamp, so the same filesystem bytes give the same image.
+//! The trailer holds no timestamp, so the same filesystem bytes give the same image. Version 1
+//! had no agent manifest (bytes 120..4092 zero); it is refused like any other version.
 //! Reading ([`read_trailer`]) checks the trailer only (cheap); [`verify_content`] re-hashes the
 //! filesystem (reads the whole image).
 
+pub mod manifest;
 #[cfg(test)]
 mod tests;
 
+pub use manifest::{AgentEntry, AgentManifest, ManifestError};
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 /// The first 8 bytes of a trailer.
 pub const MAGIC: [u8; 8] = *b"PDKIMAGE";
-/// Bumped on any change of the layout or meaning of the trailer.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped on any change of the layout or meaning of the trailer (2: the agent manifest).
+pub const FORMAT_VERSION: u32 = 2;
 /// The padding unit of the filesystem and the size of the trailer.
 pub const BLOCK_SIZE: u64 = 4096;
 /// The longest profile name a trailer holds, in bytes.
@@ -51,7 +56,8 @@ const OFF_FS_LEN: usize = 16;
 const OFF_SHA256: usize = 24;
 const OFF_PROFILE: usize = 56;
 const OFF_CREATOR: usize = OFF_PROFILE + MAX_PROFILE_LEN;
-const OFF_ZERO: usize = OFF_CREATOR + CREATOR_LEN;
+const OFF_MANIFEST_LEN: usize = OFF_CREATOR + CREATOR_LEN;
+const OFF_MANIFEST: usize = OFF_MANIFEST_LEN + 4;
 const OFF_CRC: usize = BLOCK_SIZE as usize - 4;
 const HASH_CHUNK: usize = 1 << 20;
 
@@ -62,6 +68,7 @@ pub struct Trailer {
     fs_sha256: [u8; 32],
     profile: String,
     creator: String,
+    agents: AgentManifest,
 }
 
 impl Trailer {
@@ -90,6 +97,11 @@ impl Trailer {
         &self.creator
     }
 
+    /// The coding agents the image holds, with their versions (empty for an image without).
+    pub fn agents(&self) -> &AgentManifest {
+        &self.agents
+    }
+
     /// The 4096-byte encoding of this trailer, CRC included.
     fn encode(&self) -> [u8; BLOCK_SIZE as usize] {
         let mut block = [0u8; BLOCK_SIZE as usize];
@@ -102,6 +114,11 @@ impl Trailer {
             .copy_from_slice(self.profile.as_bytes());
         block[OFF_CREATOR..OFF_CREATOR + self.creator.len()]
             .copy_from_slice(self.creator.as_bytes());
+        let manifest = self.agents.encode();
+        debug_assert!(manifest.len() <= manifest::MAX_MANIFEST_LEN);
+        block[OFF_MANIFEST_LEN..OFF_MANIFEST]
+            .copy_from_slice(&(manifest.len() as u32).to_le_bytes());
+        block[OFF_MANIFEST..OFF_MANIFEST + manifest.len()].copy_from_slice(&manifest);
         let crc = crc32fast::hash(&block[..OFF_CRC]);
         block[OFF_CRC..].copy_from_slice(&crc.to_le_bytes());
         block
@@ -138,9 +155,17 @@ impl Trailer {
         if fs_len % BLOCK_SIZE != 0 {
             return Err(TrailerDefect::UnalignedFsLen(fs_len).into());
         }
-        if block[OFF_ZERO..OFF_CRC].iter().any(|&b| b != 0) {
+        let manifest_len = le_u32(block, OFF_MANIFEST_LEN);
+        let manifest_end = usize::try_from(manifest_len)
+            .ok()
+            .filter(|&len| len <= manifest::MAX_MANIFEST_LEN)
+            .map(|len| OFF_MANIFEST + len)
+            .ok_or(TrailerDefect::ManifestLength(manifest_len))?;
+        if block[manifest_end..OFF_CRC].iter().any(|&b| b != 0) {
             return Err(TrailerDefect::ReservedNotZero.into());
         }
+        let agents = AgentManifest::decode(&block[OFF_MANIFEST..manifest_end])
+            .map_err(TrailerDefect::Manifest)?;
         let mut fs_sha256 = [0u8; 32];
         fs_sha256.copy_from_slice(&block[OFF_SHA256..OFF_PROFILE]);
         let profile =
@@ -149,12 +174,13 @@ impl Trailer {
             return Err(TrailerDefect::ProfileName.into());
         }
         let creator =
-            nul_padded_str(&block[OFF_CREATOR..OFF_ZERO]).ok_or(TrailerDefect::Creator)?;
+            nul_padded_str(&block[OFF_CREATOR..OFF_MANIFEST_LEN]).ok_or(TrailerDefect::Creator)?;
         Ok(Self {
             fs_len,
             fs_sha256,
             profile: profile.to_owned(),
             creator: creator.to_owned(),
+            agents,
         })
     }
 }
@@ -167,7 +193,8 @@ pub enum ImageError {
     #[error("not a paddock image: no PDKIMAGE trailer at the end of the file")]
     NotPaddockImage,
     #[error(
-        "paddock image format version {found} is not supported (this build reads {supported})"
+        "paddock image format version {found} is not supported (this build reads {supported}); \
+         rebuild the image (`cargo xtask rootfs --profile agent`)"
     )]
     UnsupportedVersion { found: u32, supported: u32 },
     #[error("corrupt paddock image trailer: {0}")]
@@ -203,6 +230,10 @@ pub enum TrailerDefect {
     ProfileName,
     #[error("creator is not UTF-8 or not NUL-padded")]
     Creator,
+    #[error("agent manifest length {0} is larger than {max}", max = manifest::MAX_MANIFEST_LEN)]
+    ManifestLength(u32),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
 }
 
 /// Errors appending a trailer.
@@ -217,12 +248,22 @@ pub enum WriteTrailerError {
 }
 
 /// Turns `file`, holding exactly a filesystem of `fs_len` bytes, into a paddock image: pads the
-/// filesystem with zeros to a multiple of [`BLOCK_SIZE`], hashes it and appends the trailer.
-/// Returns the trailer written. The caller syncs the file.
+/// filesystem with zeros to a multiple of [`BLOCK_SIZE`], hashes it and appends the trailer
+/// (with an empty agent manifest). Returns the trailer written. The caller syncs the file.
 pub fn write_trailer<F: Read + Write + Seek>(
     file: &mut F,
     fs_len: u64,
     profile: &str,
+) -> Result<Trailer, WriteTrailerError> {
+    write_trailer_with_agents(file, fs_len, profile, &AgentManifest::new())
+}
+
+/// [`write_trailer`] recording the image's coding agents.
+pub fn write_trailer_with_agents<F: Read + Write + Seek>(
+    file: &mut F,
+    fs_len: u64,
+    profile: &str,
+    agents: &AgentManifest,
 ) -> Result<Trailer, WriteTrailerError> {
     if profile.is_empty() || profile.len() > MAX_PROFILE_LEN || profile.contains('\0') {
         return Err(WriteTrailerError::ProfileName(profile.to_owned()));
@@ -249,6 +290,7 @@ pub fn write_trailer<F: Read + Write + Seek>(
         fs_sha256,
         profile: profile.to_owned(),
         creator: format!("rootfs-builder {}", env!("CARGO_PKG_VERSION")),
+        agents: agents.clone(),
     };
     file.seek(SeekFrom::Start(padded_len))?;
     file.write_all(&trailer.encode())?;

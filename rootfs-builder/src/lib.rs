@@ -6,8 +6,8 @@
 //!
 //! Disk images: [`disk_image`] is the paddock image format (a filesystem + a trailer with magic,
 //! version, length, SHA-256 and CRC) that the builder writes and the VMM reads; [`agent`] is the
-//! recipe of the Debian-based `agent` image (packages, pinned Node.js/npm, user, cache keys),
-//! which `cargo xtask rootfs --profile agent` executes.
+//! recipe of the Debian-based `agent` image (packages, pinned Node.js/npm and coding agents, user,
+//! cache keys), which `cargo xtask rootfs --profile agent` executes.
 
 pub mod agent;
 pub mod busybox;

@@ -36,6 +36,9 @@ enum Command {
         #[arg(long, default_value = "minimal")]
         profile: String,
     },
+    /// Rewrite rootfs-builder/agents/package-lock.json from the coding agents' pins
+    /// (rootfs-builder/src/agent/coding.rs) with the host's npm; print its path.
+    AgentsLock,
     /// Build every default artifact: guest kernel, rootfs and the paddock binary.
     Build,
     /// Boot the lab machine (qemu TCG with nested AMD-V) and run COMMAND inside it, paddock on PATH.
@@ -95,6 +98,10 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Rootfs { profile } => {
             let path = rootfs::build(&profile)?;
+            println!("{}", path.display());
+        }
+        Command::AgentsLock => {
+            let path = rootfs::coding_agents::write_lockfile()?;
             println!("{}", path.display());
         }
         Command::Build => {

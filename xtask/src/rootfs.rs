@@ -7,6 +7,7 @@ mod agent;
 mod assemble;
 mod checks;
 mod chroot;
+pub mod coding_agents;
 mod debian_base;
 mod erofs;
 mod node;

@@ -140,3 +140,61 @@ fn part_boundaries_count() {
     };
     assert_ne!(split("ab", "c"), split("a", "bc"));
 }
+
+#[test]
+fn the_three_coding_agents_are_pinned_exactly() {
+    let names: Vec<&str> = AGENT.agents.iter().map(|a| a.name).collect();
+    assert_eq!(names, ["claude", "gemini", "codex"]);
+    for agent in AGENT.agents {
+        assert!(
+            agent.version.split('.').all(|n| n.parse::<u32>().is_ok()),
+            "{} is not an exact version",
+            agent.spec()
+        );
+        // package.json is written by hand: nothing in a pin may need JSON escaping.
+        for field in [agent.name, agent.command, agent.package, agent.version] {
+            assert!(!field.contains(['"', '\\', ' ']), "{field:?}");
+        }
+        assert!(
+            AGENT
+                .agents_lockfile
+                .contains(&format!("\"{}\": \"{}\"", agent.package, agent.version)),
+            "the lockfile does not pin {} (run `cargo xtask agents-lock`)",
+            agent.spec()
+        );
+    }
+    assert_ne!(SHELL_AGENT.0, "claude");
+}
+
+#[test]
+fn package_json_lists_the_pins() {
+    let json = package_json(AGENT.agents);
+    assert!(json.contains("\"name\": \"paddock-agents\""));
+    assert!(json.contains("\"@anthropic-ai/claude-code\": \"2.1.332\","));
+    assert!(json.ends_with("}\n"));
+    assert_eq!(json, package_json(AGENT.agents), "stable");
+}
+
+#[test]
+fn an_agent_version_change_moves_only_the_image_key() {
+    let mut agents = AGENT.agents.to_vec();
+    agents[1] = CodingAgent {
+        version: "0.61.1",
+        ..agents[1]
+    };
+    let agents: &'static [CodingAgent] = Box::leak(agents.into_boxed_slice());
+    let bumped = DebianRecipe { agents, ..AGENT };
+    assert_eq!(bumped.base_key(), AGENT.base_key(), "no new Debian base");
+    assert_ne!(bumped.image_key(), AGENT.image_key());
+
+    let relocked = DebianRecipe {
+        agents_lockfile: "{}",
+        ..AGENT
+    };
+    assert_ne!(relocked.image_key(), AGENT.image_key());
+    let fewer = DebianRecipe {
+        agents: &AGENT.agents[..2],
+        ..AGENT
+    };
+    assert_ne!(fewer.image_key(), AGENT.image_key());
+}

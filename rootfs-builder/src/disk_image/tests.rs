@@ -110,21 +110,26 @@ fn other_files_are_not_paddock_images() {
 }
 
 #[test]
-fn a_newer_version_is_unsupported() {
-    let (mut bytes, _) = image("agent");
-    let at = bytes.len() - 4096 + OFF_VERSION;
-    bytes[at..at + 4].copy_from_slice(&2u32.to_le_bytes());
-    let err = read(bytes).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::UnsupportedVersion {
-                found: 2,
-                supported: FORMAT_VERSION
-            }
-        ),
-        "{err}"
-    );
+fn other_versions_are_unsupported_and_name_the_rebuild() {
+    // 1: the format before the agent manifest; 3: a future one.
+    for version in [1u32, FORMAT_VERSION + 1] {
+        let (mut bytes, _) = image("agent");
+        let at = bytes.len() - 4096 + OFF_VERSION;
+        bytes[at..at + 4].copy_from_slice(&version.to_le_bytes());
+        let err = read(bytes).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ImageError::UnsupportedVersion { found, supported: FORMAT_VERSION } if found == version
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("cargo xtask rootfs --profile agent"),
+            "{err}"
+        );
+    }
 }
 
 #[test]
@@ -152,7 +157,7 @@ fn invalid_fields_with_a_valid_crc_are_corrupt() {
             &12_289u64.to_le_bytes(),
             TrailerDefect::UnalignedFsLen(12_289),
         ),
-        (OFF_ZERO + 100, &[1], TrailerDefect::ReservedNotZero),
+        (OFF_MANIFEST + 100, &[1], TrailerDefect::ReservedNotZero),
         (OFF_PROFILE, &[0, b'x'], TrailerDefect::ProfileName),
         (OFF_CREATOR, &[0xff], TrailerDefect::Creator),
     ];
@@ -229,4 +234,167 @@ fn verifying_a_short_file_reports_truncation() {
         ),
         "{err}"
     );
+}
+
+/// The manifest of a typical agent image.
+fn agents() -> AgentManifest {
+    let mut agents = AgentManifest::new();
+    agents.push("claude", "claude", "2.1.332").unwrap();
+    agents.push("gemini", "gemini", "0.61.0").unwrap();
+    agents.push("codex", "codex", "0.171.0").unwrap();
+    agents.push("shell", "bash", "5.2.15(1)-release").unwrap();
+    agents
+}
+
+fn image_with_agents(agents: &AgentManifest) -> Vec<u8> {
+    let mut file = Cursor::new(vec![7u8; 5000]);
+    write_trailer_with_agents(&mut file, 5000, "agent", agents).unwrap();
+    file.into_inner()
+}
+
+#[test]
+fn the_agent_manifest_round_trips() {
+    let bytes = image_with_agents(&agents());
+    let trailer = read(bytes.clone()).unwrap();
+    assert_eq!(trailer.agents(), &agents());
+    let codex = trailer.agents().get("codex").unwrap();
+    assert_eq!(
+        (codex.command.as_str(), codex.version.as_str()),
+        ("codex", "0.171.0")
+    );
+    let names: Vec<&str> = trailer
+        .agents()
+        .entries()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(names, ["claude", "gemini", "codex", "shell"], "order kept");
+    verify_content(&mut Cursor::new(bytes), &trailer).unwrap();
+    // Without agents, the manifest is empty and its length field zero.
+    let (plain, _) = image("minimal");
+    assert!(read(plain).unwrap().agents().is_empty());
+}
+
+#[test]
+fn the_manifest_is_under_the_crc() {
+    let mut bytes = image_with_agents(&agents());
+    let at = bytes.len() - 4096 + OFF_MANIFEST + 2; // "claude" -> "clbude"
+    bytes[at] ^= 0x03;
+    assert!(matches!(
+        read(bytes).unwrap_err(),
+        ImageError::CorruptTrailer(TrailerDefect::Crc { .. })
+    ));
+}
+
+#[test]
+fn a_corrupt_manifest_with_a_valid_crc_is_refused() {
+    fn start(bytes: &[u8]) -> usize {
+        bytes.len() - 4096
+    }
+    type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(Edit, TrailerDefect)> = vec![
+        (
+            // A length past the room there is.
+            Box::new(|b: &mut Vec<u8>| {
+                let at = start(b) + OFF_MANIFEST_LEN;
+                b[at..at + 4].copy_from_slice(&5000u32.to_le_bytes());
+            }),
+            TrailerDefect::ManifestLength(5000),
+        ),
+        (
+            // A length that cuts the last line short: no final newline.
+            Box::new(|b: &mut Vec<u8>| {
+                let at = start(b) + OFF_MANIFEST_LEN;
+                let len = le_u32(b, at) - 1;
+                b[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                let end = start(b) + OFF_MANIFEST + len as usize;
+                b[end] = 0;
+            }),
+            TrailerDefect::Manifest(ManifestError::Malformed { line: 4 }),
+        ),
+        (
+            // Data after the manifest.
+            Box::new(|b: &mut Vec<u8>| {
+                let at = start(b) + OFF_CRC - 1;
+                b[at] = b'x';
+            }),
+            TrailerDefect::ReservedNotZero,
+        ),
+        (
+            // Invalid UTF-8 inside.
+            Box::new(|b: &mut Vec<u8>| {
+                let at = start(b) + OFF_MANIFEST + 1;
+                b[at] = 0xff;
+            }),
+            TrailerDefect::Manifest(ManifestError::NotUtf8),
+        ),
+        (
+            // A separator gone: two fields on the first line.
+            Box::new(|b: &mut Vec<u8>| {
+                let at = start(b) + OFF_MANIFEST + "claude".len();
+                b[at] = b'-';
+            }),
+            TrailerDefect::Manifest(ManifestError::Malformed { line: 1 }),
+        ),
+        (
+            // The second name made equal to the first ("gemini" -> "claude").
+            Box::new(|b: &mut Vec<u8>| {
+                let at = start(b) + OFF_MANIFEST + "claude claude 2.1.332\n".len();
+                b[at..at + 6].copy_from_slice(b"claude");
+            }),
+            TrailerDefect::Manifest(ManifestError::Duplicate {
+                name: "claude".into(),
+            }),
+        ),
+    ];
+    for (edit, defect) in cases {
+        let mut bytes = image_with_agents(&agents());
+        edit(&mut bytes);
+        fix_crc(&mut bytes);
+        match read(bytes).unwrap_err() {
+            ImageError::CorruptTrailer(found) => assert_eq!(found, defect),
+            other => panic!("expected {defect:?}, got {other}"),
+        }
+    }
+}
+
+#[test]
+fn manifest_entries_are_validated_when_added() {
+    let mut agents = agents();
+    let bad = [
+        ("Claude", "claude", "1"),
+        ("x", "", "1"),
+        ("x", "a b", "1"),
+        ("x", "x", "1 2"),
+        ("x", "x", "1\n"),
+    ];
+    for (name, command, version) in bad {
+        assert!(
+            matches!(
+                agents.push(name, command, version),
+                Err(ManifestError::BadField { .. })
+            ),
+            "{name:?} {command:?} {version:?}"
+        );
+    }
+    assert_eq!(
+        agents.push("shell", "sh", "1"),
+        Err(ManifestError::Duplicate {
+            name: "shell".into()
+        })
+    );
+    let mut full = AgentManifest::new();
+    let version = "v".repeat(manifest::MAX_FIELD_LEN);
+    let mut pushed = 0;
+    let err = loop {
+        match full.push(&format!("a{pushed}"), "cmd", &version) {
+            Ok(()) => pushed += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, ManifestError::TooLong { .. }), "{err}");
+    assert!(full.encode().len() <= manifest::MAX_MANIFEST_LEN);
+    // The fullest manifest still fits the trailer and reads back.
+    let trailer = read(image_with_agents(&full)).unwrap();
+    assert_eq!(trailer.agents().entries().len(), pushed);
 }

@@ -17,7 +17,7 @@ use std::str::FromStr;
 pub enum Profile {
     /// guest-init + busybox in an initramfs.
     Minimal,
-    /// A Debian root image with its own Docker engine (and, later, the coding agents).
+    /// A Debian root image with its own Docker engine and the coding agents (`paddock agents`).
     Agent,
 }
 

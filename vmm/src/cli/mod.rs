@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch for the `paddock` binary.
 
+mod agents;
 mod attach;
 mod interactive;
 mod lifecycle;
@@ -73,6 +74,9 @@ pub enum Command {
     /// Print a sandbox's guest console log (kernel messages, guest-init's and the engine's
     /// startup reports).
     Logs(LogsArgs),
+    /// List the coding agents the agent image holds (claude, gemini, codex, shell) and their
+    /// versions, read from the image without booting it.
+    Agents(AgentsArgs),
     /// Templates: snapshots of a booted guest (engine up) that `start` and `run` restore.
     #[command(subcommand)]
     Template(TemplateCommand),
@@ -152,6 +156,17 @@ pub struct LsArgs {
     #[command(flatten)]
     pub state: StateArgs,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct AgentsArgs {
+    /// The agent image. Default: $PADDOCK_IMAGE, else the one `cargo xtask rootfs --profile
+    /// agent` built.
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+    /// Print JSON (`{"image", "agents": [{"name", "command", "version"}]}`) instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -387,6 +402,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Reset(args) => lifecycle::reset(args),
         Command::Fork(args) => lifecycle::fork(args),
         Command::Logs(args) => lifecycle::logs(args),
+        Command::Agents(args) => agents::agents(args),
         Command::Template(command) => template::dispatch(command),
         Command::Vmm(args) => lifecycle::vmm_process(args),
     }

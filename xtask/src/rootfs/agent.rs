@@ -1,21 +1,23 @@
 //! `cargo xtask rootfs --profile agent`: builds the agent image of
 //! [`rootfs_builder::agent::AGENT`] into `<cache>/rootfs/<image key>/rootfs-agent.img` (linked as
-//! `<cache>/default/rootfs-agent.img`): Node.js and npm from the npm registry, the Debian base
-//! from mmdebstrap (cached separately), the assembly and its checks in a scratch tree, then
-//! erofs + the paddock trailer, renamed into place when complete.
+//! `<cache>/default/rootfs-agent.img`): Node.js, npm and the coding agents from the npm
+//! registry, the Debian base from mmdebstrap (cached separately), the assembly and its checks in
+//! a scratch tree, then erofs + the paddock trailer (with the agent manifest the checks
+//! produced), renamed into place when complete.
 
+use super::coding_agents::{self, AgentPackages};
 use super::progress::{human_bytes, Steps};
 use super::{assemble, checks, debian_base, erofs, node, scratch};
 use crate::tools::{self, Tool};
 use crate::util;
 use anyhow::{bail, Context, Result};
 use rootfs_builder::agent::{DebianRecipe, AGENT};
-use rootfs_builder::disk_image;
+use rootfs_builder::disk_image::{self, AgentManifest};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-const STEPS: usize = 7;
+const STEPS: usize = 9;
 
 /// Builds (or finds in the cache) the agent image and returns its path.
 pub fn build() -> Result<PathBuf> {
@@ -27,9 +29,10 @@ pub fn build() -> Result<PathBuf> {
         let trailer = disk_image::read_trailer(&mut fs::File::open(&image)?)
             .with_context(|| format!("checking the cached {}", image.display()))?;
         eprintln!(
-            "xtask: rootfs {}: cache hit (filesystem sha256 {})",
+            "xtask: rootfs {}: cache hit (filesystem sha256 {}; agents: {})",
             recipe.profile,
-            trailer.digest_hex()
+            trailer.digest_hex(),
+            agents_line(trailer.agents())
         );
     } else {
         ensure_host_tools()?;
@@ -67,6 +70,16 @@ fn build_image(recipe: &DebianRecipe, key: &str, dir: &Path, image: &Path) -> Re
         recipe.node.version, recipe.npm.version
     ));
     let tarballs = node::fetch(&recipe.node, &recipe.npm)?;
+    let header = steps.next(&format!(
+        "coding agents from the npm registry ({})",
+        recipe
+            .agents
+            .iter()
+            .map(|a| format!("{} {}", a.name, a.version))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let agents = coding_agents::fetch(recipe, header)?;
     let base = debian_base::ensure(recipe, &mut steps)?;
 
     let work = util::cache_dir().join("rootfs-work");
@@ -74,7 +87,7 @@ fn build_image(recipe: &DebianRecipe, key: &str, dir: &Path, image: &Path) -> Re
     let scratch = work.join(format!("{key}.{}", std::process::id()));
     fs::create_dir_all(&scratch)?;
     let result = assemble_and_write(
-        recipe, key, &base, &tarballs, &scratch, dir, image, &mut steps,
+        recipe, key, &base, &tarballs, &agents, &scratch, dir, image, &mut steps,
     );
     scratch::remove_tree(&scratch)?;
     result?;
@@ -113,6 +126,7 @@ fn assemble_and_write(
     key: &str,
     base: &debian_base::Base,
     tarballs: &node::NodeTarballs,
+    agents: &AgentPackages,
     scratch: &Path,
     dir: &Path,
     image: &Path,
@@ -125,9 +139,14 @@ fn assemble_and_write(
         debian_base::unpack(&base.tarball, &tree)?;
     }
     assemble::configure(&tree, recipe, tarballs, scratch)?;
+    let header = steps.next(&format!(
+        "installing the coding agents (npm ci --offline into {})",
+        rootfs_builder::agent::AGENTS_DIR
+    ));
+    coding_agents::install(recipe, agents, &tree, scratch, header)?;
 
-    steps.next("checking the tools inside the tree (chroot)");
-    checks::run(&tree, recipe)?;
+    steps.next("checking the tools and the agents inside the tree (chroot)");
+    let manifest = checks::run(&tree, recipe)?;
     assemble::scrub(&tree, recipe)?;
     assemble::check_nothing_host_specific(&tree, recipe)?;
 
@@ -141,7 +160,7 @@ fn assemble_and_write(
     let uuid = erofs::uuid_from_key(key)?;
     let sealed = erofs::make_filesystem(&tree, &tmp, base.built_at, &uuid, header).and_then(|()| {
         steps.next("paddock trailer: hashing, writing, verifying");
-        erofs::seal(&tmp, recipe.profile)
+        erofs::seal(&tmp, recipe.profile, &manifest)
     });
     let trailer = match sealed {
         Ok(trailer) => trailer,
@@ -151,10 +170,30 @@ fn assemble_and_write(
         }
     };
     eprintln!(
-        "xtask:   filesystem {}, sha256 {}",
+        "xtask:   filesystem {}, sha256 {}, agents: {}",
         human_bytes(trailer.fs_len()),
-        trailer.digest_hex()
+        trailer.digest_hex(),
+        agents_line(trailer.agents())
     );
     fs::rename(&tmp, image).with_context(|| format!("installing {}", image.display()))?;
     Ok(())
+}
+
+/// `claude 2.1.332, gemini 0.61.0, codex 0.171.0, shell (bash) 5.2.15(1)-release`.
+fn agents_line(agents: &AgentManifest) -> String {
+    if agents.is_empty() {
+        return "none".to_owned();
+    }
+    agents
+        .entries()
+        .iter()
+        .map(|e| {
+            if e.name == e.command {
+                format!("{} {}", e.name, e.version)
+            } else {
+                format!("{} ({}) {}", e.name, e.command, e.version)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

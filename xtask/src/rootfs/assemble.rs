@@ -1,6 +1,7 @@
 //! Turns an unpacked Debian base into the agent root: the iptables backend, the `agent` user and
-//! its sudo rule, Node.js and npm, then the removal of everything host-specific or stale and the
-//! empty mount points the guest puts tmpfs on.
+//! its sudo rule, Node.js and npm (the coding agents are [`super::coding_agents`]), then the
+//! removal of everything host-specific or stale (what the checks left in the user's home
+//! included) and the empty mount points the guest puts tmpfs on.
 
 use super::chroot;
 use super::node::{self, NodeTarballs};
@@ -114,6 +115,16 @@ pub fn scrub(tree: &Path, recipe: &DebianRecipe) -> Result<()> {
     if machine_id.exists() {
         fs::write(&machine_id, "")?;
     }
+    for extra in home_extras(tree, &recipe.user)? {
+        let path = tree
+            .join(recipe.user.home.trim_start_matches('/'))
+            .join(extra);
+        if fs::symlink_metadata(&path)?.is_dir() {
+            fs::remove_dir_all(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+    }
     let ssh = tree.join("etc/ssh");
     if ssh.is_dir() {
         for entry in fs::read_dir(&ssh)? {
@@ -149,6 +160,9 @@ pub fn check_nothing_host_specific(tree: &Path, recipe: &DebianRecipe) -> Result
     }
     if fs::metadata(tree.join("etc/machine-id")).is_ok_and(|m| m.len() != 0) {
         found.push("/etc/machine-id is not empty".to_owned());
+    }
+    for extra in home_extras(tree, &recipe.user)? {
+        found.push(format!("{}/{extra} (not from /etc/skel)", recipe.user.home));
     }
     if let Ok(entries) = fs::read_dir(tree.join("etc/ssh")) {
         for entry in entries.flatten() {
@@ -186,6 +200,23 @@ pub fn check_nothing_host_specific(tree: &Path, recipe: &DebianRecipe) -> Result
         );
     }
     Ok(())
+}
+
+/// The entries of the user's home that `/etc/skel` did not put there: what the checks (the
+/// coding agents' first start: `~/.gemini`, `~/.codex`, …) wrote.
+fn home_extras(tree: &Path, user: &UserSpec) -> Result<Vec<String>> {
+    let names = |dir: &Path| -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
+    };
+    let skel = names(&tree.join("etc/skel"))?;
+    let home = names(&tree.join(user.home.trim_start_matches('/')))?;
+    let mut extras: Vec<String> = home.into_iter().filter(|n| !skel.contains(n)).collect();
+    extras.sort();
+    Ok(extras)
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {

@@ -1,11 +1,17 @@
 //! Smoke checks run inside the assembled tree before it becomes an image: each tool the agent
 //! needs starts and reports what it should (iptables its nft backend, Node its pinned version),
-//! and the `agent` user exists with its groups and passwordless sudo. Any failure fails the build.
+//! the `agent` user exists with its groups and passwordless sudo, and each coding agent's
+//! `--version`, run as that user with its home, reports the pinned version. Any failure fails
+//! the build. The versions the agents (and the shell) report become the image's agent manifest.
 
 use super::chroot;
-use anyhow::{bail, Result};
-use rootfs_builder::agent::DebianRecipe;
+use anyhow::{bail, Context, Result};
+use rootfs_builder::agent::{DebianRecipe, SHELL_AGENT};
+use rootfs_builder::disk_image::AgentManifest;
 use std::path::Path;
+
+/// How long one check may run (a coding agent's first start can be slow in a cold cache).
+const CHECK_TIMEOUT_SECS: &str = "120";
 
 /// One command and what its output must show.
 struct Check {
@@ -97,29 +103,74 @@ fn checks(recipe: &DebianRecipe) -> Vec<Check> {
     list
 }
 
-/// Runs every check in `tree`; reports each and fails listing those that failed.
-pub fn run(tree: &Path, recipe: &DebianRecipe) -> Result<()> {
+/// `argv` run as the recipe's user, with its home, as a login would (sudo's clean environment).
+fn as_user(recipe: &DebianRecipe, argv: &[&str]) -> Vec<String> {
+    ["sudo", "-u", recipe.user.name, "-H", "--"]
+        .iter()
+        .chain(argv)
+        .map(|a| (*a).to_owned())
+        .collect()
+}
+
+/// The version checks of the coding agents and the shell, as the recipe's user: each agent must
+/// report its pinned version (a word of the output: `2.1.332 (Claude Code)`,
+/// `codex-cli 0.171.0`); bash reports its own.
+fn agent_checks(recipe: &DebianRecipe) -> Vec<(Check, &'static str, &'static str)> {
+    let mut list: Vec<_> = recipe
+        .agents
+        .iter()
+        .map(|agent| {
+            let check = Check {
+                argv: as_user(recipe, &[agent.command, "--version"]),
+                expect: Expect::Word(agent.version.to_owned()),
+            };
+            (check, agent.name, agent.command)
+        })
+        .collect();
+    let (name, command) = SHELL_AGENT;
+    let check = Check {
+        argv: as_user(recipe, &[command, "--version"]),
+        expect: contains("GNU bash, version "),
+    };
+    list.push((check, name, command));
+    list
+}
+
+/// The version `command --version` printed: the pinned one for an agent (checked), the word
+/// after `version` for bash (`GNU bash, version 5.2.15(1)-release (x86_64-pc-linux-gnu)`).
+fn reported_version(expect: &Expect, out: &str) -> Option<String> {
+    match expect {
+        Expect::Word(version) => Some(version.clone()),
+        _ => {
+            let mut words = out.split_whitespace();
+            words.find(|w| *w == "version")?;
+            words.next().map(str::to_owned)
+        }
+    }
+}
+
+/// Runs every check in `tree`; reports each and fails listing those that failed. Returns the
+/// agent manifest: each agent with the version it reported.
+pub fn run(tree: &Path, recipe: &DebianRecipe) -> Result<AgentManifest> {
     let mut failed = Vec::new();
     for check in checks(recipe) {
-        let argv: Vec<&str> = check.argv.iter().map(String::as_str).collect();
-        let shown = argv.join(" ");
-        match chroot::run(tree, &argv) {
-            Ok(out) if check.expect.met_by(&out) => {
-                let first = out.lines().next().unwrap_or_default();
-                eprintln!("xtask:   ok   {shown}: {first}");
-            }
+        let shown = check.argv.join(" ");
+        if let Err(failure) = run_one(tree, &check) {
+            failed.push(format!("{shown}: {failure}"));
+        }
+    }
+    let mut manifest = AgentManifest::new();
+    for (check, name, command) in agent_checks(recipe) {
+        let shown = check.argv.join(" ");
+        match run_one(tree, &check) {
             Ok(out) => {
-                eprintln!("xtask:   FAIL {shown}: {}", out.trim());
-                failed.push(format!(
-                    "{shown}: expected {:?}, got {:?}",
-                    check.expect,
-                    out.trim()
-                ));
+                let version = reported_version(&check.expect, &out)
+                    .with_context(|| format!("{shown} printed no version: {out:?}"))?;
+                manifest
+                    .push(name, command, &version)
+                    .with_context(|| format!("recording agent {name}"))?;
             }
-            Err(e) => {
-                eprintln!("xtask:   FAIL {shown}: {e:#}");
-                failed.push(format!("{shown}: {e:#}"));
-            }
+            Err(failure) => failed.push(format!("{shown} (agent {name}): {failure}")),
         }
     }
     if !failed.is_empty() {
@@ -129,7 +180,29 @@ pub fn run(tree: &Path, recipe: &DebianRecipe) -> Result<()> {
             failed.join("\n  ")
         );
     }
-    Ok(())
+    Ok(manifest)
+}
+
+/// Runs one check (under `timeout`), reports it; returns its output, or why it failed.
+fn run_one(tree: &Path, check: &Check) -> Result<String, String> {
+    let shown = check.argv.join(" ");
+    let mut argv = vec!["timeout", CHECK_TIMEOUT_SECS];
+    argv.extend(check.argv.iter().map(String::as_str));
+    match chroot::run(tree, &argv) {
+        Ok(out) if check.expect.met_by(&out) => {
+            let first = out.lines().next().unwrap_or_default();
+            eprintln!("xtask:   ok   {shown}: {first}");
+            Ok(out)
+        }
+        Ok(out) => {
+            eprintln!("xtask:   FAIL {shown}: {}", out.trim());
+            Err(format!("expected {:?}, got {:?}", check.expect, out.trim()))
+        }
+        Err(e) => {
+            eprintln!("xtask:   FAIL {shown}: {e:#}");
+            Err(format!("{e:#}"))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -167,5 +240,41 @@ mod tests {
         let node = list.iter().find(|c| c.argv[0] == "node").unwrap();
         assert!(node.expect.met_by(&format!("v{}\n", AGENT.node.version)));
         assert!(!node.expect.met_by("v18.19.0\n"));
+    }
+
+    #[test]
+    fn each_agent_reports_its_pinned_version_as_the_agent_user() {
+        let list = agent_checks(&AGENT);
+        let names: Vec<&str> = list.iter().map(|(_, name, _)| *name).collect();
+        assert_eq!(names, ["claude", "gemini", "codex", "shell"]);
+        for (check, _, command) in &list {
+            assert_eq!(check.argv[..5], ["sudo", "-u", "agent", "-H", "--"]);
+            assert_eq!(check.argv[5..], [*command, "--version"]);
+        }
+        let outputs = [
+            "2.1.332 (Claude Code)\n",
+            "0.61.0\n",
+            "codex-cli 0.171.0\n",
+            "GNU bash, version 5.2.15(1)-release (x86_64-pc-linux-gnu)\nCopyright\n",
+        ];
+        let versions: Vec<String> = list
+            .iter()
+            .zip(outputs)
+            .map(|((check, _, _), out)| {
+                assert!(check.expect.met_by(out), "{out}");
+                reported_version(&check.expect, out).unwrap()
+            })
+            .collect();
+        assert_eq!(
+            versions,
+            ["2.1.332", "0.61.0", "0.171.0", "5.2.15(1)-release"]
+        );
+        // The stub Claude Code leaves without its native binary, and an older version, fail.
+        let claude = &list[0].0;
+        assert!(!claude
+            .expect
+            .met_by("Error: claude native binary not installed.\n"));
+        assert!(!claude.expect.met_by("2.1.331 (Claude Code)\n"));
+        assert!(!claude.expect.met_by("2.1.3320\n"));
     }
 }

@@ -3,7 +3,7 @@
 
 use super::progress::SizeWatch;
 use anyhow::{Context, Result};
-use rootfs_builder::disk_image::{self, Trailer};
+use rootfs_builder::disk_image::{self, AgentManifest, Trailer};
 use std::fs::{self, OpenOptions};
 use std::path::Path;
 use std::process::Command;
@@ -31,16 +31,16 @@ pub fn make_filesystem(
     )
 }
 
-/// Turns the filesystem `image` into a paddock disk image (padding + trailer), then reads the
-/// trailer back and re-hashes the filesystem to check it.
-pub fn seal(image: &Path, profile: &str) -> Result<Trailer> {
+/// Turns the filesystem `image` into a paddock disk image (padding + trailer recording
+/// `agents`), then reads the trailer back and re-hashes the filesystem to check it.
+pub fn seal(image: &Path, profile: &str, agents: &AgentManifest) -> Result<Trailer> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(image)
         .with_context(|| format!("opening {}", image.display()))?;
     let fs_len = file.metadata()?.len();
-    let written = disk_image::write_trailer(&mut file, fs_len, profile)?;
+    let written = disk_image::write_trailer_with_agents(&mut file, fs_len, profile, agents)?;
     file.sync_all()?;
     let read_back = disk_image::read_trailer(&mut file)?;
     disk_image::verify_content(&mut file, &read_back)?;
