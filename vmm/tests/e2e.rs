@@ -89,6 +89,26 @@ fn exit_statuses_are_passed_through() {
 }
 
 #[test]
+fn commands_start_with_no_signal_blocked_or_ignored_and_signals_reach_them() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    // PID 1 blocks the signals it handles; its children must not inherit that. SIGTERM sent
+    // to itself must then end the shell.
+    let script = "grep -E '^Sig(Blk|Ign)' /proc/self/status; kill -TERM $$; echo survived";
+    let out = run(&s, &["run", "--", "sh", "-c", script]);
+    assert_eq!(
+        text(&out.stdout),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+        "stderr {}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(128 + 15));
+    s.assert_clean();
+}
+
+#[test]
 fn one_mib_of_stdin_round_trips() {
     if !e2e_available() {
         return;

@@ -347,3 +347,37 @@ fn bad_images_and_sizes_are_clear_errors() {
     );
     s.assert_no_sandboxes_running();
 }
+
+#[test]
+fn the_coding_agents_run_as_the_agent_user_at_the_versions_paddock_lists() {
+    if !available() {
+        return;
+    }
+    let s = Scratch::agent();
+    let listed: serde_json::Value =
+        serde_json::from_str(&s.ok(&["agents", "--json"])).expect("agents --json");
+    let agents = listed["agents"].as_array().expect("an agent list").clone();
+    for name in ["claude", "gemini", "codex"] {
+        assert!(
+            agents.iter().any(|a| a["name"] == name),
+            "{name} is listed: {listed}"
+        );
+    }
+    s.ok(&["start", "--name", "a"]);
+    assert_eq!(sh(&s, "a", "sudo -u agent -H id -u"), "1000\n");
+    sh(&s, "a", "sudo -u agent -n sudo -n true");
+    for agent in &agents {
+        let command = agent["command"].as_str().expect("command");
+        let version = agent["version"].as_str().expect("version");
+        let out = sh(
+            &s,
+            "a",
+            &format!("cd /home/agent && sudo -u agent -H -- {command} --version"),
+        );
+        assert!(
+            out.split_whitespace().any(|word| word == version),
+            "{command} --version as agent printed {out:?}, paddock agents says {version}"
+        );
+    }
+    s.ok(&["rm", "--force", "a"]);
+}

@@ -113,8 +113,9 @@ impl Scratch {
     }
     fn with_state(&self, args: &[&str]) -> Vec<String> {
         let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        // `run` and `template` take no state directory (templates live in the cache).
-        if !matches!(args.first(), Some(&"run") | Some(&"template")) {
+        // `run`, `template` and `agents` take no state directory (templates live in the cache,
+        // the agents in the image).
+        if !matches!(args.first(), Some(&"run" | &"template" | &"agents")) {
             v.insert(1, "--state-dir".into());
             v.insert(2, self.state_dir().display().to_string());
         }

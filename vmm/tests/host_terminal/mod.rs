@@ -12,6 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Device status report 6: "where is the cursor?".
+const CURSOR_QUERY: &[u8] = b"\x1b[6n";
+
 /// How long the other side may take to answer (the lab is slow).
 pub const ANSWER: Duration = Duration::from_secs(60);
 
@@ -35,14 +38,29 @@ impl Terminal {
         let master = File::from(master);
         let output = Arc::new(Mutex::new(Vec::new()));
         let mut reader = master.try_clone().unwrap();
+        let mut answerer = master.try_clone().unwrap();
         let sink = Arc::clone(&output);
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
+            let mut scanned = 0;
             while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                let mut output = sink.lock().unwrap();
+                output.extend_from_slice(&buf[..n]);
+                // A line editor (busybox ash's, on SIGWINCH) asks where the cursor is and
+                // waits for the answer: answer as a terminal emulator does.
+                let from = scanned.min(output.len());
+                let queries = output[from..]
+                    .windows(CURSOR_QUERY.len())
+                    .filter(|w| *w == CURSOR_QUERY)
+                    .count();
+                scanned = output.len().saturating_sub(CURSOR_QUERY.len() - 1);
+                drop(output);
+                for _ in 0..queries {
+                    let _ = answerer.write_all(b"\x1b[1;1R");
+                }
             }
         });
         let terminal = Self {

@@ -11,9 +11,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Guest RAM of the lab: room for the initramfs (which carries the agent root image, several
-/// hundred MiB) and nested guests of 2 GiB each (qemu allocates it lazily).
-const LAB_MEMORY_MIB: u32 = 8192;
+/// Guest RAM of the lab: room for the initramfs (which carries the agent root image, 1.5 GiB
+/// with the coding agents, and briefly its cpio copy while it unpacks), the templates and
+/// snapshots the tests keep on the lab's tmpfs, and nested guests of 2 GiB each (qemu
+/// allocates it lazily; the build machines have 24 GiB).
+const LAB_MEMORY_MIB: u32 = 12288;
 /// `tsc=reliable` keeps the clock fine-grained with multi-threaded TCG (else 4 ms jiffies);
 /// `quiet loglevel=0` hides the boot log; `panic=-1` turns a panic into a reboot, which
 /// `-no-reboot` turns into qemu exiting.
