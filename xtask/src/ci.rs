@@ -150,6 +150,9 @@ fn run_end_to_end_suite(binaries: &[PathBuf], filter: Option<&str>) -> Result<i3
 /// The whole test suite: formatting-independent unit tests, then the end-to-end tests.
 pub fn ci(e2e_only: bool, filter: Option<&str>) -> Result<()> {
     let root = util::project_root();
+    // Every host tool, up front: the unit tests run some (cpio), the builds and the lab the
+    // rest, and a fresh machine should learn what is missing before minutes of building.
+    crate::tools::ensure(crate::tools::Tool::ALL)?;
     if !e2e_only {
         eprintln!("xtask ci: unit tests");
         run(Command::new(env!("CARGO")).current_dir(&root).args([

@@ -189,3 +189,23 @@ fn every_command_xtask_runs_is_in_the_table() {
         unknown.join("\n")
     );
 }
+
+/// Node.js and npm are installed by `.ci/run` only where absent (a NodeSource nodejs includes
+/// npm and conflicts with Debian's): every other package of the table is named there.
+#[test]
+fn ci_run_installs_every_package_of_the_table() {
+    let script = std::fs::read_to_string(xtask_src().join("../../.ci/run")).unwrap();
+    let named: BTreeSet<&str> = script
+        .split(|c: char| c.is_whitespace() || c == '\\')
+        .filter(|word| is_debian_package_name(word))
+        .collect();
+    for package in all_packages() {
+        if ["nodejs", "npm"].contains(&package) {
+            continue;
+        }
+        assert!(
+            named.contains(package),
+            ".ci/run does not install {package}, which xtask's tool table lists"
+        );
+    }
+}
