@@ -50,15 +50,20 @@ pub(crate) fn run_session<T: Transport>(
     mut reader: T,
     writer: SharedWriter<T>,
 ) -> Result<(), ServiceError> {
-    let spawned = build_command(&request).and_then(|mut cmd| {
-        reaper
-            .spawn(&mut cmd)
-            .map_err(|e| format!("cannot run {:?}: {e}", request.argv[0]))
-    });
+    let spawned = build_command(&request)
+        .map_err(|message| (paddock_protocol::ErrorKind::CannotExecute, message))
+        .and_then(|mut cmd| {
+            reaper.spawn(&mut cmd).map_err(|e| {
+                (
+                    paddock_protocol::ErrorKind::of_spawn_failure(&e),
+                    format!("cannot run {:?}: {e}", request.argv[0]),
+                )
+            })
+        });
     let (mut child, exit) = match spawned {
         Ok(spawned) => spawned,
-        Err(message) => {
-            send(&writer, &Response::Error { message })?;
+        Err((kind, message)) => {
+            send(&writer, &Response::Error { kind, message })?;
             return Ok(());
         }
     };
@@ -302,9 +307,7 @@ fn forward_output<T: Transport>(
 
     let last = match exit.wait() {
         Some(status) => Response::Exited { status },
-        None => Response::Error {
-            message: "the exit status of the command was lost".into(),
-        },
+        None => Response::error("the exit status of the command was lost"),
     };
     finished.store(true, Ordering::SeqCst);
     if !host_gone {

@@ -98,12 +98,7 @@ impl ControlService {
                 Err(FrameError::Closed) => return Ok(()),
                 Err(e) => {
                     // The stream may be out of step now; say why and hang up.
-                    let _ = send(
-                        &writer,
-                        &Response::Error {
-                            message: e.to_string(),
-                        },
-                    );
+                    let _ = send(&writer, &Response::error(e.to_string()));
                     return Err(e.into());
                 }
             };
@@ -115,7 +110,7 @@ impl ControlService {
                 } => {
                     let response = match self.resume(wall_clock, &entropy) {
                         Ok(()) => Response::Resumed(self.platform.boot_info()),
-                        Err(message) => Response::Error { message },
+                        Err(message) => Response::error(message),
                     };
                     send(&writer, &response)?;
                 }
@@ -148,7 +143,7 @@ impl ControlService {
                 | Request::Resize { .. }
                 | Request::Detach => {
                     let message = "no command is running on this connection".to_string();
-                    send(&writer, &Response::Error { message })?;
+                    send(&writer, &Response::error(message))?;
                 }
             }
         }

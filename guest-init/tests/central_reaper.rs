@@ -51,7 +51,7 @@ fn exec(service: &Arc<ControlService>, argv: &[&str]) -> (Vec<u8>, Result<ExitSt
             Ok(Response::Stdout { data }) => stdout.extend(data),
             Ok(Response::Stderr { .. }) => {}
             Ok(Response::Exited { status }) => break Ok(status),
-            Ok(Response::Error { message }) => break Err(message),
+            Ok(Response::Error { message, .. }) => break Err(message),
             Ok(other) => panic!("unexpected {other:?}"),
             Err(FrameError::Closed) => panic!("closed before the end of the exec"),
             Err(e) => panic!("{e}"),

@@ -18,7 +18,7 @@ pub use frame::{
     MAX_FRAME_PAYLOAD, PROTOCOL_VERSION,
 };
 pub use messages::{
-    BootInfo, ExecRequest, ExitStatus, Request, Response, ShutdownAction, UnixTime,
+    BootInfo, ErrorKind, ExecRequest, ExitStatus, Request, Response, ShutdownAction, UnixTime,
     MAX_STREAM_CHUNK, RESUME_ENTROPY_MAX, RESUME_ENTROPY_MIN,
 };
 pub use pty::{PtyConfig, PtyConfigError, WindowSize, DETACHED_OUTPUT_BUFFER, MAX_TERM_LEN};

@@ -108,6 +108,45 @@ impl UnixTime {
     }
 }
 
+/// What kind of failure a [`Response::Error`] reports: the host decides on this, never on the
+/// message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// `Attach` without a pid, and no terminal session is detached.
+    NoDetachedSession,
+    /// `Attach` named a pid that has no terminal session.
+    NoSuchSession,
+    /// `Attach` named a session another connection is attached to.
+    AlreadyAttached,
+    /// The command to run was not found (or its working directory does not exist).
+    CommandNotFound,
+    /// The command was found but could not be started (permissions, format, ...).
+    CannotExecute,
+    /// Any other failure (a command that cannot start, a malformed request, ...).
+    Other,
+}
+
+impl ErrorKind {
+    /// The kind of a failure to start a command with `error`.
+    pub fn of_spawn_failure(error: &std::io::Error) -> Self {
+        if error.kind() == std::io::ErrorKind::NotFound {
+            ErrorKind::CommandNotFound
+        } else {
+            ErrorKind::CannotExecute
+        }
+    }
+}
+
+impl Response {
+    /// A [`Response::Error`] of kind [`ErrorKind::Other`].
+    pub fn error(message: impl Into<String>) -> Self {
+        Response::Error {
+            kind: ErrorKind::Other,
+            message: message.into(),
+        }
+    }
+}
+
 /// Guest -> host messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
@@ -134,8 +173,10 @@ pub enum Response {
     Exited {
         status: ExitStatus,
     },
-    /// The request failed (e.g. the command could not be started).
+    /// The request failed (e.g. the command could not be started): `kind` is what the host
+    /// acts on, `message` is for people.
     Error {
+        kind: ErrorKind,
         message: String,
     },
     /// The clock was set and the RNG reseeded after a `Resume`.

@@ -3,6 +3,7 @@
 //! `builder::boot` is the boot recipe; `vmm::Vmm` is the running VM; `client` talks to
 //! guest-init over vsock.
 
+pub mod agent;
 pub mod arch;
 pub mod artifacts;
 pub mod builder;

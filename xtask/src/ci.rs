@@ -110,6 +110,9 @@ fn run_end_to_end(binary: &PathBuf, args: &[&str]) -> Result<i32> {
     )
 }
 
+/// How long one end-to-end test binary may run in the lab.
+const BINARY_LIMIT_SECS: u32 = 900;
+
 /// Runs every test binary in turn (one lab boot for all of them); the first failure's status.
 fn run_end_to_end_suite(binaries: &[PathBuf], filter: Option<&str>) -> Result<i32> {
     let mut args = vec!["--test-threads=1"];
@@ -127,12 +130,15 @@ fn run_end_to_end_suite(binaries: &[PathBuf], filter: Option<&str>) -> Result<i3
     let mut files = lab::default_files()?;
     // Every binary runs even after one fails (each failure is worth seeing); the exit status
     // is the first failure's.
+    // A binary that hangs is cut off after BINARY_LIMIT_SECS (its tests' own commands time
+    // out sooner), so one hang cannot use up the lab's whole time.
     let mut script = String::from("status=0");
     for (i, binary) in binaries.iter().enumerate() {
         let inside = format!("/usr/bin/paddock-e2e-{i}");
         script.push_str(&format!(
-            "; {inside} {} || {{ rc=$?; [ $status -ne 0 ] || status=$rc; }}",
-            args.join(" ")
+            "; timeout -s KILL {BINARY_LIMIT_SECS} {inside} {} || {{ rc=$?; echo \"xtask: {} ended with status $rc\"; [ $status -ne 0 ] || status=$rc; }}",
+            args.join(" "),
+            binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
         ));
         files.push((binary.clone(), inside));
     }
@@ -178,6 +184,7 @@ pub fn ci(e2e_only: bool, filter: Option<&str>) -> Result<()> {
         "e2e_vcpu",
         "e2e_engine",
         "e2e_terminal",
+        "e2e_run",
     ] {
         binaries.push(build_static_test_binary("paddock-vmm", "test", test, &[])?);
     }
@@ -188,15 +195,15 @@ pub fn ci(e2e_only: bool, filter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Runs the criterion benchmarks (natively or in the lab): `vm` (the minimal guest) and
-/// `engine` (the agent profile), each in its own lab boot; a filter naming one of them (or a
-/// benchmark inside it) runs only that one.
+/// Runs the criterion benchmarks (natively or in the lab): `vm` (the minimal guest), `engine`
+/// (the agent profile) and `run` (`paddock run shell` as a user meets it), each in its own lab
+/// boot; a filter naming one of them (or a benchmark inside it) runs only that one.
 pub fn bench(filter: Option<&str>) -> Result<()> {
     build_artifacts()?;
-    for target in ["vm", "engine"] {
+    for target in ["vm", "engine", "run"] {
         let criterion_filter = match filter {
             Some(f) if f == target => None,
-            Some(f) if ["vm", "engine"].contains(&f) => continue,
+            Some(f) if ["vm", "engine", "run"].contains(&f) => continue,
             other => other,
         };
         let bench = build_static_test_binary("paddock-benches", "bench", target, &[])?;

@@ -91,6 +91,8 @@ pub fn run_with(
     spec.write_newc(BufWriter::new(file))?;
     let verbose =
         std::env::var_os("PADDOCK_LAB_VERBOSE").is_some_and(|v| !v.is_empty() && v != "0");
+    // PADDOCK_LAB_TIMEOUT bounds the whole call, the second lab included.
+    let started = std::time::Instant::now();
     let outcome = match qemu::run(&kernel.vmlinuz, &initrd, &markers, timeout, verbose) {
         Err(e) if e.is::<qemu::LabDown>() => {
             let why = match e.downcast_ref::<qemu::LabDown>() {
@@ -100,10 +102,16 @@ pub fn run_with(
                      see docs/BENCHMARKS.md)"
                 }
             };
+            let left = timeout.saturating_sub(started.elapsed());
+            if left < Duration::from_secs(60) {
+                anyhow::bail!("lab: {e}; {why}, and PADDOCK_LAB_TIMEOUT leaves no time to rerun");
+            }
             eprintln!(
-                "xtask: lab: {e}\nxtask: lab: {why}; running the command again in a fresh lab"
+                "xtask: lab: {e}\nxtask: lab: {why}; running the command again in a fresh lab \
+                 (within the {} s left)",
+                left.as_secs()
             );
-            qemu::run(&kernel.vmlinuz, &initrd, &markers, timeout, verbose)?
+            qemu::run(&kernel.vmlinuz, &initrd, &markers, left, verbose)?
         }
         other => other?,
     };

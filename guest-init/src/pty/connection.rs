@@ -9,7 +9,7 @@ use crate::exec::{base_command, start_input_writer, CommandError};
 use crate::reaper::Reaper;
 use crate::service::{send, ServiceError, SharedWriter, Transport};
 use paddock_protocol::{
-    read_frame, ExecRequest, FrameError, PtyConfig, Request, Response, WindowSize,
+    read_frame, ErrorKind, ExecRequest, FrameError, PtyConfig, Request, Response, WindowSize,
 };
 use std::fs::File;
 use std::sync::Arc;
@@ -45,9 +45,15 @@ pub(crate) fn run_session<T: Transport>(
     let session = match start(&request, &pty, reaper, sessions, Arc::clone(&sink)) {
         Ok(session) => session,
         Err(e) => {
+            let kind = match &e {
+                StartError::Spawn { source, .. } => ErrorKind::of_spawn_failure(source),
+                StartError::Command(_) => ErrorKind::CannotExecute,
+                _ => ErrorKind::Other,
+            };
             send(
                 &writer,
                 &Response::Error {
+                    kind,
                     message: e.to_string(),
                 },
             )?;
@@ -76,6 +82,7 @@ pub(crate) fn attach_session<T: Transport>(
             send(
                 &writer,
                 &Response::Error {
+                    kind: e.kind(),
                     message: e.to_string(),
                 },
             )?;

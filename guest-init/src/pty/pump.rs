@@ -65,9 +65,7 @@ pub(super) fn pump(
     drop(master);
     let last = match exit.wait() {
         Some(status) => Response::Exited { status },
-        None => Response::Error {
-            message: "the exit status of the command was lost".into(),
-        },
+        None => Response::error("the exit status of the command was lost"),
     };
     sessions.remove(&session);
     session.end(last);

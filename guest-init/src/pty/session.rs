@@ -7,7 +7,8 @@ use crate::exec::queue_stdin;
 use crate::reaper::Reaper;
 use crate::service::Transport;
 use paddock_protocol::{
-    write_frame, FrameError, Response, WindowSize, DETACHED_OUTPUT_BUFFER, MAX_STREAM_CHUNK,
+    write_frame, ErrorKind, FrameError, Response, WindowSize, DETACHED_OUTPUT_BUFFER,
+    MAX_STREAM_CHUNK,
 };
 use rustix::process::Signal;
 use std::fs::File;
@@ -47,6 +48,18 @@ pub enum AttachError {
     Resize(#[source] std::io::Error),
     #[error(transparent)]
     Send(#[from] FrameError),
+}
+
+impl AttachError {
+    /// What the host is told this failure is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AttachError::NoDetachedSession => ErrorKind::NoDetachedSession,
+            AttachError::NoSuchSession(_) => ErrorKind::NoSuchSession,
+            AttachError::AlreadyAttached(_) => ErrorKind::AlreadyAttached,
+            AttachError::Resize(_) | AttachError::Send(_) => ErrorKind::Other,
+        }
+    }
 }
 
 /// Who the session talks to, under one lock so output, detach and attach never interleave.

@@ -318,11 +318,13 @@ fn the_most_recently_detached_session_is_attached() {
 fn attach_errors_without_a_detached_session() {
     let service = service();
     let (answer_host, answer) = attach(&service, None, SIZE);
-    assert!(matches!(answer, Response::Error { ref message } if message.contains("no detached")));
+    assert!(
+        matches!(answer, Response::Error { ref message, .. } if message.contains("no detached"))
+    );
     answer_host.finish();
     let (running, pid) = start(&service, &["sleep", "30"], SIZE);
     let (other, answer) = attach(&service, Some(pid), SIZE);
-    assert!(matches!(answer, Response::Error { ref message } if message.contains("attached")));
+    assert!(matches!(answer, Response::Error { ref message, .. } if message.contains("attached")));
     other.finish();
     let (other, answer) = attach(&service, Some(u32::MAX), SIZE);
     assert!(matches!(answer, Response::Error { .. }));
@@ -360,14 +362,14 @@ fn spawn_failures_and_bad_requests_are_errors() {
     let mut host = Host::connect(&service);
     host.send(&Request::Exec(pty_request(&["/nonexistent/program"], SIZE)));
     assert!(
-        matches!(host.next(), Response::Error { ref message } if message.contains("os error 2")),
+        matches!(host.next(), Response::Error { ref message, .. } if message.contains("os error 2")),
     );
     host.finish();
     let mut host = Host::connect(&service);
     let mut request = pty_request(&["true"], SIZE);
     request.env = vec![("A=B".into(), "c".into())];
     host.send(&Request::Exec(request));
-    assert!(matches!(host.next(), Response::Error { ref message } if message.contains("A=B")));
+    assert!(matches!(host.next(), Response::Error { ref message, .. } if message.contains("A=B")));
     host.finish();
 }
 
@@ -380,7 +382,9 @@ fn the_number_of_sessions_is_bounded() {
     }
     let mut host = Host::connect(&service);
     host.send(&Request::Exec(pty_request(&["true"], SIZE)));
-    assert!(matches!(host.next(), Response::Error { ref message } if message.contains("too many")));
+    assert!(
+        matches!(host.next(), Response::Error { ref message, .. } if message.contains("too many"))
+    );
     host.finish();
     for (host, pid) in running {
         host.finish();

@@ -349,7 +349,7 @@ fn spawn_failures_are_reported_as_errors() {
         let mut h = start();
         h.send(&Request::Exec(exec_request(&argv)));
         match h.recv() {
-            Response::Error { message } => assert!(!message.is_empty()),
+            Response::Error { message, .. } => assert!(!message.is_empty()),
             other => panic!("expected Error, got {other:?}"),
         }
         h.finish().unwrap();
@@ -363,7 +363,7 @@ fn spawn_failures_are_reported_as_errors() {
     request.env = vec![("A=B".into(), "c".into())];
     let mut h = start();
     h.send(&Request::Exec(request));
-    assert!(matches!(h.recv(), Response::Error { message } if message.contains("A=B")));
+    assert!(matches!(h.recv(), Response::Error { message, .. } if message.contains("A=B")));
 }
 
 #[test]
@@ -429,7 +429,7 @@ fn shutdown_is_acknowledged_before_it_happens() {
 fn garbage_gets_an_error_and_a_hangup() {
     let mut h = start();
     h.host.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    assert!(matches!(h.recv(), Response::Error { message } if message.contains("magic")));
+    assert!(matches!(h.recv(), Response::Error { message, .. } if message.contains("magic")));
     assert!(matches!(
         h.finish(),
         Err(ServiceError::Frame(FrameError::BadMagic(_)))

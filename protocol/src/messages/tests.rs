@@ -99,7 +99,12 @@ fn every_response_round_trips() {
             status: ExitStatus::Signal(9),
         },
         Response::Error {
+            kind: ErrorKind::Other,
             message: "no such file".into(),
+        },
+        Response::Error {
+            kind: ErrorKind::NoDetachedSession,
+            message: "no detached terminal session".into(),
         },
         Response::ShuttingDown,
         Response::Detached { pid: 9 },

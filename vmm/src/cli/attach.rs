@@ -23,7 +23,7 @@ pub fn attach(args: AttachArgs) -> anyhow::Result<i32> {
     let size = host_window_size().unwrap_or(WindowSize::FALLBACK);
     let session = match conn.attach(args.pid, size) {
         Ok(session) => session,
-        Err(PtyError::Guest(message)) => {
+        Err(PtyError::Guest { message, .. }) => {
             eprintln!("paddock: {}: {message}", args.name);
             return Ok(exit_codes::PADDOCK_ERROR);
         }

@@ -59,26 +59,89 @@ pub fn ls(args: LsArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(0);
     }
-    println!(
-        "{:<24} {:<8} {:>8} {:>9} {:>8} {:>9}  ORIGIN",
-        "NAME", "STATE", "PID", "MEMORY", "RSS", "UPTIME"
-    );
-    for s in list {
-        let rss = s
-            .rss_bytes
-            .map(|b| format!("{:.1}M", b as f64 / (1 << 20) as f64))
-            .unwrap_or_else(|| "-".into());
-        let origin = s
-            .info
-            .origin_snapshot
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "-".into());
-        println!(
-            "{:<24} {:<8} {:>8} {:>8}M {:>8} {:>8}s  {}",
-            s.info.name, s.state, s.info.pid, s.info.memory_mib, rss, s.uptime_secs, origin
-        );
-    }
+    print!("{}", ls_table(&list));
     Ok(0)
+}
+
+/// `paddock ls`'s table: one sandbox a line, columns as wide as their widest cell.
+fn ls_table(list: &[paddock_vmm::sandbox::SandboxStatus]) -> String {
+    let header = [
+        "NAME",
+        "STATE",
+        "AGENT",
+        "WORKSPACE",
+        "TEMPLATE",
+        "MEMORY",
+        "RSS",
+        "UPTIME",
+        "PID",
+    ];
+    let rows: Vec<[String; 9]> = list
+        .iter()
+        .map(|s| {
+            let dash = || "-".to_string();
+            [
+                s.info.name.clone(),
+                s.state.to_string(),
+                s.agent.clone().unwrap_or_else(dash),
+                s.workspace
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(dash),
+                match (&s.template, &s.info.origin_snapshot) {
+                    // Keys are long hashes: their start tells them apart.
+                    (Some(key), _) => key.chars().take(12).collect(),
+                    (None, Some(origin)) => origin.display().to_string(),
+                    (None, None) => dash(),
+                },
+                format!("{}M", s.info.memory_mib),
+                s.rss_bytes
+                    .map(|b| format!("{:.1}M", b as f64 / (1 << 20) as f64))
+                    .unwrap_or_else(dash),
+                if s.state == "running" {
+                    uptime(s.uptime_secs)
+                } else {
+                    dash()
+                },
+                s.info.pid.to_string(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in &rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `42s`, `5m03s`, `2h07m`, `3d04h`.
+fn uptime(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
 }
 
 pub fn stop(args: NameArgs) -> anyhow::Result<i32> {
@@ -181,5 +244,91 @@ fn ignore_terminal_signals() {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paddock_vmm::sandbox::{SandboxInfo, SandboxStatus};
+
+    fn status(name: &str, agent: Option<&str>, running: bool) -> SandboxStatus {
+        SandboxStatus {
+            info: SandboxInfo {
+                name: name.into(),
+                pid: 4242,
+                vcpus: 2,
+                memory_mib: 2048,
+                created_unix_secs: 0,
+                origin_snapshot: None,
+                ready_ms: 240.0,
+                launched: Default::default(),
+                guest: None,
+            },
+            state: if running { "running" } else { "stopped" },
+            uptime_secs: 3725,
+            rss_bytes: Some(25 << 20),
+            agent: agent.map(str::to_string),
+            workspace: agent.map(|_| "/home/me/project".into()),
+            template: agent.map(|_| "0123456789abcdef0123".into()),
+        }
+    }
+
+    #[test]
+    fn ls_shows_the_agent_workspace_template_memory_and_uptime() {
+        let table = ls_table(&[
+            status("claude-project", Some("claude"), true),
+            status("plain", None, false),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        let words = |line: &str| {
+            line.split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            words(lines[0]),
+            [
+                "NAME",
+                "STATE",
+                "AGENT",
+                "WORKSPACE",
+                "TEMPLATE",
+                "MEMORY",
+                "RSS",
+                "UPTIME",
+                "PID"
+            ]
+        );
+        assert_eq!(
+            words(lines[1]),
+            [
+                "claude-project",
+                "running",
+                "claude",
+                "/home/me/project",
+                "0123456789ab",
+                "2048M",
+                "25.0M",
+                "1h02m",
+                "4242"
+            ]
+        );
+        assert_eq!(
+            words(lines[2]),
+            ["plain", "stopped", "-", "-", "-", "2048M", "25.0M", "-", "4242"]
+        );
+        // Columns line up: every row's AGENT starts where the header's does.
+        let at = lines[0].find("AGENT").unwrap();
+        assert_eq!(&lines[1][at..at + 6], "claude");
+    }
+
+    #[test]
+    fn uptimes_read_at_a_glance() {
+        assert_eq!(uptime(42), "42s");
+        assert_eq!(uptime(303), "5m03s");
+        assert_eq!(uptime(7620), "2h07m");
+        assert_eq!(uptime(3 * 86400 + 4 * 3600), "3d04h");
     }
 }

@@ -7,6 +7,7 @@ mod lifecycle;
 mod machine;
 mod outcome;
 mod run;
+mod run_agent;
 mod signals;
 mod template;
 
@@ -31,16 +32,53 @@ it (or, on a terminal, if signal N made paddock hang the session up), 0 after de
 125 if paddock itself failed (no usable KVM, bad kernel or rootfs, boot failure),
 126/127 if the command could not be executed / was not found.";
 
+const RUN_HELP: &str = "\
+Agents:
+  claude   Claude Code, started with --dangerously-skip-permissions
+  gemini   Gemini CLI, started with --yolo
+  codex    Codex, started with --dangerously-bypass-approvals-and-sandbox
+  shell    bash as user agent; `paddock run shell -- make test` runs that command instead
+  The agents run unattended by default: the VM is the boundary. --ask keeps their own prompts.
+  Arguments after `--` go to the agent. `paddock agents` lists the versions in the image.
+
+Terminal:
+  Ctrl-P Ctrl-Q detaches and leaves the agent running; `paddock attach NAME` (or the same
+  `paddock run`) comes back to it. Ctrl-C, Ctrl-Z and Ctrl-D go to the agent.
+
+What the sandbox can reach:
+  Its own kernel, filesystem and Docker engine, reset to the template's state when started.
+  No network: the VM has no network device yet (egress by policy, with API keys added on the
+  host, is to come), so agents that need their API cannot work yet. No host files: the workspace
+  share is to come; DIR names the sandbox and is created, empty, as the agent's directory.
+
+Examples:
+  paddock run claude .              Claude Code for this directory (sandbox claude-<dir>)
+  paddock run shell -- id           one command as user agent, in a kept sandbox
+  paddock run --rm codex ~/src/app  removed when Codex exits
+  paddock run -- uname -a           a throwaway sandbox for one command
+
+Exit status: the agent's or the command's own; see `paddock --help` for paddock's own codes.";
+
 #[derive(Subcommand)]
 pub enum Command {
-    /// Boot a throwaway sandbox, run one command in it, and tear it down.
+    /// Run a coding agent in its own sandbox (`paddock run claude .`), or one command in a
+    /// throwaway sandbox (`paddock run -- CMD`).
+    ///
+    /// `paddock run AGENT [DIR]` starts a sandbox from the agent template (a restore, not a
+    /// boot) named after the agent and DIR (default: the current directory), e.g.
+    /// `claude-myproject`, and runs the agent in it as user `agent` (HOME=/home/agent, passwordless
+    /// sudo, its own Docker engine), in DIR's path. The sandbox keeps running after the agent
+    /// exits unless `--rm`; `paddock run` with the same agent and DIR (or `--name`) comes back
+    /// to it: to the detached session if there is one, else a new one.
+    ///
+    /// `paddock run -- CMD` boots a sandbox for CMD alone and tears it down when CMD ends.
     ///
     /// When stdin and stdout are terminals, the command runs on a terminal in the guest with
     /// this one in raw mode (window size followed, Ctrl-C / Ctrl-Z / Ctrl-D typed through;
     /// `-T` to opt out). Otherwise stdin is forwarded to the command, its stdout and stderr are
     /// streamed separately, and Ctrl-C (SIGINT), SIGTERM and SIGHUP are forwarded to it.
     /// paddock exits with the command's status.
-    #[command(after_help = EXIT_STATUS_HELP)]
+    #[command(after_help = RUN_HELP)]
     Run(RunArgs),
     /// Boot a sandbox in the background (one VMM process); return once it is ready.
     Start(StartArgs),
@@ -353,6 +391,24 @@ pub struct MachineArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub machine: MachineArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The agent to run: claude, gemini, codex or shell. Without one, the command after `--`
+    /// runs in a throwaway sandbox.
+    #[arg(value_name = "AGENT", value_parser = clap::builder::PossibleValuesParser::new(["claude", "gemini", "codex", "shell"]))]
+    pub agent: Option<String>,
+    /// The project directory the agent is for (default: the current directory).
+    #[arg(value_name = "DIR", requires = "agent")]
+    pub dir: Option<PathBuf>,
+    /// The sandbox's name (default: the agent and DIR's name, e.g. `claude-myproject`).
+    #[arg(long, value_name = "NAME", requires = "agent")]
+    pub name: Option<String>,
+    /// Remove the sandbox when the agent exits (it is kept when you detach).
+    #[arg(long, requires = "agent")]
+    pub rm: bool,
+    /// Keep the agent's own permission prompts (no unattended flags).
+    #[arg(long, requires = "agent")]
+    pub ask: bool,
     /// A terminal for the command whenever stdin is one, even if stdout is not.
     #[arg(short, long, conflicts_with = "no_tty")]
     pub tty: bool,
@@ -366,8 +422,31 @@ pub struct RunArgs {
     /// boot from a root image, which waits for the Docker engine).
     #[arg(long, value_name = "SECS")]
     pub boot_timeout: Option<u64>,
-    #[command(flatten)]
-    pub cmd: CommandArgs,
+    /// Kill the command after this many seconds (a throwaway sandbox ends with it); exit
+    /// status 124.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Environment variable for the command (repeatable).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory of the command inside the guest (default for an agent: DIR's path).
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// With an agent: its arguments (for `shell`, the command to run). Without: the command.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+impl RunArgs {
+    /// The command part, for a run without an agent.
+    pub fn command(&self) -> CommandArgs {
+        CommandArgs {
+            timeout: self.timeout,
+            env: self.env.clone(),
+            workdir: self.workdir.clone(),
+            command: self.args.clone(),
+        }
+    }
 }
 
 /// Sets up `tracing` output on stderr according to `-v`.

@@ -1,7 +1,7 @@
 //! How a command in the guest ended for paddock, and the exit status and message for it.
 
 use super::interactive::TerminalEnd;
-use paddock_protocol::ExitStatus;
+use paddock_protocol::{ErrorKind, ExitStatus};
 use paddock_vmm::client::{ExecError, PtyError};
 use paddock_vmm::exit_codes;
 
@@ -64,7 +64,7 @@ pub(super) fn shared_code(outcome: &Outcome, sandbox: Option<&str>) -> Option<i3
 fn failed(e: &ExecError) -> i32 {
     eprintln!("paddock: {e}");
     match e {
-        ExecError::Guest(m) => guest_failure_code(m),
+        ExecError::Guest { kind, .. } => guest_failure_code(*kind),
         _ => exit_codes::PADDOCK_ERROR,
     }
 }
@@ -73,17 +73,16 @@ fn failed(e: &ExecError) -> i32 {
 fn failed_terminal(e: &PtyError) -> i32 {
     eprintln!("paddock: {e}");
     match e {
-        PtyError::Guest(m) => guest_failure_code(m),
+        PtyError::Guest { kind, .. } => guest_failure_code(*kind),
         _ => exit_codes::PADDOCK_ERROR,
     }
 }
 
 /// The guest could not start the command: not found, or not executable.
-fn guest_failure_code(message: &str) -> i32 {
-    if message.contains("os error 2)") {
-        exit_codes::NOT_FOUND
-    } else {
-        exit_codes::CANNOT_EXECUTE
+fn guest_failure_code(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::CommandNotFound => exit_codes::NOT_FOUND,
+        _ => exit_codes::CANNOT_EXECUTE,
     }
 }
 
@@ -105,17 +104,24 @@ mod tests {
         assert_eq!(code(Outcome::HungUp(libc::SIGTERM)), Some(143));
         let missing = "cannot run \"x\": No such file or directory (os error 2)".to_string();
         assert_eq!(
-            code(Outcome::TerminalFailed(PtyError::Guest(missing.clone()))),
+            code(Outcome::TerminalFailed(PtyError::Guest {
+                kind: ErrorKind::CommandNotFound,
+                message: missing.clone()
+            })),
             Some(exit_codes::NOT_FOUND)
         );
         assert_eq!(
-            code(Outcome::Failed(ExecError::Guest(missing))),
+            code(Outcome::Failed(ExecError::Guest {
+                kind: ErrorKind::CommandNotFound,
+                message: missing
+            })),
             Some(exit_codes::NOT_FOUND)
         );
         assert_eq!(
-            code(Outcome::TerminalFailed(PtyError::Guest(
-                "permission denied".into()
-            ))),
+            code(Outcome::TerminalFailed(PtyError::Guest {
+                kind: ErrorKind::CannotExecute,
+                message: "permission denied".into()
+            })),
             Some(exit_codes::CANNOT_EXECUTE)
         );
         assert_eq!(

@@ -46,7 +46,7 @@ impl Drop for RunDir {
 }
 
 /// Runs `argv` in the guest behind `uds`, forwarding stdin, output, signals; handles --timeout.
-fn exec_in(
+pub(super) fn exec_in(
     uds: &Path,
     cmd: CommandArgs,
     env: Vec<(String, String)>,
@@ -134,12 +134,22 @@ fn arm_timeout(
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    if args.agent.is_some() {
+        return super::run_agent::run(args);
+    }
+    if args.args.is_empty() {
+        anyhow::bail!(
+            "name an agent (`paddock run claude .`; claude, gemini, codex or shell) or a command \
+             after `--` (`paddock run -- uname -a`)"
+        );
+    }
     block_handled_signals();
     let signals = SignalRouter::spawn()?;
-    let env = parse_env(&args.cmd.env)?;
+    let env = parse_env(&args.env)?;
     let dir = RunDir::create()?;
     let uds = dir.0.join("vsock.sock");
     // Templates are built by a background VMM process under the default state directory.
+    let command = args.command();
     let plan = machine::plan(args.machine, &Sandboxes::new(None))?;
     // Kept until the VM ends: guest-init serves its announcement link for as long as it lasts.
     let mut guest = GuestLink::listen(&uds)?;
@@ -199,7 +209,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     tracing::info!(elapsed = ?vmm.started.elapsed(), "guest-init ready");
     let tty = run_tty(args.tty, args.no_tty);
-    let outcome = exec_in(&uds, args.cmd, env, tty, &signals);
+    let outcome = exec_in(&uds, command, env, tty, &signals);
     let code = match outcome {
         Ok(Outcome::Disconnected) => match vmm.wait_exit(Some(Duration::from_secs(5))) {
             Some(VmExitReason::GuestReset | VmExitReason::GuestShutdown)

@@ -94,7 +94,7 @@ impl Connection {
                 expected: nonce,
                 got,
             }),
-            Response::Error { message } => Err(PingError::Guest(bounded_message(message))),
+            Response::Error { message, .. } => Err(PingError::Guest(bounded_message(message))),
             other => Err(PingError::Unexpected(response_kind(&other))),
         }
     }
@@ -112,7 +112,7 @@ impl Connection {
         };
         match self.request(&request)? {
             Response::Resumed(info) => Ok(info),
-            Response::Error { message } => Err(ResumeError::Guest(bounded_message(message))),
+            Response::Error { message, .. } => Err(ResumeError::Guest(bounded_message(message))),
             other => Err(ResumeError::Unexpected(response_kind(&other))),
         }
     }
@@ -121,7 +121,7 @@ impl Connection {
     pub fn shutdown(mut self, action: ShutdownAction) -> Result<(), ShutdownError> {
         match self.request(&Request::Shutdown { action })? {
             Response::ShuttingDown => Ok(()),
-            Response::Error { message } => Err(ShutdownError::Guest(bounded_message(message))),
+            Response::Error { message, .. } => Err(ShutdownError::Guest(bounded_message(message))),
             other => Err(ShutdownError::Unexpected(response_kind(&other))),
         }
     }

@@ -18,8 +18,12 @@ pub enum ExecError {
     Io(#[from] io::Error),
     #[error(transparent)]
     Frame(#[from] FrameError),
-    #[error("guest error: {0}")]
-    Guest(String),
+    /// The guest refused or failed the request; `kind` says how.
+    #[error("guest error: {message}")]
+    Guest {
+        kind: paddock_protocol::ErrorKind,
+        message: String,
+    },
     #[error("unexpected {0} message during an exec")]
     Unexpected(&'static str),
     #[error("the guest closed the connection before the command's exit status")]
@@ -86,8 +90,11 @@ impl RunningExec {
         write_frame(&mut stream, &Request::Exec(request.clone()))?;
         let pid = match read_frame::<_, Response>(&mut stream) {
             Ok(Response::Started { pid }) => pid,
-            Ok(Response::Error { message }) => {
-                return Err(ExecError::Guest(bounded_message(message)))
+            Ok(Response::Error { kind, message }) => {
+                return Err(ExecError::Guest {
+                    kind,
+                    message: bounded_message(message),
+                })
             }
             Ok(other) => return Err(ExecError::Unexpected(response_kind(&other))),
             Err(FrameError::Closed) => return Err(ExecError::Disconnected),
@@ -148,8 +155,11 @@ impl RunningExec {
                 Ok(Response::Stdout { data }) => deliver(stdout, &data)?,
                 Ok(Response::Stderr { data }) => deliver(stderr, &data)?,
                 Ok(Response::Exited { status }) => return Ok(status),
-                Ok(Response::Error { message }) => {
-                    return Err(ExecError::Guest(bounded_message(message)))
+                Ok(Response::Error { kind, message }) => {
+                    return Err(ExecError::Guest {
+                        kind,
+                        message: bounded_message(message),
+                    })
                 }
                 Ok(other) => return Err(ExecError::Unexpected(response_kind(&other))),
                 Err(FrameError::Closed) => return Err(ExecError::Disconnected),

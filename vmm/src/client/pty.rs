@@ -4,8 +4,8 @@ use super::connection::Connection;
 use super::exec::Signaller;
 use super::{bounded_message, response_kind};
 use paddock_protocol::{
-    read_frame, write_frame, ExecRequest, ExitStatus, FrameError, Request, Response, WindowSize,
-    MAX_STREAM_CHUNK,
+    read_frame, write_frame, ErrorKind, ExecRequest, ExitStatus, FrameError, Request, Response,
+    WindowSize, MAX_STREAM_CHUNK,
 };
 use std::io::{self, Write};
 use std::net::Shutdown;
@@ -19,8 +19,9 @@ pub enum PtyError {
     Io(#[from] io::Error),
     #[error(transparent)]
     Frame(#[from] FrameError),
-    #[error("guest error: {0}")]
-    Guest(String),
+    /// The guest refused or failed the request; `kind` says how.
+    #[error("guest error: {message}")]
+    Guest { kind: ErrorKind, message: String },
     #[error("unexpected {0} message during a terminal session")]
     Unexpected(&'static str),
     #[error("the guest closed the connection before the command's exit status")]
@@ -143,8 +144,11 @@ impl PtySession {
                     .map_err(PtyError::Output)?,
                 Ok(Response::Exited { status }) => return Ok(PtyEnd::Exited(status)),
                 Ok(Response::Detached { .. }) => return Ok(PtyEnd::Detached),
-                Ok(Response::Error { message }) => {
-                    return Err(PtyError::Guest(bounded_message(message)))
+                Ok(Response::Error { kind, message }) => {
+                    return Err(PtyError::Guest {
+                        kind,
+                        message: bounded_message(message),
+                    })
                 }
                 Ok(other) => return Err(PtyError::Unexpected(response_kind(&other))),
                 Err(FrameError::Closed) => return Err(PtyError::Disconnected),
@@ -158,7 +162,10 @@ impl PtySession {
 fn read_answer(stream: &mut UnixStream) -> Result<u32, PtyError> {
     match read_frame::<_, Response>(stream) {
         Ok(Response::Started { pid } | Response::Attached { pid }) => Ok(pid),
-        Ok(Response::Error { message }) => Err(PtyError::Guest(bounded_message(message))),
+        Ok(Response::Error { kind, message }) => Err(PtyError::Guest {
+            kind,
+            message: bounded_message(message),
+        }),
         Ok(other) => Err(PtyError::Unexpected(response_kind(&other))),
         Err(FrameError::Closed) => Err(PtyError::Disconnected),
         Err(e) => Err(e.into()),

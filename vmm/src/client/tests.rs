@@ -311,7 +311,7 @@ fn guest_spawn_failure_is_a_guest_error() {
         .start_exec(&request(&["/nonexistent/tool"]))
         .unwrap_err();
     assert!(
-        matches!(&err, ExecError::Guest(message) if message.contains("/nonexistent/tool")),
+        matches!(&err, ExecError::Guest { kind: paddock_protocol::ErrorKind::CommandNotFound, message } if message.contains("/nonexistent/tool")),
         "{err}"
     );
 }

@@ -3,18 +3,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use event_manager::{EventOps, Events, MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::VmFd;
-use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::layout::{COM1_IRQ, COM1_PORT, I8042_PORT};
 use crate::devices::bus::{lock, Bus, BusError};
 use crate::devices::i8042::I8042;
 use crate::devices::serial::{SerialDevice, SerialState, SerialStateError};
-use crate::event_loop::Subscribers;
 use crate::snapshot::persist::Persist;
-use crate::vstate::vcpu::{ExitSignal, VmExitReason};
+use crate::vstate::vcpu::ExitSignal;
 use crate::vstate::vm::{register_irqfd, VmError};
 
 /// Ports COM1 decodes.
@@ -25,9 +21,6 @@ const I8042_PORTS: u64 = 5;
 /// Why the legacy devices could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum LegacyError {
-    /// Creating or duplicating the i8042 reset eventfd failed.
-    #[error("i8042 reset eventfd: {0}")]
-    EventFd(#[source] std::io::Error),
     /// KVM refused COM1's irqfd.
     #[error("wiring COM1's interrupt into KVM failed: {0}")]
     Kvm(#[source] VmError),
@@ -40,7 +33,6 @@ pub enum LegacyError {
 pub struct LegacyDevices {
     bus: Bus,
     serial: Arc<Mutex<SerialDevice>>,
-    reset_watcher: Arc<Mutex<ResetWatcher>>,
 }
 
 impl LegacyDevices {
@@ -56,32 +48,18 @@ impl LegacyDevices {
         let serial = Arc::new(Mutex::new(serial));
         bus.insert(u64::from(COM1_PORT), COM1_PORTS, serial.clone())?;
 
-        let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(LegacyError::EventFd)?;
-        let i8042 = I8042::new(reset_evt.try_clone().map_err(LegacyError::EventFd)?);
+        let i8042 = I8042::new(exit.clone());
         bus.insert(
             u64::from(I8042_PORT),
             I8042_PORTS,
             Arc::new(Mutex::new(i8042)),
         )?;
-        let reset_watcher = Arc::new(Mutex::new(ResetWatcher {
-            evt: reset_evt,
-            exit: exit.clone(),
-        }));
-        Ok(Self {
-            bus,
-            serial,
-            reset_watcher,
-        })
+        Ok(Self { bus, serial })
     }
 
     /// The port-I/O bus the vCPU threads dispatch to.
     pub fn bus(&self) -> &Bus {
         &self.bus
-    }
-
-    /// Registers the i8042 reset watcher with the event loop.
-    pub fn subscribe_all(&self, subscribers: &mut Subscribers) {
-        subscribers.add_subscriber(self.reset_watcher.clone());
     }
 
     /// COM1's registers (VM paused).
@@ -92,24 +70,5 @@ impl LegacyDevices {
     /// Puts COM1's registers back in place (VM paused).
     pub fn reset_to(&self, state: &SerialState) -> Result<(), SerialStateError> {
         lock(&self.serial).reset_to(state)
-    }
-}
-
-/// Turns the i8042 reset request into the VM's end.
-struct ResetWatcher {
-    evt: EventFd,
-    exit: Arc<ExitSignal>,
-}
-
-impl MutEventSubscriber for ResetWatcher {
-    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        let _ = self.evt.read();
-        self.exit.exit(VmExitReason::GuestReset);
-    }
-
-    fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new(&self.evt, EventSet::IN)) {
-            tracing::error!("watching the i8042 reset event failed: {e:?}");
-        }
     }
 }

@@ -64,7 +64,6 @@ impl DeviceManager {
 
     /// Registers every device's event handler with the event loop.
     pub fn subscribe_all(&self, subscribers: &mut Subscribers) {
-        self.legacy.subscribe_all(subscribers);
         self.virtio.subscribe_all(subscribers);
     }
 

@@ -2,20 +2,23 @@
 //! (0xFE on port 0x64) ends the VM. With `reboot=k` this is how a guest `reboot` exits.
 
 use super::bus::BusDevice;
-use vmm_sys_util::eventfd::EventFd;
+use crate::vstate::vcpu::{ExitSignal, VmExitReason};
+use std::sync::Arc;
 
 const COMMAND_OFFSET: u64 = 4;
 const CMD_RESET_CPU: u8 = 0xfe;
 
 /// The i8042 at ports 0x60..=0x64.
 pub struct I8042 {
-    reset: EventFd,
+    exit: Arc<ExitSignal>,
 }
 
 impl I8042 {
-    /// An i8042 that signals `reset` when the guest asks for a CPU reset.
-    pub fn new(reset: EventFd) -> Self {
-        Self { reset }
+    /// An i8042 that ends the VM (`GuestReset`, through `exit`) when the guest asks for a CPU
+    /// reset. It does so at once, on the vCPU thread that wrote the command: the guest's own
+    /// fallback, a deliberate triple fault a moment later, must not be taken for a crash.
+    pub fn new(exit: Arc<ExitSignal>) -> Self {
+        Self { exit }
     }
 }
 
@@ -27,9 +30,9 @@ impl BusDevice for I8042 {
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         if offset == COMMAND_OFFSET && data.first() == Some(&CMD_RESET_CPU) {
-            if let Err(e) = self.reset.write(1) {
-                tracing::error!("signalling guest reset failed: {e}");
-            }
+            // Said in the log: a reboot or a guest kernel panic (`panic=-1`) ends here.
+            tracing::warn!("the guest asked the i8042 for a CPU reset (reboot or kernel panic)");
+            self.exit.exit(VmExitReason::GuestReset);
         }
     }
 }
@@ -39,13 +42,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reset_command_signals_the_vmm() {
-        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let mut dev = I8042::new(evt.try_clone().unwrap());
+    fn reset_command_ends_the_vm_as_a_guest_reset() {
+        let exit = ExitSignal::new().unwrap();
+        let mut dev = I8042::new(exit.clone());
         dev.write(COMMAND_OFFSET, &[0x20]);
-        assert!(evt.read().is_err(), "other commands do nothing");
+        assert_eq!(exit.reason(), None, "other commands do nothing");
         dev.write(COMMAND_OFFSET, &[CMD_RESET_CPU]);
-        assert_eq!(evt.read().unwrap(), 1);
+        assert_eq!(exit.reason(), Some(VmExitReason::GuestReset));
+        assert_eq!(exit.evt.read().unwrap(), 1, "the VMM is woken");
         let mut status = [0xffu8];
         dev.read(COMMAND_OFFSET, &mut status);
         assert_eq!(status, [0]);

@@ -265,7 +265,10 @@ pub fn run(
     let _ = std::fs::remove_file(paths.vsock());
     tracing::info!(?reason, "sandbox VMM exiting");
     match reason {
-        VmExitReason::GuestReset | VmExitReason::GuestShutdown | VmExitReason::Stopped => 0,
+        VmExitReason::GuestReset
+        | VmExitReason::TripleFault
+        | VmExitReason::GuestShutdown
+        | VmExitReason::Stopped => 0,
         VmExitReason::Fatal(_) => crate::exit_codes::PADDOCK_ERROR,
     }
 }

@@ -68,6 +68,12 @@ pub struct SandboxStatus {
     pub uptime_secs: u64,
     /// The VMM's resident memory (running sandboxes only).
     pub rss_bytes: Option<u64>,
+    /// The agent `paddock run AGENT DIR` started it for.
+    pub agent: Option<String>,
+    /// The host directory `paddock run AGENT DIR` started it for.
+    pub workspace: Option<PathBuf>,
+    /// The template it was restored from (its key), if it came from the template store.
+    pub template: Option<String>,
 }
 
 /// The sandboxes under one state directory.
@@ -304,6 +310,7 @@ impl Sandboxes {
                 continue;
             };
             let running = process_alive(info.pid) && paths.control().exists();
+            let record = paths::AgentRecord::read(&paths);
             let rss_bytes = running.then(|| process_rss(info.pid)).flatten();
             out.push(SandboxStatus {
                 state: if running { "running" } else { "stopped" },
@@ -313,6 +320,9 @@ impl Sandboxes {
                     0
                 },
                 rss_bytes,
+                agent: record.as_ref().map(|r| r.agent.clone()),
+                workspace: record.map(|r| r.workspace),
+                template: template_of(&info),
                 info,
             });
         }
@@ -458,6 +468,17 @@ pub fn process_rss(pid: u32) -> Option<u64> {
         .parse::<u64>()
         .ok()
         .map(|p| p * 4096)
+}
+
+/// The key of the template a sandbox was restored from, when its origin is in the template
+/// store.
+fn template_of(info: &SandboxInfo) -> Option<String> {
+    let origin = info.origin_snapshot.as_deref()?;
+    let store = crate::template::TemplateStore::default_location();
+    (origin.parent()? == store.dir())
+        .then(|| origin.file_name())
+        .flatten()
+        .map(|key| key.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

@@ -95,6 +95,56 @@ impl SandboxPaths {
     pub fn vmm_log(&self) -> PathBuf {
         self.dir.join("vmm.log")
     }
+    /// What `paddock run AGENT DIR` started the sandbox for.
+    pub fn agent_record(&self) -> PathBuf {
+        self.dir.join("agent.json")
+    }
+}
+
+/// Writes `value` as JSON to `path` through a temporary file next to it and a rename, so a
+/// reader sees the old record or the new one, never half of one.
+fn write_json_atomically(value: &impl Serialize, path: &Path) -> Result<(), PathsError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let json = serde_json::to_vec_pretty(value).map_err(|e| PathsError::BadRecord {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    std::fs::write(&tmp, json).map_err(|source| PathsError::Io {
+        what: "writing",
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| PathsError::Io {
+        what: "renaming",
+        path: tmp,
+        source,
+    })
+}
+
+/// What a sandbox is for, as `paddock run AGENT DIR` recorded it (`agent.json`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentRecord {
+    /// The agent's name (`claude`, `gemini`, `codex`, `shell`).
+    pub agent: String,
+    /// The host directory it was started for.
+    pub workspace: PathBuf,
+}
+
+impl AgentRecord {
+    /// Writes the record atomically.
+    pub fn write(&self, paths: &SandboxPaths) -> Result<(), PathsError> {
+        write_json_atomically(self, &paths.agent_record())
+    }
+
+    /// The record, if the sandbox has one (`None` also for an unreadable one: it only labels).
+    pub fn read(paths: &SandboxPaths) -> Option<Self> {
+        let bytes = std::fs::read(paths.agent_record()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
 }
 
 /// What `paddock ls` shows about a sandbox; stored as `info.json`.
@@ -185,21 +235,7 @@ pub fn describe_engine(engine: &EngineState) -> String {
 impl SandboxInfo {
     /// Writes the record atomically.
     pub fn write(&self, paths: &SandboxPaths) -> Result<(), PathsError> {
-        let tmp = paths.dir.join(".info.json.tmp");
-        let json = serde_json::to_vec_pretty(self).map_err(|e| PathsError::BadRecord {
-            path: tmp.clone(),
-            reason: e.to_string(),
-        })?;
-        std::fs::write(&tmp, json).map_err(|source| PathsError::Io {
-            what: "writing",
-            path: tmp.clone(),
-            source,
-        })?;
-        std::fs::rename(&tmp, paths.info()).map_err(|source| PathsError::Io {
-            what: "renaming",
-            path: tmp,
-            source,
-        })
+        write_json_atomically(self, &paths.info())
     }
 
     /// Reads a record.

@@ -44,8 +44,11 @@ pub enum VcpuError {
 /// Why the VM stopped running.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VmExitReason {
-    /// The guest reset itself (i8042 reset, triple fault or a KVM reset event): `reboot`.
+    /// The guest reset itself (i8042 reset or a KVM reset event): `reboot`, or a guest kernel
+    /// panic (`panic=-1`).
     GuestReset,
+    /// A vCPU triple-faulted: the guest crashed too hard to say why (no reboot asked for).
+    TripleFault,
     /// The guest asked to power off.
     GuestShutdown,
     /// The VMM was asked to stop (signal, timeout or API call).
@@ -412,7 +415,7 @@ impl VcpuLoop {
             }
             Ok(VcpuExit::Shutdown) => {
                 self.log_triple_fault();
-                self.end(VmExitReason::GuestReset)
+                self.end(VmExitReason::TripleFault)
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
                 KVM_SYSTEM_EVENT_RESET => self.end(VmExitReason::GuestReset),
@@ -447,6 +450,11 @@ impl VcpuLoop {
     /// A triple fault leaves no trace in the guest's console: record where the vCPU was.
     fn log_triple_fault(&self) {
         match (self.fd.get_regs(), self.fd.get_sregs()) {
+            // AMD's KVM INITs the vCPU on a shutdown exit, so where it faulted is lost.
+            (Ok(regs), Ok(sregs)) if regs.rip == 0xfff0 && sregs.cr3 == 0 => tracing::warn!(
+                "vCPU {} triple-faulted (guest reset); KVM already reset its registers",
+                self.index
+            ),
             (Ok(regs), Ok(sregs)) => tracing::warn!(
                 "vCPU {} triple-faulted (guest reset): rip {:#x} rsp {:#x} cr2 {:#x} cr3 {:#x} \
                  idt {:#x}+{:#x} gdt {:#x}",

@@ -3,6 +3,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one `paddock` command of a test may take before it counts as hung
+/// (`$PADDOCK_E2E_COMMAND_LIMIT` seconds, default 300: a cold agent boot in the lab takes ~50).
+pub fn command_limit() -> Duration {
+    let secs = std::env::var("PADDOCK_E2E_COMMAND_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    Duration::from_secs(secs)
+}
 
 /// Whether this machine can run the end-to-end tests; panics when they are required but can't.
 pub fn e2e_available() -> bool {
@@ -113,9 +124,9 @@ impl Scratch {
     }
     fn with_state(&self, args: &[&str]) -> Vec<String> {
         let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        // `run`, `template` and `agents` take no state directory (templates live in the cache,
-        // the agents in the image).
-        if !matches!(args.first(), Some(&"run" | &"template" | &"agents")) {
+        // `template` and `agents` take no state directory (templates live in the cache, the
+        // agents in the image).
+        if !matches!(args.first(), Some(&"template" | &"agents")) {
             v.insert(1, "--state-dir".into());
             v.insert(2, self.state_dir().display().to_string());
         }
@@ -138,7 +149,50 @@ impl Scratch {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.output().expect("run paddock")
+        self.output_within(cmd, args, command_limit())
+    }
+
+    /// Runs `cmd` to completion like `Command::output`, but a command still running after
+    /// `limit` is killed and the test fails at once with the sandboxes' logs: a hang is a
+    /// failure that says where, not a silent wait until the whole run is cut off.
+    pub fn output_within(&self, mut cmd: Command, args: &[&str], limit: Duration) -> Output {
+        use std::io::Read;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run paddock");
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+        let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for paddock") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "paddock {args:?} still ran after {} s and was killed; stderr so far:\n{}\n{}",
+                    limit.as_secs(),
+                    text(&stderr.join().unwrap_or_default()),
+                    self.all_sandbox_logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        }
     }
     /// Starts `paddock ARGS` without waiting.
     pub fn cli_background(&self, args: &[&str]) -> Child {

@@ -115,7 +115,13 @@ fn attach_without_a_detached_session_is_a_guest_error() {
     let vm = fake_vm();
     let err = control(&vm).attach(None, SIZE).unwrap_err();
     assert!(
-        matches!(&err, PtyError::Guest(m) if m.contains("no detached")),
+        matches!(
+            &err,
+            PtyError::Guest {
+                kind: paddock_protocol::ErrorKind::NoDetachedSession,
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -135,7 +141,7 @@ fn hang_up_ends_the_wait_and_the_command() {
     let start = Instant::now();
     loop {
         match super::control(&vm).attach(None, SIZE) {
-            Err(PtyError::Guest(_)) => break,
+            Err(PtyError::Guest { .. }) => break,
             other => assert!(
                 start.elapsed() < Duration::from_secs(5),
                 "still attachable: {other:?}"
