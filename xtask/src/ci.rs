@@ -111,7 +111,7 @@ fn run_end_to_end(binary: &PathBuf, args: &[&str]) -> Result<i32> {
 }
 
 /// How long one end-to-end test binary may run in the lab.
-const BINARY_LIMIT_SECS: u32 = 900;
+const BINARY_LIMIT_SECS: u32 = 1500;
 
 /// Runs every test binary in turn (one lab boot for all of them); the first failure's status.
 fn run_end_to_end_suite(binaries: &[PathBuf], filter: Option<&str>) -> Result<i32> {
