@@ -1,6 +1,7 @@
 //! paddock guest-init as a library: the vsock control service, exec sessions (with pipes, or on
-//! a terminal that can be detached and attached), child reaping and the PID-1 system setup used
-//! by the `guest-init` binary.
+//! a terminal that can be detached and attached), child reaping, the guest side of egress (HTTP
+//! proxy forwarder, transparent capture, DNS stub) and the PID-1 system setup used by the
+//! `guest-init` binary.
 //!
 //! Everything that does not need to be PID 1 (the service, exec, the reaper in per-child mode)
 //! runs and is tested on an ordinary host process over Unix sockets.
@@ -14,6 +15,7 @@ macro_rules! console_log {
 }
 
 pub mod boot_params;
+pub mod egress;
 pub mod engine;
 mod exec;
 pub mod pid1;

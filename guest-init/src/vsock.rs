@@ -4,7 +4,7 @@ use crate::service::Transport;
 use crate::sys::{cvt, cvt_retry};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// A listening vsock stream socket.
 #[derive(Debug)]
@@ -94,6 +94,12 @@ impl From<OwnedFd> for VsockStream {
         Self {
             file: File::from(fd),
         }
+    }
+}
+
+impl AsFd for VsockStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
     }
 }
 

@@ -7,11 +7,14 @@
 //! one exec session (with pipes, or on a [terminal](pty) that can be detached and attached).
 
 mod bytes;
+pub mod dns;
+pub mod egress;
 pub mod engine;
 pub mod frame;
 pub mod messages;
 pub mod pty;
 
+pub use egress::{EgressHello, EgressLineError, ResolveAnswer, EGRESS_PORT};
 pub use engine::{EngineStage, EngineState, MAX_ENGINE_DETAIL, MAX_ENGINE_VERSION};
 pub use frame::{
     encode_frame, read_frame, write_frame, FrameError, FRAME_HEADER_LEN, FRAME_MAGIC,

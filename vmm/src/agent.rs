@@ -156,10 +156,53 @@ pub fn sandbox_name(agent: Agent, dir: &Path) -> String {
     name
 }
 
-/// A shell script (for `sh -c SCRIPT sh DIR`) that makes the directory an agent starts in: its
-/// parents as root, the directory itself owned by [`AGENT_USER`] when this creates it.
-pub const MAKE_WORKDIR_SCRIPT: &str =
-    "[ -d \"$1\" ] || { mkdir -p -- \"$1\" && chown agent:agent -- \"$1\"; }";
+/// Where the guest keeps the sandbox's egress CA certificate (Node.js reads it from
+/// `NODE_EXTRA_CA_CERTS`; [`PREPARE_SCRIPT`] also appends it to the system bundle).
+pub const GUEST_CA_PATH: &str = "/etc/paddock/egress-ca.pem";
+/// The guest's system CA bundle (OpenSSL, curl, git, Python).
+pub const GUEST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// What every agent session gets for the network: the guest's proxy forwarder (programs that
+/// ignore it are captured anyway), the CA that signs the hosts the egress proxy adds
+/// credentials for, and a placeholder in each credential variable (`placeholders`: variable and
+/// placeholder; the real value is added on the host, on the service's hosts only).
+pub fn egress_environment(placeholders: &[(String, String)]) -> Vec<(String, String)> {
+    let proxy = format!(
+        "http://127.0.0.1:{}",
+        paddock_protocol::egress::GUEST_PROXY_PORT
+    );
+    let no_proxy = "localhost,127.0.0.1,::1";
+    let mut env: Vec<(String, String)> = [
+        ("HTTP_PROXY", proxy.as_str()),
+        ("HTTPS_PROXY", &proxy),
+        ("http_proxy", &proxy),
+        ("https_proxy", &proxy),
+        ("NO_PROXY", no_proxy),
+        ("no_proxy", no_proxy),
+        ("NODE_EXTRA_CA_CERTS", GUEST_CA_PATH),
+        ("SSL_CERT_FILE", GUEST_CA_BUNDLE),
+        ("REQUESTS_CA_BUNDLE", GUEST_CA_BUNDLE),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    env.extend(placeholders.iter().cloned());
+    env
+}
+
+/// A shell script (for `sh -c SCRIPT sh DIR`, the CA certificate on stdin, possibly empty) that
+/// prepares a session: makes DIR (its parents as root, DIR itself owned by [`AGENT_USER`] when
+/// this creates it) and installs the sandbox's egress
+/// CA as [`GUEST_CA_PATH`] and in the system bundle, once per CA.
+pub const PREPARE_SCRIPT: &str = concat!(
+    "[ -d \"$1\" ] || { mkdir -p -- \"$1\" && chown agent:agent -- \"$1\"; } || exit 1\n",
+    "ca=$(cat) || exit 1\n",
+    "[ -n \"$ca\" ] || exit 0\n",
+    "[ \"$(cat /etc/paddock/egress-ca.pem 2>/dev/null)\" = \"$ca\" ] && exit 0\n",
+    "mkdir -p /etc/paddock && printf '%s\\n' \"$ca\" > /etc/paddock/egress-ca.pem || exit 1\n",
+    "if [ -f /etc/ssl/certs/ca-certificates.crt ]; then ",
+    "printf '%s\\n' \"$ca\" >> /etc/ssl/certs/ca-certificates.crt || exit 1; fi\n",
+);
 
 #[cfg(test)]
 mod tests {

@@ -185,6 +185,7 @@ pub fn ci(e2e_only: bool, filter: Option<&str>) -> Result<()> {
         "e2e_engine",
         "e2e_terminal",
         "e2e_run",
+        "e2e_egress",
     ] {
         binaries.push(build_static_test_binary("paddock-vmm", "test", test, &[])?);
     }
@@ -197,15 +198,33 @@ pub fn ci(e2e_only: bool, filter: Option<&str>) -> Result<()> {
 
 /// Runs the criterion benchmarks (natively or in the lab): `vm` (the minimal guest), `engine`
 /// (the agent profile) and `run` (`paddock run shell` as a user meets it), each in its own lab
-/// boot; a filter naming one of them (or a benchmark inside it) runs only that one.
+/// boot, and `egress` (the egress proxy on loopback, natively); a filter naming one of them (or a benchmark inside it) runs only that one.
 pub fn bench(filter: Option<&str>) -> Result<()> {
-    build_artifacts()?;
-    for target in ["vm", "engine", "run"] {
+    const TARGETS: [&str; 4] = ["vm", "engine", "run", "egress"];
+    if filter != Some("egress") {
+        build_artifacts()?;
+    }
+    for target in TARGETS {
         let criterion_filter = match filter {
             Some(f) if f == target => None,
-            Some(f) if ["vm", "engine", "run"].contains(&f) => continue,
+            Some(f) if TARGETS.contains(&f) => continue,
             other => other,
         };
+        if target == "egress" {
+            // The egress proxy on loopback, proxy vs direct: no VM, so no lab either.
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.current_dir(util::project_root()).args([
+                "bench",
+                "--package",
+                "paddock-benches",
+                "--bench",
+                "egress",
+                "--",
+            ]);
+            cmd.args(criterion_filter);
+            run(&mut cmd)?;
+            continue;
+        }
         let bench = build_static_test_binary("paddock-benches", "bench", target, &[])?;
         let mut args = vec!["--bench"];
         args.extend(criterion_filter);

@@ -65,6 +65,8 @@ pub enum Tool {
     Node,
     /// Runs the agent image's checks in a private mount namespace.
     Unshare,
+    /// guest-init's egress capture test installs its NAT rules in a network namespace.
+    IptablesRestore,
 }
 
 /// How to tell whether a tool is present.
@@ -106,6 +108,7 @@ impl Tool {
         Tool::Npm,
         Tool::Node,
         Tool::Unshare,
+        Tool::IptablesRestore,
     ];
 
     /// How [`ensure`] finds it.
@@ -138,6 +141,7 @@ impl Tool {
             Tool::Npm => Program("npm"),
             Tool::Node => Program("node"),
             Tool::Unshare => Program("unshare"),
+            Tool::IptablesRestore => Program("iptables-restore"),
         }
     }
 
@@ -168,6 +172,7 @@ impl Tool {
             Tool::Npm => "npm",
             Tool::Node => "nodejs",
             Tool::Unshare => "util-linux",
+            Tool::IptablesRestore => "iptables",
         }
     }
 

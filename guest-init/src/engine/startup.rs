@@ -58,6 +58,7 @@ impl EngineConfig {
                     name: "containerd",
                     program: "containerd",
                     args: args(&["--address", CONTAINERD_SOCKET]),
+                    env: &[],
                 },
                 log: PathBuf::from("/var/log/containerd.log"),
                 socket: PathBuf::from(CONTAINERD_SOCKET),
@@ -76,6 +77,8 @@ impl EngineConfig {
                         // The guest kernel has no IPv6.
                         "--ip6tables=false",
                     ]),
+                    // Image pulls go through the guest's egress proxy.
+                    env: &crate::egress::DOCKERD_PROXY_ENV,
                 },
                 log: PathBuf::from("/var/log/docker.log"),
                 socket: PathBuf::from(DOCKER_SOCKET),

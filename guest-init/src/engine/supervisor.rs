@@ -111,6 +111,8 @@ pub struct DaemonSpec {
     pub name: &'static str,
     pub program: &'static str,
     pub args: Vec<String>,
+    /// Environment variables on top of the common ones (`PATH`, `HOME`).
+    pub env: &'static [(&'static str, &'static str)],
 }
 
 /// How one run of a daemon ended.
@@ -274,6 +276,7 @@ impl Supervised {
             .args(&self.spec.args)
             .env_clear()
             .envs(DAEMON_ENV)
+            .envs(self.spec.env.iter().copied())
             .current_dir("/")
             .stdin(Stdio::null())
             .stdout(sink.stdio()?)

@@ -78,6 +78,13 @@ mod tests {
             assert!(args.iter().any(|a| a == arg), "{arg} missing from {args:?}");
         }
         assert!(!args.iter().any(|a| a.contains("tcp://")));
+        let env = config.dockerd.spec.env;
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"] {
+            assert!(
+                env.iter().any(|(n, _)| *n == name),
+                "{name} missing from {env:?}"
+            );
+        }
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub fn run() -> ! {
     }
 
     let reaper = Reaper::new(ReapMode::Central);
+    // Before the engine: dockerd reads the files egress writes, and its networking joins the
+    // capture rules.
+    crate::egress::start(&reaper, matches!(root, RootOutcome::Switched));
     let engine = start_engine_if_wanted(&params, &root, &reaper);
     start_control_service(&reaper, engine);
     signal_loop(&signals, &reaper)

@@ -17,7 +17,10 @@ fn sandboxes(state: &StateArgs) -> Sandboxes {
 pub fn start(args: StartArgs) -> anyhow::Result<i32> {
     let sandboxes = sandboxes(&args.state);
     let plan = machine::plan(args.machine, &sandboxes)?;
-    let info = sandboxes.start(args.name.as_deref(), plan.launch())?;
+    let policy = super::policy::sandbox_policy(&args.egress)?;
+    let info = sandboxes.start_prepared(args.name.as_deref(), plan.launch(), &|paths| {
+        super::policy::write_sandbox_policy(&policy, paths)
+    })?;
     println!("{}", info.name);
     let how = match &plan {
         Plan::Template { template, .. } => {

@@ -2,12 +2,16 @@
 
 mod agents;
 mod attach;
+mod egress;
+mod egress_proxy;
 mod interactive;
 mod lifecycle;
 mod machine;
 mod outcome;
+mod policy;
 mod run;
 mod run_agent;
+mod secret;
 mod signals;
 mod template;
 
@@ -47,9 +51,13 @@ Terminal:
 
 What the sandbox can reach:
   Its own kernel, filesystem and Docker engine, reset to the template's state when started.
-  No network: the VM has no network device yet (egress by policy, with API keys added on the
-  host, is to come), so agents that need their API cannot work yet. No host files: the workspace
-  share is to come; DIR names the sandbox and is created, empty, as the agent's directory.
+  The network only through paddock's egress proxy on the host (the VM has no network card):
+  TCP to the hosts the policy allows (default preset `balanced`: AI APIs, package and container
+  registries, code hosts; see `paddock policy --help`, --policy/--allow/--deny here), DNS
+  answered inside the sandbox, no UDP or ICMP. API keys stay on the host: `paddock secret set
+  anthropic` stores one, the agent sees a placeholder, the proxy adds the key for the API's
+  hosts only. No host files: the workspace share is to come; DIR names the sandbox and is
+  created, empty, as the agent's directory.
 
 Examples:
   paddock run claude .              Claude Code for this directory (sandbox claude-<dir>)
@@ -118,9 +126,165 @@ pub enum Command {
     /// Templates: snapshots of a booted guest (engine up) that `start` and `run` restore.
     #[command(subcommand)]
     Template(TemplateCommand),
+    /// Egress policy: which hosts sandboxes may reach (global, or per sandbox with
+    /// --sandbox); changes apply to running sandboxes at their next connection.
+    #[command(after_help = POLICY_HELP)]
+    Policy(PolicyArgs),
+    /// API keys and tokens, kept on the host: sandboxes see a placeholder, and the egress proxy
+    /// puts the real value into requests to the service's hosts only.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// (internal) The background VMM process of one sandbox.
     #[command(name = "__vmm", hide = true)]
     Vmm(VmmArgs),
+    /// (internal) The egress proxy process of one sandbox.
+    #[command(name = "__egress", hide = true)]
+    Egress(EgressProxyArgs),
+}
+
+const POLICY_HELP: &str = "\
+Presets: open (everything not denied), balanced (the default: AI APIs, package registries, code
+hosts and container registries), locked (only what is allowed explicitly).
+Rules: example.com (exact), *.example.com (one label below), **.example.com (any depth below),
+any of those with :PORT, 10.0.0.0/8 (addresses, CIDR), 192.0.2.7:5432 (an address and port).
+Deny wins over allow. Loopback, link-local (cloud metadata), private and CGNAT addresses are
+refused even for allowed names unless a CIDR rule allows them. TCP that is neither HTTP nor TLS
+needs a rule with its port. UDP and ICMP never leave a sandbox; DNS is answered inside it.";
+
+#[derive(Args)]
+pub struct PolicyArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
+
+/// Which policy a `paddock policy` command changes or shows.
+#[derive(Args, Clone, Debug)]
+pub struct PolicyScope {
+    /// This sandbox's own rules instead of the global ones.
+    #[arg(long, value_name = "NAME")]
+    pub sandbox: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Show the preset and rules (global, or the sandbox's and what it inherits).
+    Ls {
+        #[command(flatten)]
+        scope: PolicyScope,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allow hosts, addresses or ports (see the rules below).
+    Allow {
+        #[command(flatten)]
+        scope: PolicyScope,
+        #[arg(required = true, value_name = "RULE")]
+        rules: Vec<String>,
+    },
+    /// Deny hosts, addresses or ports; deny wins over allow.
+    Deny {
+        #[command(flatten)]
+        scope: PolicyScope,
+        #[arg(required = true, value_name = "RULE")]
+        rules: Vec<String>,
+    },
+    /// Remove rules (from the allow and the deny list).
+    Rm {
+        #[command(flatten)]
+        scope: PolicyScope,
+        #[arg(required = true, value_name = "RULE")]
+        rules: Vec<String>,
+    },
+    /// Set the preset: open, balanced or locked.
+    Preset {
+        #[command(flatten)]
+        scope: PolicyScope,
+        #[arg(value_name = "PRESET")]
+        preset: String,
+    },
+    /// Show the egress decisions (one line each: time, sandbox, verdict, host:port, rule).
+    Log {
+        #[command(flatten)]
+        scope: PolicyScope,
+        /// Only the last N decisions.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// Print the JSON lines as they are stored.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SecretCommand {
+    /// Store a secret: the value comes from --from-env VAR, from --command CMD's output, or
+    /// from stdin (one line; not echoed on a terminal).
+    ///
+    /// SERVICE is anthropic (ANTHROPIC_API_KEY, api.anthropic.com), openai (OPENAI_API_KEY,
+    /// api.openai.com), google (GEMINI_API_KEY, generativelanguage.googleapis.com), github
+    /// (GH_TOKEN, github.com, api.github.com), or `custom NAME --host H --header NAME` (put the
+    /// printed placeholder where the program in the sandbox reads its key).
+    Set {
+        /// anthropic, openai, google, github or custom.
+        service: String,
+        /// For `custom`: the secret's name.
+        name: Option<String>,
+        /// Read the value from this environment variable.
+        #[arg(long, value_name = "VAR", conflicts_with = "command")]
+        from_env: Option<String>,
+        /// Read the value from this shell command's standard output.
+        #[arg(long, value_name = "CMD")]
+        command: Option<String>,
+        /// For `custom`: a host the secret is for (repeatable).
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+        /// For `custom`: the request header that carries it.
+        #[arg(long, value_name = "NAME")]
+        header: Option<String>,
+    },
+    /// List the stored secrets (services, hosts, variables; never the values).
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a stored secret.
+    Rm {
+        /// The service or custom name.
+        name: String,
+    },
+}
+
+/// Per-sandbox egress options of `start` and `run`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct EgressArgs {
+    /// The sandbox's preset: open, balanced or locked (default: the global one, `balanced`
+    /// unless `paddock policy preset` changed it).
+    #[arg(long, value_name = "PRESET")]
+    pub policy: Option<String>,
+    /// Allow a host, address or port for this sandbox (repeatable; see `paddock policy --help`).
+    #[arg(long, value_name = "RULE")]
+    pub allow: Vec<String>,
+    /// Deny a host, address or port for this sandbox (repeatable).
+    #[arg(long, value_name = "RULE")]
+    pub deny: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct EgressProxyArgs {
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    #[arg(long)]
+    pub name: String,
+    /// The VMM process; the proxy ends when it is gone.
+    #[arg(long)]
+    pub vmm_pid: u32,
+    /// The CA the sandbox's guest trusts.
+    #[arg(long)]
+    pub ca: String,
 }
 
 /// Where sandboxes are recorded.
@@ -140,6 +304,8 @@ pub struct StartArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub machine: MachineArgs,
+    #[command(flatten)]
+    pub egress: EgressArgs,
 }
 
 #[derive(Args)]
@@ -409,6 +575,8 @@ pub struct RunArgs {
     /// Keep the agent's own permission prompts (no unattended flags).
     #[arg(long, requires = "agent")]
     pub ask: bool,
+    #[command(flatten)]
+    pub egress: EgressArgs,
     /// A terminal for the command whenever stdin is one, even if stdout is not.
     #[arg(short, long, conflicts_with = "no_tty")]
     pub tty: bool,
@@ -483,7 +651,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Logs(args) => lifecycle::logs(args),
         Command::Agents(args) => agents::agents(args),
         Command::Template(command) => template::dispatch(command),
+        Command::Policy(args) => policy::dispatch(args),
+        Command::Secret(command) => secret::dispatch(command),
         Command::Vmm(args) => lifecycle::vmm_process(args),
+        Command::Egress(args) => egress_proxy::run(args),
     }
 }
 

@@ -29,6 +29,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<i32> {
         None => agent::sandbox_name(agent, &dir),
     };
     let sandboxes = Sandboxes::new(args.state.state_dir.as_deref());
+    let policy = super::policy::sandbox_policy(&args.egress)?;
     block_handled_signals();
     let signals = SignalRouter::spawn()?;
 
@@ -44,6 +45,12 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<i32> {
         Some(status) => {
             if let Some(other) = status.agent.filter(|a| a != agent.name()) {
                 eprintln!("paddock: note: sandbox {sandbox} was started for {other}");
+            }
+            if policy.is_some() {
+                eprintln!(
+                    "paddock: note: --policy, --allow and --deny apply to new sandboxes; \
+                     `paddock policy allow|deny --sandbox {sandbox}` changes this one"
+                );
             }
             let uds = sandboxes.vsock_path(&sandbox)?;
             if std::io::stdin().is_terminal() && !args.no_tty {
@@ -63,7 +70,9 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<i32> {
             }
             check_image_has(agent, args.machine.image.clone())?;
             let plan = machine::plan(args.machine.clone(), &sandboxes)?;
-            let info = sandboxes.start(Some(&sandbox), plan.launch())?;
+            let info = sandboxes.start_prepared(Some(&sandbox), plan.launch(), &|paths| {
+                super::policy::write_sandbox_policy(&policy, paths)
+            })?;
             let paths = sandboxes.paths(&sandbox)?;
             let record = AgentRecord {
                 agent: agent.name().to_string(),
@@ -86,8 +95,10 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<i32> {
         .workdir
         .clone()
         .unwrap_or_else(|| dir.display().to_string());
-    make_workdir(&uds, &workdir)?;
+    let egress = super::egress::session(&sandboxes, &sandbox)?;
+    prepare(&uds, &workdir, &egress.ca_pem)?;
     let mut env = agent.environment(args.ask);
+    env.extend(egress.env);
     env.extend(parse_env(&args.env)?);
     let command = CommandArgs {
         timeout: args.timeout,
@@ -165,36 +176,33 @@ fn check_image_has(agent: Agent, image: Option<PathBuf>) -> anyhow::Result<()> {
     )
 }
 
-/// How long making the agent's directory may take (a `mkdir` in a running guest).
+/// How long preparing a session may take (a `mkdir` and a few small files in a running guest).
 const PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Makes the agent's directory in the guest (see [`agent::MAKE_WORKDIR_SCRIPT`]).
-fn make_workdir(uds: &Path, dir: &str) -> anyhow::Result<()> {
+/// Makes the agent's directory in the guest and installs the sandbox's egress CA (see
+/// [`agent::PREPARE_SCRIPT`]).
+fn prepare(uds: &Path, dir: &str, ca_pem: &str) -> anyhow::Result<()> {
     let request = ExecRequest {
-        argv: ["sh", "-c", agent::MAKE_WORKDIR_SCRIPT, "sh", dir]
+        argv: ["sh", "-c", agent::PREPARE_SCRIPT, "sh", dir]
             .iter()
             .map(|s| s.to_string())
             .collect(),
         env: Vec::new(),
         cwd: None,
-        stdin: false,
+        stdin: true,
         tty: None,
     };
     let conn = client::connect(uds, CONTROL_PORT).context("connecting to guest-init")?;
     // A guest that stopped answering is an error here, not a wait without end.
     conn.set_timeout(Some(PREPARE_TIMEOUT))
         .context("connecting to guest-init")?;
-    let running = conn
-        .start_exec(&request)
-        .context("preparing the agent's directory")?;
-    let mut errors = Vec::new();
-    let status = running
-        .wait(None, &mut std::io::sink(), &mut errors)
-        .context("preparing the agent's directory")?;
+    let output = conn
+        .exec_output(&request, ca_pem.as_bytes())
+        .context("preparing the agent's session")?;
     anyhow::ensure!(
-        status == ExitStatus::Code(0),
-        "cannot make {dir} in the sandbox: {}",
-        String::from_utf8_lossy(&errors).trim()
+        output.status == ExitStatus::Code(0),
+        "cannot prepare the agent's session in the sandbox ({dir}, egress CA): {}",
+        String::from_utf8_lossy(&output.stderr).trim()
     );
     Ok(())
 }

@@ -15,6 +15,7 @@
 
 pub mod control;
 pub mod daemon;
+pub mod egress;
 pub mod guest;
 pub mod paths;
 
@@ -54,6 +55,12 @@ pub enum SandboxError {
     /// The sandbox is still running.
     #[error("sandbox {0:?} is running; stop it first or use --force")]
     Running(String),
+    /// Preparing the sandbox's directory (the caller's `prepare` step) failed.
+    #[error("preparing the sandbox: {0}")]
+    Prepare(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The sandbox's egress proxy could not be started (the sandbox was not started either).
+    #[error(transparent)]
+    Egress(#[from] egress::EgressStartError),
 }
 
 /// A sandbox as `ls` reports it.
@@ -187,10 +194,61 @@ impl Sandboxes {
             .stderr(log)
             // Its own session: the sandbox outlives this process and its terminal's signals.
             .process_group(0);
-        cmd.spawn().map_err(|source| SandboxError::Spawn {
+        let mut vmm = cmd.spawn().map_err(|source| SandboxError::Spawn {
             bin: self.paddock_bin.clone(),
             source,
-        })
+        })?;
+        // The proxy starts while the VMM restores: the guest's first connection out comes
+        // only after guest-init is ready.
+        let kept_ca = match launch {
+            Launch::Restore { dir, .. } => {
+                // A snapshot's own policy comes with it, unless this sandbox was given one.
+                let own = egress::sandbox_policy(paths);
+                if !own.exists() {
+                    let _ = egress::keep_policy(&dir.join(egress::POLICY_FILE), &paths.dir);
+                }
+                egress::EgressRecord::read(dir).map(|r| r.ca)
+            }
+            Launch::Boot { .. } => None,
+        };
+        let ca = match kept_ca {
+            Some(ca) => Ok(ca),
+            None => egress::new_ca_id().map_err(|source| egress::EgressStartError::Record {
+                path: PathBuf::from("/dev/urandom"),
+                source,
+            }),
+        };
+        let proxy = egress::EgressFiles::new(&self.state_dir)
+            .create()
+            .map_err(|source| egress::EgressStartError::Record {
+                path: self.state_dir.join("egress"),
+                source,
+            })
+            .and(ca)
+            .and_then(|ca| {
+                egress::start_proxy(
+                    &self.paddock_bin,
+                    &self.state_dir,
+                    paths,
+                    name,
+                    vmm.id(),
+                    &ca,
+                )
+            });
+        match proxy {
+            Ok(mut proxy) => {
+                // Reaped whenever it ends; it ends by itself once the VMM is gone.
+                std::thread::spawn(move || {
+                    let _ = proxy.wait();
+                });
+                Ok(vmm)
+            }
+            Err(e) => {
+                let _ = vmm.kill();
+                let _ = vmm.wait();
+                Err(e.into())
+            }
+        }
     }
 
     fn await_report(
@@ -227,10 +285,25 @@ impl Sandboxes {
 
     /// Starts a sandbox in the background; returns once guest-init is ready.
     pub fn start(&self, name: Option<&str>, launch: Launch) -> Result<SandboxInfo, SandboxError> {
+        self.start_prepared(name, launch, &|_| Ok(()))
+    }
+
+    /// Starts a sandbox like [`start`](Self::start), calling `prepare` with its directory
+    /// before anything runs (e.g. to write its own egress policy).
+    pub fn start_prepared(
+        &self,
+        name: Option<&str>,
+        launch: Launch,
+        prepare: &dyn Fn(&SandboxPaths) -> Result<(), SandboxError>,
+    ) -> Result<SandboxInfo, SandboxError> {
         let name = name
             .map(str::to_string)
             .unwrap_or_else(|| format!("sb-{}", random_suffix()));
         let paths = self.reserve(&name)?;
+        if let Err(e) = prepare(&paths) {
+            let _ = std::fs::remove_dir_all(&paths.dir);
+            return Err(e);
+        }
         let child = match self.spawn(&paths, &name, &launch) {
             Ok(c) => c,
             Err(e) => {
@@ -354,11 +427,39 @@ impl Sandboxes {
             path: dir.to_path_buf(),
             source,
         })?;
-        match self.control(name, &ControlRequest::Snapshot { dir, stop })? {
+        match self.control(
+            name,
+            &ControlRequest::Snapshot {
+                dir: dir.clone(),
+                stop,
+            },
+        )? {
             ControlResponse::Snapshotted {
                 paused_ms,
                 memory_written,
             } => {
+                // Restores and forks of it trust the CA this guest trusts (its id, not its key)
+                // and follow the sandbox's own policy.
+                let paths = self.paths(name)?;
+                egress::keep_policy(&egress::sandbox_policy(&paths), &dir).map_err(|source| {
+                    PathsError::Io {
+                        what: "copying the policy into",
+                        path: dir.clone(),
+                        source,
+                    }
+                })?;
+                if let Some(record) = egress::EgressRecord::read(&paths.dir) {
+                    let keep = egress::EgressRecord {
+                        ca: record.ca,
+                        proxy_pid: None,
+                        secrets: None,
+                    };
+                    keep.write(&dir).map_err(|source| PathsError::Io {
+                        what: "writing",
+                        path: dir.join("egress.json"),
+                        source,
+                    })?;
+                }
                 if stop {
                     self.wait_stopped(name, Duration::from_secs(10));
                 }
@@ -417,6 +518,7 @@ impl Sandboxes {
             unsafe { libc::kill(info.pid as i32, libc::SIGKILL) };
             self.wait_stopped(name, Duration::from_secs(5));
         }
+        egress::stop_proxy(&paths);
         let _ = std::fs::remove_file(paths.control());
         let _ = std::fs::remove_file(paths.vsock());
         Ok(())
@@ -442,6 +544,20 @@ impl Sandboxes {
             source,
         })?;
         Ok(())
+    }
+
+    /// Makes sure a running sandbox's egress proxy runs with the current secrets (restarting
+    /// it if they changed or it is gone); see [`egress::refresh_proxy`].
+    pub fn refresh_egress(&self, name: &str) -> Result<bool, SandboxError> {
+        let paths = self.paths(name)?;
+        let info = SandboxInfo::read(&paths).map_err(|_| PathsError::NotFound(name.to_string()))?;
+        Ok(egress::refresh_proxy(
+            &self.paddock_bin,
+            &self.state_dir,
+            &paths,
+            name,
+            info.pid,
+        )?)
     }
 
     /// The vsock socket of a running sandbox (for exec).

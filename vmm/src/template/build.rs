@@ -87,6 +87,8 @@ pub fn ensure(
         }
         progress(BuildStep::Snapshotting);
         let (_, memory_bytes) = sandboxes.snapshot(&name, &staging, true)?;
+        // A template trusts no CA: every sandbox restored from it gets a CA of its own.
+        let _ = std::fs::remove_file(staging.join("egress.json"));
         Ok((info.ready_ms, guest, memory_bytes))
     })();
     // The build sandbox is gone in every case (it was stopped by the snapshot, or failed).

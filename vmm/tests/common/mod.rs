@@ -109,6 +109,10 @@ impl Scratch {
         self.dir.path().join("state")
     }
     /// TMPDIR of the paddock processes.
+    /// The configuration directory (global egress policy, secrets).
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
     pub fn tmp(&self) -> PathBuf {
         self.dir.path().join("tmp")
     }
@@ -118,15 +122,16 @@ impl Scratch {
         cmd.env("TMPDIR", self.tmp())
             .env("XDG_RUNTIME_DIR", self.tmp())
             .env("XDG_STATE_HOME", self.dir.path().join("xdg-state"))
+            .env("PADDOCK_CONFIG_DIR", self.config_dir())
             .env("PADDOCK_PROFILE", self.profile)
             .env("PADDOCK_BIN", paddock_bin());
         cmd
     }
     fn with_state(&self, args: &[&str]) -> Vec<String> {
         let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        // `template` and `agents` take no state directory (templates live in the cache, the
-        // agents in the image).
-        if !matches!(args.first(), Some(&"template" | &"agents")) {
+        // `template`, `agents` and `secret` take no state directory (templates live in the
+        // cache, the agents in the image, secrets in the configuration directory).
+        if !matches!(args.first(), Some(&"template" | &"agents" | &"secret")) {
             v.insert(1, "--state-dir".into());
             v.insert(2, self.state_dir().display().to_string());
         }

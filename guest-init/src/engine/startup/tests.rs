@@ -32,6 +32,7 @@ impl Scratch {
                 name,
                 program: "sh",
                 args: vec!["-c".into(), script.into()],
+                env: &[],
             },
             log: self.0.join(format!("{name}.log")),
             socket: self.0.join(format!("{name}.sock")),

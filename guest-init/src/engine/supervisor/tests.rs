@@ -104,6 +104,7 @@ fn daemon(script: &str) -> DaemonSpec {
         name: "testd",
         program: "sh",
         args: vec!["-c".into(), script.into()],
+        env: &[],
     }
 }
 
@@ -126,6 +127,35 @@ fn a_death_before_the_engine_is_up_is_not_restarted() {
     };
     assert!(matches!(exit, DaemonExit::Exited(ExitStatus::Code(3))));
     assert_eq!(exit.to_string(), "exited with code 3");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_daemon_gets_its_own_environment_on_top_of_the_common_one() {
+    let dir = scratch("env");
+    let log = dir.join("testd.log");
+    let sink = LogSink::start(&log, 1 << 20).unwrap();
+    let spec = DaemonSpec {
+        env: &[("HTTP_PROXY", "http://127.0.0.1:3128")],
+        ..daemon("echo \"proxy=$HTTP_PROXY home=$HOME\"")
+    };
+    let supervised =
+        Supervised::start(spec, sink, Reaper::new(ReapMode::PerChild), POLICY).unwrap();
+    wait_for(&supervised, "stopped", |s| {
+        matches!(s, DaemonStatus::Stopped(_))
+    });
+    let start = Instant::now();
+    let expected = "proxy=http://127.0.0.1:3128 home=/root";
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(expected)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "log lacks {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -180,6 +210,7 @@ fn a_missing_program_cannot_start() {
         name: "nothing",
         program: "/nonexistent/daemon",
         args: Vec::new(),
+        env: &[],
     };
     let supervised =
         Supervised::start(spec, sink, Reaper::new(ReapMode::PerChild), POLICY).unwrap();

@@ -1,0 +1,73 @@
+//! `paddock __egress`: the egress proxy process of one sandbox (started by `start`, `run`,
+//! `restore` and `fork` next to the VMM; it ends when the VMM does). It reads the policy files
+//! and the secrets; the VMM reads neither.
+
+use super::EgressProxyArgs;
+use anyhow::Context;
+use paddock_egress::mitm::SandboxCa;
+use paddock_egress::proxy::{self, ProxyConfig};
+use paddock_egress::secrets::{Credentials, SecretStore};
+use paddock_vmm::sandbox::egress::{self, EgressFiles};
+use paddock_vmm::sandbox::SandboxPaths;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// Names the proxy resolves to given addresses instead of asking DNS (`name=ip,...`): for tests
+/// and private setups. The addresses are still checked against the policy and the deny set.
+const RESOLVE_ENV: &str = "PADDOCK_EGRESS_RESOLVE";
+/// Extra root certificates (PEM files, `:`-separated) the proxy trusts for upstream servers
+/// whose connections it terminates (hosts with a secret).
+const ROOTS_ENV: &str = "PADDOCK_EGRESS_EXTRA_ROOTS";
+
+pub fn run(args: EgressProxyArgs) -> anyhow::Result<i32> {
+    // Its own log level (`PADDOCK_EGRESS_LOG`, e.g. `debug`), apart from the commands'.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PADDOCK_EGRESS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+    let paths = SandboxPaths::new(&args.state_dir, &args.name)?;
+    let files = EgressFiles::new(&args.state_dir);
+    let store = SecretStore::open(&files.secrets())?;
+    let credentials = Credentials::from_store(&store);
+    let ca = SandboxCa::load_or_create(&files.ca_dir(&args.ca))
+        .with_context(|| format!("the sandbox's CA {}", args.ca))?;
+    let mut config = ProxyConfig::new(
+        args.name.clone(),
+        egress::socket(&paths),
+        files.global_policy(),
+        files.log(),
+        files.names(),
+    );
+    config.sandbox_policy = Some(egress::sandbox_policy(&paths));
+    config.resolve_overrides = resolve_overrides()?;
+    config.extra_roots = std::env::var_os(ROOTS_ENV)
+        .map(|v| std::env::split_paths(&v).collect::<Vec<PathBuf>>())
+        .unwrap_or_default();
+    config.credentials = credentials;
+    config.ca = Some(ca);
+    config.exit_when_pid_gone = Some(args.vmm_pid);
+    proxy::run(config)?;
+    Ok(0)
+}
+
+fn resolve_overrides() -> anyhow::Result<Vec<(String, IpAddr)>> {
+    let Ok(spec) = std::env::var(RESOLVE_ENV) else {
+        return Ok(Vec::new());
+    };
+    spec.split(',')
+        .filter(|entry| !entry.trim().is_empty())
+        .map(|entry| {
+            let (name, ip) = entry
+                .split_once('=')
+                .with_context(|| format!("{RESOLVE_ENV}: expected name=address, got {entry:?}"))?;
+            let ip = ip
+                .trim()
+                .parse()
+                .with_context(|| format!("{RESOLVE_ENV}: bad address in {entry:?}"))?;
+            Ok((name.trim().to_ascii_lowercase(), ip))
+        })
+        .collect()
+}

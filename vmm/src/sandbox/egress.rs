@@ -1,0 +1,352 @@
+//! The egress proxy process beside each sandbox's VMM (docs/EGRESS.md): where its files are,
+//! starting and stopping it, and which CA a sandbox's guest trusts. The VMM maps guest memory
+//! and opens no internet socket; the proxy holds the secrets and opens no guest memory.
+
+use super::paths::SandboxPaths;
+use paddock_protocol::EGRESS_PORT;
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a new proxy may take to listen.
+const PROXY_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the egress proxy of a sandbox could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressStartError {
+    /// The `paddock` executable could not be run.
+    #[error("cannot start the egress proxy ({bin}): {source}")]
+    Spawn {
+        bin: PathBuf,
+        source: std::io::Error,
+    },
+    /// It exited before listening; its log says why.
+    #[error("the egress proxy exited at start: {log}")]
+    Exited { log: String },
+    /// It did not listen in time.
+    #[error("the egress proxy did not listen within {timeout:?}: {log}")]
+    Timeout { timeout: Duration, log: String },
+    /// A record could not be written.
+    #[error("writing {path}: {source}")]
+    Record {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where the egress files of one host live: configuration (policy, secrets) and state (the
+/// decision log, the stable-address map, the sandboxes' CAs).
+#[derive(Clone, Debug)]
+pub struct EgressFiles {
+    config: PathBuf,
+    state: PathBuf,
+}
+
+/// The configuration directory: `$PADDOCK_CONFIG_DIR`, else `$XDG_CONFIG_HOME/paddock`, else
+/// `~/.config/paddock`.
+pub fn config_dir() -> PathBuf {
+    let from_env = |var: &str| std::env::var_os(var).filter(|d| !d.is_empty());
+    if let Some(dir) = from_env("PADDOCK_CONFIG_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = from_env("XDG_CONFIG_HOME") {
+        return PathBuf::from(dir).join("paddock");
+    }
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+        .join(".config/paddock")
+}
+
+impl EgressFiles {
+    /// The files for sandboxes under `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            config: config_dir(),
+            state: state_dir.join("egress"),
+        }
+    }
+    /// The global policy (`paddock policy`).
+    pub fn global_policy(&self) -> PathBuf {
+        self.config.join("policy.json")
+    }
+    /// The secrets (`paddock secret`), 0600.
+    pub fn secrets(&self) -> PathBuf {
+        self.config.join("secrets.json")
+    }
+    /// Every sandbox's decisions, one JSON line each (`paddock policy log`).
+    pub fn log(&self) -> PathBuf {
+        self.state.join("log.jsonl")
+    }
+    /// The names the DNS stubs were given stable addresses for (shared by all proxies).
+    pub fn names(&self) -> PathBuf {
+        self.state.join("names.json")
+    }
+    /// The CA with this id (its key never leaves the host).
+    pub fn ca_dir(&self, id: &str) -> PathBuf {
+        self.state.join("ca").join(id)
+    }
+    /// Creates the state directory.
+    pub fn create(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.state.join("ca"))
+    }
+}
+
+/// A sandbox's egress record (`egress.json`): which CA its guest trusts, and its proxy. A
+/// snapshot keeps the CA's id (never its key), so restores and forks of it trust the same CA.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EgressRecord {
+    /// The CA's id (a directory under `<state>/egress/ca`).
+    pub ca: String,
+    /// The proxy process, while it runs.
+    #[serde(default)]
+    pub proxy_pid: Option<u32>,
+    /// The secrets file as the proxy read it (see [`secrets_stamp`]).
+    #[serde(default)]
+    pub secrets: Option<String>,
+}
+
+/// What identifies a version of the secrets file (inode, size, mtime), so a session can tell
+/// that its sandbox's proxy read an older one.
+pub fn secrets_stamp(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(format!(
+        "{}:{}:{}.{}",
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    ))
+}
+
+impl EgressRecord {
+    /// The record in `dir` (a sandbox or snapshot directory), if any.
+    pub fn read(dir: &Path) -> Option<Self> {
+        let text = std::fs::read(dir.join(RECORD)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Writes the record into `dir`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let path = dir.join(RECORD);
+        let tmp = dir.join(format!(".{RECORD}.tmp"));
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, path)
+    }
+}
+
+const RECORD: &str = "egress.json";
+
+/// The sandbox's egress socket: where the guest's connections to host port [`EGRESS_PORT`] land.
+pub fn socket(paths: &SandboxPaths) -> PathBuf {
+    let mut name = paths.vsock().into_os_string();
+    name.push(format!("_{EGRESS_PORT}"));
+    PathBuf::from(name)
+}
+
+/// A sandbox's (or snapshot's) own policy file name.
+pub const POLICY_FILE: &str = "policy.json";
+
+/// The sandbox's own policy (`--policy`, `--allow`, `--deny`, `paddock policy --sandbox`).
+pub fn sandbox_policy(paths: &SandboxPaths) -> PathBuf {
+    paths.dir.join(POLICY_FILE)
+}
+
+/// Copies a policy file (if there is one) into `dir`, atomically; a snapshot keeps its
+/// sandbox's policy this way, and a sandbox restored from it gets it back.
+pub fn keep_policy(policy: &Path, dir: &Path) -> std::io::Result<()> {
+    let text = match std::fs::read(policy) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let tmp = dir.join(format!(".{POLICY_FILE}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, dir.join(POLICY_FILE))
+}
+
+/// The proxy process's own log.
+pub fn proxy_log(paths: &SandboxPaths) -> PathBuf {
+    paths.dir.join("egress-proxy.log")
+}
+
+/// A new CA id: 16 hex digits from the kernel's random source (never a fixed fallback: two
+/// sandboxes must not share a CA by accident).
+pub fn new_ca_id() -> std::io::Result<String> {
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Starts the egress proxy of sandbox `name` (whose VMM is `vmm_pid`) and waits until it
+/// listens; records it with the CA `ca` in the sandbox's `egress.json`.
+pub fn start_proxy(
+    bin: &Path,
+    state_dir: &Path,
+    paths: &SandboxPaths,
+    name: &str,
+    vmm_pid: u32,
+    ca: &str,
+) -> Result<Child, EgressStartError> {
+    let log_path = proxy_log(paths);
+    let log = std::fs::File::create(&log_path).map_err(|source| EgressStartError::Record {
+        path: log_path.clone(),
+        source,
+    })?;
+    let socket = socket(paths);
+    // Read before the proxy reads the file: a change in between shows as a newer file.
+    let stamp = secrets_stamp(&EgressFiles::new(state_dir).secrets());
+    let mut child = Command::new(bin)
+        .arg("__egress")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--name")
+        .arg(name)
+        .arg("--vmm-pid")
+        .arg(vmm_pid.to_string())
+        .arg("--ca")
+        .arg(ca)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|source| EgressStartError::Spawn {
+            bin: bin.to_path_buf(),
+            source,
+        })?;
+    let read_log = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let deadline = Instant::now() + PROXY_START_TIMEOUT;
+    while !socket.exists() {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(EgressStartError::Exited { log: read_log() });
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(EgressStartError::Timeout {
+                timeout: PROXY_START_TIMEOUT,
+                log: read_log(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let record = EgressRecord {
+        ca: ca.to_string(),
+        proxy_pid: Some(child.id()),
+        secrets: stamp,
+    };
+    record
+        .write(&paths.dir)
+        .map_err(|source| EgressStartError::Record {
+            path: paths.dir.join(RECORD),
+            source,
+        })?;
+    Ok(child)
+}
+
+/// Ends the proxy recorded for a sandbox (it also ends by itself once its VMM is gone).
+pub fn stop_proxy(paths: &SandboxPaths) {
+    let Some(EgressRecord {
+        proxy_pid: Some(pid),
+        ..
+    }) = EgressRecord::read(&paths.dir)
+    else {
+        return;
+    };
+    if super::process_alive(pid) && is_egress_proxy(pid) {
+        // SAFETY: kill(2) on a pid we recorded and just checked is our proxy; no memory effects.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while super::process_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let _ = std::fs::remove_file(socket(paths));
+}
+
+/// Restarts a running sandbox's proxy when the secrets changed since it read them (a
+/// `paddock secret set` after the sandbox started), so the session's placeholders are honoured.
+/// Returns whether it restarted; the guest's connections out are made per use, so none breaks.
+pub fn refresh_proxy(
+    bin: &Path,
+    state_dir: &Path,
+    paths: &SandboxPaths,
+    name: &str,
+    vmm_pid: u32,
+) -> Result<bool, EgressStartError> {
+    let Some(record) = EgressRecord::read(&paths.dir) else {
+        return Ok(false);
+    };
+    let now = secrets_stamp(&EgressFiles::new(state_dir).secrets());
+    let alive = record
+        .proxy_pid
+        .is_some_and(|pid| super::process_alive(pid) && is_egress_proxy(pid));
+    if alive && record.secrets == now {
+        return Ok(false);
+    }
+    stop_proxy(paths);
+    let mut child = start_proxy(bin, state_dir, paths, name, vmm_pid, &record.ca)?;
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(true)
+}
+
+/// Whether `pid` runs `paddock __egress` (so a recycled pid is never signalled).
+fn is_egress_proxy(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == b"__egress"))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_name_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(EgressRecord::read(dir.path()), None);
+        let record = EgressRecord {
+            ca: new_ca_id().unwrap(),
+            proxy_pid: Some(42),
+            secrets: None,
+        };
+        assert_eq!(record.ca.len(), 16);
+        record.write(dir.path()).unwrap();
+        assert_eq!(EgressRecord::read(dir.path()), Some(record));
+        let paths = SandboxPaths::new(dir.path(), "a").unwrap();
+        assert!(socket(&paths).ends_with("vsock.sock_1080"));
+    }
+
+    #[test]
+    fn a_proxy_that_fails_at_start_is_reported_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = SandboxPaths::new(dir.path(), "a").unwrap();
+        std::fs::create_dir_all(&paths.dir).unwrap();
+        let err =
+            start_proxy(Path::new("/bin/false"), dir.path(), &paths, "a", 1, "ab").unwrap_err();
+        assert!(matches!(err, EgressStartError::Exited { .. }), "{err}");
+        let err = start_proxy(
+            Path::new("/nonexistent/paddock"),
+            dir.path(),
+            &paths,
+            "a",
+            1,
+            "ab",
+        )
+        .unwrap_err();
+        assert!(matches!(err, EgressStartError::Spawn { .. }), "{err}");
+    }
+}
