@@ -4,6 +4,7 @@ mod ci;
 mod kernel;
 mod lab;
 mod rootfs;
+mod tidy;
 mod tools;
 mod util;
 

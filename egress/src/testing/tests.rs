@@ -1,3 +1,4 @@
+//! Tests of `testing`.
 use super::*;
 use rustls::pki_types::ServerName;
 use serde_json::Value;

@@ -49,6 +49,8 @@ pub fn run(args: EgressProxyArgs) -> anyhow::Result<i32> {
     config.credentials = credentials;
     config.ca = Some(ca);
     config.exit_when_pid_gone = Some(args.vmm_pid);
+    // A stopped or crashed sandbox's proxy is gone within half a second.
+    config.limits.pid_poll_interval = std::time::Duration::from_millis(500);
     proxy::run(config)?;
     Ok(0)
 }

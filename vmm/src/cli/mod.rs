@@ -79,7 +79,8 @@ pub enum Command {
     /// exits unless `--rm`; `paddock run` with the same agent and DIR (or `--name`) comes back
     /// to it: to the detached session if there is one, else a new one.
     ///
-    /// `paddock run -- CMD` boots a sandbox for CMD alone and tears it down when CMD ends.
+    /// `paddock run -- CMD` boots a sandbox for CMD alone and tears it down when CMD ends; it
+    /// has no egress proxy, so no network (`paddock run shell -- CMD` has both).
     ///
     /// When stdin and stdout are terminals, the command runs on a terminal in the guest with
     /// this one in raw mode (window size followed, Ctrl-C / Ctrl-Z / Ctrl-D typed through;

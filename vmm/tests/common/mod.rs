@@ -290,7 +290,13 @@ impl Scratch {
             .map(|e| e.unwrap().path())
             .collect();
         assert!(left.is_empty(), "paddock left files behind: {left:?}");
-        let stray = paddock_processes_using(&self.state_dir());
+        // A sandbox's egress proxy ends on its own within a poll interval of its VMM.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut stray = paddock_processes_using(&self.state_dir());
+        while !stray.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            stray = paddock_processes_using(&self.state_dir());
+        }
         assert!(
             stray.is_empty(),
             "paddock processes left running: {stray:?}"

@@ -1,3 +1,4 @@
+//! Tests of `classify`.
 use tokio::io::AsyncWriteExt;
 
 use super::*;

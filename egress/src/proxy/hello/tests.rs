@@ -1,3 +1,4 @@
+//! Tests of `hello`.
 use tokio::io::AsyncWriteExt;
 
 use super::*;

@@ -1,3 +1,4 @@
+//! Tests of `listener`.
 use std::os::unix::fs::PermissionsExt;
 
 use super::*;

@@ -1,3 +1,4 @@
+//! Tests of `log`.
 use std::time::Duration;
 
 use super::*;

@@ -1,3 +1,4 @@
+//! Tests of `names`.
 use super::*;
 
 fn map_in(dir: &tempfile::TempDir) -> PathBuf {

@@ -1,3 +1,4 @@
+//! Tests of `pid_watch`.
 use std::process::Command;
 
 use super::*;

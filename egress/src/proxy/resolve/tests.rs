@@ -1,3 +1,4 @@
+//! Tests of `resolve`.
 use super::*;
 
 const WAIT: Duration = Duration::from_secs(5);

@@ -1,3 +1,4 @@
+//! Tests of `splice`.
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
