@@ -27,18 +27,34 @@ fn run_with_stdin(scratch: &Scratch, args: &[&str], stdin: &[u8]) -> Output {
     let writer = std::thread::spawn(move || {
         let _ = input.write_all(&data);
     });
+    // A hang is a failure that says where, not a wait until the whole run is cut off.
+    let pid = child.id();
+    let limit = common::command_limit();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(limit).is_err() {
+            common::kill9(pid);
+            true
+        } else {
+            false
+        }
+    });
     let out = child.wait_with_output().expect("wait paddock");
+    let _ = done.send(());
+    assert!(
+        !watchdog.join().unwrap(),
+        "paddock {args:?} still ran after {} s and was killed; stderr:\n{}",
+        limit.as_secs(),
+        text(&out.stderr)
+    );
     writer.join().unwrap();
     out
 }
 
 fn run(scratch: &Scratch, args: &[&str]) -> Output {
-    scratch
-        .paddock()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run paddock")
+    let mut cmd = scratch.paddock();
+    cmd.args(args).stdin(Stdio::null());
+    scratch.output_within(cmd, args, common::command_limit())
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
