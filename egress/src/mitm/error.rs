@@ -138,7 +138,7 @@ pub enum InterceptError {
     Head(#[source] HeadError),
     /// A request body was malformed.
     #[error("a request body from the guest was malformed")]
-    Body(#[source] BodyError),
+    Body(#[source] crate::wire::http::BodyError),
     /// A request carried the placeholder of a secret that is not for this host, or a
     /// placeholder of this host's secret outside the one place the secret goes; the guest was
     /// answered 403 and nothing of the request went upstream.
@@ -225,30 +225,4 @@ impl HeadError {
                 | HeadError::TargetMismatch { .. }
         )
     }
-}
-
-/// Why a request body was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    /// The connection ended within a body.
-    #[error("the connection ended within a request body")]
-    Truncated,
-    /// A chunk-size line is longer than the limit.
-    #[error("a chunk-size or trailer line is longer than {limit} bytes")]
-    LineTooLong {
-        /// The limit.
-        limit: usize,
-    },
-    /// A chunk size is not a hexadecimal number that fits in 64 bits.
-    #[error("a chunk size is not a valid hexadecimal number")]
-    BadChunkSize,
-    /// A chunk's data is not followed by CRLF.
-    #[error("a chunk's data is not followed by CRLF")]
-    BadChunkEnd,
-    /// The trailers are longer than the limit.
-    #[error("the trailers are longer than {limit} bytes")]
-    TrailersTooLarge {
-        /// The limit.
-        limit: usize,
-    },
 }

@@ -16,8 +16,8 @@ mod upstream;
 use std::sync::Arc;
 
 pub use ca::{SandboxCa, CA_CERT_FILE, CA_KEY_FILE};
-pub use error::{BodyError, CaError, HeadError, InterceptError};
-pub use framing::{MAX_CHUNK_LINE_LEN, MAX_HEADERS, MAX_HEAD_LEN, MAX_TRAILERS_LEN};
+pub use error::{CaError, HeadError, InterceptError};
+pub use framing::{MAX_HEADERS, MAX_HEAD_LEN};
 pub use intercept::{intercept, Transfer};
 pub use upstream::upstream_client_config;
 

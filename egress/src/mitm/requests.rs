@@ -6,8 +6,9 @@
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::error::InterceptError;
-use super::framing::{write_counted, RequestReader};
+use super::framing::{body_error, RequestReader};
 use crate::secrets::Credentials;
+use crate::wire::http::body::write_counted;
 
 /// Forwards the guest's requests to `upstream` until the guest closes, then shuts down the
 /// upstream's write side. Adds the bytes written to `bytes_up`.
@@ -32,18 +33,17 @@ where
                     service: leak.service().to_owned(),
                 }
             })?;
-        write_counted(upstream, &rewritten, bytes_up).await?;
+        write_counted(upstream, &rewritten, bytes_up)
+            .await
+            .map_err(body_error)?;
         if head.switches_protocol {
             requests.copy_rest(upstream, bytes_up).await?;
             break;
         }
-        let check_trailers =
-            |trailers: &[u8]| match credentials.contains_foreign_placeholder(host, trailers) {
-                Some(service) => Err(InterceptError::Leak { service }),
-                None => Ok(()),
-            };
         requests
-            .copy_body(head.framing, upstream, bytes_up, check_trailers)
+            .copy_body(head.framing, upstream, bytes_up, |trailers| {
+                credentials.contains_foreign_placeholder(host, trailers)
+            })
             .await?;
     }
     upstream.shutdown().await.map_err(InterceptError::Io)

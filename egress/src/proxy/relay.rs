@@ -143,6 +143,15 @@ pub(crate) async fn intercept_logged<S: AsyncRead + AsyncWrite + Unpin + Send>(
         shared.upstream_tls.clone(),
     )
     .await;
+    let deny = |reason| {
+        shared.log_denied(
+            allowed.target.path,
+            &allowed.target.host_text(),
+            allowed.target.port,
+            reason,
+            allowed.decision.rule.clone(),
+        )
+    };
     match outcome {
         Ok(transfer) => {
             let bytes = Spliced {
@@ -153,33 +162,15 @@ pub(crate) async fn intercept_logged<S: AsyncRead + AsyncWrite + Unpin + Send>(
         }
         Err(InterceptError::Leak { service }) => {
             tracing::warn!(host = name, %service, "blocked a placeholder on its way to another host");
-            shared.log_denied(
-                allowed.target.path,
-                &allowed.target.host_text(),
-                allowed.target.port,
-                DenyReason::PlaceholderLeak,
-                allowed.decision.rule.clone(),
-            );
+            deny(DenyReason::PlaceholderLeak);
         }
         Err(InterceptError::Head(error)) if error.is_wrong_host() => {
             tracing::warn!(host = name, error = %error_chain(&error), "refused a request for another host inside a terminated connection");
-            shared.log_denied(
-                allowed.target.path,
-                &allowed.target.host_text(),
-                allowed.target.port,
-                DenyReason::HostMismatch,
-                allowed.decision.rule.clone(),
-            );
+            deny(DenyReason::HostMismatch);
         }
         Err(InterceptError::SecretEchoed { service }) => {
             tracing::warn!(host = name, %service, "cut a connection whose response carried the secret");
-            shared.log_denied(
-                allowed.target.path,
-                &allowed.target.host_text(),
-                allowed.target.port,
-                DenyReason::PlaceholderLeak,
-                allowed.decision.rule.clone(),
-            );
+            deny(DenyReason::PlaceholderLeak);
         }
         Err(error) => {
             tracing::debug!(error = %error_chain(&error), host = name, "interception ended");

@@ -21,13 +21,7 @@ const ROOTS_ENV: &str = "PADDOCK_EGRESS_EXTRA_ROOTS";
 
 pub fn run(args: EgressProxyArgs) -> anyhow::Result<i32> {
     // Its own log level (`PADDOCK_EGRESS_LOG`, e.g. `debug`), apart from the commands'.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PADDOCK_EGRESS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    super::init_tracing_from("PADDOCK_EGRESS_LOG", "info");
     let paths = SandboxPaths::new(&args.state_dir, &args.name)?;
     let files = EgressFiles::new(&args.state_dir);
     let store = SecretStore::open(&files.secrets())?;

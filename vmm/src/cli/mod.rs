@@ -626,7 +626,12 @@ pub fn init_tracing(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PADDOCK_LOG")
+    init_tracing_from("PADDOCK_LOG", level);
+}
+
+/// Sets up `tracing` output on stderr: the filter in environment variable `var`, else `level`.
+pub fn init_tracing_from(var: &str, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(var)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -157,12 +157,18 @@ pub fn sandbox_policy(paths: &SandboxPaths) -> PathBuf {
     paths.dir.join(POLICY_FILE)
 }
 
-/// Copies a policy file (if there is one) into `dir`, atomically; a snapshot keeps its
-/// sandbox's policy this way, and a sandbox restored from it gets it back.
+/// Copies a policy file into `dir`, atomically, or removes `dir`'s when there is none (so a
+/// snapshot rewritten in place keeps no stale policy); a snapshot keeps its sandbox's policy
+/// this way, and a sandbox restored from it gets it back.
 pub fn keep_policy(policy: &Path, dir: &Path) -> std::io::Result<()> {
     let text = match std::fs::read(policy) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return match std::fs::remove_file(dir.join(POLICY_FILE)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
         Err(e) => return Err(e),
     };
     let tmp = dir.join(format!(".{POLICY_FILE}.tmp"));
@@ -328,6 +334,24 @@ mod tests {
         assert_eq!(EgressRecord::read(dir.path()), Some(record));
         let paths = SandboxPaths::new(dir.path(), "a").unwrap();
         assert!(socket(&paths).ends_with("vsock.sock_1080"));
+    }
+
+    #[test]
+    fn a_kept_policy_follows_its_source_and_none_leaves_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, snapshot) = (dir.path().join("sandbox"), dir.path().join("snapshot"));
+        std::fs::create_dir_all(&source).unwrap();
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::write(source.join(POLICY_FILE), b"{\"deny\": [\"a.test\"]}").unwrap();
+        keep_policy(&source.join(POLICY_FILE), &snapshot).unwrap();
+        assert_eq!(
+            std::fs::read(snapshot.join(POLICY_FILE)).unwrap(),
+            b"{\"deny\": [\"a.test\"]}"
+        );
+        std::fs::remove_file(source.join(POLICY_FILE)).unwrap();
+        keep_policy(&source.join(POLICY_FILE), &snapshot).unwrap();
+        assert!(!snapshot.join(POLICY_FILE).exists());
+        keep_policy(&source.join(POLICY_FILE), &snapshot).unwrap();
     }
 
     #[test]

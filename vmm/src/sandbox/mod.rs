@@ -459,6 +459,9 @@ impl Sandboxes {
                         path: dir.join("egress.json"),
                         source,
                     })?;
+                } else {
+                    // No CA to name: nothing stale from a snapshot written there before.
+                    let _ = std::fs::remove_file(dir.join("egress.json"));
                 }
                 if stop {
                     self.wait_stopped(name, Duration::from_secs(10));

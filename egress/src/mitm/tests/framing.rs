@@ -1,7 +1,8 @@
 //! Request framing: chunk sizes, body framing rules, head limits, the host of each request.
 
-use crate::mitm::framing::{parse_chunk_size, parse_head, BodyFraming};
+use crate::mitm::framing::{parse_head, BodyFraming};
 use crate::mitm::{HeadError, InterceptError, MAX_HEAD_LEN};
+use crate::wire::http::body::parse_chunk_size;
 
 /// The connection's host in these tests.
 const HOST: &str = "x.example";
@@ -236,6 +237,32 @@ async fn heads_are_bounded() {
     ));
     let mut empty = RequestReader::new(&b"\r\n"[..], HOST);
     assert!(matches!(empty.next_head().await, Ok(None)));
+}
+
+#[tokio::test]
+async fn trailers_carrying_a_foreign_placeholder_are_refused_before_they_are_written() {
+    use crate::mitm::framing::RequestReader;
+    let request = b"POST / HTTP/1.1\r\nHost: x.example\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    5\r\nhello\r\n0\r\nx-note: paddock-placeholder-openai\r\n\r\n";
+    let mut reader = RequestReader::new(&request[..], HOST);
+    let head = reader.next_head().await.unwrap().unwrap();
+    assert_eq!(head.framing, BodyFraming::Chunked);
+    let (mut sent, mut count) = (Vec::new(), 0);
+    let result = reader
+        .copy_body(head.framing, &mut sent, &mut count, |trailers| {
+            std::str::from_utf8(trailers)
+                .ok()
+                .filter(|t| t.contains("paddock-placeholder-openai"))
+                .map(|_| "openai".to_string())
+        })
+        .await;
+    assert!(
+        matches!(&result, Err(InterceptError::Leak { service }) if service == "openai"),
+        "{result:?}"
+    );
+    // The last-chunk line goes out; nothing of the trailer section does.
+    assert_eq!(sent, b"5\r\nhello\r\n0\r\n");
+    assert_eq!(count, sent.len() as u64);
 }
 
 /// A reader that hands out one byte per read, as a guest sending one TLS record per byte.

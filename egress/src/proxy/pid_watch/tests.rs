@@ -12,7 +12,8 @@ fn this_process_is_alive_and_nonsense_is_not() {
 
 #[test]
 fn an_exited_child_is_gone_even_before_it_is_reaped() {
-    let mut child = Command::new("true").spawn().unwrap();
+    // `sh` (dash, in the host tool table) rather than `true`: any short-lived child does.
+    let mut child = Command::new("sh").args(["-c", "exit 0"]).spawn().unwrap();
     let pid = child.id();
     // Not waited for yet: a zombie once it exits.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

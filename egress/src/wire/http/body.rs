@@ -48,6 +48,9 @@ pub enum BodyError {
         /// The limit.
         limit: usize,
     },
+    /// The caller's check refused the trailer section (nothing of it was written).
+    #[error("trailer section refused")]
+    TrailersRefused,
     /// Reading or writing failed.
     #[error("copying the body failed")]
     Io(#[source] io::Error),
@@ -92,9 +95,22 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
         writer: &mut W,
         count: &mut u64,
     ) -> Result<(), BodyError> {
+        self.copy_body_checked(framing, writer, count, |_| true)
+            .await
+    }
+
+    /// [`copy_body`](Self::copy_body), giving a chunked body's whole trailer section to
+    /// `trailers_ok` before any of it is written; a refusal is [`BodyError::TrailersRefused`].
+    pub async fn copy_body_checked<W: AsyncWrite + Unpin>(
+        &mut self,
+        framing: BodyFraming,
+        writer: &mut W,
+        count: &mut u64,
+        trailers_ok: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), BodyError> {
         match framing {
             BodyFraming::Length(length) => self.copy_exact(length, writer, count).await,
-            BodyFraming::Chunked => self.copy_chunked(writer, count).await,
+            BodyFraming::Chunked => self.copy_chunked(writer, count, trailers_ok).await,
             BodyFraming::UntilClose => self.copy_to_end(writer, count).await,
         }
     }
@@ -150,6 +166,7 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
         &mut self,
         writer: &mut W,
         count: &mut u64,
+        mut trailers_ok: impl FnMut(&[u8]) -> bool,
     ) -> Result<(), BodyError> {
         loop {
             let size_line = self.read_line(MAX_CHUNK_LINE).await?;
@@ -168,20 +185,23 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
             }
             write_counted(writer, &end, count).await?;
         }
-        let mut trailers_len = 0usize;
+        let mut trailers = Vec::new();
         loop {
             let line = self.read_line(MAX_CHUNK_LINE).await?;
-            trailers_len = trailers_len.saturating_add(line.len());
-            if trailers_len > MAX_TRAILERS {
+            trailers.extend_from_slice(&line);
+            if trailers.len() > MAX_TRAILERS {
                 return Err(BodyError::TrailersTooLarge {
                     limit: MAX_TRAILERS,
                 });
             }
-            write_counted(writer, &line, count).await?;
             if line == b"\r\n" || line == b"\n" {
-                return Ok(());
+                break;
             }
         }
+        if !trailers_ok(&trailers) {
+            return Err(BodyError::TrailersRefused);
+        }
+        write_counted(writer, &trailers, count).await
     }
 
     /// Copies exactly `length` bytes.
