@@ -128,29 +128,66 @@ fn run_end_to_end_suite(binaries: &[PathBuf], filter: Option<&str>) -> Result<i3
         return Ok(first_failure);
     }
     let mut files = lab::default_files()?;
-    // Every binary runs even after one fails (each failure is worth seeing); the exit status
-    // is the first failure's.
-    // A binary that hangs is cut off after BINARY_LIMIT_SECS (its tests' own commands time
-    // out sooner), so one hang cannot use up the lab's whole time.
-    let mut script = String::from("status=0");
+    let mut inside = Vec::new();
     for (i, binary) in binaries.iter().enumerate() {
-        let inside = format!("/usr/bin/paddock-e2e-{i}");
-        script.push_str(&format!(
-            "; timeout -s KILL {BINARY_LIMIT_SECS} {inside} {} || {{ rc=$?; echo \"xtask: {} ended with status $rc\"; [ $status -ne 0 ] || status=$rc; }}",
-            args.join(" "),
-            binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-        ));
-        files.push((binary.clone(), inside));
+        let path = format!("/usr/bin/paddock-e2e-{i}");
+        files.push((binary.clone(), path.clone()));
+        let name = binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        inside.push((path, name));
     }
-    script.push_str("; exit $status");
-    lab::run_with(
+    let script = |done: &[String]| -> Result<Vec<String>> {
+        Ok(vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            suite_script(&inside, &args, done)?,
+        ])
+    };
+    lab::run_resumable(
         &files,
         &[
             ("PADDOCK_E2E_REQUIRED".into(), "1".into()),
             ("PADDOCK_BIN".into(), "/usr/bin/paddock".into()),
         ],
-        &["sh".to_string(), "-c".to_string(), script],
+        &script,
     )
+}
+
+/// The lab's script for the test binaries (path inside the lab, name) not yet in `done`.
+/// Every binary runs even after one fails (each failure is worth seeing); the exit status is
+/// the first failure's. Each one reports `INDEX:STATUS` when it ends, so a lab that goes down
+/// is resumed at the binary it was running. A binary that hangs is cut off after
+/// BINARY_LIMIT_SECS (its tests' own commands time out sooner), so one hang cannot use up the
+/// lab's whole time.
+fn suite_script(binaries: &[(String, String)], args: &[&str], done: &[String]) -> Result<String> {
+    let mut status = 0;
+    let mut finished = std::collections::BTreeSet::new();
+    for label in done {
+        let (index, rc) = label
+            .split_once(':')
+            .and_then(|(i, rc)| Some((i.parse::<usize>().ok()?, rc.parse::<i32>().ok()?)))
+            .with_context(|| format!("the lab reported an unreadable step {label:?}"))?;
+        finished.insert(index);
+        if status == 0 {
+            status = rc;
+        }
+    }
+    let mut script = format!("status={status}");
+    for (i, (path, name)) in binaries.iter().enumerate() {
+        if finished.contains(&i) {
+            continue;
+        }
+        script.push_str(&format!(
+            "; timeout -s KILL {BINARY_LIMIT_SECS} {path} {args}; rc=$?; \
+             echo \"${{PADDOCK_LAB_DONE}}{i}:$rc\"; \
+             [ $rc -eq 0 ] || {{ echo \"xtask: {name} ended with status $rc\"; [ $status -ne 0 ] || status=$rc; }}",
+            args = args.join(" "),
+        ));
+    }
+    script.push_str("; exit $status");
+    Ok(script)
 }
 
 /// The whole test suite: formatting-independent unit tests, then the end-to-end tests.
@@ -163,24 +200,47 @@ pub fn ci(e2e_only: bool, filter: Option<&str>) -> Result<()> {
         // The written rules: formatting and clippy's warnings (the tidy test runs with the unit
         // tests).
         eprintln!("xtask ci: cargo fmt --check, cargo clippy");
-        run(Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .args(["fmt", "--all", "--check"]))?;
-        run(Command::new(env!("CARGO")).current_dir(&root).args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--quiet",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
+        // The fuzz targets are a workspace of their own (its clippy build cached outside the
+        // checkout).
+        let fuzz_target_dir = util::cache_dir().join("fuzz/clippy-target");
+        for (manifest, target_dir) in [
+            ("Cargo.toml", None),
+            ("fuzz/Cargo.toml", Some(&fuzz_target_dir)),
+        ] {
+            let manifest = ["--manifest-path", manifest];
+            run(Command::new(env!("CARGO"))
+                .current_dir(&root)
+                .args(["fmt", "--all", "--check"])
+                .args(manifest))?;
+            let mut clippy = Command::new(env!("CARGO"));
+            clippy
+                .current_dir(&root)
+                .arg("clippy")
+                .args(manifest)
+                .args([
+                    "--workspace",
+                    "--all-targets",
+                    "--quiet",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]);
+            if let Some(dir) = target_dir {
+                clippy.env("CARGO_TARGET_DIR", dir);
+            }
+            run(&mut clippy)?;
+        }
         eprintln!("xtask ci: unit tests");
         run(Command::new(env!("CARGO")).current_dir(&root).args([
             "test",
             "--workspace",
             "--quiet",
         ]))?;
+        eprintln!(
+            "xtask ci: every fuzz target for {} s",
+            crate::fuzz::CI_SECONDS
+        );
+        crate::fuzz::fuzz(None, crate::fuzz::CI_SECONDS)?;
     }
     eprintln!("xtask ci: building artifacts");
     eprintln!("{}", build_artifacts()?);
@@ -243,4 +303,57 @@ pub fn bench(filter: Option<&str>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// Runs the suite script with `sh`, the binaries being small shell commands.
+    fn run_suite(binaries: &[(&str, &str)], done: &[&str]) -> (i32, String) {
+        let binaries: Vec<(String, String)> = binaries
+            .iter()
+            .map(|(path, name)| (path.to_string(), name.to_string()))
+            .collect();
+        let done: Vec<String> = done.iter().map(|d| d.to_string()).collect();
+        let script = suite_script(&binaries, &[], &done).unwrap();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("PADDOCK_LAB_DONE", "DONE=")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    #[test]
+    fn every_binary_runs_and_the_first_failure_is_the_status() {
+        let (status, out) = run_suite(
+            &[("true", "a"), ("false", "b"), ("sh -c 'exit 7'", "c")],
+            &[],
+        );
+        assert_eq!(status, 1, "{out}");
+        assert!(
+            out.contains("DONE=0:0\nDONE=1:1\nxtask: b ended with status 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("DONE=2:7\nxtask: c ended with status 7\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_resumed_suite_skips_the_finished_binaries_and_keeps_their_status() {
+        let (status, out) = run_suite(&[("false", "a"), ("true", "b")], &["0:3"]);
+        assert_eq!(status, 3, "{out}");
+        assert_eq!(out, "DONE=1:0\n");
+        let (status, out) = run_suite(&[("true", "a"), ("true", "b")], &["0:0", "1:0"]);
+        assert_eq!((status, out.as_str()), (0, ""));
+        assert!(suite_script(&[], &[], &["x".to_owned()]).is_err());
+    }
 }

@@ -69,6 +69,9 @@ pub fn default_files() -> Result<Vec<(PathBuf, String)>> {
     Ok(files)
 }
 
+/// How many times a lab that went down (see [`qemu::DownKind`]) is replaced by a fresh one.
+const MAX_RERUNS: u32 = 2;
+
 /// Runs `command` in the lab with `files` (host path, absolute path inside the lab) added to its
 /// initramfs and `env` exported; streams the command's output to stdout and returns its exit status.
 /// Errors when the lab itself fails, crashes or exceeds `PADDOCK_LAB_TIMEOUT` seconds.
@@ -78,42 +81,76 @@ pub fn run_with(
     env: &[(String, String)],
     command: &[String],
 ) -> Result<i32> {
+    run_resumable(files, env, &|_: &[String]| Ok(command.to_vec()))
+}
+
+/// [`run_with`] for a command made of steps: `command(done)` gives the command to run after
+/// the steps in `done` (the labels it reported with `echo "${PADDOCK_LAB_DONE}LABEL"`, none at
+/// first). When the lab machine itself goes down (hangs at boot, crashes, stalls), a fresh lab
+/// runs `command` again with the steps reported so far, up to [`MAX_RERUNS`] times within
+/// `PADDOCK_LAB_TIMEOUT`.
+pub fn run_resumable(
+    files: &[(PathBuf, String)],
+    env: &[(String, String)],
+    command: &dyn Fn(&[String]) -> Result<Vec<String>>,
+) -> Result<i32> {
     tools::ensure(&[Tool::QemuSystemX86])?;
     let timeout = timeout()?;
     let kernel = kernel::lab_kernel()?;
     let nonce = run_nonce();
     let markers = Markers::new(&nonce);
-    let spec = lab_spec(&kernel, &markers, files, env, command)?;
-
     let work = TempDir::for_this_run(&nonce)?;
-    let initrd = work.0.join("lab.cpio");
-    let file = File::create(&initrd).with_context(|| format!("creating {}", initrd.display()))?;
-    spec.write_newc(BufWriter::new(file))?;
     let verbose =
         std::env::var_os("PADDOCK_LAB_VERBOSE").is_some_and(|v| !v.is_empty() && v != "0");
-    // PADDOCK_LAB_TIMEOUT bounds the whole call, the second lab included.
+    // PADDOCK_LAB_TIMEOUT bounds the whole call, the reruns included.
     let started = std::time::Instant::now();
-    let outcome = match qemu::run(&kernel.vmlinuz, &initrd, &markers, timeout, verbose) {
-        Err(e) if e.is::<qemu::LabDown>() => {
-            let why = match e.downcast_ref::<qemu::LabDown>() {
-                Some(qemu::LabDown::BootHang(_)) => "the lab machine hung while booting",
-                _ => {
-                    "the lab machine itself went down (a failure of KVM nested under qemu TCG, \
-                     see docs/BENCHMARKS.md)"
-                }
-            };
-            let left = timeout.saturating_sub(started.elapsed());
-            if left < Duration::from_secs(60) {
-                anyhow::bail!("lab: {e}; {why}, and PADDOCK_LAB_TIMEOUT leaves no time to rerun");
+    let mut done: Vec<String> = Vec::new();
+    let mut reruns = 0;
+    let outcome = loop {
+        let spec = lab_spec(&kernel, &markers, files, env, &command(&done)?)?;
+        let initrd = work.0.join("lab.cpio");
+        let file =
+            File::create(&initrd).with_context(|| format!("creating {}", initrd.display()))?;
+        spec.write_newc(BufWriter::new(file))?;
+        let left = timeout.saturating_sub(started.elapsed());
+        let down = match qemu::run(&kernel.vmlinuz, &initrd, &markers, left, verbose) {
+            Ok(outcome) => break outcome,
+            Err(e) => e.downcast::<qemu::LabDown>()?,
+        };
+        let why = match down.kind {
+            qemu::DownKind::BootHang => "the lab machine hung while booting",
+            qemu::DownKind::Crash => {
+                "the lab machine itself went down (a failure of KVM nested under qemu TCG, \
+                 see docs/BENCHMARKS.md)"
             }
-            eprintln!(
-                "xtask: lab: {e}\nxtask: lab: {why}; running the command again in a fresh lab \
-                 (within the {} s left)",
-                left.as_secs()
+            qemu::DownKind::Stall => {
+                "the lab machine stopped running (KVM nested under qemu TCG, see \
+                 docs/BENCHMARKS.md)"
+            }
+        };
+        done.extend(down.progress.iter().cloned());
+        let left = timeout.saturating_sub(started.elapsed());
+        if reruns == MAX_RERUNS || left < Duration::from_secs(60) {
+            anyhow::bail!(
+                "lab: {down}; {why}, and {}",
+                if reruns == MAX_RERUNS {
+                    format!("it went down {} times", reruns + 1)
+                } else {
+                    "PADDOCK_LAB_TIMEOUT leaves no time to rerun".to_owned()
+                }
             );
-            qemu::run(&kernel.vmlinuz, &initrd, &markers, left, verbose)?
         }
-        other => other?,
+        reruns += 1;
+        let after = if done.is_empty() {
+            String::new()
+        } else {
+            format!(" after the steps it finished ({})", done.join(", "))
+        };
+        eprintln!(
+            "xtask: lab: {down}\nxtask: lab: {why}; running the command again in a fresh lab{after} \
+             (within the {} s left)",
+            left.as_secs()
+        );
     };
     let init = match (outcome.init_uptime, outcome.init_wall) {
         (Some(uptime), Some(wall)) => format!(
@@ -174,17 +211,32 @@ fn host_permissions(path: &Path) -> Result<u32> {
     Ok(meta.permissions().mode() & 0o7777)
 }
 
+/// `PADDOCK_LAB_TIMEOUT` seconds (default an hour), cut to what is left before
+/// `PADDOCK_LAB_DEADLINE` (Unix seconds) when that is set: CI gives the lab the time left of
+/// its own limit, however long the builds before it took.
 fn timeout() -> Result<Duration> {
-    match std::env::var("PADDOCK_LAB_TIMEOUT") {
-        Ok(text) => {
-            let secs: u64 = text
+    let seconds = |name: &str| -> Result<Option<u64>> {
+        match std::env::var(name) {
+            Ok(text) => text
                 .trim()
                 .parse()
-                .with_context(|| format!("PADDOCK_LAB_TIMEOUT={text:?}: not seconds"))?;
-            Ok(Duration::from_secs(secs))
+                .map(Some)
+                .with_context(|| format!("{name}={text:?}: not seconds")),
+            Err(_) => Ok(None),
         }
-        Err(_) => Ok(Duration::from_secs(DEFAULT_TIMEOUT_SECS)),
+    };
+    let mut timeout =
+        Duration::from_secs(seconds("PADDOCK_LAB_TIMEOUT")?.unwrap_or(DEFAULT_TIMEOUT_SECS));
+    if let Some(deadline) = seconds("PADDOCK_LAB_DEADLINE")? {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        timeout = timeout.min(Duration::from_secs(deadline).saturating_sub(now));
+        if timeout < Duration::from_secs(60) {
+            anyhow::bail!("PADDOCK_LAB_DEADLINE leaves the lab less than a minute");
+        }
     }
+    Ok(timeout)
 }
 
 /// A fresh value per run, so the console markers cannot be produced by anything else.

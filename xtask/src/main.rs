@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's build, lab, test and benchmark automation.
 
 mod ci;
+mod fuzz;
 mod kernel;
 mod lab;
 mod rootfs;
@@ -70,6 +71,15 @@ enum Command {
         /// Benchmark filter passed to criterion.
         filter: Option<String>,
     },
+    /// Fuzz the decoders of guest- and file-supplied data (libFuzzer through cargo-fuzz, which
+    /// is installed from crates.io when missing): every target, or the one named.
+    Fuzz {
+        /// The target (a file of fuzz/fuzz_targets/, without `.rs`).
+        target: Option<String>,
+        /// How long to run each target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Print, on one line, the Debian packages of the host tools xtask runs that are missing
     /// here (a tool already present, from whatever source, is left alone).
     Deps {
@@ -113,6 +123,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Run { command } => return Ok(exit_status(ci::run_in_sandbox(&command)?)),
         Command::Ci { e2e_only, filter } => ci::ci(e2e_only, filter.as_deref())?,
         Command::Bench { filter } => ci::bench(filter.as_deref())?,
+        Command::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds)?,
         Command::Deps { all } => {
             let packages = if all {
                 tools::all_packages()

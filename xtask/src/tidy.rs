@@ -47,6 +47,7 @@ fn rust_files(root: &Path) -> Vec<std::path::PathBuf> {
         "rootfs-builder",
         "benches",
         "xtask",
+        "fuzz",
     ] {
         walk(&root.join(krate), &mut out);
     }

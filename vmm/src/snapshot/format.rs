@@ -41,7 +41,11 @@ pub enum FormatError {
 }
 
 fn config() -> impl bincode::config::Config {
+    // The limit makes bincode refuse a length prefix larger than a state could be before it
+    // reserves memory for it (a crafted state with a valid checksum found by the fuzzer
+    // `snapshot_state` otherwise panicked with a capacity overflow).
     bincode::config::standard()
+        .with_limit::<{ MAX_STATE_BYTES as usize }>()
         .with_little_endian()
         .with_fixed_int_encoding()
 }
@@ -136,6 +140,33 @@ mod tests {
                 b: vec![1, 2, 3]
             }
         );
+    }
+
+    /// Found by the fuzz target `snapshot_state`: a payload with a valid checksum whose string
+    /// length prefix is near `u64::MAX` is a decode error, not a panic or a huge allocation.
+    #[test]
+    fn a_huge_length_prefix_behind_a_valid_checksum_is_a_decode_error() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct WithString {
+            count: u8,
+            text: String,
+        }
+        for prefix in [u64::MAX - 68, u64::MAX, MAX_STATE_BYTES + 1, 1 << 40] {
+            let mut payload = vec![2u8];
+            payload.extend_from_slice(&prefix.to_le_bytes());
+            payload.extend_from_slice(&[0xbb; 32]);
+            let mut file = Vec::new();
+            file.extend_from_slice(&SNAPSHOT_MAGIC);
+            file.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+            file.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            file.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            file.extend_from_slice(&payload);
+            assert!(
+                matches!(decode::<WithString>(&file), Err(FormatError::Decode(_))),
+                "prefix {prefix:#x}"
+            );
+        }
     }
 
     #[test]

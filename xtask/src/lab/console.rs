@@ -41,6 +41,18 @@ impl Markers {
     pub fn error(&self) -> String {
         format!("PADDOCK-LAB-ERROR-{}=", self.nonce)
     }
+
+    /// The lab's heartbeat, printed every few seconds while it runs: a lab whose console goes
+    /// quiet for long has stalled (its emulated CPUs stopped), whatever the command is doing.
+    pub fn alive(&self) -> String {
+        format!("PADDOCK-LAB-ALIVE-{}", self.nonce)
+    }
+
+    /// Followed by a label the command reports when one of its steps is done (the test suite:
+    /// one per test binary), so that a lab that goes down can be resumed after that step.
+    pub fn done(&self) -> String {
+        format!("PADDOCK-LAB-DONE-{}=", self.nonce)
+    }
 }
 
 /// What one console line means for the host.
@@ -54,6 +66,8 @@ pub enum Step {
     InitReached(f64),
     /// The command exited; `before` is output that preceded the marker on the same line.
     Exited { status: i32, before: Vec<u8> },
+    /// The command reported a step done; `before` is output that preceded the marker.
+    Progress { label: String, before: Vec<u8> },
     /// The lab itself failed.
     LabError(String),
 }
@@ -84,6 +98,17 @@ impl ConsoleFilter {
     /// Feeds one line without its `\n`; a trailing `\r` (the tty's ONLCR) is dropped.
     pub fn line(&mut self, raw: &[u8]) -> Step {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        // The heartbeat is written in one piece ending the line, and may land in the middle of
+        // the command's own line: what preceded it is that line's beginning, shown as it is.
+        if let Some(partial) = line.strip_suffix(self.markers.alive().as_bytes()) {
+            return match self.phase {
+                Phase::Command if !partial.is_empty() => Step::Show {
+                    bytes: partial.to_vec(),
+                    newline: false,
+                },
+                _ => Step::Hide,
+            };
+        }
         let text = String::from_utf8_lossy(line);
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
@@ -105,6 +130,15 @@ impl ConsoleFilter {
                 Step::Hide
             }
             Phase::Command => {
+                let done = self.markers.done();
+                if let Some(at) = find(line, done.as_bytes()) {
+                    return Step::Progress {
+                        label: String::from_utf8_lossy(&line[at + done.len()..])
+                            .trim()
+                            .to_owned(),
+                        before: line[..at].to_vec(),
+                    };
+                }
                 let exit = self.markers.exit();
                 let Some(at) = find(line, exit.as_bytes()) else {
                     return Step::Show {
@@ -253,6 +287,45 @@ mod tests {
             Step::Show {
                 bytes: b"data".to_vec(),
                 newline: false
+            }
+        );
+    }
+
+    #[test]
+    fn heartbeats_are_hidden_and_the_line_they_cut_is_kept() {
+        let (mut f, m) = filter();
+        assert_eq!(f.line(format!("{}\r", m.alive()).as_bytes()), Step::Hide);
+        f.line(m.start().as_bytes());
+        assert_eq!(f.line(m.alive().as_bytes()), Step::Hide);
+        assert_eq!(
+            f.line(format!("test a ... {}\r", m.alive()).as_bytes()),
+            Step::Show {
+                bytes: b"test a ... ".to_vec(),
+                newline: false
+            }
+        );
+        assert_eq!(
+            f.line(b"ok\r"),
+            Step::Show {
+                bytes: b"ok".to_vec(),
+                newline: true
+            }
+        );
+        // Another run's heartbeat is plain output.
+        let forged = b"PADDOCK-LAB-ALIVE-other";
+        assert!(matches!(f.line(forged), Step::Show { newline: true, .. }));
+    }
+
+    #[test]
+    fn progress_labels_are_reported_with_what_preceded_them() {
+        let (mut f, m) = filter();
+        assert_eq!(f.line(format!("{}0:0", m.done()).as_bytes()), Step::Hide);
+        f.line(m.start().as_bytes());
+        assert_eq!(
+            f.line(format!("tail{}2:101\r", m.done()).as_bytes()),
+            Step::Progress {
+                label: "2:101".into(),
+                before: b"tail".to_vec()
             }
         );
     }

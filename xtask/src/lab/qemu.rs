@@ -32,23 +32,37 @@ const MAX_STDERR: usize = 64 << 10;
 /// The lab reaches its /init in about 3 s; one that has not after this long hung while booting
 /// (it happens to qemu TCG now and then) and is worth starting again.
 const BOOT_LIMIT: Duration = Duration::from_secs(120);
+/// A lab whose console (its heartbeat every [`super::script::HEARTBEAT_SECS`] included) has been
+/// quiet this long has stalled.
+const STALL_LIMIT: Duration = Duration::from_secs(150);
 
-/// The lab machine itself failed, in a way a fresh lab may not repeat.
-#[derive(Debug)]
-pub enum LabDown {
+/// How the lab machine itself failed, in a way a fresh lab may not repeat.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DownKind {
     /// It hung before its /init ran: nothing of the command ran.
-    BootHang(String),
+    BootHang,
     /// It went down (its kernel panicked, or qemu died) before the command finished. paddock
     /// runs as a user process in the lab, so this is the lab's own failure (KVM nested under
     /// qemu's emulated AMD-V), not a result of the command.
-    Crash(String),
+    Crash,
+    /// Its console went quiet, heartbeat included, for [`STALL_LIMIT`]: its emulated CPUs
+    /// stopped (seen with nested KVM under qemu TCG), so no watchdog inside it could report.
+    Stall,
+}
+
+/// The lab machine went down before the command finished.
+#[derive(Debug)]
+pub struct LabDown {
+    pub kind: DownKind,
+    /// What happened, with the last console lines.
+    pub report: String,
+    /// The steps the command reported done before (see [`super::console::Markers::done`]).
+    pub progress: Vec<String>,
 }
 
 impl std::fmt::Display for LabDown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::BootHang(report) | Self::Crash(report) => f.write_str(report),
-        }
+        f.write_str(&self.report)
     }
 }
 
@@ -74,6 +88,7 @@ enum Event {
         at: Instant,
     },
     Exited(i32),
+    Progress(String),
     LabError(String),
     /// The console closed (qemu exited) without an exit marker.
     Eof,
@@ -137,9 +152,11 @@ pub fn run(
 
     let filter = Arc::new(Mutex::new(ConsoleFilter::new(markers.clone())));
     let (events, received) = mpsc::channel();
+    let last_output = Arc::new(Mutex::new(Instant::now()));
     let reader = {
         let filter = Arc::clone(&filter);
-        std::thread::spawn(move || read_console(stdout, &filter, &events, verbose))
+        let last_output = Arc::clone(&last_output);
+        std::thread::spawn(move || read_console(stdout, &filter, &events, &last_output, verbose))
     };
     let qemu_stderr = Arc::new(Mutex::new(Vec::new()));
     let stderr_reader = {
@@ -168,11 +185,21 @@ pub fn run(
     let deadline = started + timeout;
     let boot_deadline = started + BOOT_LIMIT.min(timeout);
     let (mut init_uptime, mut init_wall) = (None, None);
+    let mut progress = Vec::new();
+    let down = |kind, report: String, progress: &mut Vec<String>| -> anyhow::Error {
+        LabDown {
+            kind,
+            report,
+            progress: std::mem::take(progress),
+        }
+        .into()
+    };
     loop {
+        let quiet_since = last_output.lock().map_or_else(|_| Instant::now(), |at| *at);
         let until = if init_wall.is_none() {
             boot_deadline
         } else {
-            deadline
+            deadline.min(quiet_since + STALL_LIMIT)
         };
         let remaining = until.saturating_duration_since(Instant::now());
         match received.recv_timeout(remaining) {
@@ -180,6 +207,7 @@ pub fn run(
                 init_uptime = Some(uptime);
                 init_wall = Some(at - started);
             }
+            Ok(Event::Progress(label)) => progress.push(label),
             Ok(Event::Exited(status)) => {
                 let wall = started.elapsed();
                 wait_for_poweroff(&mut child.0);
@@ -197,25 +225,34 @@ pub fn run(
             Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.0.wait()?;
                 let _ = stderr_reader.join();
-                return Err(LabDown::Crash(report(&format!(
-                    "the lab crashed: qemu exited ({status}) before the command finished"
-                )))
-                .into());
+                let what =
+                    format!("the lab crashed: qemu exited ({status}) before the command finished");
+                return Err(down(DownKind::Crash, report(&what), &mut progress));
             }
             Err(mpsc::RecvTimeoutError::Timeout) if init_wall.is_none() && timeout > BOOT_LIMIT => {
-                return Err(LabDown::BootHang(report(&format!(
+                let what = format!(
                     "the lab machine did not reach its /init within {} s",
                     BOOT_LIMIT.as_secs()
-                )))
-                .into())
+                );
+                return Err(down(DownKind::BootHang, report(&what), &mut progress));
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= deadline => bail!(
                 "{}",
                 report(&format!(
                     "the lab timed out after {} s (PADDOCK_LAB_TIMEOUT)",
                     timeout.as_secs()
                 ))
             ),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let quiet = last_output.lock().map_or(Duration::ZERO, |at| at.elapsed());
+                if quiet >= STALL_LIMIT {
+                    let what = format!(
+                        "the lab stalled: its console, heartbeat included, was quiet for {} s",
+                        quiet.as_secs()
+                    );
+                    return Err(down(DownKind::Stall, report(&what), &mut progress));
+                }
+            }
         }
     }
 }
@@ -237,6 +274,7 @@ fn read_console(
     mut console: impl Read,
     filter: &Mutex<ConsoleFilter>,
     events: &mpsc::Sender<Event>,
+    last_output: &Mutex<Instant>,
     verbose: bool,
 ) {
     let mut pending: Vec<u8> = Vec::new();
@@ -246,6 +284,9 @@ fn read_console(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if let Ok(mut at) = last_output.lock() {
+            *at = Instant::now();
+        }
         pending.extend_from_slice(&buf[..n]);
         let mut consumed = 0;
         while let Some(end) = pending[consumed..].iter().position(|&b| b == b'\n') {
@@ -304,6 +345,10 @@ fn handle_line(
         Step::Exited { status, before } => {
             let _ = out.write_all(&before).and_then(|()| out.flush());
             let _ = events.send(Event::Exited(status));
+        }
+        Step::Progress { label, before } => {
+            let _ = out.write_all(&before).and_then(|()| out.flush());
+            let _ = events.send(Event::Progress(label));
         }
         Step::LabError(message) => {
             let _ = events.send(Event::LabError(message));

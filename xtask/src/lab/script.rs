@@ -12,6 +12,9 @@ pub const GUEST_KERNEL_PATH: &str = "/paddock/vmlinux";
 pub const GUEST_ROOTFS_PATH: &str = "/paddock/rootfs.cpio";
 pub const GUEST_IMAGE_PATH: &str = "/paddock/rootfs-agent.img";
 
+/// How often the lab prints its heartbeat, in seconds.
+pub const HEARTBEAT_SECS: u64 = 10;
+
 /// Quotes `word` for a POSIX shell: single quotes, with each `'` written as `'\''`.
 pub fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
@@ -69,6 +72,12 @@ mount -t tmpfs tmpfs /run
 # Loopback up: the egress tests run their upstream servers on 127.0.0.0/8.
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up || lab_error "loopback failed"
 echo "{init}$(cut -d' ' -f1 /proc/uptime)"
+# The heartbeat: the host takes a console quiet for minutes as a stalled lab (its emulated CPUs
+# stopped, which no watchdog inside can report) and starts a fresh one.
+( while :; do sleep {beat}; echo "{alive}"; done ) &
+# A command reports its finished steps with `echo "${{PADDOCK_LAB_DONE}}LABEL"`, so that a
+# rerun after the lab went down can start after them.
+export PADDOCK_LAB_DONE='{done}'
 for module in {modules}; do
     insmod "$module" || lab_error "insmod $module failed"
 done
@@ -94,6 +103,9 @@ poweroff -f
         init = markers.init(),
         start = markers.start(),
         exit = markers.exit(),
+        alive = markers.alive(),
+        done = markers.done(),
+        beat = HEARTBEAT_SECS,
         modules = modules.join(" "),
         kernel = GUEST_KERNEL_PATH,
         rootfs = GUEST_ROOTFS_PATH,
@@ -200,6 +212,8 @@ mod tests {
         assert!(script.find(&markers.init()).unwrap() < start);
         assert!(start < script.find(&markers.exit()).unwrap());
         assert!(script.contains("[ -c /dev/kvm ]"));
+        assert!(script.contains(&format!("echo \"{}\"", markers.alive())));
+        assert!(script.contains(&format!("export PADDOCK_LAB_DONE='{}'", markers.done())));
         // Syntax check with the host shell (does not run anything).
         let out = Command::new("/bin/sh")
             .arg("-n")

@@ -11,8 +11,9 @@ pub mod vsock;
 
 #[cfg(test)]
 mod mmio_tests;
-#[cfg(test)]
-pub(crate) mod test_driver;
+/// The guest side of a virtio-mmio device, for the unit tests and the fuzz targets.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod test_driver;
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};

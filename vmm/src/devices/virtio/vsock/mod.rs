@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 pub use connection::{CONN_TX_BUF_SIZE, CREDIT_UPDATE_THRESHOLD};
 pub use device::{VsockDevice, VSOCK_QUEUE_SIZE};
+pub use handshake::parse_connect;
 pub use muxer::{VsockTimeouts, MAX_CONNECTIONS, MAX_HANDSHAKES};
 pub use persist::{VsockConstructorArgs, VsockRestoreError, VsockState};
 

@@ -1,0 +1,293 @@
+//! Seed corpora: real inputs of each target, made with the project's own encoders (the same
+//! values the unit tests use), so fuzzing starts from the valid forms and mutates outward.
+
+use paddock_protocol::dns::{answer_a, encode_query, parse_query, tcp_frame, TYPE_A, TYPE_AAAA};
+use paddock_protocol::{
+    encode_frame, EgressHello, ExecRequest, ExitStatus, Request, ResolveAnswer, Response,
+    ShutdownAction, UnixTime, WindowSize,
+};
+use paddock_vmm::devices::virtio::vsock::packet::{Header, OP_REQUEST, OP_RW, TYPE_STREAM};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// Every target's seeds, by target name.
+pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+    vec![
+        ("protocol_frame", protocol_frame()),
+        ("dns", dns()),
+        ("egress_line", egress_line()),
+        ("http_head", http_head()),
+        ("http_body", http_body()),
+        ("tls_client_hello", tls_client_hello()),
+        ("vsock_connect", vsock_connect()),
+        ("snapshot_state", snapshot_state()),
+        ("vsock_device", vsock_device()),
+        ("block_device", block_device()),
+    ]
+}
+
+fn with_flags(flags: u8, bytes: Vec<u8>) -> Vec<u8> {
+    let mut out = vec![flags];
+    out.extend(bytes);
+    out
+}
+
+fn protocol_frame() -> Vec<Vec<u8>> {
+    let size = WindowSize::FALLBACK;
+    let requests = [
+        Request::Ping { nonce: 7 },
+        Request::Exec(ExecRequest {
+            argv: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            env: vec![("A".into(), "b".into())],
+            cwd: Some("/tmp".into()),
+            ..ExecRequest::default()
+        }),
+        Request::Stdin {
+            data: b"input".to_vec(),
+        },
+        Request::StdinClose,
+        Request::Signal { signal: 2 },
+        Request::Shutdown {
+            action: ShutdownAction::PowerOff,
+        },
+        Request::Resume {
+            wall_clock: UnixTime {
+                secs: 1_700_000_000,
+                nanos: 5,
+            },
+            entropy: vec![9; 64],
+        },
+        Request::Resize { size },
+        Request::Detach,
+        Request::Attach { pid: Some(3), size },
+    ];
+    let responses = [
+        Response::Pong { nonce: 7 },
+        Response::Started { pid: 42 },
+        Response::Stdout {
+            data: b"out".to_vec(),
+        },
+        Response::Stderr {
+            data: b"err".to_vec(),
+        },
+        Response::Exited {
+            status: ExitStatus::Code(3),
+        },
+        Response::ShuttingDown,
+        Response::Detached { pid: 4 },
+        Response::Attached { pid: 4 },
+    ];
+    let mut seeds = Vec::new();
+    for request in &requests {
+        let frame = encode_frame(request).expect("a request encodes");
+        seeds.push(with_flags(3, frame.clone()));
+        seeds.push(with_flags(2, frame));
+    }
+    for response in &responses {
+        let frame = encode_frame(response).expect("a response encodes");
+        seeds.push(with_flags(1, frame.clone()));
+        seeds.push(with_flags(0, frame));
+    }
+    // Two frames in a row, as one connection carries them.
+    let mut two = encode_frame(&responses[1]).expect("encodes");
+    two.extend(encode_frame(&responses[4]).expect("encodes"));
+    seeds.push(with_flags(1, two));
+    seeds
+}
+
+fn dns() -> Vec<Vec<u8>> {
+    let mut seeds = Vec::new();
+    for (name, kind) in [
+        ("example.com", TYPE_A),
+        ("api.anthropic.com", TYPE_AAAA),
+        ("a.b.c.d.e.f.example.org", TYPE_A),
+        ("localhost", 16),
+    ] {
+        let query = encode_query(0x1234, name, kind).expect("a query encodes");
+        if let Ok(parsed) = parse_query(&query) {
+            seeds.push(answer_a(&parsed, Ipv4Addr::new(198, 18, 0, 1), 60));
+        }
+        seeds.push(tcp_frame(&query).expect("frames"));
+        seeds.push(query);
+    }
+    seeds
+}
+
+fn egress_line() -> Vec<Vec<u8>> {
+    let hellos = [
+        EgressHello::Proxy,
+        EgressHello::Transparent("93.184.216.34:443".parse().expect("an address")),
+        EgressHello::Resolve("api.anthropic.com".into()),
+    ];
+    let answers = [
+        ResolveAnswer::Address(Ipv4Addr::new(198, 18, 0, 9)),
+        ResolveAnswer::NxDomain,
+    ];
+    let lines = hellos
+        .iter()
+        .map(EgressHello::encode)
+        .chain(answers.iter().map(ResolveAnswer::encode));
+    lines
+        .flat_map(|line| [with_flags(1, line.clone()), with_flags(0, line)])
+        .collect()
+}
+
+fn http_head() -> Vec<Vec<u8>> {
+    [
+        &b"CONNECT api.anthropic.com:443 HTTP/1.1\r\nHost: api.anthropic.com:443\r\n\r\n"[..],
+        b"GET http://deb.debian.org/debian/dists/stable/Release HTTP/1.1\r\nHost: deb.debian.org\r\nUser-Agent: apt\r\n\r\n",
+        b"POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nx-api-key: PADDOCK-PLACEHOLDER\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: [::1]:8080\r\nContent-Length: 5\r\n\r\nhello",
+        b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n",
+        b"HTTP/1.0 407 Proxy Authentication Required\r\n\r\n",
+    ]
+    .iter()
+    .map(|head| head.to_vec())
+    .collect()
+}
+
+fn http_body() -> Vec<Vec<u8>> {
+    let body = |framing: u8, length: u32, sizes: [u8; 2], stream: &[u8]| {
+        let mut seed = vec![framing];
+        seed.extend_from_slice(&length.to_le_bytes()[..3]);
+        seed.extend_from_slice(&sizes);
+        seed.extend_from_slice(stream);
+        seed
+    };
+    vec![
+        body(0, 5, [255, 255], b"hello, and more"),
+        body(1, 0, [0, 3], b"5\r\nhello\r\n0\r\n\r\n"),
+        body(
+            1,
+            0,
+            [7, 1],
+            b"a;ext=1\r\n0123456789\r\n0\r\nx-trailer: v\r\n\r\nnext",
+        ),
+        body(2, 0, [100, 2], b"until the sender closes"),
+    ]
+}
+
+fn tls_client_hello() -> Vec<Vec<u8>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut seeds = Vec::new();
+    for (name, alpn) in [
+        ("api.anthropic.com", vec![b"http/1.1".to_vec()]),
+        ("example.com", vec![]),
+    ] {
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring has the default versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        config.alpn_protocols = alpn;
+        let server = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("a name");
+        let mut connection =
+            rustls::ClientConnection::new(Arc::new(config), server).expect("a client");
+        let mut wire = Vec::new();
+        while connection.wants_write() {
+            connection.write_tls(&mut wire).expect("writes to a Vec");
+        }
+        seeds.push(with_flags(255, wire.clone()));
+        seeds.push(with_flags(4, wire));
+    }
+    seeds
+}
+
+fn vsock_connect() -> Vec<Vec<u8>> {
+    let header = Header {
+        src_cid: 3,
+        dst_cid: 2,
+        src_port: 1025,
+        dst_port: 1080,
+        type_: TYPE_STREAM,
+        op: OP_REQUEST,
+        buf_alloc: 262_144,
+        ..Header::default()
+    };
+    vec![
+        b"CONNECT 1024\n".to_vec(),
+        b"  CONNECT  4294967295 \r\n".to_vec(),
+        header.to_bytes().to_vec(),
+    ]
+}
+
+fn snapshot_state() -> Vec<Vec<u8>> {
+    let envelope = |payload: &[u8]| {
+        let mut file = vec![1u8];
+        file.extend_from_slice(b"PDKSNAP\0");
+        file.extend_from_slice(&paddock_vmm::snapshot::format::SNAPSHOT_VERSION.to_le_bytes());
+        file.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        file.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        file.extend_from_slice(payload);
+        file
+    };
+    vec![
+        envelope(&[]),
+        envelope(&[2, 0, 0, 0, 0, 0, 0, 0, 1]),
+        envelope(&[0; 256]),
+    ]
+}
+
+fn vsock_device() -> Vec<Vec<u8>> {
+    // Post receive buffers, send a connection request to guest-init's port from the guest, a
+    // data packet, kick, run; then a host peer connecting.
+    let request = Header {
+        src_cid: 3,
+        dst_cid: 2,
+        src_port: 5000,
+        dst_port: 1025,
+        type_: TYPE_STREAM,
+        op: OP_REQUEST,
+        buf_alloc: 65_536,
+        ..Header::default()
+    };
+    let data = Header {
+        op: OP_RW,
+        len: 5,
+        ..request
+    };
+    let mut seed = Vec::new();
+    for index in 0..4u8 {
+        seed.extend_from_slice(&[6, 0, index, 0x00, 0x10, 0, 0]);
+    }
+    for (slot, header, payload) in [(0u8, request, &b""[..]), (1, data, &b"hello"[..])] {
+        seed.extend_from_slice(&[3, slot]);
+        seed.extend_from_slice(&header.to_bytes());
+        seed.push(payload.len() as u8);
+        seed.extend_from_slice(payload);
+        seed.extend_from_slice(&[slot & 1, slot * 2]);
+        seed.push(5);
+    }
+    seed.extend_from_slice(&[7, 13]);
+    seed.extend_from_slice(b"CONNECT 1024\n");
+    seed.push(5);
+    vec![seed]
+}
+
+fn block_device() -> Vec<Vec<u8>> {
+    // Writable and read-only disks: a read (type 0) of sector 2 into one segment, a write
+    // (type 1) of sector 3 from one segment, a flush (type 4), a get-ID (type 8), then run.
+    let request = |first: u8, kind: u8, sector: u64, writable: bool| {
+        let mut op = vec![2, first, kind];
+        op.extend_from_slice(&sector.to_le_bytes());
+        op.push(1);
+        op.extend_from_slice(&512u32.to_le_bytes());
+        op.push(u8::from(writable));
+        op.push(4);
+        op.extend_from_slice(b"data");
+        op
+    };
+    let mut seeds = Vec::new();
+    for read_only in [0u8, 1] {
+        let mut seed = vec![read_only];
+        seed.extend(request(0, 0, 2, true));
+        seed.extend(request(4, 1, 3, false));
+        seed.extend(request(8, 4, 0, false));
+        seed.extend(request(12, 8, 0, true));
+        seed.push(4);
+        seeds.push(seed);
+    }
+    seeds
+}
