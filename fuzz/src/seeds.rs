@@ -23,6 +23,7 @@ pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("snapshot_state", snapshot_state()),
         ("vsock_device", vsock_device()),
         ("block_device", block_device()),
+        ("legacy_devices", legacy_devices()),
     ]
 }
 
@@ -290,4 +291,21 @@ fn block_device() -> Vec<Vec<u8>> {
         seeds.push(seed);
     }
     seeds
+}
+
+fn legacy_devices() -> Vec<Vec<u8>> {
+    // COM1: set DLAB and a divisor, clear it, write "hi\n" to THR, read LSR and IIR; then the
+    // i8042's reset command (0xfe to port 0x64).
+    let com1 = |offset: u8, write: bool, value: u8| vec![u8::from(!write), offset, 0, value];
+    let mut seed = Vec::new();
+    seed.extend(com1(3, true, 0x80));
+    seed.extend(com1(0, true, 0x01));
+    seed.extend(com1(3, true, 0x03));
+    for byte in b"hi\n" {
+        seed.extend(com1(0, true, *byte));
+    }
+    seed.extend(com1(5, false, 0));
+    seed.extend(com1(2, false, 0));
+    seed.extend([0x40, 4, 0, 0xfe]);
+    vec![seed]
 }

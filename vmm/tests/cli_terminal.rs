@@ -59,6 +59,7 @@ impl StandIn {
             ready_ms: 0.0,
             launched: LaunchKind::Boot,
             guest: None,
+            resources: Default::default(),
         }
         .write(&paths)
         .unwrap();

@@ -15,7 +15,7 @@ fn sandboxes(state: &StateArgs) -> Sandboxes {
 }
 
 pub fn start(args: StartArgs) -> anyhow::Result<i32> {
-    let sandboxes = sandboxes(&args.state);
+    let sandboxes = sandboxes(&args.state).with_cpus(args.limits.cpus);
     let plan = machine::plan(args.machine, &sandboxes)?;
     let policy = super::policy::sandbox_policy(&args.egress)?;
     let info = sandboxes.start_prepared(args.name.as_deref(), plan.launch(), &|paths| {
@@ -190,7 +190,9 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
         console: ConsoleLog::Sandbox,
         image,
     };
-    let info = sandboxes(&args.state).start(args.name.as_deref(), launch)?;
+    let info = sandboxes(&args.state)
+        .with_cpus(args.limits.cpus)
+        .start(args.name.as_deref(), launch)?;
     println!("{}", info.name);
     eprintln!(
         "paddock: sandbox {} restored and ready in {:.1} ms (pid {})",
@@ -213,7 +215,12 @@ pub fn fork(args: ForkArgs) -> anyhow::Result<i32> {
     let dir = std::path::absolute(&args.dir)
         .with_context(|| format!("resolving {}", args.dir.display()))?;
     let started = Instant::now();
-    let infos = sandboxes(&args.state).fork(&dir, args.count, &args.prefix, false)?;
+    let infos = sandboxes(&args.state).with_cpus(args.limits.cpus).fork(
+        &dir,
+        args.count,
+        &args.prefix,
+        false,
+    )?;
     for info in &infos {
         println!("{}", info.name);
     }
@@ -234,6 +241,7 @@ pub fn vmm_process(args: VmmArgs) -> anyhow::Result<i32> {
         paths,
         &args.name,
         launch,
+        args.cpus,
         std::io::stdout(),
         spawned,
     ))
@@ -267,6 +275,7 @@ mod tests {
                 ready_ms: 240.0,
                 launched: Default::default(),
                 guest: None,
+                resources: Default::default(),
             },
             state: if running { "running" } else { "stopped" },
             uptime_secs: 3725,

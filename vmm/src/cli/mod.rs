@@ -296,10 +296,32 @@ pub struct StateArgs {
     pub state_dir: Option<PathBuf>,
 }
 
+/// Resource limits of the sandboxes a command starts (cgroup v2, where delegated).
+#[derive(Args, Clone, Debug, Default)]
+pub struct LimitArgs {
+    /// CPU quota of the sandbox's VMM, in CPUs (e.g. 0.5 or 2). Its memory is bounded by the
+    /// guest's RAM plus the VMM's overhead, its threads by a pids limit, whenever a delegated
+    /// cgroup exists ($PADDOCK_CGROUP, or one next to paddock's own).
+    #[arg(long, value_name = "N", value_parser = parse_cpus)]
+    pub cpus: Option<f64>,
+}
+
+fn parse_cpus(text: &str) -> Result<f64, String> {
+    use paddock_vmm::sandbox::cgroup::{MAX_CPUS, MIN_CPUS};
+    match text.parse::<f64>() {
+        Ok(cpus) if (MIN_CPUS..=MAX_CPUS).contains(&cpus) => Ok(cpus),
+        _ => Err(format!(
+            "expected a number of CPUs from {MIN_CPUS} to {MAX_CPUS}"
+        )),
+    }
+}
+
 #[derive(Args)]
 pub struct StartArgs {
     #[command(flatten)]
     pub state: StateArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Name of the sandbox (default: a generated one, printed).
     #[arg(long)]
     pub name: Option<String>,
@@ -463,6 +485,8 @@ pub struct TemplateRmArgs {
 pub struct RestoreArgs {
     #[command(flatten)]
     pub state: StateArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// The snapshot directory.
     pub dir: PathBuf,
     /// Name of the new sandbox (default: a generated one, printed).
@@ -491,6 +515,8 @@ pub struct ResetArgs {
 pub struct ForkArgs {
     #[command(flatten)]
     pub state: StateArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// The snapshot directory.
     pub dir: PathBuf,
     /// How many sandboxes.
@@ -510,6 +536,9 @@ pub struct VmmArgs {
     /// The launch description (JSON).
     #[arg(long)]
     pub launch: String,
+    /// The CPU quota, in CPUs.
+    #[arg(long)]
+    pub cpus: Option<f64>,
 }
 
 /// What a sandbox VM is built from.
@@ -560,6 +589,8 @@ pub struct RunArgs {
     pub machine: MachineArgs,
     #[command(flatten)]
     pub state: StateArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// The agent to run: claude, gemini, codex or shell. Without one, the command after `--`
     /// runs in a throwaway sandbox.
     #[arg(value_name = "AGENT", value_parser = clap::builder::PossibleValuesParser::new(["claude", "gemini", "codex", "shell"]))]

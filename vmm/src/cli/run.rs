@@ -143,6 +143,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
              after `--` (`paddock run -- uname -a`)"
         );
     }
+    anyhow::ensure!(
+        args.limits.cpus.is_none(),
+        "--cpus limits sandboxes (`paddock start`, `paddock run AGENT`); a throwaway \
+         `paddock run -- CMD` runs in this process, which is not moved into a cgroup"
+    );
     block_handled_signals();
     let signals = SignalRouter::spawn()?;
     let env = parse_env(&args.env)?;

@@ -1,10 +1,12 @@
 //! The background VMM process behind `paddock start|restore|fork`: boots or restores one VM,
 //! reports readiness on its stdout, then serves the control socket until the VM ends.
 
+use super::cgroup;
 use super::control::{ControlRequest, ControlResponse};
 use super::guest::GuestLink;
 use super::paths::{LaunchKind, SandboxInfo, SandboxPaths};
 use crate::config::VmConfig;
+use crate::snapshot::state::SnapshotState;
 use crate::vmm::Vmm;
 use crate::vstate::vcpu::VmExitReason;
 use paddock_protocol::{read_frame, write_frame};
@@ -108,12 +110,28 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Guest RAM the launch gives the VM, in bytes (a snapshot's from its state file).
+fn guest_ram(launch: &Launch) -> Result<u64, String> {
+    match launch {
+        Launch::Boot { memory_mib, .. } => Ok(memory_mib.saturating_mul(1 << 20)),
+        Launch::Restore { dir, .. } => {
+            crate::snapshot::store::read::<SnapshotState>(dir, SnapshotState::memory)
+                .map(|(state, _)| state.memory_bytes)
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
 fn bring_up(
     paths: &SandboxPaths,
     name: &str,
     launch: &Launch,
+    cpus: Option<f64>,
     spawned: Instant,
 ) -> Result<(Running, SandboxInfo), String> {
+    // Into the sandbox's cgroup before the VM exists, so all of its memory is charged there.
+    let limits = cgroup::Limits::for_guest(guest_ram(launch)?, cpus);
+    let resources = cgroup::enter(name, &limits).map_err(|e| e.to_string())?;
     let uds = paths.vsock();
     let mut guest =
         GuestLink::listen(&uds).map_err(|e| format!("cannot listen for guest readiness: {e}"))?;
@@ -169,6 +187,7 @@ fn bring_up(
         ready_ms: spawned.elapsed().as_secs_f64() * 1e3,
         launched,
         guest: Some(boot),
+        resources,
     };
     info.write(paths).map_err(|e| e.to_string())?;
     Ok((Running { vm: vmm, guest }, info))
@@ -179,10 +198,11 @@ pub fn run(
     paths: SandboxPaths,
     name: &str,
     launch: Launch,
+    cpus: Option<f64>,
     mut report: impl Write,
     spawned: Instant,
 ) -> i32 {
-    let (running, info) = match bring_up(&paths, name, &launch, spawned) {
+    let (running, info) = match bring_up(&paths, name, &launch, cpus, spawned) {
         Ok(up) => up,
         Err(message) => {
             let _ = writeln!(

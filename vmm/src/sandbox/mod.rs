@@ -13,6 +13,7 @@
 //! # Ok::<(), paddock_vmm::sandbox::SandboxError>(())
 //! ```
 
+pub mod cgroup;
 pub mod control;
 pub mod daemon;
 pub mod egress;
@@ -88,6 +89,8 @@ pub struct SandboxStatus {
 pub struct Sandboxes {
     state_dir: PathBuf,
     paddock_bin: PathBuf,
+    /// The CPU quota of the sandboxes started (`--cpus`); none: unbounded.
+    cpus: Option<f64>,
 }
 
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -126,7 +129,15 @@ impl Sandboxes {
         Self {
             state_dir: paths::state_dir(state_dir),
             paddock_bin,
+            cpus: None,
         }
+    }
+
+    /// Gives the sandboxes started from now on a CPU quota of `cpus` CPUs (cgroup v2, see
+    /// [`cgroup`]); memory and process limits follow from each guest's size.
+    pub fn with_cpus(mut self, cpus: Option<f64>) -> Self {
+        self.cpus = cpus;
+        self
     }
 
     /// Uses `bin` as the `paddock` executable for VMM processes.
@@ -189,6 +200,7 @@ impl Sandboxes {
             .arg(name)
             .arg("--launch")
             .arg(launch_json)
+            .args(self.cpus.map(|cpus| format!("--cpus={cpus}")))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -267,7 +279,10 @@ impl Sandboxes {
             let _ = child.wait();
         });
         match report {
-            Some(LaunchReport::Ready(info)) => Ok(info),
+            Some(LaunchReport::Ready(info)) => {
+                cgroup::note_once(&self.state_dir, &info.resources);
+                Ok(info)
+            }
             Some(LaunchReport::Failed(message)) => {
                 let _ = std::fs::remove_dir_all(&paths.dir);
                 Err(SandboxError::Launch(message))
@@ -522,6 +537,7 @@ impl Sandboxes {
             self.wait_stopped(name, Duration::from_secs(5));
         }
         egress::stop_proxy(&paths);
+        cgroup::remove(&info.resources);
         let _ = std::fs::remove_file(paths.control());
         let _ = std::fs::remove_file(paths.vsock());
         Ok(())
@@ -540,6 +556,7 @@ impl Sandboxes {
                 }
                 self.stop(name)?;
             }
+            cgroup::remove(&info.resources);
         }
         std::fs::remove_dir_all(&paths.dir).map_err(|source| PathsError::Io {
             what: "removing",

@@ -170,6 +170,9 @@ pub struct SandboxInfo {
     /// What guest-init reported when the sandbox became ready (kernel, guest-init, engine).
     #[serde(default)]
     pub guest: Option<BootInfo>,
+    /// The VMM's cgroup and its limits, or why it runs without.
+    #[serde(default)]
+    pub resources: super::cgroup::Placement,
 }
 
 /// How a sandbox's VM came to be.
@@ -291,6 +294,9 @@ mod tests {
             ready_ms: 3.5,
             launched: LaunchKind::Restore,
             guest: None,
+            resources: crate::sandbox::cgroup::Placement::Limited(
+                "/sys/fs/cgroup/paddock/x-42".into(),
+            ),
         };
         info.write(&paths).unwrap();
         assert_eq!(SandboxInfo::read(&paths).unwrap(), info);

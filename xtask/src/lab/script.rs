@@ -69,6 +69,8 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
+# cgroup v2, as on a systemd host: sandboxes get their own cgroups with limits.
+mount -t cgroup2 cgroup2 /sys/fs/cgroup || lab_error "mounting cgroup v2 failed"
 # Loopback up: the egress tests run their upstream servers on 127.0.0.0/8.
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up || lab_error "loopback failed"
 echo "{init}$(cut -d' ' -f1 /proc/uptime)"
