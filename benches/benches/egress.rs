@@ -157,7 +157,7 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, host: &str, path
     };
     let mut left = body_len - (filled - head_len) as u64;
     while left > 0 {
-        let want = buf.len().min(left as usize);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let read = stream.read(&mut buf[..want]).await.unwrap();
         assert!(read > 0, "connection closed in the body");
         left -= read as u64;

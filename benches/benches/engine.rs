@@ -86,7 +86,7 @@ fn template_dir(sandboxes: &Sandboxes) -> PathBuf {
         t.manifest.key.short(),
         if built { "built now" } else { "cached" },
         t.manifest.boot_ms / 1e3,
-        t.disk_bytes() as f64 / (1 << 20) as f64
+        t.disk_bytes() as f64 / f64::from(1 << 20)
     );
     t.dir
 }

@@ -71,7 +71,13 @@ fn readable(master: &File, limit: Duration) -> bool {
         revents: 0,
     };
     // SAFETY: `pfd` is a valid pollfd for the duration of the call.
-    unsafe { libc::poll(&mut pfd, 1, limit.as_millis() as i32) > 0 }
+    unsafe {
+        libc::poll(
+            &mut pfd,
+            1,
+            i32::try_from(limit.as_millis()).unwrap_or(i32::MAX),
+        ) > 0
+    }
 }
 
 fn run(c: &mut Criterion) {

@@ -52,7 +52,7 @@ pub struct ChildExit {
 impl ChildExit {
     pub fn pid(&self) -> u32 {
         // Pids are always positive.
-        self.pid as u32
+        self.pid.cast_unsigned()
     }
 
     /// A pidfd of the child: it polls readable once the child has exited.
@@ -91,7 +91,8 @@ impl Reaper {
     pub fn spawn(self: &Arc<Self>, cmd: &mut Command) -> io::Result<(Child, ChildExit)> {
         let mut table = self.table();
         let child = cmd.spawn()?;
-        let pid = child.id() as libc::pid_t;
+        // Pids are at most pid_max (2^22), within pid_t.
+        let pid = child.id().cast_signed();
         // The child cannot have been reaped yet (we hold the table lock), so the pid is ours.
         let pidfd = match pidfd_open(pid) {
             Ok(fd) => fd,
@@ -138,7 +139,7 @@ impl Reaper {
         let _ = cvt_retry(|| unsafe {
             libc::waitid(
                 libc::P_PID,
-                pid as libc::id_t,
+                pid.cast_unsigned(),
                 &mut info,
                 libc::WEXITED | libc::WNOWAIT,
             )
@@ -210,8 +211,10 @@ fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    let fd = libc::c_int::try_from(fd)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "pidfd out of range"))?;
     // SAFETY: the syscall just returned this fd and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub fn set_wall_clock(time: UnixTime) -> io::Result<()> {
         tv_sec: libc::time_t::try_from(time.secs)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seconds out of range"))?,
         // Below 1e9 (checked above), so it fits every c_long.
-        tv_nsec: time.nanos as libc::c_long,
+        tv_nsec: libc::c_long::from(time.nanos),
     };
     // SAFETY: `spec` is a valid timespec for the duration of the call.
     cvt(unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &spec) })?;
@@ -50,8 +50,8 @@ fn rand_pool_info(entropy: &[u8]) -> io::Result<Vec<u32>> {
     let size = i32::try_from(entropy.len()).map_err(|_| too_big())?;
     let bits = size.checked_mul(8).ok_or_else(too_big)?;
     let mut words = vec![0u32; 2 + entropy.len().div_ceil(4)];
-    words[0] = bits as u32;
-    words[1] = size as u32;
+    words[0] = u32::try_from(bits).map_err(|_| too_big())?;
+    words[1] = u32::try_from(size).map_err(|_| too_big())?;
     for (word, chunk) in words[2..].iter_mut().zip(entropy.chunks(4)) {
         let mut bytes = [0u8; 4];
         bytes[..chunk.len()].copy_from_slice(chunk);
@@ -80,7 +80,7 @@ mod tests {
     fn ioctl_numbers_match_linux_random_h() {
         // _IOC(dir, type, nr, size) = dir << 30 | size << 16 | type << 8 | nr
         let ioc = |dir: libc::c_ulong, nr: libc::c_ulong, size: libc::c_ulong| {
-            dir << 30 | size << 16 | (b'R' as libc::c_ulong) << 8 | nr
+            dir << 30 | size << 16 | libc::c_ulong::from(b'R') << 8 | nr
         };
         assert_eq!(RNDADDENTROPY, ioc(1, 0x03, 2 * 4));
         assert_eq!(RNDRESEEDCRNG, ioc(0, 0x07, 0));

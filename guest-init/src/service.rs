@@ -73,6 +73,12 @@ pub struct ControlService {
     ptys: Arc<PtySessions>,
 }
 
+impl std::fmt::Debug for ControlService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlService").finish_non_exhaustive()
+    }
+}
+
 impl ControlService {
     pub fn new(platform: Arc<dyn Platform>, reaper: Arc<Reaper>) -> Self {
         Self {

@@ -33,7 +33,11 @@ pub fn kernel_release() -> io::Result<String> {
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: `uts` is a valid out-pointer for the duration of the call.
     crate::sys::cvt(unsafe { libc::uname(&mut uts) })?;
-    let bytes: Vec<u8> = uts.release.iter().map(|&c| c as u8).collect();
+    let bytes: Vec<u8> = uts
+        .release
+        .iter()
+        .map(|&c| u8::from_ne_bytes(c.to_ne_bytes()))
+        .collect();
     let release = CStr::from_bytes_until_nul(&bytes)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "unterminated release"))?;
     Ok(release.to_string_lossy().into_owned())

@@ -30,12 +30,18 @@ fn vsock_socket() -> io::Result<OwnedFd> {
 fn vsock_addr(cid: u32, port: u32) -> libc::sockaddr_vm {
     // SAFETY: sockaddr_vm is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_family = AF_VSOCK;
     addr.svm_cid = cid;
     addr.svm_port = port;
     addr
 }
 
+// Bounded: AF_VSOCK is 40, within sa_family_t.
+#[allow(clippy::cast_possible_truncation)]
+const AF_VSOCK: libc::sa_family_t = libc::AF_VSOCK as libc::sa_family_t;
+
+// Bounded: sockaddr_vm is 16 bytes.
+#[allow(clippy::cast_possible_truncation)]
 const VSOCK_ADDR_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
 
 impl VsockListener {

@@ -46,6 +46,10 @@ pub const MAGIC: [u8; 8] = *b"PDKIMAGE";
 pub const FORMAT_VERSION: u32 = 2;
 /// The padding unit of the filesystem and the size of the trailer.
 pub const BLOCK_SIZE: u64 = 4096;
+/// [`BLOCK_SIZE`] as a buffer length.
+// Bounded: 4096 fits every usize.
+#[allow(clippy::cast_possible_truncation)]
+const BLOCK_LEN: usize = BLOCK_SIZE as usize;
 /// The longest profile name a trailer holds, in bytes.
 pub const MAX_PROFILE_LEN: usize = 32;
 
@@ -58,7 +62,7 @@ const OFF_PROFILE: usize = 56;
 const OFF_CREATOR: usize = OFF_PROFILE + MAX_PROFILE_LEN;
 const OFF_MANIFEST_LEN: usize = OFF_CREATOR + CREATOR_LEN;
 const OFF_MANIFEST: usize = OFF_MANIFEST_LEN + 4;
-const OFF_CRC: usize = BLOCK_SIZE as usize - 4;
+const OFF_CRC: usize = BLOCK_LEN - 4;
 const HASH_CHUNK: usize = 1 << 20;
 
 /// A decoded, validated trailer.
@@ -103,11 +107,14 @@ impl Trailer {
     }
 
     /// The 4096-byte encoding of this trailer, CRC included.
-    fn encode(&self) -> [u8; BLOCK_SIZE as usize] {
-        let mut block = [0u8; BLOCK_SIZE as usize];
+    fn encode(&self) -> [u8; BLOCK_LEN] {
+        let mut block = [0u8; BLOCK_LEN];
         block[..OFF_VERSION].copy_from_slice(&MAGIC);
         block[OFF_VERSION..OFF_BLOCK_SIZE].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        block[OFF_BLOCK_SIZE..OFF_FS_LEN].copy_from_slice(&(BLOCK_SIZE as u32).to_le_bytes());
+        // Bounded: BLOCK_SIZE is 4096.
+        #[allow(clippy::cast_possible_truncation)]
+        let block_size = BLOCK_SIZE as u32;
+        block[OFF_BLOCK_SIZE..OFF_FS_LEN].copy_from_slice(&block_size.to_le_bytes());
         block[OFF_FS_LEN..OFF_SHA256].copy_from_slice(&self.fs_len.to_le_bytes());
         block[OFF_SHA256..OFF_PROFILE].copy_from_slice(&self.fs_sha256);
         block[OFF_PROFILE..OFF_PROFILE + self.profile.len()]
@@ -116,8 +123,11 @@ impl Trailer {
             .copy_from_slice(self.creator.as_bytes());
         let manifest = self.agents.encode();
         debug_assert!(manifest.len() <= manifest::MAX_MANIFEST_LEN);
-        block[OFF_MANIFEST_LEN..OFF_MANIFEST]
-            .copy_from_slice(&(manifest.len() as u32).to_le_bytes());
+        // Bounded: the manifest is copied into this 4096-byte block just below (a longer one
+        // would not fit), so its length fits a u32.
+        #[allow(clippy::cast_possible_truncation)]
+        let manifest_len = manifest.len() as u32;
+        block[OFF_MANIFEST_LEN..OFF_MANIFEST].copy_from_slice(&manifest_len.to_le_bytes());
         block[OFF_MANIFEST..OFF_MANIFEST + manifest.len()].copy_from_slice(&manifest);
         let crc = crc32fast::hash(&block[..OFF_CRC]);
         block[OFF_CRC..].copy_from_slice(&crc.to_le_bytes());
@@ -125,7 +135,7 @@ impl Trailer {
     }
 
     /// Decodes and validates a trailer block (everything but the file-size check).
-    fn decode(block: &[u8; BLOCK_SIZE as usize]) -> Result<Self, ImageError> {
+    fn decode(block: &[u8; BLOCK_LEN]) -> Result<Self, ImageError> {
         if block[..OFF_VERSION] != MAGIC {
             return Err(ImageError::NotPaddockImage);
         }
@@ -276,6 +286,8 @@ pub fn write_trailer_with_agents<F: Read + Write + Seek>(
         });
     }
     let padded_len = fs_len.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+    // Bounded: the padding is less than one block.
+    #[allow(clippy::cast_possible_truncation)]
     let padding = vec![0u8; (padded_len - fs_len) as usize];
     file.write_all(&padding)?;
     file.seek(SeekFrom::Start(0))?;
@@ -306,7 +318,7 @@ pub fn read_trailer<F: Read + Seek>(file: &mut F) -> Result<Trailer, ImageError>
         return Err(ImageError::TooShort { len });
     }
     file.seek(SeekFrom::Start(len - BLOCK_SIZE))?;
-    let mut block = [0u8; BLOCK_SIZE as usize];
+    let mut block = [0u8; BLOCK_LEN];
     file.read_exact(&mut block)?;
     let trailer = Trailer::decode(&block)?;
     let expected = trailer.fs_len.saturating_add(BLOCK_SIZE);

@@ -82,6 +82,15 @@ pub struct NewcWriter<W: Write> {
     next_inode: u32,
 }
 
+impl<W: Write> std::fmt::Debug for NewcWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewcWriter")
+            .field("offset", &self.offset)
+            .field("next_inode", &self.next_inode)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<W: Write> NewcWriter<W> {
     /// Starts an archive on `out` (wrap files in a `BufWriter`: members are written in small pieces).
     pub fn new(out: W) -> Self {
@@ -145,13 +154,14 @@ impl<W: Write> NewcWriter<W> {
 
     /// Adds a symbolic link `name` pointing at `target` (stored as the member's data, no NUL).
     pub fn symlink(&mut self, name: &str, target: &str) -> Result<(), NewcError> {
+        let invalid = || NewcError::InvalidSymlinkTarget {
+            name: name.to_owned(),
+            target: target.to_owned(),
+        };
         if target.is_empty() || target.contains('\0') || target.len() >= MAX_NAME_LEN {
-            return Err(NewcError::InvalidSymlinkTarget {
-                name: name.to_owned(),
-                target: target.to_owned(),
-            });
+            return Err(invalid());
         }
-        let size = target.len() as u32; // < MAX_NAME_LEN, checked above
+        let size = u32::try_from(target.len()).map_err(|_| invalid())?; // < MAX_NAME_LEN
         let header = Header {
             name,
             mode: S_IFLNK | 0o777,
@@ -219,8 +229,10 @@ impl<W: Write> NewcWriter<W> {
     }
 
     fn member_header(&mut self, h: &Header<'_>, inode: u32) -> Result<(), NewcError> {
-        let name_size = h.name.len() as u32 + 1; // < MAX_NAME_LEN, checked by the callers
-                                                 // ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check
+        // < MAX_NAME_LEN, checked by the callers.
+        let name_size = u32::try_from(h.name.len() + 1)
+            .map_err(|_| NewcError::InvalidName(h.name.to_owned()))?;
+        // ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check
         let fields = [
             inode,
             h.mode,
@@ -256,9 +268,13 @@ impl<W: Write> NewcWriter<W> {
 
     /// Writes zeros up to the next multiple of `align`.
     fn pad_to(&mut self, align: u64) -> Result<(), NewcError> {
-        let pad = (align - self.offset % align) % align;
+        // Bounded: BLOCK is 512.
+        #[allow(clippy::cast_possible_truncation)]
         const ZEROS: [u8; BLOCK as usize] = [0; BLOCK as usize];
-        self.raw(&ZEROS[..pad as usize])
+        // Bounded: below `align`, which is at most BLOCK.
+        #[allow(clippy::cast_possible_truncation)]
+        let pad = ((align - self.offset % align) % align) as usize;
+        self.raw(&ZEROS[..pad])
     }
 }
 

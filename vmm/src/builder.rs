@@ -258,10 +258,11 @@ struct Parts {
 fn start(p: Parts) -> Result<Vmm, String> {
     let mut vcpus = Vec::with_capacity(p.fds.len());
     for (index, fd) in p.fds.into_iter().enumerate() {
+        let index = u8::try_from(index).map_err(|_| format!("vCPU index {index} out of range"))?;
         vcpus.push(
             spawn_vcpu(
                 fd,
-                index as u8,
+                index,
                 p.devices.pio_bus().clone(),
                 p.devices.mmio_bus().clone(),
                 p.exit.clone(),
@@ -501,7 +502,9 @@ pub fn restore(
 
     let mut fds = Vec::with_capacity(state.vcpus.len());
     for (index, vcpu_state) in state.vcpus.iter().enumerate() {
-        let index = index as u8;
+        // The count was checked against the u8 `vcpu_count` above.
+        let index = u8::try_from(index)
+            .map_err(|_| RestoreError::Invalid(format!("vCPU index {index} out of range")))?;
         let fd = vm
             .create_vcpu(u64::from(index))
             .map_err(|source| RestoreError::Vcpu { index, source })?;

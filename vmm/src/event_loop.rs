@@ -44,6 +44,12 @@ pub struct EventLoop {
     thread: Option<JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop").finish_non_exhaustive()
+    }
+}
+
 impl EventLoop {
     /// Starts a thread running `subscribers`; `on_error` is called if the loop itself fails.
     pub fn spawn(

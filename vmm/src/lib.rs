@@ -7,6 +7,7 @@ pub mod agent;
 pub mod arch;
 pub mod artifacts;
 pub mod builder;
+mod cast;
 pub mod client;
 pub mod config;
 pub mod device_manager;

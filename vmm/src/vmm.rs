@@ -31,6 +31,14 @@ pub struct Origin {
     pub memory: File,
 }
 
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A booted (or restored) VM.
 pub struct Vmm {
     /// The KVM system fd.
@@ -59,6 +67,12 @@ pub struct Vmm {
     pub origin: Option<Origin>,
     /// MSRs saved in snapshots.
     pub msr_indices: Vec<u32>,
+}
+
+impl std::fmt::Debug for Vmm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vmm").finish_non_exhaustive()
+    }
 }
 
 /// Why a snapshot could not be taken.
@@ -120,6 +134,12 @@ pub struct SnapshotStats {
 }
 
 impl Vmm {
+    /// The number of vCPUs. They were created from a u8 count, so it always fits; the fallback
+    /// only saturates.
+    pub(crate) fn vcpu_count(&self) -> u8 {
+        u8::try_from(self.vcpus.len()).unwrap_or(u8::MAX)
+    }
+
     /// Waits up to `timeout` (forever if `None`) for the VM to end; returns why it ended.
     pub fn wait_exit(&self, timeout: Option<Duration>) -> Option<VmExitReason> {
         let deadline = timeout.map(|t| Instant::now() + t);
@@ -133,7 +153,7 @@ impl Vmm {
                     if left.is_zero() {
                         return None;
                     }
-                    left.as_millis().min(i32::MAX as u128) as i32
+                    i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
                 }
                 None => -1,
             };
@@ -194,7 +214,7 @@ impl Vmm {
             let mp = fd.get_mp_state().map(|m| m.mp_state);
             let events = fd.get_vcpu_events().map(|e| (e.interrupt.injected, e.nmi.pending));
             let lapic = fd.get_lapic().map(|l| {
-                let reg = |off: usize| u32::from_le_bytes([l.regs[off] as u8, l.regs[off + 1] as u8, l.regs[off + 2] as u8, l.regs[off + 3] as u8]);
+                let reg = |off: usize| u32::from_le_bytes([l.regs[off].cast_unsigned(), l.regs[off + 1].cast_unsigned(), l.regs[off + 2].cast_unsigned(), l.regs[off + 3].cast_unsigned()]);
                 let irr: Vec<String> = (0..8).map(|i| format!("{:08x}", reg(0x200 + i * 0x10))).collect();
                 let isr: Vec<String> = (0..8).map(|i| format!("{:08x}", reg(0x100 + i * 0x10))).collect();
                 format!("lvtt={:#x} tmict={:#x} tmcct={:#x} irr={} isr={}", reg(0x320), reg(0x380), reg(0x390), irr.join(""), isr.join(""))
@@ -290,7 +310,7 @@ impl Vmm {
             .collect::<Result<_, _>>()?;
         let memory_file = store::new_memory_name();
         let state = SnapshotState {
-            vcpu_count: self.vcpus.len() as u8,
+            vcpu_count: self.vcpu_count(),
             memory_bytes: self.ram.size,
             memory_file: memory_file.clone(),
             created_unix_secs: std::time::SystemTime::now()
@@ -334,7 +354,7 @@ impl Vmm {
             Some(dir) => Some(crate::builder::load_snapshot(
                 dir,
                 &self.kvm,
-                Some((self.vcpus.len() as u8, self.ram.size)),
+                Some((self.vcpu_count(), self.ram.size)),
             )?),
             None => None,
         };

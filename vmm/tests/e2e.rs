@@ -3,6 +3,8 @@
 //! They need hardware KVM (natively, or inside the lab: `cargo xtask ci`). Without it each test
 //! says so and returns — unless `PADDOCK_E2E_REQUIRED=1` (set by `cargo xtask ci`), where a
 //! missing KVM or artifact is a failure.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};

@@ -233,10 +233,13 @@ fn restores_get_the_current_clock_and_fresh_entropy() {
     std::thread::sleep(Duration::from_secs(61));
     s.ok(&["restore", snap.to_str().unwrap(), "--name", "a"]);
     s.ok(&["restore", snap.to_str().unwrap(), "--name", "b"]);
-    let host_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let host_now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
     let guest_now: i64 = exec_ok(&s, "a", "date +%s").trim().parse().unwrap();
     assert!(
         (guest_now - host_now).abs() <= 5,
@@ -259,10 +262,13 @@ fn restores_get_the_current_clock_and_fresh_entropy() {
     );
     s.ok(&["reset", "a"]);
     let guest_now: i64 = exec_ok(&s, "a", "date +%s").trim().parse().unwrap();
-    let host_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let host_now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
     assert!(
         (guest_now - host_now).abs() <= 5,
         "after reset: guest clock {guest_now} vs host {host_now}"

@@ -3,6 +3,8 @@
 //!
 //! Like the other end-to-end tests they need hardware KVM (natively, or in the lab via
 //! `cargo xtask ci`).
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 
 mod common;
 

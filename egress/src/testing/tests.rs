@@ -1,4 +1,6 @@
 //! Tests of `testing`.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 use super::*;
 use rustls::pki_types::ServerName;
 use serde_json::Value;

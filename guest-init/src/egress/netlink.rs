@@ -13,11 +13,14 @@ use std::time::Duration;
 const RTM_NEWLINK: u16 = libc::RTM_NEWLINK;
 const RTM_NEWADDR: u16 = libc::RTM_NEWADDR;
 const RTM_NEWROUTE: u16 = libc::RTM_NEWROUTE;
-const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
-const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
-const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
-const NLM_F_EXCL: u16 = libc::NLM_F_EXCL as u16;
-const NLM_F_CREATE: u16 = libc::NLM_F_CREATE as u16;
+const NLMSG_ERROR: u16 = narrow_u16(libc::NLMSG_ERROR);
+const NLM_F_REQUEST: u16 = narrow_u16(libc::NLM_F_REQUEST);
+const NLM_F_ACK: u16 = narrow_u16(libc::NLM_F_ACK);
+const NLM_F_EXCL: u16 = narrow_u16(libc::NLM_F_EXCL);
+const NLM_F_CREATE: u16 = narrow_u16(libc::NLM_F_CREATE);
+// Address families, as the one-byte family fields of ifinfomsg, ifaddrmsg and rtmsg.
+const AF_UNSPEC: u8 = narrow_u8(libc::AF_UNSPEC);
+const AF_INET: u8 = narrow_u8(libc::AF_INET);
 // Attributes.
 const IFLA_IFNAME: u16 = libc::IFLA_IFNAME;
 const IFLA_LINKINFO: u16 = libc::IFLA_LINKINFO;
@@ -25,6 +28,23 @@ const IFLA_INFO_KIND: u16 = libc::IFLA_INFO_KIND;
 const IFA_ADDRESS: u16 = libc::IFA_ADDRESS;
 const IFA_LOCAL: u16 = libc::IFA_LOCAL;
 const RTA_OIF: u16 = libc::RTA_OIF;
+/// A libc constant (a `c_int`) narrowed to a 16-bit netlink field. Only used for constants: the
+/// range check runs at compile time, where a value that does not fit fails the build.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+const fn narrow_u16(value: libc::c_int) -> u16 {
+    assert!(value >= 0 && value <= 0xffff);
+    // Bounded: checked just above.
+    value as u16
+}
+
+/// Like [`narrow_u16`], for one-byte fields.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+const fn narrow_u8(value: libc::c_int) -> u8 {
+    assert!(value >= 0 && value <= 0xff);
+    // Bounded: checked just above.
+    value as u8
+}
+
 /// Length of `struct nlmsghdr`.
 const HEADER_LEN: usize = 16;
 /// Longest interface name, without its NUL (IFNAMSIZ - 1).
@@ -66,7 +86,7 @@ pub fn add_link(name: &str, kind: &str) -> Result<(), NetlinkError> {
     let flags = libc::IFF_UP as u32;
     let mut request = Request::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
     // struct ifinfomsg: family, pad, type, index, flags, change.
-    request.bytes(&[libc::AF_UNSPEC as u8, 0]);
+    request.bytes(&[AF_UNSPEC, 0]);
     request.bytes(&0u16.to_ne_bytes());
     request.bytes(&0i32.to_ne_bytes());
     request.bytes(&flags.to_ne_bytes());
@@ -99,7 +119,7 @@ pub fn interface_index(name: &str) -> Result<u32, NetlinkError> {
 pub fn add_address(index: u32, address: Ipv4Addr, prefix_len: u8) -> Result<(), NetlinkError> {
     let mut request = Request::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
     // struct ifaddrmsg: family, prefix length, flags, scope (universe), index.
-    request.bytes(&[libc::AF_INET as u8, prefix_len.min(32), 0, 0]);
+    request.bytes(&[AF_INET, prefix_len.min(32), 0, 0]);
     request.bytes(&index.to_ne_bytes());
     request.attribute(IFA_LOCAL, &address.octets());
     request.attribute(IFA_ADDRESS, &address.octets());
@@ -111,7 +131,7 @@ pub fn add_default_route(index: u32) -> Result<(), NetlinkError> {
     let mut request = Request::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
     request.bytes(&[
-        libc::AF_INET as u8,
+        AF_INET,
         0,
         0,
         0,
@@ -246,7 +266,10 @@ fn acknowledgement(datagram: &[u8]) -> Result<Option<Result<(), NetlinkError>>, 
             return Err(NetlinkError::Malformed);
         }
         if message_type == NLMSG_ERROR {
-            let code = read_u32(rest, HEADER_LEN).ok_or(NetlinkError::Malformed)? as i32;
+            // nlmsgerr's `error` is a C int: reinterpret the bits.
+            let code = read_u32(rest, HEADER_LEN)
+                .ok_or(NetlinkError::Malformed)?
+                .cast_signed();
             return Ok(Some(match code {
                 0 => Ok(()),
                 negative => Err(NetlinkError::Refused(io::Error::from_raw_os_error(

@@ -181,11 +181,11 @@ fn decode_chunked(mut rest: &[u8]) -> Result<Option<Vec<u8>>, ResponseError> {
         if size == 0 {
             return Ok(skip_trailers(rest).map(|()| body));
         }
-        // Compared as u64: the size comes from the peer and may exceed usize.
-        if size > rest.len() as u64 {
-            return Ok(None);
-        }
-        let size = size as usize; // at most rest.len()
+        // The size comes from the peer and may exceed usize: such a chunk is never complete.
+        let size = match usize::try_from(size) {
+            Ok(size) if size <= rest.len() => size,
+            _ => return Ok(None),
+        };
         let (data, after) = rest.split_at(size);
         match after {
             [b'\r', b'\n', ..] => {}

@@ -15,13 +15,16 @@ pub fn bring_up_loopback() -> io::Result<()> {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
+        *dst = libc::c_char::from_ne_bytes([*src]);
     }
     // SAFETY: `req` is a valid ifreq naming "lo"; the kernel fills in ifru_flags.
     cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
     // SAFETY: SIOCGIFFLAGS initialised the flags member of the union.
     let flags = unsafe { req.ifr_ifru.ifru_flags };
-    req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // Bounded: IFF_UP | IFF_RUNNING is 0x41, well within c_short.
+    #[allow(clippy::cast_possible_truncation)]
+    let up_running = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    req.ifr_ifru.ifru_flags = flags | up_running;
     // SAFETY: `req` is a valid ifreq with the flags member set.
     cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
     Ok(())

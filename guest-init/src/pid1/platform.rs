@@ -12,6 +12,12 @@ pub struct GuestPlatform {
     engine: Arc<EngineMonitor>,
 }
 
+impl std::fmt::Debug for GuestPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestPlatform").finish_non_exhaustive()
+    }
+}
+
 impl GuestPlatform {
     pub fn new(reaper: Arc<Reaper>, engine: Arc<EngineMonitor>) -> Self {
         Self { reaper, engine }

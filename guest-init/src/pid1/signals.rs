@@ -52,20 +52,25 @@ impl SignalFd {
         // SAFETY: signalfd_siginfo is plain old data; all-zero is a valid value.
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        // SAFETY: `info` is a writable buffer of `size` bytes for the duration of the call.
-        let n = cvt_retry(|| unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                (&mut info as *mut libc::signalfd_siginfo).cast(),
-                size,
-            ) as libc::c_int
+        let n = cvt_retry(|| {
+            // SAFETY: `info` is a writable buffer of `size` bytes for the duration of the call.
+            let read = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    (&mut info as *mut libc::signalfd_siginfo).cast(),
+                    size,
+                )
+            };
+            // -1 or at most `size` bytes; anything else fails the length check below.
+            libc::c_int::try_from(read).unwrap_or(libc::c_int::MAX)
         })?;
-        if n as usize != size {
+        if usize::try_from(n).ok() != Some(size) {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "short signalfd read",
             ));
         }
-        Ok(info.ssi_signo as libc::c_int)
+        libc::c_int::try_from(info.ssi_signo)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "signal number out of range"))
     }
 }

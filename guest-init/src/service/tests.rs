@@ -306,7 +306,7 @@ fn background_grandchild_holding_stdout_does_not_hang_the_exec() {
     // The grandchild was left running (only its output was cut off); clean it up.
     assert!(!process_gone(background));
     // SAFETY: plain syscall on a process this test started.
-    unsafe { libc::kill(background as i32, libc::SIGKILL) };
+    unsafe { libc::kill(i32::try_from(background).unwrap(), libc::SIGKILL) };
 }
 
 #[test]

@@ -7,6 +7,8 @@ use super::{DnsError, DnsQuery, Rcode, CLASS_IN, HEADER_LEN, TYPE_A};
 use std::net::Ipv4Addr;
 
 /// A compression pointer to the question name, which always starts right after the header.
+// Bounded: HEADER_LEN is 12.
+#[allow(clippy::cast_possible_truncation)]
 const POINTER_TO_QUESTION: [u8; 2] = [0xc0, HEADER_LEN as u8];
 
 /// NOERROR with one A record for the question's name (by a pointer to the question).

@@ -1,4 +1,6 @@
 //! Tests of DNS query parsing and answers: hand-built packets, round trips, random input.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 #![allow(
     clippy::indexing_slicing,
     clippy::unwrap_used,

@@ -51,7 +51,7 @@ fn frame_with_payload(payload: &[u8]) -> Vec<u8> {
     let mut f = header(
         FRAME_MAGIC,
         PROTOCOL_VERSION,
-        payload.len() as u32,
+        u32::try_from(payload.len()).unwrap(),
         crc32fast::hash(payload),
     );
     f.extend_from_slice(payload);

@@ -12,7 +12,10 @@ where
     let frame = encode_frame(msg).unwrap();
     let mut cursor = Cursor::new(frame);
     let back = read_frame(&mut cursor).unwrap();
-    assert_eq!(cursor.position() as usize, cursor.get_ref().len());
+    assert_eq!(
+        usize::try_from(cursor.position()).unwrap(),
+        cursor.get_ref().len()
+    );
     back
 }
 

@@ -1,4 +1,6 @@
 //! PTY messages: validation of `TERM`, round trips, and hostile or malformed frames.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 
 use super::*;
 use crate::{

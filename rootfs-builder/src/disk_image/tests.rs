@@ -1,4 +1,6 @@
 //! Tests of the paddock image trailer: a round trip and every way a read or a verify fails.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 
 use super::*;
 use std::io::Cursor;

@@ -1,4 +1,6 @@
 //! Tests of the newc writer: a strict reader parses back what was written.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 
 use super::*;
 

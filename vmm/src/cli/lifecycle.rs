@@ -99,7 +99,7 @@ fn ls_table(list: &[paddock_vmm::sandbox::SandboxStatus]) -> String {
                 },
                 format!("{}M", s.info.memory_mib),
                 s.rss_bytes
-                    .map(|b| format!("{:.1}M", b as f64 / (1 << 20) as f64))
+                    .map(|b| format!("{:.1}M", b as f64 / f64::from(1 << 20)))
                     .unwrap_or_else(dash),
                 if s.state == "running" {
                     uptime(s.uptime_secs)
@@ -173,7 +173,7 @@ pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
         args.dir.display(),
         started.elapsed().as_secs_f64() * 1e3,
         paused_ms,
-        written as f64 / (1 << 20) as f64
+        written as f64 / f64::from(1 << 20)
     );
     Ok(0)
 }

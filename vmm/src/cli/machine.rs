@@ -183,7 +183,7 @@ pub fn show_progress(step: BuildStep) {
         } => eprintln!(
             "paddock: template built in {:.1} s ({:.1} MiB of guest memory)",
             total_ms / 1e3,
-            memory_bytes as f64 / (1 << 20) as f64
+            memory_bytes as f64 / f64::from(1 << 20)
         ),
     }
 }

@@ -68,7 +68,7 @@ fn ls(args: TemplateLsArgs) -> anyhow::Result<i32> {
             m.spec.profile,
             m.spec.vcpus,
             m.spec.memory_mib,
-            t.disk_bytes() as f64 / (1 << 20) as f64,
+            t.disk_bytes() as f64 / f64::from(1 << 20),
             m.boot_ms / 1e3,
             m.guest
         );

@@ -35,6 +35,12 @@ pub struct LegacyDevices {
     serial: Arc<Mutex<SerialDevice>>,
 }
 
+impl std::fmt::Debug for LegacyDevices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegacyDevices").finish_non_exhaustive()
+    }
+}
+
 impl LegacyDevices {
     /// Puts `serial` (new or restored) on COM1 and an i8042 whose reset request ends the VM
     /// through `exit`.

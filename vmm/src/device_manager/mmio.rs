@@ -70,6 +70,14 @@ pub struct AttachedDevice {
     pub device: Box<dyn ManagedVirtioDevice>,
 }
 
+impl std::fmt::Debug for AttachedDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachedDevice")
+            .field("slot", &self.slot)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The virtio devices of a VM, in attach order (the guest probes them, and names its disks
 /// vda, vdb, …, in that order), with the MMIO bus their transports sit on.
 #[derive(Default)]
@@ -77,6 +85,14 @@ pub struct MmioDeviceManager {
     bus: Bus,
     slots: SlotAllocator,
     devices: Vec<AttachedDevice>,
+}
+
+impl std::fmt::Debug for MmioDeviceManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MmioDeviceManager")
+            .field("devices", &self.devices)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MmioDeviceManager {
@@ -248,10 +264,8 @@ fn register_with_kvm(
         source,
     };
     let transport = lock(device.transport());
-    for (index, evt) in transport.queue_events().iter().enumerate() {
-        // A device has a handful of queues: the index always fits.
-        register_mmio_ioevent(vm, evt, queue_notify_address(slot), index as u32)
-            .map_err(kvm_err)?;
+    for (index, evt) in (0u32..).zip(transport.queue_events()) {
+        register_mmio_ioevent(vm, evt, queue_notify_address(slot), index).map_err(kvm_err)?;
     }
     register_irqfd(vm, transport.interrupt_event(), slot.irq).map_err(kvm_err)
 }

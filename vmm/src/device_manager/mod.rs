@@ -36,6 +36,7 @@ pub enum DevicesResetError {
 }
 
 /// A VM's devices.
+#[derive(Debug)]
 pub struct DeviceManager {
     /// COM1 and the i8042.
     pub legacy: LegacyDevices,

@@ -149,6 +149,14 @@ pub struct RestoreResources {
     pub disks: VecDeque<(File, DiskIdentity)>,
 }
 
+impl std::fmt::Debug for RestoreResources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreResources")
+            .field("vsock_uds", &self.vsock_uds)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Checks a saved list before anything is built: every slot is the layout's and unique, and
 /// every required kind is present.
 pub fn check_device_list(states: &[DeviceState]) -> Result<(), DevicesRestoreError> {
@@ -238,6 +246,14 @@ pub struct ManagedBlock {
     pub block: Block,
     /// Guest memory, for resets in place.
     pub mem: GuestMemory,
+}
+
+impl std::fmt::Debug for ManagedBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedBlock")
+            .field("block", &self.block)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ManagedVirtioDevice for ManagedBlock {

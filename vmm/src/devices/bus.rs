@@ -40,6 +40,12 @@ pub struct Bus {
     slots: BTreeMap<u64, Slot>,
 }
 
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").finish_non_exhaustive()
+    }
+}
+
 impl Bus {
     /// An empty bus.
     pub fn new() -> Self {
@@ -106,10 +112,10 @@ mod tests {
     struct Reg(Vec<u8>);
     impl BusDevice for Reg {
         fn read(&mut self, offset: u64, data: &mut [u8]) {
-            data.fill(self.0[offset as usize]);
+            data.fill(self.0[usize::try_from(offset).unwrap()]);
         }
         fn write(&mut self, offset: u64, data: &[u8]) {
-            self.0[offset as usize] = data[0];
+            self.0[usize::try_from(offset).unwrap()] = data[0];
         }
     }
 

@@ -13,6 +13,13 @@ pub const CONSOLE_TAIL_BYTES: usize = 64 * 1024;
 #[derive(Clone, Default)]
 pub struct ConsoleTail(Arc<Mutex<VecDeque<u8>>>);
 
+/// Opaque: the guest's output is not for debug logs.
+impl std::fmt::Debug for ConsoleTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleTail").finish_non_exhaustive()
+    }
+}
+
 impl ConsoleTail {
     fn push(&self, bytes: &[u8]) {
         let mut tail = crate::devices::bus::lock(&self.0);
@@ -41,6 +48,7 @@ impl ConsoleTail {
 }
 
 /// The serial port's output: the tail, and a log file if one was given.
+#[derive(Debug)]
 pub struct ConsoleSink {
     tail: ConsoleTail,
     log: Option<File>,

@@ -9,6 +9,7 @@ const COMMAND_OFFSET: u64 = 4;
 const CMD_RESET_CPU: u8 = 0xfe;
 
 /// The i8042 at ports 0x60..=0x64.
+#[derive(Debug)]
 pub struct I8042 {
     exit: Arc<ExitSignal>,
 }

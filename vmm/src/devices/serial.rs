@@ -7,6 +7,7 @@ use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 /// Raises the serial IRQ by writing the irqfd KVM routes to the IOAPIC pin.
+#[derive(Debug)]
 pub struct IrqTrigger(pub EventFd);
 
 impl Trigger for IrqTrigger {
@@ -20,6 +21,12 @@ impl Trigger for IrqTrigger {
 pub struct SerialDevice {
     /// The emulated UART.
     pub serial: Serial<IrqTrigger, vm_superio::serial::NoEvents, ConsoleSink>,
+}
+
+impl std::fmt::Debug for SerialDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SerialDevice").finish_non_exhaustive()
+    }
 }
 
 impl SerialDevice {
@@ -47,6 +54,7 @@ pub struct SerialState {
 }
 
 /// What a restored UART is built around.
+#[derive(Debug)]
 pub struct SerialConstructorArgs {
     /// The irqfd KVM routes to COM1's IOAPIC pin.
     pub irq: EventFd,

@@ -180,7 +180,7 @@ fn bring_up(
     let info = SandboxInfo {
         name: name.to_string(),
         pid: std::process::id(),
-        vcpus: vmm.vcpus.len() as u8,
+        vcpus: vmm.vcpu_count(),
         memory_mib: vmm.ram.size >> 20,
         created_unix_secs: now_secs(),
         origin_snapshot: vmm.origin.as_ref().map(|o| o.dir.clone()),

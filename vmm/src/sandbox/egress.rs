@@ -271,8 +271,11 @@ pub fn stop_proxy(paths: &SandboxPaths) {
         return;
     };
     if super::process_alive(pid) && is_egress_proxy(pid) {
-        // SAFETY: kill(2) on a pid we recorded and just checked is our proxy; no memory effects.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        if let Ok(pid) = libc::pid_t::try_from(pid) {
+            // SAFETY: kill(2) on a pid we recorded and just checked is our proxy; no memory
+            // effects.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
         let deadline = Instant::now() + Duration::from_secs(2);
         while super::process_alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));

@@ -52,6 +52,12 @@ pub struct GuestLink {
     link: Option<Connection>,
 }
 
+impl std::fmt::Debug for GuestLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestLink").finish_non_exhaustive()
+    }
+}
+
 impl GuestLink {
     /// Listens for guest-init on behalf of the VM whose vsock socket will be `uds`. Bind before
     /// the VM's vCPUs run, so the first announcement finds it.

@@ -532,8 +532,11 @@ impl Sandboxes {
             Err(e) => return Err(e),
         }
         if !self.wait_stopped(name, Duration::from_secs(10)) && process_alive(info.pid) {
-            // SAFETY: kill(2) with a pid we recorded and checked is alive has no memory effects.
-            unsafe { libc::kill(info.pid as i32, libc::SIGKILL) };
+            if let Ok(pid) = libc::pid_t::try_from(info.pid) {
+                // SAFETY: kill(2) with a pid we recorded and checked is alive has no memory
+                // effects.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
             self.wait_stopped(name, Duration::from_secs(5));
         }
         egress::stop_proxy(&paths);

@@ -13,6 +13,10 @@ pub const SNAPSHOT_VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 24;
 /// Largest state payload accepted (vCPU and device state is a few hundred KiB at most).
 pub const MAX_STATE_BYTES: u64 = 64 << 20;
+/// [`MAX_STATE_BYTES`] as bincode's limit.
+// Bounded: 64 MiB fits every usize.
+#[allow(clippy::cast_possible_truncation)]
+const MAX_STATE_LEN: usize = MAX_STATE_BYTES as usize;
 
 /// Why a state file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +49,7 @@ fn config() -> impl bincode::config::Config {
     // reserves memory for it (a crafted state with a valid checksum found by the fuzzer
     // `snapshot_state` otherwise panicked with a capacity overflow).
     bincode::config::standard()
-        .with_limit::<{ MAX_STATE_BYTES as usize }>()
+        .with_limit::<MAX_STATE_LEN>()
         .with_little_endian()
         .with_fixed_int_encoding()
 }
@@ -84,7 +88,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FormatError> {
             .rev()
             .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
     };
-    let version = field(8..12) as u32;
+    let field_u32 = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let version = field_u32(8);
     if version != SNAPSHOT_VERSION {
         return Err(FormatError::Version { found: version });
     }
@@ -92,14 +99,13 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FormatError> {
     if len > MAX_STATE_BYTES {
         return Err(FormatError::TooLarge(len));
     }
-    if (rest.len() as u64) < len {
+    let Some(payload) = usize::try_from(len).ok().and_then(|len| rest.get(..len)) else {
         return Err(FormatError::Truncated {
             have: rest.len() as u64,
             want: len,
         });
-    }
-    let payload = &rest[..len as usize];
-    if crc32fast::hash(payload) != field(20..24) as u32 {
+    };
+    if crc32fast::hash(payload) != field_u32(20) {
         return Err(FormatError::Checksum);
     }
     let (state, used) = bincode::serde::decode_from_slice(payload, config())

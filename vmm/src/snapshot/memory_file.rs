@@ -1,6 +1,7 @@
 //! Guest memory to a sparse file: only pages the guest ever touched are written; untouched
 //! pages stay holes, so a 256 MiB guest that used 40 MiB costs 40 MiB on disk.
 
+use crate::cast::u64_to_usize;
 use crate::vstate::memory::GuestMemory;
 use crate::vstate::pagemap::{for_each_private_run, PAGE};
 use std::fs::File;
@@ -33,11 +34,18 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> MemoryFileError {
 fn data_ranges(file: &File, from: u64, to: u64) -> Result<Vec<(u64, u64)>, MemoryFileError> {
     let fd = file.as_raw_fd();
     let mut ranges = Vec::new();
+    let offset = |at: u64| {
+        libc::off_t::try_from(at).map_err(|_| MemoryFileError::Io {
+            what: "finding data in guest memory file",
+            source: std::io::ErrorKind::InvalidInput.into(),
+        })
+    };
     let mut pos = from;
     while pos < to {
+        let at = offset(pos)?;
         // SAFETY: lseek on a valid fd with valid whence values has no memory effects.
-        let data = unsafe { libc::lseek(fd, pos as i64, libc::SEEK_DATA) };
-        if data < 0 {
+        let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        let Ok(data) = u64::try_from(data) else {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::ENXIO) {
                 break; // no data past `pos`
@@ -46,14 +54,14 @@ fn data_ranges(file: &File, from: u64, to: u64) -> Result<Vec<(u64, u64)>, Memor
                 what: "finding data in guest memory file",
                 source: err,
             });
-        }
-        let data = data as u64;
+        };
         if data >= to {
             break;
         }
+        let at = offset(data)?;
         // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data as i64, libc::SEEK_HOLE) };
-        let hole = if hole < 0 { to } else { (hole as u64).min(to) };
+        let hole = unsafe { libc::lseek(fd, at, libc::SEEK_HOLE) };
+        let hole = u64::try_from(hole).map_or(to, |hole| hole.min(to));
         ranges.push((data, hole));
         pos = hole;
     }
@@ -65,7 +73,7 @@ fn data_ranges(file: &File, from: u64, to: u64) -> Result<Vec<(u64, u64)>, Memor
 fn private_pages(addr: u64, len: u64, marks: &mut [bool]) -> Result<(), MemoryFileError> {
     for_each_private_run(addr, len, |first, count| {
         let end = (first + count).min(marks.len() as u64);
-        marks[first as usize..end as usize].fill(true);
+        marks[u64_to_usize(first)..u64_to_usize(end)].fill(true);
         Ok(())
     })
     .map_err(io("reading /proc/self/pagemap"))
@@ -80,14 +88,14 @@ pub fn write_sparse(
 ) -> Result<u64, MemoryFileError> {
     let mut written = 0u64;
     let mut file_offset = 0u64;
-    let mut buf = vec![0u8; (BATCH_PAGES * PAGE) as usize];
+    let mut buf = vec![0u8; u64_to_usize(BATCH_PAGES * PAGE)];
     for region in mem.iter() {
         let len = region.len();
-        let pages = (len / PAGE) as usize;
+        let pages = u64_to_usize(len / PAGE);
         let mut marks = vec![false; pages];
         for (start, end) in data_ranges(backing, file_offset, file_offset + len)? {
-            let first = ((start - file_offset) / PAGE) as usize;
-            let last = (end - file_offset).div_ceil(PAGE) as usize;
+            let first = u64_to_usize((start - file_offset) / PAGE);
+            let last = u64_to_usize((end - file_offset).div_ceil(PAGE));
             marks[first..last.min(pages)]
                 .iter_mut()
                 .for_each(|m| *m = true);
@@ -102,17 +110,17 @@ pub fn write_sparse(
             }
             let run_end = (page..pages)
                 .take_while(|&p| marks[p])
-                .take(BATCH_PAGES as usize)
+                .take(u64_to_usize(BATCH_PAGES))
                 .last()
                 .unwrap_or(page)
                 + 1;
-            let bytes = (run_end - page) * PAGE as usize;
+            let bytes = (run_end - page) * u64_to_usize(PAGE);
             let chunk = &mut buf[..bytes];
             let guest = region.start_addr().0 + page as u64 * PAGE;
             mem.read_slice(chunk, vm_memory::GuestAddress(guest))
                 .map_err(MemoryFileError::Guest)?;
             // Write runs of non-zero pages only: zero pages stay holes.
-            for (i, p) in chunk.chunks(PAGE as usize).enumerate() {
+            for (i, p) in chunk.chunks(u64_to_usize(PAGE)).enumerate() {
                 if p.iter().any(|&b| b != 0) {
                     let at = file_offset + (page + i) as u64 * PAGE;
                     dest.write_all_at(p, at)

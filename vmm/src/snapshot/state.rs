@@ -28,6 +28,16 @@ pub struct SnapshotState {
     pub devices: Vec<DeviceState>,
 }
 
+impl std::fmt::Debug for SnapshotState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotState")
+            .field("vcpu_count", &self.vcpu_count)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("memory_file", &self.memory_file)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SnapshotState {
     /// The memory file name and expected size, for `store::read`.
     pub fn memory(&self) -> (&str, u64) {

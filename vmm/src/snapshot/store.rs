@@ -211,7 +211,7 @@ mod tests {
             tag,
         };
         write(dir, &name, 8192, &st, |f| {
-            f.write_all_at(&[tag as u8; 10], 0)
+            f.write_all_at(&[u8::try_from(tag).unwrap(); 10], 0)
         })
         .unwrap();
         name

@@ -101,6 +101,7 @@ pub struct TemplateStore {
 }
 
 /// Held while one key is built; released (and the lock file left for reuse) on drop.
+#[derive(Debug)]
 pub struct BuildLock {
     _file: File,
 }

@@ -44,6 +44,14 @@ pub struct GuestRam {
     pub size: u64,
 }
 
+impl std::fmt::Debug for GuestRam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestRam")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Creates `mib` MiB of guest RAM in a fresh memfd, shared-mapped (writes land in the memfd).
 pub fn create_guest_ram(mib: u64) -> Result<GuestRam, MemoryError> {
     if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&mib) {
@@ -110,7 +118,9 @@ pub fn remap_private(mem: &GuestMemory, file: &File) -> Result<(), MemoryError> 
     use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
     let mut offset = 0u64;
     for region in mem.iter() {
-        let len = region.len() as usize;
+        let len = crate::cast::u64_to_usize(region.len());
+        let file_offset = libc::off_t::try_from(offset)
+            .map_err(|_| MemoryError::Mmap(format!("file offset {offset} out of range")))?;
         // SAFETY: the target range is exactly a region this GuestMemory mapped and still owns;
         // MAP_FIXED atomically replaces those pages with a mapping of the same size, so no other
         // mapping is touched and every existing pointer into guest RAM stays valid.
@@ -121,7 +131,7 @@ pub fn remap_private(mem: &GuestMemory, file: &File) -> Result<(), MemoryError> 
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
                 file.as_raw_fd(),
-                offset as libc::off_t,
+                file_offset,
             )
         };
         if addr == libc::MAP_FAILED {
@@ -152,7 +162,7 @@ pub fn discard_private_pages(mem: &GuestMemory) -> Result<u64, MemoryError> {
             let rc = unsafe {
                 libc::madvise(
                     (base + first * PAGE) as *mut libc::c_void,
-                    (count * PAGE) as usize,
+                    crate::cast::u64_to_usize(count * PAGE),
                     libc::MADV_DONTNEED,
                 )
             };

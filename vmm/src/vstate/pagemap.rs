@@ -4,6 +4,7 @@
 //! A reset discards only these pages, so every clean page keeps its host and KVM mappings and
 //! the guest does not fault on it again; the snapshot writer saves them.
 
+use crate::cast::u64_to_usize;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -25,12 +26,12 @@ pub fn for_each_private_run(
 ) -> std::io::Result<()> {
     let pagemap = File::open("/proc/self/pagemap")?;
     let pages = len / PAGE;
-    let mut buf = vec![0u8; (ENTRIES_PER_READ.min(pages) * 8) as usize];
+    let mut buf = vec![0u8; u64_to_usize(ENTRIES_PER_READ.min(pages) * 8)];
     let mut run: Option<(u64, u64)> = None;
     let mut done = 0u64;
     while done < pages {
         let count = ENTRIES_PER_READ.min(pages - done);
-        let chunk = &mut buf[..(count * 8) as usize];
+        let chunk = &mut buf[..u64_to_usize(count * 8)];
         pagemap.read_exact_at(chunk, (addr / PAGE + done) * 8)?;
         for (i, entry) in chunk.chunks_exact(8).enumerate() {
             let mut bytes = [0u8; 8];
@@ -69,7 +70,7 @@ mod tests {
         let addr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len as usize,
+                u64_to_usize(len),
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE,
                 file.as_raw_fd(),
@@ -93,18 +94,19 @@ mod tests {
     #[test]
     fn finds_written_pages_not_read_ones() {
         let file = tempfile::tempfile().unwrap();
-        file.write_all_at(&[1u8; (16 * PAGE) as usize], 0).unwrap();
+        file.write_all_at(&[1u8; u64_to_usize(16 * PAGE)], 0)
+            .unwrap();
         let (addr, len) = private_mapping(&file);
         // SAFETY: every offset below is inside the 16-page mapping made above.
         unsafe {
-            let _ = std::ptr::read_volatile(addr.add(PAGE as usize)); // read only: clean
+            let _ = std::ptr::read_volatile(addr.add(u64_to_usize(PAGE))); // read only: clean
             for page in [2usize, 3, 4, 9, 15] {
-                std::ptr::write_volatile(addr.add(page * PAGE as usize), 7);
+                std::ptr::write_volatile(addr.add(page * u64_to_usize(PAGE)), 7);
             }
         }
         assert_eq!(runs(addr, len), vec![(2, 3), (9, 1), (15, 1)]);
         // SAFETY: the mapping made above, no longer used.
-        unsafe { libc::munmap(addr.cast(), len as usize) };
+        unsafe { libc::munmap(addr.cast(), u64_to_usize(len)) };
     }
 
     #[test]
@@ -114,6 +116,6 @@ mod tests {
         let (addr, len) = private_mapping(&file);
         assert!(runs(addr, len).is_empty());
         // SAFETY: the mapping made above, no longer used.
-        unsafe { libc::munmap(addr.cast(), len as usize) };
+        unsafe { libc::munmap(addr.cast(), u64_to_usize(len)) };
     }
 }

@@ -62,6 +62,12 @@ pub struct VcpuState {
     pub tsc_khz: u32,
 }
 
+impl std::fmt::Debug for VcpuState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VcpuState").finish_non_exhaustive()
+    }
+}
+
 /// Saves `fd`'s state. The vCPU must be out of KVM_RUN (paused).
 pub fn save_vcpu(fd: &VcpuFd, msr_indices: &[u32]) -> Result<VcpuState, PersistError> {
     let cpuid = fd
@@ -195,6 +201,12 @@ pub struct VmState {
     pub pit: kvm_pit_state2,
     /// kvmclock.
     pub clock: kvm_clock_data,
+}
+
+impl std::fmt::Debug for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmState").finish_non_exhaustive()
+    }
 }
 
 /// Saves the VM-wide state (vCPUs paused).

@@ -64,6 +64,14 @@ pub struct ExitSignal {
     reason: Mutex<Option<VmExitReason>>,
 }
 
+impl std::fmt::Debug for ExitSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExitSignal")
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ExitSignal {
     /// A fresh signal.
     pub fn new() -> std::io::Result<Arc<Self>> {
@@ -135,7 +143,12 @@ const APIC_MODE_EXTINT: u32 = 0x7;
 
 fn lapic_reg(lapic: &kvm_lapic_state, offset: usize) -> u32 {
     let b = &lapic.regs[offset..offset + 4];
-    u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
+    u32::from_le_bytes([
+        b[0].cast_unsigned(),
+        b[1].cast_unsigned(),
+        b[2].cast_unsigned(),
+        b[3].cast_unsigned(),
+    ])
 }
 
 fn set_lapic_reg(lapic: &mut kvm_lapic_state, offset: usize, value: u32) {
@@ -143,7 +156,7 @@ fn set_lapic_reg(lapic: &mut kvm_lapic_state, offset: usize, value: u32) {
         .iter_mut()
         .zip(value.to_le_bytes())
     {
-        *dst = src as _;
+        *dst = src.cast_signed();
     }
 }
 
@@ -168,6 +181,17 @@ pub enum VcpuCommand {
     Exit,
 }
 
+impl std::fmt::Debug for VcpuCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Pause => "Pause",
+            Self::Resume => "Resume",
+            Self::With(_) => "With(..)",
+            Self::Exit => "Exit",
+        })
+    }
+}
+
 /// A pointer to a vCPU's `kvm_run.immediate_exit` byte.
 struct ImmediateExit(*mut u8);
 // SAFETY: the pointer targets the vCPU's kvm_run mapping, which lives as long as the VcpuFd; the
@@ -184,6 +208,14 @@ pub struct VcpuHandle {
     pub paused: Receiver<()>,
     immediate_exit: ImmediateExit,
     thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for VcpuHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VcpuHandle")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
 }
 
 fn kick_signal() -> i32 {

@@ -56,9 +56,9 @@ pub fn create_vm(kvm: &Kvm, mem: &GuestMemory) -> Result<VmFd, VmError> {
 
 /// Registers (or re-registers, after a remap) each region of `mem` as a KVM memory slot.
 pub fn register_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), VmError> {
-    for (slot, region) in mem.iter().enumerate() {
+    for (slot, region) in (0u32..).zip(mem.iter()) {
         let region_desc = kvm_userspace_memory_region {
-            slot: slot as u32,
+            slot,
             guest_phys_addr: region.start_addr().0,
             memory_size: region.len(),
             userspace_addr: region.as_ptr() as u64,

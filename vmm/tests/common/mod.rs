@@ -1,4 +1,6 @@
 //! Shared helpers for the end-to-end tests.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

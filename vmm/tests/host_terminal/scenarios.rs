@@ -109,7 +109,7 @@ pub fn a_signal_to_paddock_hangs_the_session_up(paddock: Paddock, name: &str) {
     term.send(b"echo up-$((1+1))\r");
     term.expect("up-2");
     // SAFETY: plain syscall on a process this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
     assert_eq!(wait(&mut child, &term), Some(128 + libc::SIGTERM));
     term.expect("hung up");
     assert_eq!(term.settings(), before);

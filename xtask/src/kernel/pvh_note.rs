@@ -110,8 +110,8 @@ mod tests {
 
     fn note(name: &[u8], kind: u32, desc: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+        out.extend_from_slice(&u32::try_from(name.len()).unwrap().to_le_bytes());
+        out.extend_from_slice(&u32::try_from(desc.len()).unwrap().to_le_bytes());
         out.extend_from_slice(&kind.to_le_bytes());
         out.extend_from_slice(name);
         out.resize(out.len().next_multiple_of(4), 0);

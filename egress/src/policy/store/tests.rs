@@ -1,4 +1,6 @@
 //! Tests of the `store` module.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 
 use super::*;
 use std::os::unix::fs::MetadataExt;

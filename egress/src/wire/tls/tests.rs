@@ -1,4 +1,6 @@
 //! Tests of ClientHello parsing: real rustls hellos, fragments, hostile and random input.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 #![allow(
     clippy::indexing_slicing,
     clippy::unwrap_used,

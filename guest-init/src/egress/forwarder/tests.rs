@@ -1,5 +1,7 @@
 //! The listeners end to end: real TCP clients, the real accept loop and connection threads,
 //! a fake host egress proxy on a Unix socket in place of vsock.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 
 use super::*;
 use crate::egress::test_host::{unreachable_host, FakeHost};

@@ -1,5 +1,7 @@
 //! Splicing real sockets: a TCP connection on the program side, a Unix socket pair standing in
 //! for the vsock connection on the host side.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 
 use super::*;
 use std::net::{Shutdown as NetShutdown, TcpListener, TcpStream};

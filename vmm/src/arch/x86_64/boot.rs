@@ -137,6 +137,7 @@ pub fn write_boot_params(
     mem_size: u64,
 ) -> Result<(), LoadError> {
     let e820 = e820_map(mem_size);
+    let too_big = |what: &str| LoadError::BootParams(format!("{what} does not fit its field"));
     match protocol {
         BootProtocol::Pvh => {
             let memmap: Vec<hvm_memmap_table_entry> = e820
@@ -153,7 +154,7 @@ pub fn write_boot_params(
                 version: 1,
                 cmdline_paddr: CMDLINE_START,
                 memmap_paddr: PVH_MEMMAP_START,
-                memmap_entries: memmap.len() as u32,
+                memmap_entries: u32::try_from(memmap.len()).map_err(|_| too_big("memory map"))?,
                 ..Default::default()
             };
             let mut params;
@@ -180,11 +181,15 @@ pub fn write_boot_params(
             zero_page.hdr.boot_flag = 0xaa55;
             zero_page.hdr.header = 0x5372_6448; // "HdrS"
             zero_page.hdr.kernel_alignment = 0x0100_0000;
-            zero_page.hdr.cmd_line_ptr = CMDLINE_START as u32;
-            zero_page.hdr.cmdline_size = cmdline_len as u32;
+            zero_page.hdr.cmd_line_ptr =
+                u32::try_from(CMDLINE_START).map_err(|_| too_big("command line address"))?;
+            zero_page.hdr.cmdline_size =
+                u32::try_from(cmdline_len).map_err(|_| too_big("command line length"))?;
             if let Some(initrd) = initrd {
-                zero_page.hdr.ramdisk_image = initrd.addr as u32;
-                zero_page.hdr.ramdisk_size = initrd.size as u32;
+                zero_page.hdr.ramdisk_image =
+                    u32::try_from(initrd.addr).map_err(|_| too_big("initramfs address"))?;
+                zero_page.hdr.ramdisk_size =
+                    u32::try_from(initrd.size).map_err(|_| too_big("initramfs size"))?;
             }
             for (slot, &(addr, size, type_)) in zero_page.e820_table.iter_mut().zip(&e820) {
                 *slot = boot_e820_entry {
@@ -193,7 +198,7 @@ pub fn write_boot_params(
                     r#type: type_,
                 };
             }
-            zero_page.e820_entries = e820.len() as u8;
+            zero_page.e820_entries = u8::try_from(e820.len()).map_err(|_| too_big("memory map"))?;
             let params = BootParams::new(&zero_page, GuestAddress(ZERO_PAGE_START));
             LinuxBootConfigurator::write_bootparams(&params, mem)
                 .map_err(|e| LoadError::BootParams(e.to_string()))

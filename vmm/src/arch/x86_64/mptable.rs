@@ -67,7 +67,10 @@ pub fn build(vcpus: u8, base: u64) -> Result<Vec<u8>, MptableError> {
     entries.extend_from_slice(&[ENTRY_IOAPIC, ioapic_id, IOAPIC_VERSION, 1]);
     entries.extend_from_slice(&IOAPIC_DEFAULT_BASE.to_le_bytes());
     count += 1;
-    for irq in 0..=IRQ_MAX as u8 {
+    // Bounded: IRQ_MAX is 23.
+    #[allow(clippy::cast_possible_truncation)]
+    const IRQ_MAX_U8: u8 = IRQ_MAX as u8;
+    for irq in 0..=IRQ_MAX_U8 {
         // ISA IRQ n -> IOAPIC pin n, conforming polarity and trigger.
         entries.extend_from_slice(&[ENTRY_INTSRC, INT_TYPE_INT, 0, 0, 0, irq, ioapic_id, irq]);
         count += 1;
@@ -80,7 +83,10 @@ pub fn build(vcpus: u8, base: u64) -> Result<Vec<u8>, MptableError> {
     let table_len = 44 + entries.len();
     let mut table = Vec::with_capacity(table_len);
     table.extend_from_slice(b"PCMP");
-    table.extend_from_slice(&(table_len as u16).to_le_bytes());
+    // Bounded: at most MAX_VCPUS CPU entries (checked above) plus a fixed set, well under 64 KiB.
+    #[allow(clippy::cast_possible_truncation)]
+    let table_len_u16 = table_len as u16;
+    table.extend_from_slice(&table_len_u16.to_le_bytes());
     table.push(MP_SPEC_REVISION);
     table.push(0); // checksum, patched below
     table.extend_from_slice(b"PADDOCK ");
@@ -95,7 +101,11 @@ pub fn build(vcpus: u8, base: u64) -> Result<Vec<u8>, MptableError> {
 
     let mut mpf = Vec::with_capacity(16 + table.len());
     mpf.extend_from_slice(b"_MP_");
-    mpf.extend_from_slice(&(table_addr as u32).to_le_bytes());
+    // Bounded: the table sits right after the floating pointer in the EBDA (the only `base`
+    // given), below 1 MiB.
+    #[allow(clippy::cast_possible_truncation)]
+    let table_addr_u32 = table_addr as u32;
+    mpf.extend_from_slice(&table_addr_u32.to_le_bytes());
     mpf.extend_from_slice(&[1, MP_SPEC_REVISION, 0, 0, 0, 0, 0, 0]);
     mpf[10] = checksum(&mpf[..16]);
     mpf.extend_from_slice(&table);
@@ -132,7 +142,7 @@ mod tests {
             assert_eq!(count as usize, vcpus as usize + 2 + 24 + 2);
             assert!(bytes.len() <= 0x400, "fits in the EBDA window");
             assert_eq!(
-                u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as u64,
+                u64::from(u32::from_le_bytes(bytes[4..8].try_into().unwrap())),
                 EBDA_START + 16
             );
         }

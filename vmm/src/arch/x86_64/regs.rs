@@ -45,6 +45,8 @@ const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
 /// The KVM segment described by GDT entry `entry` at index `index`.
 fn segment_from_gdt(entry: u64, index: u8) -> kvm_segment {
     let base = ((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000);
+    // Bounded: masked to 20 bits.
+    #[allow(clippy::cast_possible_truncation)]
     let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0x000f_0000)) as u32;
     let granularity = ((entry >> 55) & 1) as u8;
     // With 4 KiB granularity the limit counts pages.
@@ -127,7 +129,10 @@ pub fn setup_sregs(
         .map_err(RegsError::GuestMemory)?;
 
     sregs.gdt.base = BOOT_GDT_START;
-    sregs.gdt.limit = (std::mem::size_of_val(&gdt) - 1) as u16;
+    // Bounded: four 8-byte entries, a limit of 31.
+    #[allow(clippy::cast_possible_truncation)]
+    let gdt_limit = (std::mem::size_of_val(&gdt) - 1) as u16;
+    sregs.gdt.limit = gdt_limit;
     sregs.idt.base = BOOT_IDT_START;
     sregs.idt.limit = 7;
     let code_seg = segment_from_gdt(code, 1);

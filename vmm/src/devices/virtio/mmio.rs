@@ -60,6 +60,15 @@ pub struct MmioTransport {
     regs: Registers,
 }
 
+impl std::fmt::Debug for MmioTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MmioTransport")
+            .field("device_type", &self.device_type)
+            .field("avail_features", &self.avail_features)
+            .finish_non_exhaustive()
+    }
+}
+
 impl MmioTransport {
     /// Wraps `device`. `queue_evts` (one per queue) and `interrupt` must be the ones the device
     /// was built with: the transport signals them, the device consumes them.
@@ -164,7 +173,7 @@ impl MmioTransport {
             reg::VIRTIO_MMIO_DEVICE_ID => self.device_type,
             reg::VIRTIO_MMIO_VENDOR_ID => MMIO_VENDOR_ID,
             reg::VIRTIO_MMIO_DEVICE_FEATURES => match self.regs.device_features_sel {
-                0 => self.avail_features as u32,
+                0 => (self.avail_features & 0xffff_ffff) as u32,
                 1 => (self.avail_features >> 32) as u32,
                 _ => 0,
             },

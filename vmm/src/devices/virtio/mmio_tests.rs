@@ -1,4 +1,6 @@
 //! Tests of the virtio-mmio transport's register interface, against a recording device.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 
 use std::sync::{Arc, Mutex};
 
@@ -293,8 +295,8 @@ fn odd_accesses_are_ignored_and_config_is_forwarded() {
     t.read(0, &mut eight);
     assert_eq!(eight, [0; 8]);
     // Misaligned or short writes do nothing.
-    t.write(reg::VIRTIO_MMIO_STATUS as u64 + 1, &[1, 0, 0, 0]);
-    t.write(reg::VIRTIO_MMIO_STATUS as u64, &[1]);
+    t.write(u64::from(reg::VIRTIO_MMIO_STATUS) + 1, &[1, 0, 0, 0]);
+    t.write(u64::from(reg::VIRTIO_MMIO_STATUS), &[1]);
     assert_eq!(t.status(), 0);
     // Config space at 0x100, any size, any offset.
     let mut cfg = [0u8; 3];

@@ -4,6 +4,8 @@
 //! The rings are written by hand rather than with `virtio_queue::mock::MockSplitQueue`: its
 //! layout places the used ring inside the available ring (it sizes the avail ring in elements
 //! rather than bytes), and it zeroes the rings whenever a handle is created.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +41,7 @@ pub fn guest_memory() -> GuestMemory {
 }
 
 /// One buffer of a chain: device-readable bytes, or a device-writable area of some length.
+#[derive(Debug)]
 pub enum Buf<'a> {
     Out(&'a [u8]),
     In(u32),
@@ -54,7 +57,7 @@ pub struct Used {
     pub descs: Vec<(u64, u32, bool)>,
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct DriverQueue {
     free: Vec<u16>,
     /// Posted chains by head: descriptor indices, and (addr, len, writable) per descriptor.
@@ -65,7 +68,7 @@ struct DriverQueue {
 
 /// The guest side of one virtio-mmio device. A clone is the driver's state at that moment
 /// (for tests that roll the guest back).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Driver {
     pub mem: GuestMemory,
     pub transport: Arc<Mutex<MmioTransport>>,

@@ -278,7 +278,9 @@ mod tests {
 
     #[test]
     fn io_straddling_two_memory_regions_moves_every_byte() {
-        let contents: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 256) as u8).collect();
+        let contents: Vec<u8> = (0..8192u32)
+            .map(|i| u8::try_from(i * 7 % 256).unwrap())
+            .collect();
         let (_f, backing) = disk(&contents);
         let mem = two_regions();
         let addr = GuestAddress(0x10000 - 1000);

@@ -46,6 +46,14 @@ pub struct BlockDevice {
     server: RequestServer,
 }
 
+impl std::fmt::Debug for BlockDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockDevice")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
 impl BlockDevice {
     /// A device serving `backing`. `queue_evt` is the device's copy of the transport's
     /// notification eventfd; `interrupt` is shared with the transport.

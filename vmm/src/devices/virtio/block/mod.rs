@@ -94,6 +94,7 @@ pub enum BlockError {
 }
 
 /// A block device and its transport, ready to wire (see the module docs).
+#[derive(Debug)]
 pub struct Block {
     /// Put on the MMIO bus (it is a `BusDevice`); gives the ioeventfd and the irqfd.
     pub transport: Arc<Mutex<MmioTransport>>,

@@ -164,7 +164,7 @@ fn execute(
                         source,
                     })?;
                 id = rest;
-                written = written.saturating_add(n as u32);
+                written = written.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
             }
             Ok(written)
         }

@@ -1,6 +1,8 @@
 //! Test support: a block device over the MMIO transport with its rings in real guest memory,
 //! driven by a real `EventManager`, serving a temp file. Requests are laid out by hand so tests
 //! control every descriptor (index, address, length, flags).
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -1,6 +1,8 @@
 //! Tests of the block device through its transport, with rings in real guest memory and a temp
 //! file as the disk: reads, writes, flush, GET_ID, config space, construction checks,
 //! indirect chains and notification.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 use std::fs::OpenOptions;
 

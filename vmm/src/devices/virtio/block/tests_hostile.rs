@@ -1,6 +1,8 @@
 //! Hostile and malformed requests: each is refused with the right status (or, without a usable
 //! status byte, completed with length 0), touches neither the disk nor guest memory it should
 //! not, and the device goes on serving the next request.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD,

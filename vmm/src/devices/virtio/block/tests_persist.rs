@@ -1,4 +1,6 @@
 //! Snapshot state of the block device: save and restore, restore refusals, and reset in place.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 
 use std::fs::OpenOptions;
 

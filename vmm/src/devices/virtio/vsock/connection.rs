@@ -18,8 +18,8 @@ use vm_memory::bitmap::BitmapSlice;
 use vm_memory::{ReadVolatile, VolatileMemoryError, VolatileSlice, WriteVolatile};
 
 use super::packet::{
-    Header, HEADER_SIZE, HOST_CID, MAX_PKT_DATA, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST,
-    OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM,
+    Header, HEADER_SIZE_U32, HOST_CID, MAX_PKT_DATA, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE,
+    OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM,
 };
 
 /// Guest → host bytes we buffer per connection (our advertised `buf_alloc`).
@@ -306,7 +306,10 @@ impl Connection {
                 Err(VolatileMemoryError::IOError(e)) if is_retry(&e) => {}
                 Err(_) => return false,
             }
-            self.fwd_cnt = self.fwd_cnt.wrapping_add(written as u32);
+            // Bounded: at most `len`, a u32 (the slice's length was checked against it).
+            #[allow(clippy::cast_possible_truncation)]
+            let written_u32 = written as u32;
+            self.fwd_cnt = self.fwd_cnt.wrapping_add(written_u32);
         }
         if written < data.len() {
             let mut rest = vec![0u8; data.len() - written];
@@ -329,7 +332,11 @@ impl Connection {
                     self.tx_buf.drain(..n);
                     let ours = n.min(self.ok_prefix);
                     self.ok_prefix -= ours;
-                    self.fwd_cnt = self.fwd_cnt.wrapping_add((n - ours) as u32);
+                    // Bounded: at most the buffered guest bytes, which the credit check keeps
+                    // within CONN_TX_BUF_SIZE (a u32) plus the short OK line.
+                    #[allow(clippy::cast_possible_truncation)]
+                    let forwarded = (n - ours) as u32;
+                    self.fwd_cnt = self.fwd_cnt.wrapping_add(forwarded);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -436,9 +443,12 @@ impl Connection {
                 Some(RxOutcome::Nothing)
             }
             Ok(n) => {
+                // Bounded: at most `max`, which is at most MAX_PKT_DATA (64 KiB).
+                #[allow(clippy::cast_possible_truncation)]
+                let n = n as u32;
                 hdr.op = OP_RW;
-                hdr.len = n as u32;
-                self.rx_cnt = self.rx_cnt.wrapping_add(n as u32);
+                hdr.len = n;
+                self.rx_cnt = self.rx_cnt.wrapping_add(n);
                 Some(self.emit(pkt, hdr))
             }
             Err(VolatileMemoryError::IOError(e)) if is_retry(&e) => {
@@ -453,7 +463,7 @@ impl Connection {
         self.pending.credit_update = false;
         self.last_fwd_cnt_sent = hdr.fwd_cnt;
         match pkt.set_header_from_raw(&hdr.to_bytes()) {
-            Ok(()) => RxOutcome::Packet(HEADER_SIZE as u32 + hdr.len),
+            Ok(()) => RxOutcome::Packet(HEADER_SIZE_U32 + hdr.len),
             Err(_) => RxOutcome::Reset,
         }
     }

@@ -44,6 +44,14 @@ pub struct VsockDevice {
     pub(super) pending_reset_event: bool,
 }
 
+impl std::fmt::Debug for VsockDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VsockDevice")
+            .field("guest_cid", &self.guest_cid)
+            .finish_non_exhaustive()
+    }
+}
+
 impl VsockDevice {
     /// A device for `guest_cid` listening on `uds_path`. `queue_evts` are the device's copies of
     /// the transport's notification eventfds; `interrupt` is shared with the transport.

@@ -59,6 +59,7 @@ pub enum VsockError {
 }
 
 /// A vsock device and its transport, ready to wire (see the module docs).
+#[derive(Debug)]
 pub struct Vsock {
     /// Put on the MMIO bus (it is a `BusDevice`); gives the ioeventfds and the irqfd.
     pub transport: Arc<Mutex<MmioTransport>>,

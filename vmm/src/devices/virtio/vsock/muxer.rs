@@ -20,7 +20,7 @@ use vm_memory::VolatileSlice;
 
 use super::connection::{ConnKey, Connection, RxOutcome, Verdict};
 use super::handshake::{HostHandshake, Step};
-use super::packet::{Header, HEADER_SIZE, HOST_CID, OP_REQUEST, OP_RST, TYPE_STREAM};
+use super::packet::{Header, HEADER_SIZE_U32, HOST_CID, OP_REQUEST, OP_RST, TYPE_STREAM};
 use super::uds;
 
 /// Live connections (both directions together).
@@ -402,7 +402,7 @@ impl Muxer {
                 break pkt
                     .set_header_from_raw(&reply.to_bytes())
                     .ok()
-                    .map(|()| HEADER_SIZE as u32);
+                    .map(|()| HEADER_SIZE_U32);
             }
             let Some(key) = self.backlog.pop_front() else {
                 break None;

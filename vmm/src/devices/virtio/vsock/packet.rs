@@ -34,6 +34,10 @@ pub const MAX_PKT_DATA: u32 = 64 * 1024;
 
 /// Size of the packet header on the wire.
 pub const HEADER_SIZE: usize = PKT_HEADER_SIZE;
+/// [`HEADER_SIZE`] as a used-ring length.
+// Bounded: the header is 44 bytes.
+#[allow(clippy::cast_possible_truncation)]
+pub const HEADER_SIZE_U32: u32 = HEADER_SIZE as u32;
 
 /// A packet header held in host memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -32,6 +32,14 @@ pub struct VsockConstructorArgs {
     pub uds_path: PathBuf,
 }
 
+impl std::fmt::Debug for VsockConstructorArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VsockConstructorArgs")
+            .field("uds_path", &self.uds_path)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why a vsock device could not be restored or reset.
 #[derive(Debug, thiserror::Error)]
 pub enum VsockRestoreError {

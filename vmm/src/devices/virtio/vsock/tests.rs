@@ -1,6 +1,8 @@
 //! End-to-end tests of the vsock device: a test guest driver on one side (virtqueues in real
 //! guest memory, through the MMIO transport) and real Unix sockets on the host side, with the
 //! device driven by a real `EventManager`.
+// Test code: its casts convert small literal sizes, indices and counts.
+#![allow(clippy::cast_possible_truncation)]
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -22,7 +22,10 @@ pub fn port_path(uds: &Path, port: u32) -> PathBuf {
 pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     // SAFETY: sockaddr_un is plain old data for which all-zeroes is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // Bounded: AF_UNIX is 1.
+    #[allow(clippy::cast_possible_truncation)]
+    let family = libc::AF_UNIX as libc::sa_family_t;
+    addr.sun_family = family;
     let bytes = path.as_os_str().as_bytes();
     // Keep a terminating NUL: sun_path must hold the path plus one zero byte.
     if bytes.is_empty() || bytes.len() >= addr.sun_path.len() {
@@ -32,7 +35,7 @@ pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
         ));
     }
     for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = src as libc::c_char;
+        *dst = libc::c_char::from_ne_bytes([src]);
     }
 
     // SAFETY: socket() takes no pointers; the result is checked before use.
@@ -49,6 +52,8 @@ pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
 
+    // Bounded: sockaddr_un is 110 bytes.
+    #[allow(clippy::cast_possible_truncation)]
     let addr_len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
     // SAFETY: `addr` is a fully initialised sockaddr_un that outlives the call, and `addr_len`
     // is its exact size; the kernel only reads it.
