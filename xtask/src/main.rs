@@ -60,9 +60,12 @@ enum Command {
     },
     /// Run all tests: unit tests, then the end-to-end tests (natively with hardware KVM, else in the lab).
     Ci {
-        /// Skip the unit tests.
-        #[arg(long)]
+        /// Only the end-to-end tests (skip the rules, unit tests and fuzzing).
+        #[arg(long, conflicts_with = "no_e2e")]
         e2e_only: bool,
+        /// Everything but the end-to-end tests.
+        #[arg(long)]
+        no_e2e: bool,
         /// Only end-to-end tests whose name contains this.
         filter: Option<String>,
     },
@@ -121,7 +124,11 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Lab { files, command } => return Ok(exit_status(lab::run(&files, &command)?)),
         Command::Run { command } => return Ok(exit_status(ci::run_in_sandbox(&command)?)),
-        Command::Ci { e2e_only, filter } => ci::ci(e2e_only, filter.as_deref())?,
+        Command::Ci {
+            e2e_only,
+            no_e2e,
+            filter,
+        } => ci::ci(e2e_only, no_e2e, filter.as_deref())?,
         Command::Bench { filter } => ci::bench(filter.as_deref())?,
         Command::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds)?,
         Command::Deps { all } => {

@@ -636,3 +636,38 @@ async fn read_head_refuses_garbage_at_the_first_bytes_without_waiting_for_a_line
     );
     drop(client);
 }
+
+/// From the fuzz target `http_head`: an absolute-form head with exactly [`MAX_HEADERS`] headers
+/// is accepted, and its rewrite adds `Host` and `Connection`, going past this parser's own
+/// header limit (the origin server applies its own). The rewrite keeps the request the same:
+/// method, target and body framing.
+#[test]
+fn a_head_at_the_header_limit_is_rewritten_with_host_and_connection_added() {
+    let mut raw = b"POST http://example.com/e HTTP/1.1\r\nContent-Length: 3\r\n".to_vec();
+    for i in 1..MAX_HEADERS {
+        raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    let head = complete(&raw);
+    assert_eq!(head.headers.len(), MAX_HEADERS);
+    let rewritten = rewrite_absolute_to_origin(&head).unwrap();
+    let text = String::from_utf8(rewritten.clone()).unwrap();
+    assert!(
+        text.starts_with("POST /e HTTP/1.1\r\nHost: example.com\r\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("Connection: close\r\n\r\n"), "{text}");
+    assert_eq!(text.matches("\r\n").count(), 1 + MAX_HEADERS + 2 + 1);
+    assert!(matches!(
+        parse_request_head(&rewritten),
+        Err(HttpHeadError::TooManyHeaders)
+    ));
+    // With room for the two added headers, the same request parses back unchanged.
+    raw.drain(raw.len() - 2 - "X-63: v\r\nX-62: v\r\n".len()..);
+    raw.extend_from_slice(b"\r\n");
+    let head = complete(&raw);
+    let again = complete(&rewrite_absolute_to_origin(&head).unwrap());
+    assert_eq!(again.method, "POST");
+    assert_eq!(again.body_framing(), BodyFraming::Length(3));
+    assert_eq!(again.headers.len(), MAX_HEADERS);
+}
