@@ -190,7 +190,7 @@ fn run_on_a_terminal_detaches_and_run_again_comes_back() {
 /// What an agent's output shows when it could not reach its API (lower case): the lab has no
 /// internet, so the egress proxy cannot resolve the API's name (the DNS stub answers NXDOMAIN,
 /// a proxied CONNECT gets 403/502).
-const NETWORK_FAILURE_SIGNS: [&str; 13] = [
+const NETWORK_FAILURE_SIGNS: [&str; 16] = [
     "eai_again",
     "enotfound",
     "lookup address",
@@ -204,6 +204,11 @@ const NETWORK_FAILURE_SIGNS: [&str; 13] = [
     "403",
     "bad gateway",
     "forbidden",
+    // Claude Code when the egress proxy answers its CONNECT with an error (no route out of
+    // the lab): "Couldn't connect through your proxy (ERR_PROXY_TUNNEL)".
+    "err_proxy_tunnel",
+    "connect through your proxy",
+    "proxy refused",
 ];
 
 /// Runs `paddock ARGS` until it ends or, if `may_wait`, until its output shows a network

@@ -69,8 +69,10 @@ pub fn default_files() -> Result<Vec<(PathBuf, String)>> {
     Ok(files)
 }
 
-/// How many times a lab that went down (see [`qemu::DownKind`]) is replaced by a fresh one.
-const MAX_RERUNS: u32 = 2;
+/// How many times a lab that went down (see [`qemu::DownKind`]) is replaced by a fresh one. A
+/// rerun resumes after the steps that finished, so it costs little; CI's end-to-end run has
+/// seen the lab crash twice in 25 minutes (2026-12-03).
+const MAX_RERUNS: u32 = 4;
 
 /// Runs `command` in the lab with `files` (host path, absolute path inside the lab) added to its
 /// initramfs and `env` exported; streams the command's output to stdout and returns its exit status.
