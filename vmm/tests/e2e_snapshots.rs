@@ -18,6 +18,15 @@ fn exec_ok(s: &Scratch, name: &str, script: &str) -> String {
     text(&out.stdout)
 }
 
+/// The host's wall clock, in seconds since the Unix epoch.
+fn host_unix_secs() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    i64::try_from(now).unwrap()
+}
+
 /// Starts sandbox `name`, snapshots it and resets it to that snapshot, so plain `reset NAME`
 /// goes back to it.
 fn start_resettable(s: &Scratch, name: &str) {
@@ -233,13 +242,7 @@ fn restores_get_the_current_clock_and_fresh_entropy() {
     std::thread::sleep(Duration::from_secs(61));
     s.ok(&["restore", snap.to_str().unwrap(), "--name", "a"]);
     s.ok(&["restore", snap.to_str().unwrap(), "--name", "b"]);
-    let host_now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
+    let host_now = host_unix_secs();
     let guest_now: i64 = exec_ok(&s, "a", "date +%s").trim().parse().unwrap();
     assert!(
         (guest_now - host_now).abs() <= 5,
@@ -262,13 +265,7 @@ fn restores_get_the_current_clock_and_fresh_entropy() {
     );
     s.ok(&["reset", "a"]);
     let guest_now: i64 = exec_ok(&s, "a", "date +%s").trim().parse().unwrap();
-    let host_now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
+    let host_now = host_unix_secs();
     assert!(
         (guest_now - host_now).abs() <= 5,
         "after reset: guest clock {guest_now} vs host {host_now}"
