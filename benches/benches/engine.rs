@@ -168,7 +168,14 @@ fn engine(c: &mut Criterion) {
                 let _ = std::fs::remove_file(&uds);
                 let t = Instant::now();
                 let mut link = GuestLink::listen(&uds).expect("listen");
-                let vmm = paddock_vmm::builder::restore(&dir, &uds, None, None).expect("restore");
+                let vmm = paddock_vmm::builder::restore(
+                    &dir,
+                    &uds,
+                    None,
+                    None,
+                    &paddock_benches::seccomp(),
+                )
+                .expect("restore");
                 link.resume(&vmm, Duration::from_secs(60)).expect("resume");
                 total += t.elapsed();
                 vmm.stop();
@@ -180,7 +187,9 @@ fn engine(c: &mut Criterion) {
     // A sandbox with a container running, snapshotted; each reset goes back to it.
     let _ = std::fs::remove_file(&uds);
     let mut link = GuestLink::listen(&uds).expect("listen");
-    let mut vmm = paddock_vmm::builder::restore(&dir, &uds, None, None).expect("restore");
+    let mut vmm =
+        paddock_vmm::builder::restore(&dir, &uds, None, None, &paddock_benches::seccomp())
+            .expect("restore");
     link.resume(&vmm, Duration::from_secs(60)).expect("resume");
     let setup = "set -e; d=$(mktemp -d); cp /bin/busybox $d/; \
                  printf 'FROM scratch\\nCOPY busybox /bin/busybox\\n' > $d/Dockerfile; \

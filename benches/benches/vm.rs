@@ -151,7 +151,14 @@ fn snapshots(c: &mut Criterion) {
                 let _ = std::fs::remove_file(&uds);
                 let t = Instant::now();
                 let mut link = GuestLink::listen(&uds).expect("listen");
-                let vmm = paddock_vmm::builder::restore(&snap, &uds, None, None).expect("restore");
+                let vmm = paddock_vmm::builder::restore(
+                    &snap,
+                    &uds,
+                    None,
+                    None,
+                    &paddock_benches::seccomp(),
+                )
+                .expect("restore");
                 link.resume(&vmm, Duration::from_secs(60)).expect("resume");
                 total += t.elapsed();
                 vmm.stop();
@@ -162,7 +169,9 @@ fn snapshots(c: &mut Criterion) {
 
     let _ = std::fs::remove_file(&uds);
     let mut link = GuestLink::listen(&uds).expect("listen");
-    let mut vmm = paddock_vmm::builder::restore(&snap, &uds, None, None).expect("restore");
+    let mut vmm =
+        paddock_vmm::builder::restore(&snap, &uds, None, None, &paddock_benches::seccomp())
+            .expect("restore");
     link.resume(&vmm, Duration::from_secs(60)).expect("resume");
     for mib in [0u32, 16, 64] {
         g.bench_function(format!("reset_to_ready_dirty_{mib}mib"), |b| {

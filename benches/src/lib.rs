@@ -55,11 +55,23 @@ pub fn config(uds: &Path) -> VmConfig {
     }
 }
 
+/// The seccomp filters every VMM runs under, on the VM's own threads (compiled once; the
+/// benchmark's own thread stays unconfined).
+pub fn seccomp() -> paddock_vmm::seccomp::SeccompScope {
+    use paddock_vmm::seccomp::{Filters, Mode, SeccompScope};
+    static FILTERS: std::sync::OnceLock<std::sync::Arc<Filters>> = std::sync::OnceLock::new();
+    SeccompScope::VmThreads(
+        FILTERS
+            .get_or_init(|| std::sync::Arc::new(Filters::new(Mode::Enforce)))
+            .clone(),
+    )
+}
+
 /// Boots a VM in this process and waits for guest-init; returns the VM and guest-init's link
 /// (keep it for as long as the VM runs).
 pub fn boot_ready(uds: &Path) -> (Vmm, GuestLink) {
     let mut link = GuestLink::listen(uds).expect("listen for readiness");
-    let vmm = paddock_vmm::builder::boot(&config(uds)).expect("boot");
+    let vmm = paddock_vmm::builder::boot(&config(uds), &seccomp()).expect("boot");
     link.wait_ready(&vmm, Duration::from_secs(120))
         .expect("guest-init ready");
     (vmm, link)

@@ -18,6 +18,7 @@ use crate::devices::virtio::vsock::{self as virtio_vsock, VsockError};
 use crate::event_loop::EventLoop;
 use crate::event_loop::Subscribers;
 use crate::kvm::{open_kvm, KvmError};
+use crate::seccomp::{SeccompScope, ThreadKind};
 use crate::snapshot::persist::Persist;
 use crate::snapshot::state::SnapshotState;
 use crate::snapshot::store::{self, StoreError};
@@ -25,7 +26,9 @@ use crate::vmm::{Origin, Vmm};
 use crate::vstate::memory::{self, GuestRam, MAX_MEMORY_MIB, MIN_MEMORY_MIB};
 use crate::vstate::memory::{create_guest_ram, MemoryError};
 use crate::vstate::persist::{self, PersistError};
-use crate::vstate::vcpu::{create_boot_vcpu, spawn_vcpu, ExitSignal, VcpuError, VmExitReason};
+use crate::vstate::vcpu::{
+    create_boot_vcpu, spawn_vcpu, ExitSignal, VcpuCommand, VcpuError, VmExitReason,
+};
 use crate::vstate::vm::{create_vm, VmError};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -115,8 +118,8 @@ fn device_err(what: &'static str) -> impl Fn(std::io::Error) -> BootError {
     }
 }
 
-/// Boots a VM from `config` and returns it running.
-pub fn boot(config: &VmConfig) -> Result<Vmm, BootError> {
+/// Boots a VM from `config` and returns it running, its threads confined as `seccomp` says.
+pub fn boot(config: &VmConfig, seccomp: &SeccompScope) -> Result<Vmm, BootError> {
     let started = Instant::now();
     config.validate()?;
     let mut kernel = open(&config.kernel)?;
@@ -221,6 +224,7 @@ pub fn boot(config: &VmConfig) -> Result<Vmm, BootError> {
         cmdline,
         origin: None,
         msr_indices,
+        seccomp: seccomp.clone(),
     })
     .map_err(|e| BootError::Device {
         what: "vCPU threads",
@@ -252,10 +256,14 @@ struct Parts {
     cmdline: String,
     origin: Option<Origin>,
     msr_indices: Vec<u32>,
+    seccomp: SeccompScope,
 }
 
-/// Starts the vCPU threads and the event loop.
+/// Starts the vCPU threads and the event loop. Each confines itself first (when `seccomp` says
+/// so); with [`SeccompScope::Process`] the calling thread does too, and only then do the vCPUs
+/// run their first guest instruction.
 fn start(p: Parts) -> Result<Vmm, String> {
+    let filters = p.seccomp.filters().cloned();
     let mut vcpus = Vec::with_capacity(p.fds.len());
     for (index, fd) in p.fds.into_iter().enumerate() {
         let index = u8::try_from(index).map_err(|_| format!("vCPU index {index} out of range"))?;
@@ -266,16 +274,19 @@ fn start(p: Parts) -> Result<Vmm, String> {
                 p.devices.pio_bus().clone(),
                 p.devices.mmio_bus().clone(),
                 p.exit.clone(),
+                filters.clone(),
             )
             .map_err(|e| e.to_string())?,
         );
     }
     let exit_for_loop = p.exit.clone();
-    let event_loop = EventLoop::spawn(p.subscribers, move |e| {
-        exit_for_loop.exit(VmExitReason::Fatal(e))
-    })
+    let event_loop = EventLoop::spawn(
+        p.subscribers,
+        move |e| exit_for_loop.exit(VmExitReason::Fatal(e)),
+        filters,
+    )
     .map_err(|e| e.to_string())?;
-    Ok(Vmm {
+    let vmm = Vmm {
         kvm: p.kvm,
         vm: p.vm,
         ram: p.ram,
@@ -289,7 +300,18 @@ fn start(p: Parts) -> Result<Vmm, String> {
         cmdline: p.cmdline,
         origin: p.origin,
         msr_indices: p.msr_indices,
-    })
+    };
+    if let SeccompScope::Process(filters) = &p.seccomp {
+        // On failure the parked vCPUs end with `vmm` unrun.
+        filters
+            .install(ThreadKind::Vmm)
+            .map_err(|e| crate::seccomp::describe(&e))?;
+    }
+    // Every thread is confined: the guest may run.
+    for vcpu in &vmm.vcpus {
+        vcpu.send(VcpuCommand::Resume);
+    }
+    Ok(vmm)
 }
 
 /// Why a snapshot could not be restored. Nothing is started when this is returned.
@@ -444,6 +466,7 @@ pub fn restore(
     vsock_uds: &Path,
     console_log: Option<&Path>,
     image: Option<&Path>,
+    seccomp: &SeccompScope,
 ) -> Result<Vmm, RestoreError> {
     let started = Instant::now();
     let kvm = open_kvm()?;
@@ -532,6 +555,7 @@ pub fn restore(
         cmdline,
         origin: Some(origin),
         msr_indices,
+        seccomp: seccomp.clone(),
     })
     .map_err(|reason| RestoreError::Device {
         what: "vCPU threads",

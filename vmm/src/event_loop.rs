@@ -52,9 +52,11 @@ impl std::fmt::Debug for EventLoop {
 
 impl EventLoop {
     /// Starts a thread running `subscribers`; `on_error` is called if the loop itself fails.
+    /// The thread installs `filters`' event-loop filter before it handles any event.
     pub fn spawn(
         mut subscribers: Subscribers,
         on_error: impl Fn(String) + Send + 'static,
+        filters: Option<Arc<crate::seccomp::Filters>>,
     ) -> std::io::Result<Self> {
         let control = Arc::new(Control {
             wake: EventFd::new(libc::EFD_NONBLOCK)?,
@@ -65,23 +67,34 @@ impl EventLoop {
         let c = control.clone();
         let thread = std::thread::Builder::new()
             .name("vmm-events".into())
-            .spawn(move || loop {
-                {
-                    let mut state = crate::devices::bus::lock(&c.state);
-                    if *state == LoopState::PauseRequested {
-                        *state = LoopState::Paused;
-                        c.changed.notify_all();
-                    }
-                    while *state == LoopState::Paused {
-                        state = c.changed.wait(state).unwrap_or_else(|p| p.into_inner());
-                    }
-                    if *state == LoopState::Stop {
+            .spawn(move || {
+                if let Some(filters) = filters {
+                    if let Err(e) = filters.install(crate::seccomp::ThreadKind::Events) {
+                        on_error(format!(
+                            "device event loop: {}",
+                            crate::seccomp::describe(&e)
+                        ));
                         return;
                     }
                 }
-                if let Err(e) = subscribers.run() {
-                    on_error(format!("device event loop failed: {e:?}"));
-                    return;
+                loop {
+                    {
+                        let mut state = crate::devices::bus::lock(&c.state);
+                        if *state == LoopState::PauseRequested {
+                            *state = LoopState::Paused;
+                            c.changed.notify_all();
+                        }
+                        while *state == LoopState::Paused {
+                            state = c.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+                        }
+                        if *state == LoopState::Stop {
+                            return;
+                        }
+                    }
+                    if let Err(e) = subscribers.run() {
+                        on_error(format!("device event loop failed: {e:?}"));
+                        return;
+                    }
                 }
             })?;
         Ok(Self {
@@ -161,7 +174,9 @@ mod tests {
             evt: evt.try_clone().unwrap(),
             seen: seen.clone(),
         })));
-        let mut lp = EventLoop::spawn(subs, |_| {}).unwrap();
+        // Under its seccomp filter, as in every VMM: a syscall it lacks kills this test.
+        let filters = crate::seccomp::Filters::new(crate::seccomp::Mode::Enforce);
+        let mut lp = EventLoop::spawn(subs, |_| {}, Some(Arc::new(filters))).unwrap();
         evt.write(1).unwrap();
         let wait_for = |n| {
             for _ in 0..200 {

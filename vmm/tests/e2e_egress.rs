@@ -334,7 +334,17 @@ docker run --rm fetched wget -q -T 20 -O - http://denied.test/ && echo denied-an
         "allowed.test answered after deny"
     );
 
-    // Nothing of the key in the guest's memory, its console or `ls --json`.
+    // Nothing of the key in the guest's memory, its console or `ls --json`. The placeholder is
+    // put in a tmpfs file first, so the search has something it must find (a freed page of an
+    // ended session may be reused, and was, by the time of the snapshot).
+    let out = agent_sh(
+        &s,
+        &up,
+        "eg",
+        &dir,
+        r#"printf '%s\n' "$ANTHROPIC_API_KEY" > /dev/shm/placeholder-copy"#,
+    );
+    stdout_ok(&out, "placeholder copy", &s, "eg");
     let snap = s.path("snap");
     s.ok(&["snapshot", "eg", snap.to_str().unwrap()]);
     let memory = memory_file(&snap);

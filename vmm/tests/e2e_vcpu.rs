@@ -130,7 +130,8 @@ fn a_vcpu_paused_in_an_mmio_read_runs_the_registers_it_is_given() {
     )
     .expect("port device");
     let exit = ExitSignal::new().expect("exit signal");
-    let vcpu = spawn_vcpu(fd, 0, pio, mmio, exit).expect("vCPU thread");
+    let vcpu = spawn_vcpu(fd, 0, pio, mmio, exit, None).expect("vCPU thread");
+    vcpu.send(VcpuCommand::Resume);
 
     // Pause the vCPU while its thread is inside the MMIO read exit.
     entered

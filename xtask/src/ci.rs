@@ -150,6 +150,12 @@ fn run_end_to_end_suite(binaries: &[PathBuf], filter: Option<&str>) -> Result<i3
         &[
             ("PADDOCK_E2E_REQUIRED".into(), "1".into()),
             ("PADDOCK_BIN".into(), "/usr/bin/paddock".into()),
+            ("PADDOCK_SECCOMP_WATCH".into(), "1".into()),
+            // `PADDOCK_SECCOMP=log cargo xtask ci --e2e-only` lists what the filters lack.
+            (
+                "PADDOCK_SECCOMP".into(),
+                std::env::var("PADDOCK_SECCOMP").unwrap_or_default(),
+            ),
         ],
         &script,
     )
@@ -186,7 +192,18 @@ fn suite_script(binaries: &[(String, String)], args: &[&str], done: &[String]) -
         .copied()
         .filter(|a| a.starts_with('-'))
         .collect();
-    let mut script = format!("status={status}");
+    // The kernel's seccomp records (a VMM its filter killed, or with PADDOCK_SECCOMP=log every
+    // syscall a filter lacks), collected while the tests run and summed up at the end.
+    let seccomp_log = "${TMPDIR:-/tmp}/paddock-seccomp.log";
+    let mut script = format!(
+        "status={status}; \
+         watcher=; [ -n \"$PADDOCK_SECCOMP_WATCH\" ] && [ -r /dev/kmsg ] && {{ awk '/type=1326/ {{ print; fflush() }}' /dev/kmsg \
+           >{seccomp_log} 2>/dev/null & watcher=$!; }}; \
+         seccomp_records() {{ [ -s {seccomp_log} ] || return 0; \
+             echo 'xtask: seccomp records in the kernel log so far (count, thread, syscall number):'; \
+             sed -n 's/.*comm=\"\\([^\"]*\\)\".*syscall=\\([0-9]*\\).*/\\1 \\2/p' {seccomp_log} \
+               | sort | uniq -c; }}"
+    );
     for (i, (path, name)) in binaries.iter().enumerate() {
         if finished.contains(&i) {
             continue;
@@ -209,13 +226,14 @@ fn suite_script(binaries: &[(String, String)], args: &[&str], done: &[String]) -
                  [ $rc -ne 0 ] || echo \"xtask: {name}: FLAKY: failed, then passed when run again: $failed\"; \
                fi; \
              fi; \
+             seccomp_records; \
              echo \"${{PADDOCK_LAB_DONE}}{i}:$rc\"; \
              [ $rc -eq 0 ] || {{ echo \"xtask: {name} ended with status $rc\"; [ $status -ne 0 ] || status=$rc; }}",
             first = run(&args.join(" ")),
             again = run(&format!("{} --exact $failed", options.join(" "))),
         ));
     }
-    script.push_str("; exit $status");
+    script.push_str("; [ -z \"$watcher\" ] || kill $watcher 2>/dev/null; exit $status");
     Ok(script)
 }
 
@@ -287,7 +305,16 @@ pub fn ci(e2e_only: bool, no_e2e: bool, filter: Option<&str>) -> Result<()> {
     let mut binaries = Vec::new();
     // Every vmm/tests/e2e*.rs, found by name: a new end-to-end test file runs without a list
     // to update.
+    // `PADDOCK_E2E_BINARIES=e2e_run,e2e_seccomp` runs only those files (when looking into one
+    // part: CI runs them all).
+    let only = std::env::var("PADDOCK_E2E_BINARIES").ok();
     for test in crate::tidy::end_to_end_tests(&util::project_root())? {
+        if only
+            .as_deref()
+            .is_some_and(|only| !only.split(',').any(|name| name.trim() == test))
+        {
+            continue;
+        }
         binaries.push(build_static_test_binary("paddock-vmm", "test", &test, &[])?);
     }
     let status = run_end_to_end_suite(&binaries, filter)?;

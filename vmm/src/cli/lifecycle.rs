@@ -15,7 +15,9 @@ fn sandboxes(state: &StateArgs) -> Sandboxes {
 }
 
 pub fn start(args: StartArgs) -> anyhow::Result<i32> {
-    let sandboxes = sandboxes(&args.state).with_cpus(args.limits.cpus);
+    let sandboxes = sandboxes(&args.state)
+        .with_cpus(args.limits.cpus)
+        .with_seccomp(args.limits.seccomp());
     let plan = machine::plan(args.machine, &sandboxes)?;
     let policy = super::policy::sandbox_policy(&args.egress)?;
     let info = sandboxes.start_prepared(args.name.as_deref(), plan.launch(), &|paths| {
@@ -192,6 +194,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
     };
     let info = sandboxes(&args.state)
         .with_cpus(args.limits.cpus)
+        .with_seccomp(args.limits.seccomp())
         .start(args.name.as_deref(), launch)?;
     println!("{}", info.name);
     eprintln!(
@@ -215,12 +218,10 @@ pub fn fork(args: ForkArgs) -> anyhow::Result<i32> {
     let dir = std::path::absolute(&args.dir)
         .with_context(|| format!("resolving {}", args.dir.display()))?;
     let started = Instant::now();
-    let infos = sandboxes(&args.state).with_cpus(args.limits.cpus).fork(
-        &dir,
-        args.count,
-        &args.prefix,
-        false,
-    )?;
+    let infos = sandboxes(&args.state)
+        .with_cpus(args.limits.cpus)
+        .with_seccomp(args.limits.seccomp())
+        .fork(&dir, args.count, &args.prefix, false)?;
     for info in &infos {
         println!("{}", info.name);
     }
@@ -233,15 +234,35 @@ pub fn fork(args: ForkArgs) -> anyhow::Result<i32> {
 }
 
 pub fn vmm_process(args: VmmArgs) -> anyhow::Result<i32> {
+    use paddock_vmm::sandbox::supervisor::{fork_vmm, Side};
+    use paddock_vmm::seccomp::{Filters, Mode, SeccompScope};
     let spawned = Instant::now();
     let launch: Launch = serde_json::from_str(&args.launch).context("bad --launch")?;
     let paths = SandboxPaths::new(&args.state_dir, &args.name)?;
     ignore_terminal_signals();
+    paddock_vmm::capped_log::cap_stderr().context("capping the VMM's log")?;
+    // A parent that outlives a seccomp kill to report it (see `supervisor`).
+    if let Side::Ended(status) = fork_vmm().context("forking the VMM")? {
+        return Ok(status);
+    }
+    let seccomp = if args.no_seccomp {
+        tracing::warn!("seccomp filters are OFF (--no-seccomp): for debugging only");
+        SeccompScope::Off
+    } else {
+        let mode = Mode::from_env();
+        if mode == Mode::Log {
+            tracing::warn!(
+                "PADDOCK_SECCOMP=log: syscalls outside the filters are logged, not refused"
+            );
+        }
+        SeccompScope::Process(std::sync::Arc::new(Filters::new(mode)))
+    };
     Ok(paddock_vmm::sandbox::daemon::run(
         paths,
         &args.name,
         launch,
         args.cpus,
+        seccomp,
         std::io::stdout(),
         spawned,
     ))

@@ -304,6 +304,24 @@ pub struct LimitArgs {
     /// cgroup exists ($PADDOCK_CGROUP, or one next to paddock's own).
     #[arg(long, value_name = "N", value_parser = parse_cpus)]
     pub cpus: Option<f64>,
+    /// DEBUGGING ONLY: run the sandbox's VMM without its seccomp filters, so that a guest that
+    /// breaks out of its VM meets the host kernel's whole interface. Use it to tell whether a
+    /// filter killed a VMM (its log says so), never to run agents.
+    #[arg(long)]
+    pub no_seccomp: bool,
+}
+
+impl LimitArgs {
+    /// Says loudly that the filters are off, when they are; whether they are on.
+    pub fn seccomp(&self) -> bool {
+        if self.no_seccomp {
+            eprintln!(
+                "paddock: WARNING: --no-seccomp: this sandbox's VMM runs WITHOUT its seccomp \
+                 filters (debugging only; a guest that escapes its VM meets the whole host kernel)"
+            );
+        }
+        !self.no_seccomp
+    }
 }
 
 fn parse_cpus(text: &str) -> Result<f64, String> {
@@ -539,6 +557,9 @@ pub struct VmmArgs {
     /// The CPU quota, in CPUs.
     #[arg(long)]
     pub cpus: Option<f64>,
+    /// No seccomp filters (debugging only).
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 /// What a sandbox VM is built from.
@@ -666,7 +687,9 @@ pub fn init_tracing_from(var: &str, level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Plain stderr, except in a VMM process, which caps its log (a guest can trigger its
+        // warnings).
+        .with_writer(|| paddock_vmm::capped_log::VmmLogWriter)
         .with_target(false)
         .try_init();
 }

@@ -148,6 +148,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         "--cpus limits sandboxes (`paddock start`, `paddock run AGENT`); a throwaway \
          `paddock run -- CMD` runs in this process, which is not moved into a cgroup"
     );
+    // The VM runs in this process: its own threads (vCPUs, devices) are confined, this one,
+    // which also serves the terminal, is not.
+    let seccomp = if args.limits.seccomp() {
+        paddock_vmm::seccomp::SeccompScope::VmThreads(std::sync::Arc::new(
+            paddock_vmm::seccomp::Filters::new(paddock_vmm::seccomp::Mode::from_env()),
+        ))
+    } else {
+        paddock_vmm::seccomp::SeccompScope::Off
+    };
     block_handled_signals();
     let signals = SignalRouter::spawn()?;
     let env = parse_env(&args.env)?;
@@ -160,7 +169,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut guest = GuestLink::listen(&uds)?;
     let (vmm, ready) = match &plan {
         Plan::Boot(boot) => {
-            let vmm = paddock_vmm::builder::boot(&boot.vm_config(uds.clone()))?;
+            let vmm = paddock_vmm::builder::boot(&boot.vm_config(uds.clone()), &seccomp)?;
             signals.set(SignalTarget::Vm(vmm.exit.clone()));
             let timeout = args.boot_timeout.map_or(
                 if boot.artifacts.image.is_some() {
@@ -183,6 +192,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 &uds,
                 console.as_deref(),
                 image.as_deref(),
+                &seccomp,
             )?;
             signals.set(SignalTarget::Vm(vmm.exit.clone()));
             let timeout = args.boot_timeout.map_or(

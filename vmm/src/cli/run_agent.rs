@@ -28,7 +28,9 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<i32> {
         Some(name) => name.clone(),
         None => agent::sandbox_name(agent, &dir),
     };
-    let sandboxes = Sandboxes::new(args.state.state_dir.as_deref()).with_cpus(args.limits.cpus);
+    let sandboxes = Sandboxes::new(args.state.state_dir.as_deref())
+        .with_cpus(args.limits.cpus)
+        .with_seccomp(args.limits.seccomp());
     let policy = super::policy::sandbox_policy(&args.egress)?;
     block_handled_signals();
     let signals = SignalRouter::spawn()?;

@@ -1,6 +1,7 @@
 //! Where the guest console goes: an optional log file, plus an in-memory tail kept for error
 //! reports (a boot that fails is explained by its last console lines).
 
+use crate::capped_log::{CappedLog, CONSOLE_LOG_CAP};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
@@ -51,13 +52,17 @@ impl ConsoleTail {
 #[derive(Debug)]
 pub struct ConsoleSink {
     tail: ConsoleTail,
-    log: Option<File>,
+    log: Option<CappedLog>,
 }
 
 impl ConsoleSink {
-    /// A sink that keeps the tail and optionally appends to `log`.
+    /// A sink that keeps the tail and optionally appends to `log` (opened for appending),
+    /// which starts over past [`CONSOLE_LOG_CAP`]: the guest decides how much it prints.
     pub fn new(tail: ConsoleTail, log: Option<File>) -> Self {
-        Self { tail, log }
+        Self {
+            tail,
+            log: log.map(|file| CappedLog::new(file, CONSOLE_LOG_CAP)),
+        }
     }
 }
 
@@ -66,15 +71,12 @@ impl Write for ConsoleSink {
         self.tail.push(buf);
         if let Some(log) = &mut self.log {
             // A full disk must not stop the guest: the console log is best effort.
-            let _ = log.write_all(buf);
+            let _ = log.append(buf);
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        if let Some(log) = &mut self.log {
-            let _ = log.flush();
-        }
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use super::control::{ControlRequest, ControlResponse};
 use super::guest::GuestLink;
 use super::paths::{LaunchKind, SandboxInfo, SandboxPaths};
 use crate::config::VmConfig;
+use crate::seccomp::{SeccompScope, ThreadKind};
 use crate::snapshot::state::SnapshotState;
 use crate::vmm::Vmm;
 use crate::vstate::vcpu::VmExitReason;
@@ -126,12 +127,10 @@ fn bring_up(
     paths: &SandboxPaths,
     name: &str,
     launch: &Launch,
-    cpus: Option<f64>,
+    resources: cgroup::Placement,
+    seccomp: &SeccompScope,
     spawned: Instant,
 ) -> Result<(Running, SandboxInfo), String> {
-    // Into the sandbox's cgroup before the VM exists, so all of its memory is charged there.
-    let limits = cgroup::Limits::for_guest(guest_ram(launch)?, cpus);
-    let resources = cgroup::enter(name, &limits).map_err(|e| e.to_string())?;
     let uds = paths.vsock();
     let mut guest =
         GuestLink::listen(&uds).map_err(|e| format!("cannot listen for guest readiness: {e}"))?;
@@ -157,7 +156,7 @@ fn bring_up(
                 console_log: console.path(paths),
                 vsock_uds: uds.clone(),
             };
-            let vmm = crate::builder::boot(&config).map_err(|e| e.to_string())?;
+            let vmm = crate::builder::boot(&config, seccomp).map_err(|e| e.to_string())?;
             let boot = guest
                 .wait_ready(&vmm, boot_timeout(image.is_some()))
                 .map_err(|e| e.to_string())?;
@@ -169,7 +168,7 @@ fn bring_up(
             image,
         } => {
             let log = console.path(paths);
-            let vmm = crate::builder::restore(dir, &uds, log.as_deref(), image.as_deref())
+            let vmm = crate::builder::restore(dir, &uds, log.as_deref(), image.as_deref(), seccomp)
                 .map_err(|e| e.to_string())?;
             let boot = guest
                 .resume(&vmm, READY_TIMEOUT)
@@ -193,25 +192,111 @@ fn bring_up(
     Ok((Running { vm: vmm, guest }, info))
 }
 
+/// What the control thread needs once the VM is up.
+struct ControlSetup {
+    listener: UnixListener,
+    info: Arc<Mutex<SandboxInfo>>,
+    exit: Arc<crate::vstate::vcpu::ExitSignal>,
+}
+
+/// Starts the control thread before the VM exists (a confined VMM cannot start threads): it
+/// confines itself, says so, and waits for the listener it serves.
+fn spawn_control_thread(
+    vmm: Arc<Mutex<Option<Running>>>,
+    paths: SandboxPaths,
+    seccomp: &SeccompScope,
+) -> Result<std::sync::mpsc::Sender<ControlSetup>, String> {
+    let filters = seccomp.filters().cloned();
+    let (setup_tx, setup_rx) = std::sync::mpsc::channel::<ControlSetup>();
+    let (confined_tx, confined_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    std::thread::Builder::new()
+        .name("vmm-control".into())
+        .spawn(move || {
+            if let Some(filters) = filters {
+                if let Err(e) = filters.install(ThreadKind::Vmm) {
+                    let _ = confined_tx.send(Err(crate::seccomp::describe(&e)));
+                    return;
+                }
+            }
+            let _ = confined_tx.send(Ok(()));
+            // No setup: the VM did not come up.
+            if let Ok(setup) = setup_rx.recv() {
+                serve_control(setup, &vmm, &paths);
+            }
+        })
+        .map_err(|e| format!("cannot start the control thread: {e}"))?;
+    confined_rx
+        .recv()
+        .map_err(|_| "the control thread ended at start".to_string())??;
+    Ok(setup_tx)
+}
+
+/// Answers control requests until the process ends.
+fn serve_control(setup: ControlSetup, vmm: &Mutex<Option<Running>>, paths: &SandboxPaths) {
+    for stream in setup.listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let Ok(request) = read_frame::<_, ControlRequest>(&mut stream) else {
+            continue;
+        };
+        // A bug met while serving a request must not leave a VM nobody can reach: it ends
+        // the sandbox, loudly, and the client hears why.
+        let served_request = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handle(vmm, paths, &setup.info, request)
+        }));
+        let response = served_request.unwrap_or_else(|panic| {
+            let what = panic_message(panic.as_ref());
+            tracing::error!("control request panicked: {what}");
+            setup
+                .exit
+                .exit(VmExitReason::Fatal(format!("internal error: {what}")));
+            ControlResponse::Error {
+                message: format!("internal error in the VMM, the sandbox ends: {what}"),
+            }
+        });
+        let _ = write_frame(&mut stream, &response);
+    }
+}
+
+fn report_failure(report: &mut impl Write, message: String) -> i32 {
+    let _ = writeln!(
+        report,
+        "{}",
+        serde_json::to_string(&LaunchReport::Failed(message)).unwrap_or_default()
+    );
+    crate::exit_codes::PADDOCK_ERROR
+}
+
 /// Runs the VMM process; returns its exit status. `report` receives the launch report line.
+/// With [`SeccompScope::Process`] every thread of the process is confined before the guest
+/// runs (the control thread, started first, too).
 pub fn run(
     paths: SandboxPaths,
     name: &str,
     launch: Launch,
     cpus: Option<f64>,
+    seccomp: SeccompScope,
     mut report: impl Write,
     spawned: Instant,
 ) -> i32 {
-    let (running, info) = match bring_up(&paths, name, &launch, cpus, spawned) {
+    // Into the sandbox's cgroup before the VM exists, so all of its memory is charged there;
+    // then no capability is needed any more (see `privileges`), before any other thread.
+    let resources = match guest_ram(&launch).and_then(|ram| {
+        cgroup::enter(name, &cgroup::Limits::for_guest(ram, cpus)).map_err(|e| e.to_string())
+    }) {
+        Ok(resources) => resources,
+        Err(message) => return report_failure(&mut report, message),
+    };
+    if let Err(e) = super::privileges::drop_capabilities() {
+        return report_failure(&mut report, crate::seccomp::describe(&e));
+    }
+    let vmm: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
+    let control = match spawn_control_thread(vmm.clone(), paths.clone(), &seccomp) {
+        Ok(control) => control,
+        Err(message) => return report_failure(&mut report, message),
+    };
+    let (running, info) = match bring_up(&paths, name, &launch, resources, &seccomp, spawned) {
         Ok(up) => up,
-        Err(message) => {
-            let _ = writeln!(
-                report,
-                "{}",
-                serde_json::to_string(&LaunchReport::Failed(message)).unwrap_or_default()
-            );
-            return crate::exit_codes::PADDOCK_ERROR;
-        }
+        Err(message) => return report_failure(&mut report, message),
     };
     let listener = match UnixListener::bind(paths.control()) {
         Ok(l) => l,
@@ -220,12 +305,7 @@ pub fn run(
                 "cannot bind the control socket {}: {e}",
                 paths.control().display()
             );
-            let _ = writeln!(
-                report,
-                "{}",
-                serde_json::to_string(&LaunchReport::Failed(msg)).unwrap_or_default()
-            );
-            return crate::exit_codes::PADDOCK_ERROR;
+            return report_failure(&mut report, msg);
         }
     };
     let _ = writeln!(
@@ -236,33 +316,18 @@ pub fn run(
     let _ = report.flush();
     drop(report);
 
+    // Test hook (vmm/tests/e2e_seccomp.rs): once up, make a syscall no filter allows. It can
+    // only end this VMM, as killing it would.
+    if std::env::var_os("PADDOCK_TEST_FORBIDDEN_SYSCALL").is_some() {
+        // SAFETY: getuid has no memory effects.
+        unsafe { libc::syscall(libc::SYS_getuid) };
+    }
     let exit = running.vm.exit.clone();
-    let vmm = Arc::new(Mutex::new(Some(running)));
-    let served = vmm.clone();
-    let control_paths = paths.clone();
-    let info = Arc::new(Mutex::new(info));
-    let control_exit = exit.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let Ok(request) = read_frame::<_, ControlRequest>(&mut stream) else {
-                continue;
-            };
-            // A bug met while serving a request must not leave a VM nobody can reach: it ends
-            // the sandbox, loudly, and the client hears why.
-            let served_request = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                handle(&served, &control_paths, &info, request)
-            }));
-            let response = served_request.unwrap_or_else(|panic| {
-                let what = panic_message(panic.as_ref());
-                tracing::error!("control request panicked: {what}");
-                control_exit.exit(VmExitReason::Fatal(format!("internal error: {what}")));
-                ControlResponse::Error {
-                    message: format!("internal error in the VMM, the sandbox ends: {what}"),
-                }
-            });
-            let _ = write_frame(&mut stream, &response);
-        }
+    *crate::devices::bus::lock(&vmm) = Some(running);
+    let _ = control.send(ControlSetup {
+        listener,
+        info: Arc::new(Mutex::new(info)),
+        exit: exit.clone(),
     });
 
     // Wait for the VM to end (guest shutdown, Stop request, fatal error).

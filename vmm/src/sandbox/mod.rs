@@ -19,6 +19,8 @@ pub mod daemon;
 pub mod egress;
 pub mod guest;
 pub mod paths;
+pub mod privileges;
+pub mod supervisor;
 
 pub use daemon::{ConsoleLog, Launch};
 pub use paths::{SandboxInfo, SandboxPaths};
@@ -91,6 +93,8 @@ pub struct Sandboxes {
     paddock_bin: PathBuf,
     /// The CPU quota of the sandboxes started (`--cpus`); none: unbounded.
     cpus: Option<f64>,
+    /// Whether their VMMs run under seccomp filters (`--no-seccomp` turns them off).
+    seccomp: bool,
 }
 
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -130,6 +134,7 @@ impl Sandboxes {
             state_dir: paths::state_dir(state_dir),
             paddock_bin,
             cpus: None,
+            seccomp: true,
         }
     }
 
@@ -137,6 +142,13 @@ impl Sandboxes {
     /// [`cgroup`]); memory and process limits follow from each guest's size.
     pub fn with_cpus(mut self, cpus: Option<f64>) -> Self {
         self.cpus = cpus;
+        self
+    }
+
+    /// Runs the VMMs of the sandboxes started from now on without seccomp filters when
+    /// `seccomp` is false: for debugging only (see `--no-seccomp`).
+    pub fn with_seccomp(mut self, seccomp: bool) -> Self {
+        self.seccomp = seccomp;
         self
     }
 
@@ -201,6 +213,7 @@ impl Sandboxes {
             .arg("--launch")
             .arg(launch_json)
             .args(self.cpus.map(|cpus| format!("--cpus={cpus}")))
+            .args((!self.seccomp).then_some("--no-seccomp"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

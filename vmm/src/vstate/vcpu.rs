@@ -282,13 +282,16 @@ impl Drop for VcpuHandle {
     }
 }
 
-/// Starts the thread running `fd`; guest I/O goes to the buses, VM-ending events to `exit`.
+/// Starts the thread for `fd`; guest I/O goes to the buses, VM-ending events to `exit`. The
+/// thread installs `filters`' vCPU filter first, then waits, paused, for its first `Resume`:
+/// no guest instruction runs before the caller has confined itself too.
 pub fn spawn_vcpu(
     mut fd: VcpuFd,
     index: u8,
     pio: Bus,
     mmio: Bus,
     exit: Arc<ExitSignal>,
+    filters: Option<Arc<crate::seccomp::Filters>>,
 ) -> Result<VcpuHandle, VcpuError> {
     install_kick_handler();
     let (commands, command_rx) = channel();
@@ -297,6 +300,15 @@ pub fn spawn_vcpu(
     let thread = std::thread::Builder::new()
         .name(format!("vcpu{index}"))
         .spawn(move || {
+            if let Some(filters) = filters {
+                if let Err(e) = filters.install(crate::seccomp::ThreadKind::Vcpu) {
+                    exit.exit(VmExitReason::Fatal(format!(
+                        "vCPU {index}: {}",
+                        crate::seccomp::describe(&e)
+                    )));
+                    return;
+                }
+            }
             VcpuLoop {
                 fd,
                 index,
@@ -345,6 +357,10 @@ enum Step {
 
 impl VcpuLoop {
     fn run(mut self) {
+        // Parked until the first Resume (see `spawn_vcpu`).
+        if let Step::Stop = self.drain_commands(true) {
+            return;
+        }
         loop {
             if let Step::Stop = self.drain_commands(false) {
                 return;
