@@ -55,16 +55,11 @@ pub fn config(uds: &Path) -> VmConfig {
     }
 }
 
-/// The seccomp filters every VMM runs under, on the VM's own threads (compiled once; the
-/// benchmark's own thread stays unconfined).
+/// The seccomp filters every VMM runs under, on the VM's own threads (the benchmark's own
+/// thread stays unconfined).
 pub fn seccomp() -> paddock_vmm::seccomp::SeccompScope {
     use paddock_vmm::seccomp::{Filters, Mode, SeccompScope};
-    static FILTERS: std::sync::OnceLock<std::sync::Arc<Filters>> = std::sync::OnceLock::new();
-    SeccompScope::VmThreads(
-        FILTERS
-            .get_or_init(|| std::sync::Arc::new(Filters::new(Mode::Enforce)))
-            .clone(),
-    )
+    SeccompScope::VmThreads(std::sync::Arc::new(Filters::new(Mode::Enforce)))
 }
 
 /// Boots a VM in this process and waits for guest-init; returns the VM and guest-init's link

@@ -99,7 +99,6 @@ pub struct Filters {
     vmm: BpfProgram,
     events: BpfProgram,
     vcpu: BpfProgram,
-    mode: Mode,
 }
 
 impl Filters {
@@ -113,13 +112,7 @@ impl Filters {
             vmm: program(vmm),
             events: program(events),
             vcpu: program(vcpu),
-            mode,
         }
-    }
-
-    /// Whether a refused syscall kills the VMM or is only logged.
-    pub fn mode(&self) -> Mode {
-        self.mode
     }
 
     /// Installs `kind`'s filter on the calling thread (for good: filters cannot be removed).
@@ -167,14 +160,6 @@ pub fn describe(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// Whether the calling thread runs under a seccomp filter (`Seccomp: 2` in its status).
-pub fn thread_is_filtered() -> std::io::Result<bool> {
-    let status = std::fs::read_to_string("/proc/thread-self/status")?;
-    Ok(status
-        .lines()
-        .any(|line| line.split_whitespace().collect::<Vec<_>>() == ["Seccomp:", "2"]))
 }
 
 #[cfg(test)]
