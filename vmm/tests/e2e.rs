@@ -219,6 +219,43 @@ fn two_vcpus_give_two_cpus() {
 }
 
 #[test]
+fn a_guest_triple_fault_ends_run_with_a_message_not_a_hang() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    // reboot=t: the guest kernel reboots by a triple fault, which gives it no chance to close
+    // the exec connection: paddock run must see the VM end and say so, not wait on it.
+    let started = Instant::now();
+    let out = run(
+        &s,
+        &[
+            "run",
+            "--kernel-args",
+            "reboot=t",
+            "--timeout",
+            "300",
+            "--",
+            "reboot",
+            "-f",
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(paddock_vmm::exit_codes::PADDOCK_ERROR),
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("TripleFault"), "stderr: {stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+    s.assert_clean();
+}
+
+#[test]
 fn guest_reboot_ends_the_vm_cleanly() {
     if !e2e_available() {
         return;

@@ -1,6 +1,8 @@
 //! End-to-end tests of the VMM's seccomp filters: every thread of a sandbox's VMM is confined
 //! (and holds no capability) after a boot, a restore, a reset and a fork, the sandbox works
 //! under them, and a syscall outside them ends the VMM with SIGSYS and a message naming it.
+//! Its jail too: namespaces of its own, a root holding only its own files, limits, and no host
+//! file reachable.
 
 mod common;
 
@@ -51,6 +53,20 @@ fn assert_confined(s: &Scratch, name: &str) {
             modes.iter().any(|(t, _)| t == thread),
             "no {thread} thread in {modes:?}"
         );
+    }
+}
+
+/// Sandbox `name`'s `vmm.log` once it contains `needle` (or as it is after `limit`).
+fn vmm_log_once_it_has(s: &Scratch, name: &str, needle: &str, limit: Duration) -> String {
+    let paths =
+        paddock_vmm::sandbox::paths::SandboxPaths::new(&s.state_dir(), name).expect("paths");
+    let deadline = Instant::now() + limit;
+    loop {
+        let log = std::fs::read_to_string(paths.vmm_log()).unwrap_or_default();
+        if log.contains(needle) || Instant::now() > deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -117,16 +133,7 @@ fn a_forbidden_syscall_ends_the_vmm_with_sigsys_and_a_message() {
         &[("PADDOCK_TEST_FORBIDDEN_SYSCALL", "1")],
     );
     assert!(out.status.success(), "{}", s.sandbox_logs("bad"));
-    let paths =
-        paddock_vmm::sandbox::paths::SandboxPaths::new(&s.state_dir(), "bad").expect("paths");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let log = loop {
-        let log = std::fs::read_to_string(paths.vmm_log()).unwrap_or_default();
-        if log.contains("SIGSYS") || Instant::now() > deadline {
-            break log;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let log = vmm_log_once_it_has(&s, "bad", "SIGSYS", Duration::from_secs(60));
     assert!(
         log.contains("was killed by its seccomp filter (SIGSYS)"),
         "{log}"
@@ -139,4 +146,98 @@ fn a_forbidden_syscall_ends_the_vmm_with_sigsys_and_a_message() {
     let listed = s.ok(&["ls", "--json"]);
     assert!(!listed.contains("\"running\""), "{listed}");
     s.ok(&["rm", "--force", "bad"]);
+}
+
+/// The namespace `kind` of process `pid` (`mnt:[4026531841]`).
+fn namespace(pid: &str, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .map(|l| l.display().to_string())
+        .unwrap_or_default()
+}
+
+/// Asserts the sandbox's VMM is jailed: its own mount, network and PID namespaces, a root that
+/// holds none of the host's system directories, no new privileges, and its limits.
+fn assert_jailed(s: &Scratch, name: &str) {
+    let pid = s.pid_of(name).to_string();
+    for kind in ["mnt", "net", "pid"] {
+        assert_ne!(
+            namespace(&pid, kind),
+            namespace("self", kind),
+            "{name}'s VMM shares the host's {kind} namespace"
+        );
+    }
+    let root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for host_only in ["etc", "usr", "bin", "sbin", "lib", "boot"] {
+        assert!(
+            !root.contains(&host_only.to_string()),
+            "{name}'s root: {root:?}"
+        );
+    }
+    assert!(root.contains(&"dev".to_string()), "{name}'s root: {root:?}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])),
+        "{status}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let limit = |what: &str| {
+        limits
+            .lines()
+            .find(|l| l.starts_with(what))
+            .map(|l| {
+                l[what.len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        limit("Max open files"),
+        paddock_vmm::sandbox::rlimits::OPEN_FILES.to_string(),
+        "{limits}"
+    );
+    assert_eq!(limit("Max core file size"), "0", "{limits}");
+    assert_ne!(limit("Max file size"), "unlimited", "{limits}");
+}
+
+#[test]
+fn the_vmm_is_jailed_and_reaches_no_host_file() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let out = s.cli_env(
+        &["start", "--name", "jail"],
+        &[("PADDOCK_TEST_OPEN_HOST_FILE", "/etc/hostname")],
+    );
+    assert!(out.status.success(), "{}", s.sandbox_logs("jail"));
+    assert_jailed(&s, "jail");
+    exec_ok(&s, "jail");
+    let log = vmm_log_once_it_has(&s, "jail", "test hook: opening", Duration::from_secs(30));
+    assert!(
+        log.contains("test hook: opening /etc/hostname: No such file or directory"),
+        "{log}"
+    );
+    // Directories named after the start reach the jailed VMM open: a snapshot into one, a
+    // restore of it, and a reset to it.
+    let snap = s.path("elsewhere/snap");
+    s.ok(&["snapshot", "jail", snap.to_str().unwrap()]);
+    s.ok(&["restore", snap.to_str().unwrap(), "--name", "jail2"]);
+    assert_jailed(&s, "jail2");
+    s.ok(&["reset", "jail", "--to", snap.to_str().unwrap()]);
+    assert_jailed(&s, "jail");
+    exec_ok(&s, "jail");
+    let listed = s.ok(&["ls", "--json"]);
+    assert!(listed.contains(snap.to_str().unwrap()), "{listed}");
+    for name in ["jail", "jail2"] {
+        s.ok(&["rm", "--force", name]);
+    }
 }

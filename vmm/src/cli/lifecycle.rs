@@ -241,10 +241,16 @@ pub fn vmm_process(args: VmmArgs) -> anyhow::Result<i32> {
     let paths = SandboxPaths::new(&args.state_dir, &args.name)?;
     ignore_terminal_signals();
     paddock_vmm::capped_log::cap_stderr().context("capping the VMM's log")?;
-    // A parent that outlives a seccomp kill to report it (see `supervisor`).
-    if let Side::Ended(status) = fork_vmm().context("forking the VMM")? {
-        return Ok(status);
+    // The jail is for debugging only to leave off, like the filters.
+    let jail = std::env::var_os("PADDOCK_JAIL").is_none_or(|v| v != "off");
+    if !jail {
+        tracing::warn!("the VMM's jail is OFF (PADDOCK_JAIL=off): for debugging only");
     }
+    // A parent that outlives a seccomp kill to report it (see `supervisor`).
+    let jailed = match fork_vmm(jail).context("forking the VMM")? {
+        Side::Ended(status) => return Ok(status),
+        Side::Vmm { jailed } => jailed,
+    };
     let seccomp = if args.no_seccomp {
         tracing::warn!("seccomp filters are OFF (--no-seccomp): for debugging only");
         SeccompScope::Off
@@ -262,7 +268,7 @@ pub fn vmm_process(args: VmmArgs) -> anyhow::Result<i32> {
         &args.name,
         launch,
         args.cpus,
-        seccomp,
+        paddock_vmm::sandbox::daemon::Confinement { seccomp, jailed },
         std::io::stdout(),
         spawned,
     ))

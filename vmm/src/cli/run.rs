@@ -13,7 +13,7 @@ use paddock_vmm::client::{self, ExecError};
 use paddock_vmm::config::CONTROL_PORT;
 use paddock_vmm::exit_codes;
 use paddock_vmm::sandbox::{guest::GuestLink, Sandboxes};
-use paddock_vmm::vstate::vcpu::VmExitReason;
+use paddock_vmm::vstate::vcpu::{ExitSignal, VmExitReason};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,15 +46,21 @@ impl Drop for RunDir {
 }
 
 /// Runs `argv` in the guest behind `uds`, forwarding stdin, output, signals; handles --timeout.
+/// `vm_exit`: the in-process VM's exit signal, when this process runs the VM (its ending then
+/// ends the exec, even when the guest could not close the connection).
 pub(super) fn exec_in(
     uds: &Path,
     cmd: CommandArgs,
     env: Vec<(String, String)>,
     tty: Tty,
     signals: &SignalRouter,
+    vm_exit: Option<&Arc<ExitSignal>>,
 ) -> anyhow::Result<Outcome> {
     let timeout = cmd.timeout;
     let conn = client::connect(uds, CONTROL_PORT).context("connecting to guest-init")?;
+    if let Some(exit) = vm_exit {
+        close_when_the_vm_ends(exit.clone(), conn.closer()?)?;
+    }
     let mut request = ExecRequest {
         argv: cmd.command,
         env,
@@ -112,6 +118,26 @@ fn on_terminal(
         return Ok(Outcome::TimedOut(secs));
     }
     Ok(terminal_outcome(end))
+}
+
+/// Closes the exec connection once the VM has ended (a triple fault leaves the guest no chance
+/// to, and the VM's devices live on in this process until it stops them).
+fn close_when_the_vm_ends(exit: Arc<ExitSignal>, closer: client::Closer) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("vm-exit-watch".into())
+        .spawn(move || {
+            while exit.reason().is_none() {
+                let mut pfd = libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&exit.evt),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: `pfd` is a valid pollfd for the duration of the call.
+                unsafe { libc::poll(&mut pfd, 1, 1000) };
+            }
+            closer.close();
+        })
+        .map(drop)
 }
 
 /// With `--timeout`, SIGKILLs the command after `secs`; the flag tells whether it did.
@@ -224,7 +250,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     tracing::info!(elapsed = ?vmm.started.elapsed(), "guest-init ready");
     let tty = run_tty(args.tty, args.no_tty);
-    let outcome = exec_in(&uds, command, env, tty, &signals);
+    let outcome = exec_in(&uds, command, env, tty, &signals, Some(&vmm.exit));
     let code = match outcome {
         Ok(Outcome::Disconnected) => match vmm.wait_exit(Some(Duration::from_secs(5))) {
             Some(VmExitReason::GuestReset | VmExitReason::GuestShutdown)
@@ -264,7 +290,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let env = parse_env(&args.cmd.env)?;
     let uds = Sandboxes::new(args.state.state_dir.as_deref()).vsock_path(&args.name)?;
     let tty = Tty::choose(args.tty, args.interactive, true);
-    let outcome = exec_in(&uds, args.cmd, env, tty, &signals)?;
+    let outcome = exec_in(&uds, args.cmd, env, tty, &signals, None)?;
     Ok(shared_code(&outcome, Some(&args.name)).unwrap_or_else(|| {
         eprintln!("paddock: the sandbox's guest rebooted, stopped or was reset before the command finished");
         exit_codes::GUEST_ENDED

@@ -109,7 +109,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<i32> {
         command: agent::as_agent_user(agent.argv(args.ask, &args.args), &env),
     };
     let tty = session_tty(args.tty, args.no_tty);
-    let outcome = exec_in(&uds, command, Vec::new(), tty, &signals)?;
+    let outcome = exec_in(&uds, command, Vec::new(), tty, &signals, None)?;
     let detached = matches!(outcome, Outcome::Detached { .. });
     let code = shared_code(&outcome, Some(&sandbox)).unwrap_or_else(|| {
         eprintln!(

@@ -17,6 +17,26 @@ pub struct Connection {
     host_port: Option<u32>,
 }
 
+impl Connection {
+    /// A handle that ends this connection from another thread (both directions shut down):
+    /// a caller blocked on it then sees the connection closed. For when the VM behind it ends
+    /// without the guest closing it (a triple fault), in a process that keeps the VMM.
+    pub fn closer(&self) -> io::Result<Closer> {
+        self.stream.try_clone().map(Closer)
+    }
+}
+
+/// Ends a [`Connection`] from another thread.
+#[derive(Debug)]
+pub struct Closer(UnixStream);
+
+impl Closer {
+    /// Shuts the connection down both ways.
+    pub fn close(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 /// Errors of [`Connection::ping`].
 #[derive(Debug, thiserror::Error)]
 pub enum PingError {

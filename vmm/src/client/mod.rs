@@ -14,7 +14,7 @@ mod pty;
 mod ready;
 
 pub use connect::{connect, connect_with, ConnectError, ConnectOptions};
-pub use connection::{Connection, PingError, ResumeError, ShutdownError};
+pub use connection::{Closer, Connection, PingError, ResumeError, ShutdownError};
 pub use exec::{ExecError, ExecOutput, RunningExec, SignalError, Signaller};
 pub use pty::{PtyControl, PtyEnd, PtyError, PtySession};
 pub use ready::{Ready, ReadyError, ReadyListener};

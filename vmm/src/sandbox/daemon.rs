@@ -14,7 +14,7 @@ use paddock_protocol::{read_frame, write_frame};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,48 @@ pub enum Launch {
         console: ConsoleLog,
         image: Option<PathBuf>,
     },
+}
+
+impl Launch {
+    /// The same launch with every path absolute (against this process's working directory,
+    /// which a jailed VMM leaves).
+    pub fn absolute(self) -> Self {
+        let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+        let console = |c: ConsoleLog| match c {
+            ConsoleLog::File(path) => ConsoleLog::File(abs(path)),
+            other => other,
+        };
+        match self {
+            Launch::Boot {
+                kernel,
+                rootfs,
+                image,
+                disk,
+                vcpus,
+                memory_mib,
+                console: log,
+                kernel_args,
+            } => Launch::Boot {
+                kernel: abs(kernel),
+                rootfs: abs(rootfs),
+                image: image.map(abs),
+                disk: disk.map(abs),
+                vcpus,
+                memory_mib,
+                console: console(log),
+                kernel_args,
+            },
+            Launch::Restore {
+                dir,
+                console: log,
+                image,
+            } => Launch::Restore {
+                dir: abs(dir),
+                console: console(log),
+                image: image.map(abs),
+            },
+        }
+    }
 }
 
 /// The first line the VMM process prints: `READY <json>` or `ERROR <message>`.
@@ -178,7 +220,7 @@ fn bring_up(
     };
     let info = SandboxInfo {
         name: name.to_string(),
-        pid: std::process::id(),
+        pid: super::jail::host_pid(),
         vcpus: vmm.vcpu_count(),
         memory_mib: vmm.ram.size >> 20,
         created_unix_secs: now_secs(),
@@ -238,10 +280,21 @@ fn serve_control(setup: ControlSetup, vmm: &Mutex<Option<Running>>, paths: &Sand
         let Ok(request) = read_frame::<_, ControlRequest>(&mut stream) else {
             continue;
         };
+        let dir = match request.directory() {
+            Some(_) => match super::control::receive_directory(&stream) {
+                Ok(dir) => Some(dir),
+                Err(e) => {
+                    let message = format!("the request's directory: {e}");
+                    let _ = write_frame(&mut stream, &ControlResponse::Error { message });
+                    continue;
+                }
+            },
+            None => None,
+        };
         // A bug met while serving a request must not leave a VM nobody can reach: it ends
         // the sandbox, loudly, and the client hears why.
         let served_request = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            handle(vmm, paths, &setup.info, request)
+            handle(vmm, paths, &setup.info, request, dir)
         }));
         let response = served_request.unwrap_or_else(|panic| {
             let what = panic_message(panic.as_ref());
@@ -266,6 +319,16 @@ fn report_failure(report: &mut impl Write, message: String) -> i32 {
     crate::exit_codes::PADDOCK_ERROR
 }
 
+/// How the VMM process is confined.
+#[derive(Debug, Clone)]
+pub struct Confinement {
+    /// The seccomp filters, and which threads get them.
+    pub seccomp: SeccompScope,
+    /// Whether the process enters its jail (it is then PID 1 of its own PID namespace, which
+    /// the supervisor made: see `supervisor::fork_vmm`).
+    pub jailed: bool,
+}
+
 /// Runs the VMM process; returns its exit status. `report` receives the launch report line.
 /// With [`SeccompScope::Process`] every thread of the process is confined before the guest
 /// runs (the control thread, started first, too).
@@ -274,19 +337,49 @@ pub fn run(
     name: &str,
     launch: Launch,
     cpus: Option<f64>,
-    seccomp: SeccompScope,
+    confinement: Confinement,
     mut report: impl Write,
     spawned: Instant,
 ) -> i32 {
+    let Confinement { seccomp, jailed } = confinement;
+    let launch = launch.absolute();
     // Into the sandbox's cgroup before the VM exists, so all of its memory is charged there;
-    // then no capability is needed any more (see `privileges`), before any other thread.
-    let resources = match guest_ram(&launch).and_then(|ram| {
-        cgroup::enter(name, &cgroup::Limits::for_guest(ram, cpus)).map_err(|e| e.to_string())
+    // then into the jail, with the limits; then no capability is needed any more (see
+    // `privileges`), before any other thread.
+    let (resources, limits) = match guest_ram(&launch).and_then(|ram| {
+        let resources = cgroup::enter(name, &cgroup::Limits::for_guest(ram, cpus))
+            .map_err(|e| e.to_string())?;
+        Ok((resources, ram))
     }) {
-        Ok(resources) => resources,
+        Ok((resources, ram)) => {
+            let plan = jail_plan(&paths, &launch);
+            let largest_disk = plan.largest_writable_file;
+            if jailed {
+                if let Err(e) = super::jail::enter(&plan.jail, &paths.dir.join(JAIL_ROOT)) {
+                    return report_failure(&mut report, crate::seccomp::describe(&e));
+                }
+                // PID 1 of its namespace gets only the signals it handles: SIGTERM still ends it.
+                // SAFETY: installs an async-signal-safe handler (it only calls _exit).
+                unsafe {
+                    libc::signal(
+                        libc::SIGTERM,
+                        exit_on_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t,
+                    )
+                };
+            }
+            (
+                resources,
+                super::rlimits::Limits::for_guest(ram, largest_disk),
+            )
+        }
         Err(message) => return report_failure(&mut report, message),
     };
-    if let Err(e) = super::privileges::drop_capabilities() {
+    if let Err(e) = limits.apply() {
+        return report_failure(&mut report, crate::seccomp::describe(&e));
+    }
+    if let Err(e) = super::privileges::drop_capabilities()
+        .and_then(|()| super::privileges::forbid_new_privileges())
+    {
         return report_failure(&mut report, crate::seccomp::describe(&e));
     }
     let vmm: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
@@ -321,6 +414,16 @@ pub fn run(
     if std::env::var_os("PADDOCK_TEST_FORBIDDEN_SYSCALL").is_some() {
         // SAFETY: getuid has no memory effects.
         unsafe { libc::syscall(libc::SYS_getuid) };
+    }
+    // Test hook (vmm/tests/e2e_seccomp.rs): once up, try to open a host file, as a VMM taken
+    // over by its guest might, and log what happened.
+    if let Some(path) = std::env::var_os("PADDOCK_TEST_OPEN_HOST_FILE") {
+        let result = std::fs::File::open(&path).map(drop);
+        tracing::warn!(
+            "test hook: opening {}: {}",
+            Path::new(&path).display(),
+            result.map_or_else(|e| e.to_string(), |()| "opened".into())
+        );
     }
     let exit = running.vm.exit.clone();
     *crate::devices::bus::lock(&vmm) = Some(running);
@@ -358,6 +461,99 @@ pub fn run(
     }
 }
 
+/// SIGTERM's handler in a jailed VMM (PID 1 of its namespace ignores signals it has no
+/// handler for): ends the process as the default action would have.
+extern "C" fn exit_on_sigterm(_: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(128 + libc::SIGTERM) };
+}
+
+/// The empty directory, in the sandbox's own, that the jail's root is mounted on (seen mounted
+/// only inside the jail).
+pub const JAIL_ROOT: &str = "jail-root";
+
+/// What the jail of a launch exposes, and the largest file the VMM writes through.
+#[derive(Debug, Default)]
+struct LaunchJail {
+    jail: super::jail::JailPlan,
+    largest_writable_file: u64,
+}
+
+impl LaunchJail {
+    /// Adds `path` if it exists (a missing artifact is the builder's to report, in its words).
+    fn add(&mut self, path: &Path, writable: bool) {
+        if let Ok(meta) = std::fs::metadata(path) {
+            if writable && meta.is_file() {
+                self.largest_writable_file = self.largest_writable_file.max(meta.len());
+            }
+            self.jail.bind(path, writable);
+        }
+    }
+}
+
+/// The paths a launch's VMM opens: its sandbox's directory, the image digest cache, its
+/// artifacts (a root image read-only, a scratch disk writable) or its snapshot and the disks
+/// that snapshot names, and its console log.
+fn jail_plan(paths: &SandboxPaths, launch: &Launch) -> LaunchJail {
+    let mut plan = LaunchJail::default();
+    plan.add(&paths.dir, true);
+    let digests = crate::config::cache_dir().join("digests");
+    let _ = std::fs::create_dir_all(&digests);
+    plan.add(&digests, true);
+    let console = match launch {
+        Launch::Boot {
+            kernel,
+            rootfs,
+            image,
+            disk,
+            console,
+            ..
+        } => {
+            plan.add(kernel, false);
+            plan.add(rootfs, false);
+            if let Some(image) = image {
+                plan.add(image, false);
+            }
+            if let Some(disk) = disk {
+                plan.add(disk, true);
+            }
+            console
+        }
+        Launch::Restore {
+            dir,
+            console,
+            image,
+        } => {
+            plan.add(dir, false);
+            if let Ok((state, _)) =
+                crate::snapshot::store::read::<SnapshotState>(dir, SnapshotState::memory)
+            {
+                for entry in &state.devices {
+                    if let crate::device_manager::persist::VirtioDeviceState::Block(block) =
+                        &entry.device
+                    {
+                        match (&block.identity.digest, image) {
+                            (Some(_), Some(moved)) => plan.add(moved, false),
+                            (Some(_), None) => plan.add(&block.identity.path, false),
+                            (None, _) => plan.add(&block.identity.path, true),
+                        }
+                    }
+                }
+            }
+            console
+        }
+    };
+    if let ConsoleLog::File(path) = console {
+        // Created now, so that it can be bound.
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        plan.add(path, true);
+    }
+    plan
+}
+
 /// The text a panic carried (`panic!` with a literal or a formatted message).
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
@@ -367,11 +563,45 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
+/// Writes a snapshot into the directory reached at `reached` (the caller's `path`).
+fn snapshot(vm: &mut Vmm, reached: &Path, path: &Path, stop: bool) -> ControlResponse {
+    match vm.snapshot(reached, stop) {
+        Ok(stats) => {
+            if stop {
+                vm.exit.exit(VmExitReason::Stopped);
+            }
+            ControlResponse::Snapshotted {
+                paused_ms: stats.paused.as_secs_f64() * 1e3,
+                memory_written: stats.memory_written,
+            }
+        }
+        Err(e) => ControlResponse::Error {
+            message: format!("snapshot failed: {}", in_callers_words(&e, reached, path)),
+        },
+    }
+}
+
+/// Where the VMM reaches a directory a request sent open: through its descriptor (the jail
+/// does not see the host's path).
+fn reachable(dir: &std::fs::File) -> PathBuf {
+    PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(dir)
+    ))
+}
+
+/// An error's text, with the descriptor path it names spelled as the caller's path.
+fn in_callers_words(error: &dyn std::error::Error, reached: &Path, path: &Path) -> String {
+    crate::seccomp::describe(error)
+        .replace(&reached.display().to_string(), &path.display().to_string())
+}
+
 fn handle(
     vmm: &Mutex<Option<Running>>,
     paths: &SandboxPaths,
     info: &Mutex<SandboxInfo>,
     request: ControlRequest,
+    dir: Option<std::fs::File>,
 ) -> ControlResponse {
     let mut guard = crate::devices::bus::lock(vmm);
     let Some(Running { vm, guest }) = guard.as_mut() else {
@@ -381,30 +611,33 @@ fn handle(
     };
     match request {
         ControlRequest::Status => ControlResponse::Status {
-            pid: std::process::id(),
+            pid: super::jail::host_pid(),
             origin_snapshot: vm.origin.as_ref().map(|o| o.dir.clone()),
-            rss_bytes: super::process_rss(std::process::id()).unwrap_or(0),
+            rss_bytes: super::own_rss().unwrap_or(0),
         },
-        ControlRequest::Snapshot { dir, stop } => match vm.snapshot(&dir, stop) {
-            Ok(stats) => {
-                if stop {
-                    vm.exit.exit(VmExitReason::Stopped);
-                }
-                ControlResponse::Snapshotted {
-                    paused_ms: stats.paused.as_secs_f64() * 1e3,
-                    memory_written: stats.memory_written,
-                }
-            }
-            Err(e) => ControlResponse::Error {
-                message: format!("snapshot failed: {e}"),
-            },
-        },
+        ControlRequest::Snapshot { dir: path, stop } => {
+            let Some(reached) = dir.as_ref().map(reachable) else {
+                return ControlResponse::Error {
+                    message: "the snapshot's directory did not come with the request".into(),
+                };
+            };
+            snapshot(vm, &reached, &path, stop)
+        }
         ControlRequest::Reset { to } => {
             let started = Instant::now();
-            if let Err(e) = vm.reset(to.as_deref()) {
-                return ControlResponse::Error {
-                    message: format!("reset failed: {e}"),
+            let reached = dir.as_ref().map(reachable);
+            if let Err(e) = vm.reset(reached.as_deref()) {
+                let message = match (&reached, &to) {
+                    (Some(reached), Some(to)) => in_callers_words(&e, reached, to),
+                    _ => crate::seccomp::describe(&e),
                 };
+                return ControlResponse::Error {
+                    message: format!("reset failed: {message}"),
+                };
+            }
+            // The origin by the caller's name for it, not the descriptor's (closed after this).
+            if let (Some(origin), Some(to)) = (vm.origin.as_mut(), to) {
+                origin.dir = to;
             }
             let reset_ms = started.elapsed().as_secs_f64() * 1e3;
             if let Err(e) = guest.resume(vm, READY_TIMEOUT) {

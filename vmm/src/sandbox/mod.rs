@@ -18,8 +18,10 @@ pub mod control;
 pub mod daemon;
 pub mod egress;
 pub mod guest;
+pub mod jail;
 pub mod paths;
 pub mod privileges;
+pub mod rlimits;
 pub mod supervisor;
 
 pub use daemon::{ConsoleLog, Launch};
@@ -29,6 +31,7 @@ use control::{ControlError, ControlRequest, ControlResponse};
 use daemon::LaunchReport;
 use paths::PathsError;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -440,9 +443,33 @@ impl Sandboxes {
         if !paths.dir.exists() {
             return Err(PathsError::NotFound(name.to_string()).into());
         }
+        // The directory a request names goes to the (jailed) VMM open, opened here.
+        let dir = match request.directory() {
+            Some(dir) => {
+                if matches!(request, ControlRequest::Snapshot { .. }) {
+                    std::fs::create_dir_all(dir).map_err(|source| PathsError::Io {
+                        what: "creating",
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+                let opened = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY)
+                    .open(dir)
+                    .map_err(|source| PathsError::Io {
+                        what: "opening",
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                Some(opened)
+            }
+            None => None,
+        };
         Ok(control::request(
             &paths.control(),
             request,
+            dir.as_ref(),
             CONTROL_TIMEOUT,
         )?)
     }
@@ -613,7 +640,16 @@ impl Sandboxes {
 
 /// Resident memory of process `pid` in bytes.
 pub fn process_rss(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    rss_from(&format!("/proc/{pid}/statm"))
+}
+
+/// Resident memory of this process in bytes (its pid may be another inside its jail).
+pub fn own_rss() -> Option<u64> {
+    rss_from("/proc/self/statm")
+}
+
+fn rss_from(statm_path: &str) -> Option<u64> {
+    let statm = std::fs::read_to_string(statm_path).ok()?;
     statm
         .split_whitespace()
         .nth(1)?

@@ -9,6 +9,9 @@ pub enum PrivilegeError {
     /// `capset` refused to clear the sets.
     #[error("clearing the VMM's capabilities failed")]
     Capset(#[source] std::io::Error),
+    /// `PR_SET_NO_NEW_PRIVS` failed.
+    #[error("setting no_new_privs failed")]
+    NoNewPrivs(#[source] std::io::Error),
     /// `PR_CAPBSET_DROP` failed although the process could drop from its bounding set.
     #[error("dropping capability {cap} from the bounding set failed")]
     Bounding {
@@ -98,6 +101,16 @@ pub fn drop_capabilities() -> Result<(), PrivilegeError> {
     };
     if rc != 0 {
         return Err(PrivilegeError::Capset(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// `PR_SET_NO_NEW_PRIVS`: nothing this process could execute gains privileges (set-user-ID
+/// files, file capabilities), with or without seccomp filters (which set it too).
+pub fn forbid_new_privileges() -> Result<(), PrivilegeError> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(PrivilegeError::NoNewPrivs(std::io::Error::last_os_error()));
     }
     Ok(())
 }

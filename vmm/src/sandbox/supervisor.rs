@@ -9,35 +9,83 @@ use std::time::Duration;
 /// Which side of the fork this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
-    /// The VMM: go on.
-    Vmm,
+    /// The VMM: go on (in a PID namespace of its own when `jailed`, to be jailed further).
+    Vmm {
+        /// Whether the VMM is to enter its jail (see `jail`).
+        jailed: bool,
+    },
     /// The supervisor, whose VMM has ended: exit with this status.
     Ended(i32),
 }
 
+/// Why the VMM could not be forked.
+#[derive(Debug, thiserror::Error)]
+pub enum ForkError {
+    /// The PID namespace could not be created.
+    #[error(transparent)]
+    Jail(#[from] super::jail::JailError),
+    /// fork or pipe failed.
+    #[error("forking the VMM failed")]
+    Fork(#[source] std::io::Error),
+}
+
 /// Forks. The child (the VMM) returns [`Side::Vmm`] and dies with its parent; the parent
 /// waits for it, logs a seccomp kill, and returns [`Side::Ended`] with the VMM's status (128 +
-/// the signal when a signal ended it). Call it while the process has one thread.
-pub fn fork_vmm() -> std::io::Result<Side> {
-    // SAFETY: getpid has no memory effects.
-    let parent = unsafe { libc::getpid() };
+/// the signal when a signal ended it). With `jail`, the child is PID 1 of a new PID namespace
+/// (where the host lets this user create one: else a warning, and no jail). Call it while the
+/// process has one thread.
+pub fn fork_vmm(jail: bool) -> Result<Side, ForkError> {
+    let jailed = jail
+        && match super::jail::new_pid_namespace() {
+            Ok(()) => true,
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(
+                    "the VMM runs without its jail: this host does not let this user create \
+                     namespaces ({}). Enable unprivileged user namespaces, or run paddock as \
+                     root, to confine it (docs/SECURITY.md).",
+                    crate::seccomp::describe(&e)
+                );
+                false
+            }
+            Err(e) => return Err(e.into()),
+        };
+    // The child learns that its supervisor is gone by this pipe's hang-up (getppid says nothing
+    // across a PID namespace).
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(ForkError::Fork(std::io::Error::last_os_error()));
+    }
+    let [alive_read, alive_write] = fds;
     // SAFETY: called while the process is single-threaded (first thing in `paddock __vmm`), so
     // the child's copy of every lock and allocator is consistent.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(ForkError::Fork(std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number; getppid has no memory effects.
+        // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number; close and poll act on the
+        // pipe's descriptors, which this process owns.
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() != parent {
+            libc::close(alive_write);
+            let mut pfd = libc::pollfd {
+                fd: alive_read,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let gone = libc::poll(&mut pfd, 1, 0) != 0;
+            libc::close(alive_read);
+            if gone {
                 // The supervisor is gone already: nobody would report on this VMM.
                 libc::_exit(1);
             }
         }
-        return Ok(Side::Vmm);
+        return Ok(Side::Vmm { jailed });
     }
+    // SAFETY: the parent closes its copy of the read end; the write end stays open (and
+    // closes with this process).
+    unsafe { libc::close(alive_read) };
     // The launch report on stdout is the VMM's to write; the supervisor keeps stderr (the
     // sandbox's vmm.log) for its own message.
     if let Ok(null) = std::fs::File::open("/dev/null") {
