@@ -157,6 +157,20 @@ fn write_proc(path: &'static str, text: &str) -> Result<(), JailError> {
 /// `/proc`, made the process's root. Call it single-threaded, in the child the supervisor
 /// forked after [`new_pid_namespace`] (the fresh `/proc` shows that namespace).
 pub fn enter(plan: &JailPlan, root: &Path) -> Result<(), JailError> {
+    enter_with(plan, root, RootSwitch::Pivot)
+}
+
+/// How the jail's root becomes the process's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RootSwitch {
+    /// `pivot_root`, falling back to moving when the host's root cannot be pivoted away.
+    Pivot,
+    /// Moving the jail's root over `/` and `chroot` into it (always: for tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Move,
+}
+
+fn enter_with(plan: &JailPlan, root: &Path, switch: RootSwitch) -> Result<(), JailError> {
     // Before the fresh /proc hides the host's: this process's host pid.
     if let Ok(link) = std::fs::read_link("/proc/self") {
         if let Some(pid) = link.to_str().and_then(|s| s.parse().ok()) {
@@ -204,7 +218,17 @@ pub fn enter(plan: &JailPlan, root: &Path) -> Result<(), JailError> {
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         "mounting /proc on",
     )?;
-    pivot_into(root)?;
+    match switch {
+        RootSwitch::Pivot => match pivot_into(root) {
+            // The host runs from an initramfs (rootfs cannot be pivoted away from), as a
+            // diskless host or the test lab does: move the jail's root over it instead.
+            Err(JailError::Mount { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => {
+                move_into(root)?
+            }
+            other => other?,
+        },
+        RootSwitch::Move => move_into(root)?,
+    }
     // The root itself: no new files outside the binds.
     mount(
         None,
@@ -329,6 +353,30 @@ fn pivot_into(root: &Path) -> Result<(), JailError> {
     })
 }
 
+/// Makes `root` the process's root where `pivot_root` cannot (the host's root is rootfs): the
+/// jail's root is moved over `/`, hiding the host's tree beneath it, and the process chroots
+/// into it (it keeps no capability to chroot again).
+fn move_into(root: &Path) -> Result<(), JailError> {
+    let entering = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| JailError::Mount {
+            what: "entering",
+            path,
+            source,
+        }
+    };
+    std::env::set_current_dir(root).map_err(entering(root))?;
+    mount(
+        Some(".".as_ref()),
+        Path::new("/"),
+        None,
+        libc::MS_MOVE,
+        "moving the jail's root over",
+    )?;
+    std::os::unix::fs::chroot(".").map_err(entering(root))?;
+    std::env::set_current_dir("/").map_err(entering(Path::new("/")))
+}
+
 fn mount(
     source: Option<&std::ffi::OsStr>,
     target: &Path,
@@ -442,7 +490,7 @@ mod tests {
 
     /// Runs `checks` in a jail built as the VMM's is: a child makes the PID namespace (as
     /// `nobody` when `unprivileged`), its child enters the jail.
-    fn jailed_checks(tree: &Tree, unprivileged: bool) -> i32 {
+    fn jailed_checks(tree: &Tree, unprivileged: bool, switch: RootSwitch) -> i32 {
         let mut plan = JailPlan::default();
         plan.bind(&tree.writable, true);
         plan.bind(&tree.read_only, false);
@@ -469,7 +517,7 @@ mod tests {
                 // SAFETY: as above.
                 let inner = unsafe { libc::fork() };
                 if inner == 0 {
-                    let code = match enter(&plan, &tree.root) {
+                    let code = match enter_with(&plan, &tree.root, switch) {
                         Ok(()) => checks(tree),
                         Err(e) => {
                             eprintln!("jail: {}", crate::seccomp::describe(&e));
@@ -504,12 +552,18 @@ mod tests {
             eprintln!("skipped: needs root to test both ways in");
             return;
         }
-        for unprivileged in [false, true] {
+        let ways = [
+            (false, RootSwitch::Pivot),
+            (true, RootSwitch::Pivot),
+            (false, RootSwitch::Move),
+            (true, RootSwitch::Move),
+        ];
+        for (unprivileged, switch) in ways {
             let tree = tree();
             assert_eq!(
-                jailed_checks(&tree, unprivileged),
+                jailed_checks(&tree, unprivileged, switch),
                 0,
-                "check failed (unprivileged: {unprivileged})"
+                "check failed (unprivileged: {unprivileged}, {switch:?})"
             );
             assert_eq!(
                 std::fs::read(tree.writable.join("written")).unwrap(),
