@@ -342,11 +342,11 @@ docker run --rm fetched wget -q -T 20 -O - http://denied.test/ && echo denied-an
         &up,
         "eg",
         &dir,
-        r#"printf '%s\n' "$ANTHROPIC_API_KEY" > /dev/shm/placeholder-copy"#,
+        r#"printf '%s\n' "$ANTHROPIC_API_KEY" > /dev/shm/placeholder-copy; cut -c1-29 /dev/shm/placeholder-copy"#,
     );
-    stdout_ok(&out, "placeholder copy", &s, "eg");
+    let copied = stdout_ok(&out, "placeholder copy", &s, "eg");
     let snap = s.path("snap");
-    s.ok(&["snapshot", "eg", snap.to_str().unwrap()]);
+    let snapshotted = s.ok(&["snapshot", "eg", snap.to_str().unwrap()]);
     let memory = memory_file(&snap);
     assert!(
         !file_contains(&memory, REAL_KEY),
@@ -354,7 +354,10 @@ docker run --rm fetched wget -q -T 20 -O - http://denied.test/ && echo denied-an
     );
     assert!(
         file_contains(&memory, "paddock-placeholder-anthropic"),
-        "the memory search found not even the placeholder"
+        "the memory search found not even the placeholder (the guest's copy starts {copied:?}; \
+         {snapshotted}; {} bytes of memory file)\n{}",
+        std::fs::metadata(&memory).map_or(0, |m| m.len()),
+        s.sandbox_logs("eg")
     );
     assert!(!s.sandbox_logs("eg").contains(REAL_KEY));
     assert!(!s.ok(&["ls", "--json"]).contains(REAL_KEY));

@@ -128,8 +128,9 @@ fn a_forbidden_syscall_ends_the_vmm_with_sigsys_and_a_message() {
         return;
     }
     let s = Scratch::new();
+    // A cold boot: were the template not built yet, its build's VMM would get the hook too.
     let out = s.cli_env(
-        &["start", "--name", "bad"],
+        &["start", "--name", "bad", "--cold-boot"],
         &[("PADDOCK_TEST_FORBIDDEN_SYSCALL", "1")],
     );
     assert!(out.status.success(), "{}", s.sandbox_logs("bad"));
@@ -238,6 +239,50 @@ fn the_vmm_is_jailed_and_reaches_no_host_file() {
     let listed = s.ok(&["ls", "--json"]);
     assert!(listed.contains(snap.to_str().unwrap()), "{listed}");
     for name in ["jail", "jail2"] {
+        s.ok(&["rm", "--force", name]);
+    }
+}
+
+/// Whether `path` holds `needle`.
+fn holds(path: &std::path::Path, needle: &[u8]) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_jailed_snapshot_of_a_restored_guest_holds_what_it_wrote() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    s.ok(&["start", "--name", "base"]);
+    let first = s.path("first");
+    s.ok(&["snapshot", "base", first.to_str().unwrap()]);
+    s.ok(&["restore", first.to_str().unwrap(), "--name", "again"]);
+    assert_jailed(&s, "again");
+    // Written after the restore: only in pages the guest dirtied since.
+    let marker = "paddock-jail-marker-4f1c";
+    s.ok(&[
+        "exec",
+        "again",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo {marker}-$((6 * 7)) > /tmp/marker"),
+    ]);
+    let second = s.path("second");
+    let out = s.ok(&["snapshot", "again", second.to_str().unwrap()]);
+    eprintln!("{out}");
+    let needle = format!("{marker}-42");
+    assert!(
+        !holds(&common::memory_file(&first), needle.as_bytes()),
+        "the marker predates the restore"
+    );
+    assert!(
+        holds(&common::memory_file(&second), needle.as_bytes()),
+        "the snapshot lacks what the restored guest wrote: {out}"
+    );
+    for name in ["base", "again"] {
         s.ok(&["rm", "--force", name]);
     }
 }

@@ -156,6 +156,12 @@ fn run_end_to_end_suite(binaries: &[PathBuf], filter: Option<&str>) -> Result<i3
                 "PADDOCK_SECCOMP".into(),
                 std::env::var("PADDOCK_SECCOMP").unwrap_or_default(),
             ),
+            // `PADDOCK_JAIL=off cargo xtask ci --e2e-only` runs the VMMs unjailed (to tell
+            // whether a failure is the jail's).
+            (
+                "PADDOCK_JAIL".into(),
+                std::env::var("PADDOCK_JAIL").unwrap_or_default(),
+            ),
         ],
         &script,
     )
