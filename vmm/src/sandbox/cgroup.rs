@@ -115,7 +115,8 @@ pub fn enter(name: &str, limits: &Limits) -> Result<Placement, CgroupError> {
         Err(why) => return Ok(Placement::Unlimited(why.to_string())),
     };
     sweep(&base);
-    let dir = base.join(format!("{name}-{}", std::process::id()));
+    // The host's pid: inside its PID namespace every VMM is 1.
+    let dir = base.join(format!("{name}-{}", super::jail::host_pid()));
     let err = |what: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| CgroupError { what, path, source }

@@ -111,9 +111,15 @@ impl JailPlan {
 /// jail's own `/proc` hides the host's.
 static HOST_PID: OnceLock<u32> = OnceLock::new();
 
-/// This process's pid in the host's PID namespace.
+/// This process's pid in the host's PID namespace: what the `/proc` it first asks shows for
+/// it (the host's, when it is first asked before the jail; the cgroup's name asks first).
 pub fn host_pid() -> u32 {
-    *HOST_PID.get_or_init(std::process::id)
+    *HOST_PID.get_or_init(|| {
+        std::fs::read_link("/proc/self")
+            .ok()
+            .and_then(|link| link.to_str().and_then(|s| s.parse().ok()))
+            .unwrap_or_else(std::process::id)
+    })
 }
 
 fn is_root() -> bool {
@@ -172,11 +178,7 @@ enum RootSwitch {
 
 fn enter_with(plan: &JailPlan, root: &Path, switch: RootSwitch) -> Result<(), JailError> {
     // Before the fresh /proc hides the host's: this process's host pid.
-    if let Ok(link) = std::fs::read_link("/proc/self") {
-        if let Some(pid) = link.to_str().and_then(|s| s.parse().ok()) {
-            let _ = HOST_PID.set(pid);
-        }
-    }
+    host_pid();
     unshare(libc::CLONE_NEWNS | libc::CLONE_NEWNET, "mount and network")?;
     // Nothing mounted here propagates back to the host.
     mount(
