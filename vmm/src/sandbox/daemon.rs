@@ -543,6 +543,13 @@ fn jail_plan(paths: &SandboxPaths, launch: &Launch) -> LaunchJail {
             console
         }
     };
+    // Test-only fault hook (see `vmm::fault_hook_stall_snapshot`): its trigger and the file it
+    // creates beside it must be reachable from the jail.
+    if let Some(trigger) = std::env::var_os("PADDOCK_FAULT_SNAPSHOT_STALL") {
+        if let Some(dir) = Path::new(&trigger).parent() {
+            plan.add(dir, true);
+        }
+    }
     if let ConsoleLog::File(path) = console {
         // Created now, so that it can be bound.
         let _ = std::fs::OpenOptions::new()
