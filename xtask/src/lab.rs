@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime};
 
 /// Where the static paddock binary goes inside the lab (on PATH).
 pub const PADDOCK_PATH: &str = "/usr/bin/paddock";
+/// Where the hostile guest program sits in the lab (beside paddock, where the tests look).
+pub const HOSTILE_PATH: &str = "/usr/bin/paddock-hostile";
 /// Default overall limit on a lab run, in seconds (override with `PADDOCK_LAB_TIMEOUT`).
 const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 
@@ -43,13 +45,20 @@ pub fn run(extra: &[String], command: &[String]) -> Result<i32> {
     run_with(&files, &[], command)
 }
 
-/// The files every lab run gets: the freshly built static `paddock` at [`PADDOCK_PATH`], and the
+/// The files every lab run gets: the freshly built static `paddock` at [`PADDOCK_PATH`] (and
+/// `paddock-hostile` beside it), and the
 /// default guest kernel, initramfs and agent root image (`<cache>/default/`) at
 /// `/paddock/vmlinux`, `/paddock/rootfs.cpio` and `/paddock/rootfs-agent.img` when they exist
 /// (the lab runs without them; paddock then lacks that guest).
 pub fn default_files() -> Result<Vec<(PathBuf, String)>> {
     let paddock = util::build_static_bin("paddock-vmm", "paddock")?;
-    let mut files = vec![(paddock, PADDOCK_PATH.to_owned())];
+    // The malicious-guest suite's guest program (vmm/tests/e2e_hostile.rs finds it beside
+    // paddock, here and natively).
+    let hostile = util::build_static_bin("hostile-guest", "paddock-hostile")?;
+    let mut files = vec![
+        (paddock, PADDOCK_PATH.to_owned()),
+        (hostile, HOSTILE_PATH.to_owned()),
+    ];
     let defaults = util::default_artifacts_dir();
     for (name, lab_path) in [
         ("vmlinux", script::GUEST_KERNEL_PATH),

@@ -1,0 +1,223 @@
+//! The malicious-guest suite: a guest whose root drives the devices itself (`paddock-hostile`,
+//! built from `hostile-guest/`) attacks the VMM through the legacy ports, every virtio-mmio
+//! register, broken virtqueues and a raw vsock flood that ignores the host's limits and credit.
+//! Pass: the VMM keeps serving (its memory bounded by the sandbox's `--memory 256`, its control
+//! socket answering, no panic) or ends that one sandbox with a clear error; a second sandbox
+//! running beside it is untouched either way.
+
+mod common;
+
+use common::{e2e_available, paddock_bin, text, Scratch};
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Host port the flood connects to (a listener this test holds without reading).
+const FLOOD_PORT: u32 = 5000;
+/// How long the hostile program may take in the lab.
+const SUITE_LIMIT: Duration = Duration::from_secs(420);
+/// `--memory` of the attacked sandbox, MiB.
+const GUEST_MIB: u64 = 256;
+/// What the VMM may hold besides guest RAM: the cgroup's own bound (paddock's overhead rule,
+/// at least 128 MiB), so a VMM that keeps serving stayed inside it.
+const OVERHEAD_MIB: u64 = 128;
+
+/// The hostile program, beside the paddock binary (xtask builds both into one directory and
+/// copies both into the lab).
+fn hostile_bin() -> Option<PathBuf> {
+    let path = paddock_bin().with_file_name("paddock-hostile");
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("PADDOCK_E2E_REQUIRED").is_none(),
+        "{} is missing (cargo xtask ci builds it)",
+        path.display()
+    );
+    eprintln!("skipped: no {}", path.display());
+    None
+}
+
+fn exec_with_stdin(s: &Scratch, args: &[&str], stdin: Vec<u8>) -> Output {
+    let mut child = s
+        .paddock_command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn paddock");
+    let mut input = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// VmRSS of `pid` in KiB, or None once it is gone.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+/// Holds every connection made to `path` open without ever reading from it.
+fn hoarding_listener(path: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    let listener = UnixListener::bind(path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => held.push(stream),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        held.len()
+    })
+}
+
+#[test]
+fn a_hostile_guest_crashes_only_itself() {
+    if !e2e_available() {
+        return;
+    }
+    let Some(hostile) = hostile_bin() else {
+        return;
+    };
+    let s = Scratch::new();
+    s.ok(&["start", "--name", "calm"]);
+    let console = s.path("hb.console");
+    s.ok(&[
+        "start",
+        "--name",
+        "hb",
+        "--memory",
+        &GUEST_MIB.to_string(),
+        "--console",
+        console.to_str().unwrap(),
+        // The program reports through the kernel log: let it reach the console.
+        "--kernel-args",
+        "loglevel=7",
+    ]);
+    let pid = s.pid_of("hb");
+    let paths = paddock_vmm::sandbox::paths::SandboxPaths::new(&s.state_dir(), "hb").unwrap();
+    let flood_socket = PathBuf::from(format!("{}_{FLOOD_PORT}", paths.vsock().display()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let hoarder = hoarding_listener(&flood_socket, stop.clone());
+
+    let binary = std::fs::read(&hostile).unwrap();
+    let out = exec_with_stdin(
+        &s,
+        &[
+            "exec",
+            "hb",
+            "--",
+            "sh",
+            "-c",
+            "cat > /tmp/hostile && chmod +x /tmp/hostile",
+        ],
+        binary,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Reports go to the kernel log (the console, written by polling): the serial port's own
+    // interrupts are among the things attacked. The exec returns at once; the guest's vsock
+    // link goes down when the program takes the device.
+    let script = format!(
+        "echo on > /proc/sys/kernel/printk_devkmsg; \
+         nohup /tmp/hostile --seed {} --port {FLOOD_PORT} --connections 600 --per-connection 5 \
+         < /dev/null > /dev/kmsg 2>&1 &",
+        std::process::id()
+    );
+    let out = s.cli(&["exec", "hb", "--", "sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let start = Instant::now();
+    let mut peak_kib = 0u64;
+    let console_text = || std::fs::read_to_string(&console).unwrap_or_default();
+    let ended = loop {
+        if let Some(kib) = rss_kib(pid) {
+            peak_kib = peak_kib.max(kib);
+        }
+        let log = console_text();
+        if log.contains("hostile: finished") || log.contains("hostile: stopped") {
+            break false;
+        }
+        if !alive(pid) {
+            break true;
+        }
+        assert!(
+            start.elapsed() < SUITE_LIMIT,
+            "the hostile program did not finish in {SUITE_LIMIT:?}\n{}",
+            s.sandbox_logs("hb")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    stop.store(true, Ordering::Relaxed);
+    let held = hoarder.join().unwrap();
+    let report: Vec<String> = console_text()
+        .lines()
+        .filter_map(|l| l.split_once("hostile: ").map(|(_, r)| r.to_owned()))
+        .collect();
+    eprintln!(
+        "hostile run: {:.1} s, VMM peak RSS {} MiB, {held} flood connections reached the host, \
+         VMM {}\n  {}",
+        start.elapsed().as_secs_f64(),
+        peak_kib >> 10,
+        if ended { "ended" } else { "kept serving" },
+        report.join("\n  ")
+    );
+    let vmm_log = std::fs::read_to_string(paths.vmm_log()).unwrap_or_default();
+    assert!(
+        !vmm_log.contains("panicked"),
+        "the VMM panicked\n{}",
+        s.sandbox_logs("hb")
+    );
+
+    if ended {
+        // One sandbox ended: it must say why.
+        let listing = s.ok(&["ls"]);
+        assert!(
+            vmm_log.lines().any(|l| l.contains("ERROR")) || listing.contains("exited"),
+            "the VMM ended without a reason\n{listing}\n{}",
+            s.sandbox_logs("hb")
+        );
+    } else {
+        assert!(
+            report.iter().any(|l| l == "finished"),
+            "the hostile program stopped early: {report:?}\n{}",
+            s.sandbox_logs("hb")
+        );
+        // Still serving: bounded memory, a control socket that answers, a clean stop.
+        let limit_kib = (GUEST_MIB + OVERHEAD_MIB) << 10;
+        assert!(
+            peak_kib <= limit_kib,
+            "VMM RSS reached {peak_kib} KiB (limit {limit_kib} KiB)"
+        );
+        let snap = s.path("after");
+        let out = s.cli(&["snapshot", "hb", snap.to_str().unwrap()]);
+        assert!(
+            out.status.code() == Some(0) || !text(&out.stderr).trim().is_empty(),
+            "a snapshot after the attack failed without a message"
+        );
+        let out = s.cli(&["stop", "hb"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    // The neighbour never noticed.
+    assert_eq!(s.ok(&["exec", "calm", "--", "echo", "fine"]).trim(), "fine");
+    s.ok(&["rm", "--force", "hb", "calm"]);
+}
