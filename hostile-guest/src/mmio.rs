@@ -4,30 +4,32 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-/// virtio-mmio register offsets (virtio 1.x, section 4.2.2).
+/// virtio-mmio register offsets (virtio 1.x, section 4.2.2), from virtio-bindings.
 pub mod reg {
-    pub const MAGIC: usize = 0x000;
-    pub const VERSION: usize = 0x004;
-    pub const DEVICE_ID: usize = 0x008;
-    pub const DRIVER_FEATURES: usize = 0x020;
-    pub const DRIVER_FEATURES_SEL: usize = 0x024;
-    pub const QUEUE_SEL: usize = 0x030;
-    pub const QUEUE_NUM: usize = 0x038;
-    pub const QUEUE_READY: usize = 0x044;
-    pub const QUEUE_NOTIFY: usize = 0x050;
-    pub const STATUS: usize = 0x070;
-    pub const QUEUE_DESC_LOW: usize = 0x080;
-    pub const QUEUE_AVAIL_LOW: usize = 0x090;
-    pub const QUEUE_USED_LOW: usize = 0x0a0;
-    pub const CONFIG: usize = 0x100;
+    use virtio_bindings::virtio_mmio as m;
+    pub const MAGIC: usize = m::VIRTIO_MMIO_MAGIC_VALUE as usize;
+    pub const VERSION: usize = m::VIRTIO_MMIO_VERSION as usize;
+    pub const DEVICE_ID: usize = m::VIRTIO_MMIO_DEVICE_ID as usize;
+    pub const DRIVER_FEATURES: usize = m::VIRTIO_MMIO_DRIVER_FEATURES as usize;
+    pub const DRIVER_FEATURES_SEL: usize = m::VIRTIO_MMIO_DRIVER_FEATURES_SEL as usize;
+    pub const QUEUE_SEL: usize = m::VIRTIO_MMIO_QUEUE_SEL as usize;
+    pub const QUEUE_NUM: usize = m::VIRTIO_MMIO_QUEUE_NUM as usize;
+    pub const QUEUE_READY: usize = m::VIRTIO_MMIO_QUEUE_READY as usize;
+    pub const QUEUE_NOTIFY: usize = m::VIRTIO_MMIO_QUEUE_NOTIFY as usize;
+    pub const STATUS: usize = m::VIRTIO_MMIO_STATUS as usize;
+    pub const QUEUE_DESC_LOW: usize = m::VIRTIO_MMIO_QUEUE_DESC_LOW as usize;
+    pub const QUEUE_AVAIL_LOW: usize = m::VIRTIO_MMIO_QUEUE_AVAIL_LOW as usize;
+    pub const QUEUE_USED_LOW: usize = m::VIRTIO_MMIO_QUEUE_USED_LOW as usize;
+    pub const CONFIG: usize = m::VIRTIO_MMIO_CONFIG as usize;
 }
 
-/// Device status bits.
+/// Device status bits, from virtio-bindings.
 pub mod status {
-    pub const ACKNOWLEDGE: u32 = 1;
-    pub const DRIVER: u32 = 2;
-    pub const DRIVER_OK: u32 = 4;
-    pub const FEATURES_OK: u32 = 8;
+    use virtio_bindings::virtio_config as c;
+    pub const ACKNOWLEDGE: u32 = c::VIRTIO_CONFIG_S_ACKNOWLEDGE;
+    pub const DRIVER: u32 = c::VIRTIO_CONFIG_S_DRIVER;
+    pub const DRIVER_OK: u32 = c::VIRTIO_CONFIG_S_DRIVER_OK;
+    pub const FEATURES_OK: u32 = c::VIRTIO_CONFIG_S_FEATURES_OK;
 }
 
 /// A mapped device window.

@@ -5,12 +5,14 @@ use crate::dma::{Pages, PAGE};
 use crate::mmio::{reg, status, Window};
 use std::time::{Duration, Instant};
 
-/// Descriptor flags.
-pub const F_NEXT: u16 = 1;
+use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+
+/// The chain continues at `next`.
+pub const F_NEXT: u16 = VRING_DESC_F_NEXT as u16;
 /// The device writes this buffer.
-pub const F_WRITE: u16 = 2;
+pub const F_WRITE: u16 = VRING_DESC_F_WRITE as u16;
 /// The buffer is a table of descriptors.
-pub const F_INDIRECT: u16 = 4;
+pub const F_INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
 /// Largest queue this driver lays out (a descriptor table fills one page).
 pub const MAX_SIZE: u16 = 256;
 /// Ring pages at the front of a queue's pages: descriptors, avail, used.

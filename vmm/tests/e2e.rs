@@ -7,7 +7,7 @@
 #![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,41 +16,9 @@ mod common;
 use common::{e2e_available, text, Scratch};
 
 fn run_with_stdin(scratch: &Scratch, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = scratch
-        .paddock()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn paddock");
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    // A hang is a failure that says where, not a wait until the whole run is cut off.
-    let pid = child.id();
-    let limit = common::command_limit();
-    let (done, finished) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if finished.recv_timeout(limit).is_err() {
-            common::kill9(pid);
-            true
-        } else {
-            false
-        }
-    });
-    let out = child.wait_with_output().expect("wait paddock");
-    let _ = done.send(());
-    assert!(
-        !watchdog.join().unwrap(),
-        "paddock {args:?} still ran after {} s and was killed; stderr:\n{}",
-        limit.as_secs(),
-        text(&out.stderr)
-    );
-    writer.join().unwrap();
-    out
+    let mut cmd = scratch.paddock();
+    cmd.args(args);
+    scratch.output_with_stdin(cmd, args, stdin)
 }
 
 fn run(scratch: &Scratch, args: &[&str]) -> Output {

@@ -8,10 +8,8 @@
 mod common;
 
 use common::{e2e_available, paddock_bin, text, Scratch};
-use std::io::Write;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,23 +38,6 @@ fn hostile_bin() -> Option<PathBuf> {
     );
     eprintln!("skipped: no {}", path.display());
     None
-}
-
-fn exec_with_stdin(s: &Scratch, args: &[&str], stdin: Vec<u8>) -> Output {
-    let mut child = s
-        .paddock_command(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn paddock");
-    let mut input = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
 }
 
 /// VmRSS of `pid` in KiB, or None once it is gone.
@@ -122,18 +103,15 @@ fn a_hostile_guest_crashes_only_itself() {
     let hoarder = hoarding_listener(&flood_socket, stop.clone());
 
     let binary = std::fs::read(&hostile).unwrap();
-    let out = exec_with_stdin(
-        &s,
-        &[
-            "exec",
-            "hb",
-            "--",
-            "sh",
-            "-c",
-            "cat > /tmp/hostile && chmod +x /tmp/hostile",
-        ],
-        binary,
-    );
+    let copy = [
+        "exec",
+        "hb",
+        "--",
+        "sh",
+        "-c",
+        "cat > /tmp/hostile && chmod +x /tmp/hostile",
+    ];
+    let out = s.output_with_stdin(s.paddock_command(&copy), &copy, &binary);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     // Reports go to the kernel log (the console, written by polling): the serial port's own
     // interrupts are among the things attacked. The exec returns at once; the guest's vsock

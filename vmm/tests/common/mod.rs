@@ -159,6 +159,45 @@ impl Scratch {
         self.output_within(cmd, args, command_limit())
     }
 
+    /// Runs `cmd` (a `paddock` command) with `stdin` written to it, within the command limit
+    /// (a hang is a failure that says where, not a wait until the whole run is cut off).
+    pub fn output_with_stdin(&self, mut cmd: Command, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn paddock");
+        let mut input = child.stdin.take().unwrap();
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let pid = child.id();
+        let limit = command_limit();
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if finished.recv_timeout(limit).is_err() {
+                kill9(pid);
+                true
+            } else {
+                false
+            }
+        });
+        let out = child.wait_with_output().expect("wait paddock");
+        let _ = done.send(());
+        assert!(
+            !watchdog.join().unwrap(),
+            "paddock {args:?} still ran after {} s and was killed; stderr:\n{}\n{}",
+            limit.as_secs(),
+            text(&out.stderr),
+            self.all_sandbox_logs()
+        );
+        writer.join().unwrap();
+        out
+    }
+
     /// Runs `cmd` to completion like `Command::output`, but a command still running after
     /// `limit` is killed and the test fails at once with the sandboxes' logs: a hang is a
     /// failure that says where, not a silent wait until the whole run is cut off.
