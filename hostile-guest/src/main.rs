@@ -58,7 +58,7 @@ fn options() -> Result<Options, String> {
     Ok(o)
 }
 
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "hostile: {line}");
     let _ = out.flush();
@@ -84,8 +84,9 @@ fn run(o: &Options) -> std::io::Result<()> {
     say(&format!("seed {}", o.seed));
 
     ports::gain_access()?;
-    let checksum = ports::hammer(&mut rng, 5_000);
-    say(&format!("ports: 5000 accesses (reads summed {checksum})"));
+    if let ports::PortPhase::Trapped = ports::hammer_in_child(&mut rng, 5_000)? {
+        say("ports: skipped: port access traps although iopl(3) was granted (seen only under the lab's nested emulation)");
+    }
 
     let windows = devices::windows()?;
     let unbound = devices::unbind_all()?;

@@ -385,7 +385,42 @@ pub fn load_snapshot(
     kvm: &Kvm,
     expected: Option<(u8, u64)>,
 ) -> Result<Origin, RestoreError> {
+    check_snapshot(read_snapshot(dir)?, kvm, expected)
+}
+
+/// A snapshot's state file, decoded (once: the sandbox daemon sizes its cgroup and jail from it
+/// before the restore uses it), and where its memory file is.
+#[derive(Debug)]
+pub struct ReadSnapshot {
+    /// The snapshot's directory.
+    pub dir: PathBuf,
+    /// Its decoded state.
+    pub state: SnapshotState,
+    /// Its memory file.
+    pub memory_path: PathBuf,
+}
+
+/// Reads and decodes the snapshot in `dir` (format, checksum, memory file present and sized).
+pub fn read_snapshot(dir: &Path) -> Result<ReadSnapshot, RestoreError> {
     let (state, memory_path) = store::read(dir, SnapshotState::memory)?;
+    Ok(ReadSnapshot {
+        dir: dir.to_path_buf(),
+        state,
+        memory_path,
+    })
+}
+
+/// Checks a read snapshot (see [`load_snapshot`]) and opens its memory file.
+fn check_snapshot(
+    read: ReadSnapshot,
+    kvm: &Kvm,
+    expected: Option<(u8, u64)>,
+) -> Result<Origin, RestoreError> {
+    let ReadSnapshot {
+        dir,
+        state,
+        memory_path,
+    } = read;
     let vcpus = state.vcpu_count;
     if vcpus == 0
         || vcpus > crate::arch::x86_64::mptable::MAX_VCPUS
@@ -428,7 +463,7 @@ pub fn load_snapshot(
         source,
     })?;
     Ok(Origin {
-        dir: dir.to_path_buf(),
+        dir,
         state: Arc::new(state),
         memory,
     })
@@ -468,9 +503,20 @@ pub fn restore(
     image: Option<&Path>,
     seccomp: &SeccompScope,
 ) -> Result<Vmm, RestoreError> {
+    restore_read(read_snapshot(dir)?, vsock_uds, console_log, image, seccomp)
+}
+
+/// [`restore`] of a snapshot already read with [`read_snapshot`].
+pub fn restore_read(
+    snapshot: ReadSnapshot,
+    vsock_uds: &Path,
+    console_log: Option<&Path>,
+    image: Option<&Path>,
+    seccomp: &SeccompScope,
+) -> Result<Vmm, RestoreError> {
     let started = Instant::now();
     let kvm = open_kvm()?;
-    let origin = load_snapshot(dir, &kvm, None)?;
+    let origin = check_snapshot(snapshot, &kvm, None)?;
     let disks = reopen_disks(&origin.state, image)?;
     tracing::debug!(elapsed = ?started.elapsed(), "restore: snapshot loaded");
     let console_log = open_console_log(console_log)

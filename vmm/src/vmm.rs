@@ -99,7 +99,7 @@ pub enum SnapshotError {
 #[derive(Debug, thiserror::Error)]
 pub enum ResetError {
     /// Nothing to reset to.
-    #[error("this sandbox did not come from a snapshot; name one with --to DIR")]
+    #[error("this sandbox neither came from a snapshot nor has one taken; name one with --to DIR")]
     NoOrigin,
     /// The target snapshot is unusable or of another shape.
     #[error(transparent)]

@@ -56,6 +56,7 @@ impl StandIn {
             memory_mib: 1,
             created_unix_secs: 0,
             origin_snapshot: None,
+            latest_snapshot: None,
             ready_ms: 0.0,
             launched: LaunchKind::Boot,
             guest: None,

@@ -425,42 +425,56 @@ docker run --rm fetched wget -q -T 20 -O - http://denied.test/ && echo denied-an
     s.assert_clean();
 }
 
-/// Whether `needle` occurs in the VMM's guest RAM mappings (its large private writable
-/// mappings), read through `/proc/PID/mem`: a diagnostic for a failed memory search.
-fn live_guest_memory_holds(pid: u32, needle: &str) -> Result<bool, String> {
+/// Where `needle` occurs in the VMM's guest RAM (its private mapping of a snapshot's memory
+/// file, or its guest-RAM memfd), read through `/proc/PID/mem`, with that page's pagemap entry:
+/// a diagnostic for a failed memory search.
+fn live_guest_memory_holds(pid: u32, needle: &str) -> Result<Option<String>, String> {
     use std::os::unix::fs::FileExt;
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| e.to_string())?;
     let mem = std::fs::File::open(format!("/proc/{pid}/mem")).map_err(|e| e.to_string())?;
+    let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).map_err(|e| e.to_string())?;
     let needle = needle.as_bytes();
     const CHUNK: usize = 8 << 20;
     for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [range, _perms, offset, _dev, _inode, path, ..] = fields[..] else {
             continue;
         };
+        if !path.contains("memory-") && !path.contains("paddock-guest-ram") {
+            continue;
+        }
         let Some((start, end)) = range.split_once('-') else {
             continue;
         };
-        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
-        else {
+        let (Ok(start), Ok(end), Ok(offset)) = (
+            u64::from_str_radix(start, 16),
+            u64::from_str_radix(end, 16),
+            u64::from_str_radix(offset, 16),
+        ) else {
             continue;
         };
-        if perms != "rw-p" || end - start < (64 << 20) {
-            continue;
-        }
         let mut buf = vec![0u8; CHUNK + needle.len()];
         let mut at = start;
         while at < end {
             let len = usize::try_from(end - at).map_or(buf.len(), |left| left.min(buf.len()));
             mem.read_exact_at(&mut buf[..len], at)
                 .map_err(|e| format!("reading {at:#x}: {e}"))?;
-            if buf[..len].windows(needle.len()).any(|w| w == needle) {
-                return Ok(true);
+            if let Some(i) = buf[..len].windows(needle.len()).position(|w| w == needle) {
+                let va = at + i as u64;
+                let mut entry = [0u8; 8];
+                pagemap
+                    .read_exact_at(&mut entry, va / 4096 * 8)
+                    .map_err(|e| e.to_string())?;
+                return Ok(Some(format!(
+                    "at {va:#x} in {line:?} (file offset {:#x}), pagemap entry {:#018x}",
+                    va - start + offset,
+                    u64::from_le_bytes(entry)
+                )));
             }
             at += CHUNK as u64;
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// Whether `needle` occurs in the file (grep reads a sparse memory file's holes quickly).

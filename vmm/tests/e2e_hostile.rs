@@ -139,6 +139,12 @@ fn a_hostile_guest_crashes_only_itself() {
         if !alive(pid) {
             break true;
         }
+        // The program itself crashed (its port child is `hostile-ports` and may trap).
+        assert!(
+            !log.contains("traps: hostile["),
+            "the hostile program crashed\n{}",
+            s.sandbox_logs("hb")
+        );
         assert!(
             start.elapsed() < Duration::from_secs(60) || log.contains("hostile: seed"),
             "the hostile program did not start\n{}",

@@ -86,6 +86,69 @@ fn restore_keeps_processes_and_files_and_reset_forgets_what_came_after() {
     s.assert_no_sandboxes_running();
 }
 
+/// The sandbox's `ls --json` entry.
+fn listed(s: &Scratch, name: &str) -> serde_json::Value {
+    let list: serde_json::Value = serde_json::from_str(&s.ok(&["ls", "--json"])).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} in {list}"))
+}
+
+#[test]
+fn a_reset_without_to_returns_to_the_latest_snapshot() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    s.ok(&["start", "--name", "b"]);
+    let first = s.path("first");
+    exec_ok(&s, "b", "echo one > /tmp/one");
+    s.ok(&["snapshot", "b", first.to_str().unwrap()]);
+    let entry = listed(&s, "b");
+    assert_eq!(entry["latest_snapshot"], first.to_str().unwrap(), "{entry}");
+    assert!(s.ok(&["ls"]).contains(first.to_str().unwrap()));
+
+    // Twice: the first reset maps the new snapshot, the second drops what was written since.
+    for round in 0..2 {
+        exec_ok(&s, "b", "echo two > /tmp/two");
+        s.ok(&["reset", "b"]);
+        assert_eq!(
+            exec_ok(
+                &s,
+                "b",
+                "cat /tmp/one; ls /tmp/two 2>/dev/null || echo gone"
+            ),
+            "one\ngone\n",
+            "round {round}"
+        );
+    }
+    let entry = listed(&s, "b");
+    assert_eq!(entry["origin_snapshot"], first.to_str().unwrap(), "{entry}");
+    assert!(entry["latest_snapshot"].is_null(), "{entry}");
+
+    // A latest snapshot that has gone is an error that changes nothing, and stays the target.
+    let second = s.path("second");
+    s.ok(&["snapshot", "b", second.to_str().unwrap()]);
+    std::fs::remove_dir_all(&second).unwrap();
+    for _ in 0..2 {
+        let out = s.cli(&["reset", "b"]);
+        assert_ne!(out.status.code(), Some(0));
+        assert!(
+            text(&out.stderr).contains(second.to_str().unwrap()),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(exec_ok(&s, "b", "cat /tmp/one"), "one\n");
+    s.ok(&["reset", "b", "--to", first.to_str().unwrap()]);
+    assert_eq!(exec_ok(&s, "b", "cat /tmp/one"), "one\n");
+    s.ok(&["rm", "--force", "b"]);
+    s.assert_no_sandboxes_running();
+}
+
 #[test]
 fn a_hundred_resets_do_not_grow_memory_or_descriptors() {
     if !e2e_available() {

@@ -75,7 +75,7 @@ fn ls_table(list: &[paddock_vmm::sandbox::SandboxStatus]) -> String {
         "STATE",
         "AGENT",
         "WORKSPACE",
-        "TEMPLATE",
+        "ORIGIN",
         "MEMORY",
         "RSS",
         "UPTIME",
@@ -93,11 +93,18 @@ fn ls_table(list: &[paddock_vmm::sandbox::SandboxStatus]) -> String {
                     .as_ref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(dash),
-                match (&s.template, &s.info.origin_snapshot) {
+                // Where a reset returns: the latest snapshot taken, else the template or
+                // snapshot it was restored from.
+                match (
+                    &s.info.latest_snapshot,
+                    &s.template,
+                    &s.info.origin_snapshot,
+                ) {
+                    (Some(latest), _, _) => latest.display().to_string(),
                     // Keys are long hashes: their start tells them apart.
-                    (Some(key), _) => key.chars().take(12).collect(),
-                    (None, Some(origin)) => origin.display().to_string(),
-                    (None, None) => dash(),
+                    (None, Some(key), _) => key.chars().take(12).collect(),
+                    (None, None, Some(origin)) => origin.display().to_string(),
+                    (None, None, None) => dash(),
                 },
                 format!("{}M", s.info.memory_mib),
                 s.rss_bytes
@@ -299,6 +306,7 @@ mod tests {
                 memory_mib: 2048,
                 created_unix_secs: 0,
                 origin_snapshot: None,
+                latest_snapshot: None,
                 ready_ms: 240.0,
                 launched: Default::default(),
                 guest: None,
@@ -333,7 +341,7 @@ mod tests {
                 "STATE",
                 "AGENT",
                 "WORKSPACE",
-                "TEMPLATE",
+                "ORIGIN",
                 "MEMORY",
                 "RSS",
                 "UPTIME",

@@ -5,9 +5,9 @@ use super::cgroup;
 use super::control::{ControlRequest, ControlResponse};
 use super::guest::GuestLink;
 use super::paths::{LaunchKind, SandboxInfo, SandboxPaths};
+use crate::builder::ReadSnapshot;
 use crate::config::VmConfig;
 use crate::seccomp::{SeccompScope, ThreadKind};
-use crate::snapshot::state::SnapshotState;
 use crate::vmm::Vmm;
 use crate::vstate::vcpu::VmExitReason;
 use paddock_protocol::{read_frame, write_frame};
@@ -125,6 +125,15 @@ pub enum LaunchReport {
 struct Running {
     vm: Vmm,
     guest: GuestLink,
+    /// The latest snapshot taken of this sandbox, when it is not yet the VM's origin: where a
+    /// reset without `--to` goes (its directory held open: the jail does not see its path).
+    latest: Option<LatestSnapshot>,
+}
+
+/// A snapshot taken of the running sandbox, by its directory and the caller's path for it.
+struct LatestSnapshot {
+    dir: std::fs::File,
+    path: PathBuf,
 }
 
 /// How long a restore may take to reach guest-init, and a boot of the minimal guest.
@@ -154,14 +163,11 @@ fn now_secs() -> u64 {
 }
 
 /// Guest RAM the launch gives the VM, in bytes (a snapshot's from its state file).
-fn guest_ram(launch: &Launch) -> Result<u64, String> {
-    match launch {
-        Launch::Boot { memory_mib, .. } => Ok(memory_mib.saturating_mul(1 << 20)),
-        Launch::Restore { dir, .. } => {
-            crate::snapshot::store::read::<SnapshotState>(dir, SnapshotState::memory)
-                .map(|(state, _)| state.memory_bytes)
-                .map_err(|e| e.to_string())
-        }
+fn guest_ram(launch: &Launch, snapshot: Option<&ReadSnapshot>) -> u64 {
+    match (launch, snapshot) {
+        (Launch::Boot { memory_mib, .. }, _) => memory_mib.saturating_mul(1 << 20),
+        (Launch::Restore { .. }, Some(read)) => read.state.memory_bytes,
+        (Launch::Restore { .. }, None) => 0,
     }
 }
 
@@ -169,6 +175,7 @@ fn bring_up(
     paths: &SandboxPaths,
     name: &str,
     launch: &Launch,
+    snapshot: Option<ReadSnapshot>,
     resources: cgroup::Placement,
     seccomp: &SeccompScope,
     spawned: Instant,
@@ -210,8 +217,18 @@ fn bring_up(
             image,
         } => {
             let log = console.path(paths);
-            let vmm = crate::builder::restore(dir, &uds, log.as_deref(), image.as_deref(), seccomp)
-                .map_err(|e| e.to_string())?;
+            let snapshot = match snapshot {
+                Some(read) => read,
+                None => crate::builder::read_snapshot(dir).map_err(|e| e.to_string())?,
+            };
+            let vmm = crate::builder::restore_read(
+                snapshot,
+                &uds,
+                log.as_deref(),
+                image.as_deref(),
+                seccomp,
+            )
+            .map_err(|e| e.to_string())?;
             let boot = guest
                 .resume(&vmm, READY_TIMEOUT)
                 .map_err(|e| e.to_string())?;
@@ -225,13 +242,21 @@ fn bring_up(
         memory_mib: vmm.ram.size >> 20,
         created_unix_secs: now_secs(),
         origin_snapshot: vmm.origin.as_ref().map(|o| o.dir.clone()),
+        latest_snapshot: None,
         ready_ms: spawned.elapsed().as_secs_f64() * 1e3,
         launched,
         guest: Some(boot),
         resources,
     };
     info.write(paths).map_err(|e| e.to_string())?;
-    Ok((Running { vm: vmm, guest }, info))
+    Ok((
+        Running {
+            vm: vmm,
+            guest,
+            latest: None,
+        },
+        info,
+    ))
 }
 
 /// What the control thread needs once the VM is up.
@@ -346,13 +371,20 @@ pub fn run(
     // Into the sandbox's cgroup before the VM exists, so all of its memory is charged there;
     // then into the jail, with the limits; then no capability is needed any more (see
     // `privileges`), before any other thread.
-    let (resources, limits) = match guest_ram(&launch).and_then(|ram| {
-        let resources = cgroup::enter(name, &cgroup::Limits::for_guest(ram, cpus))
-            .map_err(|e| e.to_string())?;
-        Ok((resources, ram))
-    }) {
-        Ok((resources, ram)) => {
-            let plan = jail_plan(&paths, &launch);
+    // A snapshot's state file is read and decoded once, here: it sizes the cgroup, names the
+    // disks the jail must show, and is what the restore uses.
+    let snapshot = match &launch {
+        Launch::Restore { dir, .. } => match crate::builder::read_snapshot(dir) {
+            Ok(read) => Some(read),
+            Err(e) => return report_failure(&mut report, e.to_string()),
+        },
+        Launch::Boot { .. } => None,
+    };
+    let ram = guest_ram(&launch, snapshot.as_ref());
+    let (resources, limits) = match cgroup::enter(name, &cgroup::Limits::for_guest(ram, cpus)) {
+        Err(e) => return report_failure(&mut report, e.to_string()),
+        Ok(resources) => {
+            let plan = jail_plan(&paths, &launch, snapshot.as_ref());
             let largest_disk = plan.largest_writable_file;
             if jailed {
                 if let Err(e) = super::jail::enter(&plan.jail, &paths.dir.join(JAIL_ROOT)) {
@@ -372,7 +404,6 @@ pub fn run(
                 super::rlimits::Limits::for_guest(ram, largest_disk),
             )
         }
-        Err(message) => return report_failure(&mut report, message),
     };
     if let Err(e) = limits.apply() {
         return report_failure(&mut report, crate::seccomp::describe(&e));
@@ -387,7 +418,10 @@ pub fn run(
         Ok(control) => control,
         Err(message) => return report_failure(&mut report, message),
     };
-    let (running, info) = match bring_up(&paths, name, &launch, resources, &seccomp, spawned) {
+    let brought_up = bring_up(
+        &paths, name, &launch, snapshot, resources, &seccomp, spawned,
+    );
+    let (running, info) = match brought_up {
         Ok(up) => up,
         Err(message) => return report_failure(&mut report, message),
     };
@@ -494,7 +528,7 @@ impl LaunchJail {
 /// The paths a launch's VMM opens: its sandbox's directory, the image digest cache, its
 /// artifacts (a root image read-only, a scratch disk writable) or its snapshot and the disks
 /// that snapshot names, and its console log.
-fn jail_plan(paths: &SandboxPaths, launch: &Launch) -> LaunchJail {
+fn jail_plan(paths: &SandboxPaths, launch: &Launch, snapshot: Option<&ReadSnapshot>) -> LaunchJail {
     let mut plan = LaunchJail::default();
     plan.add(&paths.dir, true);
     let digests = crate::config::cache_dir().join("digests");
@@ -525,9 +559,7 @@ fn jail_plan(paths: &SandboxPaths, launch: &Launch) -> LaunchJail {
             image,
         } => {
             plan.add(dir, false);
-            if let Ok((state, _)) =
-                crate::snapshot::store::read::<SnapshotState>(dir, SnapshotState::memory)
-            {
+            if let Some(ReadSnapshot { state, .. }) = snapshot {
                 for entry in &state.devices {
                     if let crate::device_manager::persist::VirtioDeviceState::Block(block) =
                         &entry.device
@@ -611,7 +643,7 @@ fn handle(
     dir: Option<std::fs::File>,
 ) -> ControlResponse {
     let mut guard = crate::devices::bus::lock(vmm);
-    let Some(Running { vm, guest }) = guard.as_mut() else {
+    let Some(Running { vm, guest, latest }) = guard.as_mut() else {
         return ControlResponse::Error {
             message: "the sandbox is stopping".into(),
         };
@@ -623,21 +655,40 @@ fn handle(
             rss_bytes: super::own_rss().unwrap_or(0),
         },
         ControlRequest::Snapshot { dir: path, stop } => {
-            let Some(reached) = dir.as_ref().map(reachable) else {
+            let Some(dir) = dir else {
                 return ControlResponse::Error {
                     message: "the snapshot's directory did not come with the request".into(),
                 };
             };
-            snapshot(vm, &reached, &path, stop)
+            let response = snapshot(vm, &reachable(&dir), &path, stop);
+            if let ControlResponse::Snapshotted { .. } = response {
+                let mut record = crate::devices::bus::lock(info);
+                record.latest_snapshot = Some(path.clone());
+                let _ = record.write(paths);
+                *latest = Some(LatestSnapshot { dir, path });
+            }
+            response
         }
         ControlRequest::Reset { to } => {
             let started = Instant::now();
+            // Without --to: the latest snapshot taken, else the origin (restored from).
+            let to_latest = dir.is_none() && to.is_none() && latest.is_some();
+            let (dir, to) = match (dir, to, latest.take()) {
+                (None, None, Some(snapshot)) => (Some(snapshot.dir), Some(snapshot.path)),
+                (dir, to, kept) => {
+                    *latest = kept;
+                    (dir, to)
+                }
+            };
             let reached = dir.as_ref().map(reachable);
             if let Err(e) = vm.reset(reached.as_deref()) {
                 let message = match (&reached, &to) {
                     (Some(reached), Some(to)) => in_callers_words(&e, reached, to),
                     _ => crate::seccomp::describe(&e),
                 };
+                if let (true, Some(dir), Some(path)) = (to_latest, dir, to) {
+                    *latest = Some(LatestSnapshot { dir, path });
+                }
                 return ControlResponse::Error {
                     message: format!("reset failed: {message}"),
                 };
@@ -655,6 +706,7 @@ fn handle(
             let ready_ms = started.elapsed().as_secs_f64() * 1e3;
             let mut record = crate::devices::bus::lock(info);
             record.origin_snapshot = vm.origin.as_ref().map(|o| o.dir.clone());
+            record.latest_snapshot = None;
             let _ = record.write(paths);
             ControlResponse::Reset { reset_ms, ready_ms }
         }

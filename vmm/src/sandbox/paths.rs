@@ -162,6 +162,9 @@ pub struct SandboxInfo {
     pub created_unix_secs: u64,
     /// The snapshot it was restored from (or last reset to), if any.
     pub origin_snapshot: Option<PathBuf>,
+    /// The latest snapshot taken of it since then, if any: where `reset` without `--to` goes.
+    #[serde(default)]
+    pub latest_snapshot: Option<PathBuf>,
     /// Milliseconds from VMM start to guest-init ready.
     pub ready_ms: f64,
     /// Whether the kernel booted or a snapshot (a template) was restored: the VMM's own record.
@@ -291,6 +294,7 @@ mod tests {
             memory_mib: 256,
             created_unix_secs: 1,
             origin_snapshot: None,
+            latest_snapshot: None,
             ready_ms: 3.5,
             launched: LaunchKind::Restore,
             guest: None,
