@@ -1,5 +1,5 @@
 //! The egress log: one JSON line per decision, appended (`O_APPEND`, one write per line) to the
-//! sandbox's log file. Allowed connections are logged when they end, with their byte counts;
+//! sandbox's log file, rotated to `<log>.1` at 64 MiB. Allowed connections are logged when they end, with their byte counts;
 //! denials at once, at most 20 a second (the rest summed up in one `rate-limited` line, see
 //! `denial_limit`).
 
@@ -125,6 +125,10 @@ pub struct LogOpenError {
     pub source: io::Error,
 }
 
+/// Size at which the log is rotated: it becomes `<log>.1` (replacing an older one) and a new
+/// log is started, so a guest opening connections without end fills at most twice this.
+pub const LOG_ROTATE_BYTES: u64 = 64 << 20;
+
 /// The sandbox's egress log file, opened for appending.
 #[derive(Debug)]
 pub struct EgressLog {
@@ -135,24 +139,43 @@ pub struct EgressLog {
 #[derive(Debug)]
 struct LogState {
     file: File,
+    path: PathBuf,
+    rotate_at: u64,
     denials: DenialLimiter,
 }
 
+/// The previous log, once rotated: `<log>.1`.
+pub fn rotated_log(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
 impl EgressLog {
-    /// Opens (creating, 0600) `path` for appending.
+    /// Opens (creating, 0600) `path` for appending; rotated at [`LOG_ROTATE_BYTES`].
     pub fn open(path: &Path) -> Result<Self, LogOpenError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| LogOpenError {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        Self::open_rotating_at(path, LOG_ROTATE_BYTES)
+    }
+
+    /// [`EgressLog::open`] with the size the log is rotated at.
+    pub fn open_rotating_at(path: &Path, rotate_at: u64) -> Result<Self, LogOpenError> {
+        let file = open_append(path).map_err(|source| LogOpenError {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(EgressLog {
             state: Mutex::new(LogState {
                 file,
+                path: path.to_path_buf(),
+                rotate_at,
                 denials: DenialLimiter::default(),
             }),
         })
@@ -188,9 +211,46 @@ impl LogState {
         if lines.is_empty() {
             return;
         }
+        // Checked before writing: a proxy whose file another proxy has rotated away writes to
+        // the new log, not after the limit.
+        let full = self
+            .file
+            .metadata()
+            .is_ok_and(|meta| meta.len() >= self.rotate_at);
+        if full {
+            if let Err(error) = self.rotate() {
+                tracing::warn!(%error, "rotating the egress log");
+            }
+        }
         if let Err(error) = self.file.write_all(lines.as_bytes()) {
             tracing::warn!(%error, "writing the egress log");
         }
+    }
+
+    /// Moves the full log to `<log>.1` and starts a new one. Every sandbox's proxy appends to
+    /// the same log: under an exclusive lock on the full file, only the first proxy to find the
+    /// log's path still naming it renames it; the others just reopen the path.
+    fn rotate(&mut self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let fd = self.file.as_raw_fd();
+        // SAFETY: flock on a descriptor this state owns; it only takes an advisory lock.
+        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let ours = self.file.metadata()?;
+        let still_named = std::fs::metadata(&self.path)
+            .is_ok_and(|named| (named.dev(), named.ino()) == (ours.dev(), ours.ino()));
+        let renamed = if still_named {
+            std::fs::rename(&self.path, rotated_log(&self.path))
+        } else {
+            Ok(())
+        };
+        // SAFETY: as above; unlocking cannot fail in a way that matters (closing would drop it).
+        unsafe { libc::flock(fd, libc::LOCK_UN) };
+        renamed?;
+        self.file = open_append(&self.path)?;
+        Ok(())
     }
 }
 

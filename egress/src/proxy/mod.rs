@@ -60,7 +60,8 @@ pub use config::{Limits, ProxyConfig};
 pub use hello::{read_hello, HelloError, ReadHello};
 pub use listener::{BoundSocket, ListenError};
 pub use log::{
-    egress_log_line, rfc3339_utc, EgressLog, EgressLogEntry, EgressPath, LogOpenError, Verdict,
+    egress_log_line, rfc3339_utc, rotated_log, EgressLog, EgressLogEntry, EgressPath, LogOpenError,
+    Verdict, LOG_ROTATE_BYTES,
 };
 pub use names::{is_stable, NamesError, StableNames, MAX_STABLE_NAMES, STABLE_RANGE};
 pub use pid_watch::{process_alive, process_gone};

@@ -136,13 +136,31 @@ fn log(
     tail: Option<usize>,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let path = EgressFiles::new(sandboxes.state_dir()).log();
-    let file = match std::fs::File::open(&path) {
+    let current = EgressFiles::new(sandboxes.state_dir()).log();
+    let mut lines: Vec<String> = Vec::new();
+    // The rotated log first (older), then the current one.
+    for path in [paddock_egress::proxy::rotated_log(&current), current] {
+        read_log(&path, scope, json, &mut lines)?;
+    }
+    let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
+    for line in &lines[skip..] {
+        println!("{line}");
+    }
+    Ok(0)
+}
+
+/// Appends the lines of the log file at `path` (none if it does not exist) that `scope` selects.
+fn read_log(
+    path: &std::path::Path,
+    scope: &PolicyScope,
+    json: bool,
+    lines: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let file = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let mut lines: Vec<String> = Vec::new();
     for line in BufReader::new(file).lines() {
         let line = line.with_context(|| format!("reading {}", path.display()))?;
         let value: Option<serde_json::Value> = serde_json::from_str(&line).ok();
@@ -157,11 +175,7 @@ fn log(
             value.map(|v| describe(&v)).unwrap_or(line)
         });
     }
-    let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
-    for line in &lines[skip..] {
-        println!("{line}");
-    }
-    Ok(0)
+    Ok(())
 }
 
 /// One decision as a line: time, sandbox, verdict, host:port, path, rule, reason, bytes.

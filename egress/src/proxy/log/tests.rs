@@ -126,3 +126,36 @@ fn a_burst_of_denials_is_cut_short_and_summed_up() {
     assert_eq!(written.len(), 23 + 20 + 1);
     assert_eq!(written.last().unwrap()["suppressed"], 5);
 }
+
+#[test]
+fn a_full_log_is_rotated_once_even_with_two_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.jsonl");
+    let first = EgressLog::open_rotating_at(&path, 4096).unwrap();
+    let second = EgressLog::open_rotating_at(&path, 4096).unwrap();
+    let entry =
+        |host: &str| EgressLogEntry::new("box", EgressPath::Connect, host, 443, Verdict::Allow);
+    let mut lines = 0;
+    while !rotated_log(&path).exists() {
+        first.record(&entry("a.example"));
+        lines += 1;
+        assert!(lines < 1000, "never rotated");
+    }
+    // The line that found the log full starts the new one.
+    let rotated = std::fs::read_to_string(rotated_log(&path)).unwrap();
+    assert_eq!(rotated.lines().count(), lines - 1);
+    assert!(rotated.len() >= 4096);
+    // The second writer still holds the rotated file: its next line goes to the new log, and
+    // the rotated one is not moved again.
+    second.record(&entry("b.example"));
+    first.record(&entry("c.example"));
+    let current = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        current.contains("b.example") && current.contains("c.example"),
+        "{current}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rotated_log(&path)).unwrap(),
+        rotated
+    );
+}
