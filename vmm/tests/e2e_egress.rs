@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{agent_image_available, e2e_available, memory_file, text, Scratch};
+use common::{agent_image_available, e2e_available, file_contains, memory_file, text, Scratch};
 use paddock_egress::testing::{
     fake_anthropic, http_hello, https_hello, tcp_echo, RequestLog, TestPki, Upstream,
 };
@@ -459,7 +459,7 @@ fn live_guest_memory_holds(pid: u32, needle: &str) -> Result<Option<String>, Str
             let len = usize::try_from(end - at).map_or(buf.len(), |left| left.min(buf.len()));
             mem.read_exact_at(&mut buf[..len], at)
                 .map_err(|e| format!("reading {at:#x}: {e}"))?;
-            if let Some(i) = buf[..len].windows(needle.len()).position(|w| w == needle) {
+            if let Some(i) = memchr::memmem::find(&buf[..len], needle) {
                 let va = at + i as u64;
                 let mut entry = [0u8; 8];
                 pagemap
@@ -477,21 +477,6 @@ fn live_guest_memory_holds(pid: u32, needle: &str) -> Result<Option<String>, Str
     Ok(None)
 }
 
-/// Whether `needle` occurs in the file (grep reads a sparse memory file's holes quickly).
-fn file_contains(path: &std::path::Path, needle: &str) -> bool {
-    let status = std::process::Command::new("grep")
-        .args(["-a", "-q", "-F", "--", needle])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(
-        status.code().is_some_and(|c| c <= 1),
-        "grep failed on {}",
-        path.display()
-    );
-    status.success()
-}
-
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -503,4 +488,30 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The memory search itself: text after NULs on its line, in a sparse file, across the 8 MiB
+/// read boundary, and no false match.
+#[test]
+fn the_memory_search_finds_bytes_grep_would_miss() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mem");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(64 << 20).unwrap();
+    file.write_all_at(b"\0\0\0HOME=/root\0paddock-placeholder-x\0", 40 << 20)
+        .unwrap();
+    // Straddling the first read's end (8 MiB plus the needle's length, from the data's start).
+    let data = 16u64 << 20;
+    let needle = b"straddling-needle";
+    file.write_all_at(&vec![7u8; 9 << 20], data).unwrap();
+    file.write_all_at(needle, data + (8 << 20) + needle.len() as u64 - 5)
+        .unwrap();
+    assert!(file_contains(
+        &path,
+        PLACEHOLDER.trim_end_matches("anthropic")
+    ));
+    assert!(file_contains(&path, "paddock-placeholder-x"));
+    assert!(file_contains(&path, "straddling-needle"));
+    assert!(!file_contains(&path, REAL_KEY));
 }

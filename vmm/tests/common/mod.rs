@@ -483,3 +483,46 @@ pub fn paddock_processes_using(needle: &Path) -> Vec<u32> {
     }
     found
 }
+
+/// Whether the bytes of `needle` (which holds no NUL) occur in the file at `path`. Reads only
+/// the file's data, skipping holes (a snapshot's memory file is mostly holes), and searches
+/// bytes, not lines: a line-based grep (busybox's, in the lab) misses text that follows a NUL
+/// on its line, as every environment string and most of guest memory does.
+pub fn file_contains(path: &Path, needle: &str) -> bool {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let needle = needle.as_bytes();
+    assert!(!needle.is_empty() && !needle.contains(&0));
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let len = file.metadata().unwrap().len();
+    let finder = memchr::memmem::Finder::new(needle);
+    let mut buf = vec![0u8; (8 << 20) + needle.len()];
+    let seek = |at: u64, whence: i32| {
+        // SAFETY: lseek on a descriptor this function owns; no memory is touched.
+        let to = unsafe { libc::lseek(file.as_raw_fd(), i64::try_from(at).unwrap(), whence) };
+        u64::try_from(to).ok()
+    };
+    let mut pos = 0;
+    while pos < len {
+        // No data past `pos` (ENXIO) ends the search.
+        let Some(data) = seek(pos, libc::SEEK_DATA) else {
+            break;
+        };
+        let hole = seek(data, libc::SEEK_HOLE).unwrap_or(len).min(len);
+        let mut at = data;
+        while at < hole {
+            let n = usize::try_from(hole - at).map_or(buf.len(), |left| left.min(buf.len()));
+            file.read_exact_at(&mut buf[..n], at).unwrap();
+            if finder.find(&buf[..n]).is_some() {
+                return true;
+            }
+            if at + n as u64 >= hole {
+                break;
+            }
+            // Overlap by the needle's length less one: a match across the boundary is found.
+            at += (n - (needle.len() - 1)) as u64;
+        }
+        pos = hole;
+    }
+    false
+}
