@@ -114,9 +114,9 @@ fn run_end_to_end(binary: &PathBuf, args: &[&str]) -> Result<i32> {
 const BINARY_LIMIT_SECS: u32 = 1500;
 
 /// Runs every test binary in turn (one lab boot for all of them); the first failure's status.
-fn run_end_to_end_suite(binaries: &[PathBuf], filter: Option<&str>) -> Result<i32> {
+fn run_end_to_end_suite(binaries: &[PathBuf], test_args: &[String]) -> Result<i32> {
     let mut args = vec!["--test-threads=1"];
-    args.extend(filter);
+    args.extend(test_args.iter().map(String::as_str));
     if util::host_has_hardware_kvm() {
         // The malicious-guest suite looks for its guest program beside paddock.
         util::build_static_bin("hostile-guest", "paddock-hostile")?;
@@ -246,7 +246,7 @@ fn suite_script(binaries: &[(String, String)], args: &[&str], done: &[String]) -
 }
 
 /// The whole test suite: formatting-independent unit tests, then the end-to-end tests.
-pub fn ci(e2e_only: bool, no_e2e: bool, filter: Option<&str>) -> Result<()> {
+pub fn ci(e2e_only: bool, no_e2e: bool, test_args: &[String]) -> Result<()> {
     let root = util::project_root();
     // Every host tool, up front: the unit tests run some (cpio), the builds and the lab the
     // rest, and a fresh machine should learn what is missing before minutes of building.
@@ -325,7 +325,7 @@ pub fn ci(e2e_only: bool, no_e2e: bool, filter: Option<&str>) -> Result<()> {
         }
         binaries.push(build_static_test_binary("paddock-vmm", "test", &test, &[])?);
     }
-    let status = run_end_to_end_suite(&binaries, filter)?;
+    let status = run_end_to_end_suite(&binaries, test_args)?;
     if status != 0 {
         bail!("end-to-end tests failed (exit status {status})");
     }

@@ -66,8 +66,10 @@ enum Command {
         /// Everything but the end-to-end tests.
         #[arg(long)]
         no_e2e: bool,
-        /// Only end-to-end tests whose name contains this.
-        filter: Option<String>,
+        /// Arguments for the end-to-end test binaries: a name filter (only tests whose name
+        /// contains it) and libtest options (`--include-ignored`, `--nocapture`, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        test_args: Vec<String>,
     },
     /// Run the criterion benchmarks (natively with hardware KVM, else in the lab).
     Bench {
@@ -127,8 +129,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Ci {
             e2e_only,
             no_e2e,
-            filter,
-        } => ci::ci(e2e_only, no_e2e, filter.as_deref())?,
+            test_args,
+        } => ci::ci(e2e_only, no_e2e, &test_args)?,
         Command::Bench { filter } => ci::bench(filter.as_deref())?,
         Command::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds)?,
         Command::Deps { all } => {
