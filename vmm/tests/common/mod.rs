@@ -297,7 +297,9 @@ impl Scratch {
             return format!("(no sandbox paths for {name})");
         };
         let tail = |path: &Path| {
-            let content = std::fs::read_to_string(path).unwrap_or_default();
+            // Lossy: a guest may write any bytes to its console.
+            let content =
+                String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
             let lines: Vec<&str> = content.lines().collect();
             lines[lines.len().saturating_sub(40)..].join("\n")
         };
