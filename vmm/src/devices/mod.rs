@@ -3,5 +3,6 @@
 pub mod bus;
 pub mod console;
 pub mod i8042;
+pub mod repeats;
 pub mod serial;
 pub mod virtio;

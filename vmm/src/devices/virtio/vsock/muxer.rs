@@ -6,6 +6,7 @@
 //! registrations in step with what each connection can make progress on, and schedules which
 //! connection fills the next guest rx buffer (round robin).
 
+use crate::devices::repeats::Repeats;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -85,6 +86,10 @@ pub struct Muxer {
     /// Set while the listener is unwatched after an accept failure.
     accept_paused_until: Option<Instant>,
     timeouts: VsockTimeouts,
+    /// Guest connects refused at the connection limit (logged on each doubling).
+    refused_connects: Repeats,
+    /// Replies dropped because the guest does not drain its RX queue (likewise).
+    dropped_replies: Repeats,
 }
 
 impl Muxer {
@@ -107,6 +112,8 @@ impl Muxer {
             next_local_port: FIRST_LOCAL_PORT,
             accept_paused_until: None,
             timeouts: VsockTimeouts::default(),
+            refused_connects: Repeats::default(),
+            dropped_replies: Repeats::default(),
         })
     }
 
@@ -297,10 +304,12 @@ impl Muxer {
 
     fn connect_to_host(&mut self, hdr: &Header, ops: &mut EventOps) {
         if self.conns.len() >= MAX_CONNECTIONS {
-            tracing::warn!(
-                "vsock: connection limit reached, refusing guest port {}",
-                hdr.src_port
-            );
+            if let Some(times) = self.refused_connects.occurred() {
+                tracing::warn!(
+                    "vsock: connection limit reached, refusing guest port {} ({times} refused so far)",
+                    hdr.src_port
+                );
+            }
             self.reply_reset(hdr);
             return;
         }
@@ -328,7 +337,11 @@ impl Muxer {
         if self.orphan_replies.len() < MAX_ORPHAN_REPLIES {
             self.orphan_replies.push_back(hdr);
         } else {
-            tracing::warn!("vsock: guest is not draining its rx queue, dropping an RST");
+            if let Some(times) = self.dropped_replies.occurred() {
+                tracing::warn!(
+                    "vsock: guest is not draining its rx queue, dropping an RST ({times} so far)"
+                );
+            }
         }
     }
 
