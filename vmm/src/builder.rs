@@ -22,6 +22,7 @@ use crate::seccomp::{SeccompScope, ThreadKind};
 use crate::snapshot::persist::Persist;
 use crate::snapshot::state::SnapshotState;
 use crate::snapshot::store::{self, StoreError};
+use crate::timings::SpanClock;
 use crate::vmm::{Origin, Vmm};
 use crate::vstate::memory::{self, GuestRam, MAX_MEMORY_MIB, MIN_MEMORY_MIB};
 use crate::vstate::memory::{create_guest_ram, MemoryError};
@@ -300,6 +301,7 @@ fn start(p: Parts) -> Result<Vmm, String> {
         cmdline: p.cmdline,
         origin: p.origin,
         msr_indices: p.msr_indices,
+        launch_spans: Vec::new(),
     };
     if let SeccompScope::Process(filters) = &p.seccomp {
         // On failure the parked vCPUs end with `vmm` unrun.
@@ -515,9 +517,11 @@ pub fn restore_read(
     seccomp: &SeccompScope,
 ) -> Result<Vmm, RestoreError> {
     let started = Instant::now();
+    let mut clock = SpanClock::starting_at(started);
     let kvm = open_kvm()?;
     let origin = check_snapshot(snapshot, &kvm, None)?;
     let disks = reopen_disks(&origin.state, image)?;
+    clock.lap("snapshot checked");
     tracing::debug!(elapsed = ?started.elapsed(), "restore: snapshot loaded");
     let console_log = open_console_log(console_log)
         .map_err(|(path, source)| RestoreError::Open { path, source })?;
@@ -536,8 +540,10 @@ pub fn restore_read(
         file,
         size: state.memory_bytes,
     };
+    clock.lap("memory mapped");
     let vm = create_vm(&kvm, &ram.memory)?;
     persist::restore_vm(&vm, &state.vm)?;
+    clock.lap("VM created");
     tracing::debug!(elapsed = ?started.elapsed(), "restore: VM created");
 
     let exit = ExitSignal::new().map_err(|e| RestoreError::Device {
@@ -568,6 +574,7 @@ pub fn restore_read(
         what: "event manager",
         reason: format!("{e:?}"),
     })?;
+    clock.lap("devices");
 
     let mut fds = Vec::with_capacity(state.vcpus.len());
     for (index, vcpu_state) in state.vcpus.iter().enumerate() {
@@ -584,10 +591,11 @@ pub fn restore_read(
     // transport reset): an interrupt raised earlier would be overwritten by the restored LAPIC
     // state, or sent before the vCPU exists.
     devices.virtio.after_restore();
+    clock.lap("vCPU state");
     tracing::debug!(elapsed = ?started.elapsed(), "restore: devices and vCPUs restored");
     let msr_indices = state.vcpus[0].msrs.iter().map(|m| m.index).collect();
     let cmdline = state.cmdline.clone();
-    start(Parts {
+    let mut vmm = start(Parts {
         kvm,
         vm,
         ram,
@@ -606,5 +614,8 @@ pub fn restore_read(
     .map_err(|reason| RestoreError::Device {
         what: "vCPU threads",
         reason,
-    })
+    })?;
+    clock.lap("vCPUs running");
+    vmm.launch_spans = clock.into_spans();
+    Ok(vmm)
 }

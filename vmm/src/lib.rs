@@ -21,5 +21,6 @@ pub mod seccomp;
 pub mod snapshot;
 pub mod template;
 pub mod terminal;
+pub mod timings;
 pub mod vmm;
 pub mod vstate;

@@ -10,6 +10,7 @@ use crate::event_loop::EventLoop;
 use crate::snapshot::memory_file::{self, MemoryFileError};
 use crate::snapshot::state::SnapshotState;
 use crate::snapshot::store::{self, StoreError};
+use crate::timings::{Span, SpanClock};
 use crate::vstate::memory::{self, GuestRam, MemoryError};
 use crate::vstate::persist::{self, PersistError, VcpuState};
 use crate::vstate::vcpu::{ExitSignal, VcpuCommand, VcpuHandle, VmExitReason};
@@ -67,6 +68,8 @@ pub struct Vmm {
     pub origin: Option<Origin>,
     /// MSRs saved in snapshots.
     pub msr_indices: Vec<u32>,
+    /// Where a restore's time went, up to the vCPUs running (empty after a boot).
+    pub launch_spans: Vec<Span>,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -349,7 +352,8 @@ impl Vmm {
 
     /// Resets the VM in place to its origin snapshot, or to the snapshot in `to` (which must
     /// have this VM's shape). The VM is paused during the reset and resumed after.
-    pub fn reset(&mut self, to: Option<&Path>) -> Result<(), ResetError> {
+    pub fn reset(&mut self, to: Option<&Path>) -> Result<Vec<Span>, ResetError> {
+        let mut clock = SpanClock::starting_at(Instant::now());
         let target = match to {
             Some(dir) => Some(crate::builder::load_snapshot(
                 dir,
@@ -367,19 +371,19 @@ impl Vmm {
             self.devices
                 .virtio
                 .check_same_layout(&target.state.devices)?;
+            clock.lap("target snapshot checked");
         }
-        let started = Instant::now();
         self.pause();
-        let paused = started.elapsed();
-        let result = self.reset_paused(target);
+        clock.lap("paused");
+        let result = self.reset_paused(target, &mut clock);
         if result.is_err() {
             // A half-reset guest must not run on: end it.
             self.exit.exit(VmExitReason::Fatal("reset failed".into()));
         }
-        let reloaded = started.elapsed();
         self.resume();
-        tracing::debug!(?paused, ?reloaded, resumed = ?started.elapsed(), "reset");
-        result
+        clock.lap("resumed");
+        tracing::debug!(spans = ?clock.spans(), "reset");
+        result.map(|()| clock.into_spans())
     }
 
     /// A vCPU's CPUID cannot change once it has run: a reset target must have been taken with
@@ -407,7 +411,11 @@ impl Vmm {
         Ok(())
     }
 
-    fn reset_paused(&mut self, target: Option<Origin>) -> Result<(), ResetError> {
+    fn reset_paused(
+        &mut self,
+        target: Option<Origin>,
+        clock: &mut SpanClock,
+    ) -> Result<(), ResetError> {
         let started = Instant::now();
         match target {
             Some(new_origin) => {
@@ -432,6 +440,7 @@ impl Vmm {
                 );
             }
         }
+        clock.lap("memory");
         let origin = self.origin.as_ref().ok_or(ResetError::NoOrigin)?;
         let state = origin.state.clone();
         persist::restore_vm(&self.vm, &state.vm)?;
@@ -444,9 +453,11 @@ impl Vmm {
             })));
             rx.recv().map_err(|_| ResetError::VcpuGone(vcpu.index))??;
         }
+        clock.lap("VM and vCPU state");
         // Devices last, after every vCPU and its LAPIC: the interrupts they raise at the end
         // (vsock's transport reset) must not be overwritten by the restored LAPIC state.
         self.devices.reset_to(&state.serial, &state.devices)?;
+        clock.lap("devices");
         Ok(())
     }
 

@@ -61,6 +61,7 @@ impl StandIn {
             launched: LaunchKind::Boot,
             guest: None,
             resources: Default::default(),
+            spans: Vec::new(),
         }
         .write(&paths)
         .unwrap();

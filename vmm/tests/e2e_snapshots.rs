@@ -149,6 +149,88 @@ fn a_reset_without_to_returns_to_the_latest_snapshot() {
     s.assert_no_sandboxes_running();
 }
 
+/// The spans of one `--timings --json` report (a list of one), checked for shape.
+fn spans_of(json: &str, want: &[&str]) -> Vec<(String, f64)> {
+    let list: serde_json::Value = serde_json::from_str(json).unwrap();
+    let report = &list.as_array().unwrap()[0];
+    let spans: Vec<(String, f64)> = report["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["span"].as_str().unwrap().to_string(),
+                s["ms"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = spans.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, want, "{json}");
+    assert!(spans.iter().all(|(_, ms)| *ms >= 0.0), "{json}");
+    let sum: f64 = spans.iter().map(|(_, ms)| ms).sum();
+    // The command's own wall clock holds the VMM's spans (the reset's, or the restore's from the
+    // VMM process's start).
+    assert!(report["wall_ms"].as_f64().unwrap() >= sum * 0.999, "{json}");
+    spans
+}
+
+#[test]
+fn restore_and_reset_report_where_the_time_went() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    s.ok(&["start", "--name", "base"]);
+    let snap = s.path("snap");
+    s.ok(&["snapshot", "base", snap.to_str().unwrap()]);
+    s.ok(&["rm", "--force", "base"]);
+
+    let json = s.ok(&[
+        "restore",
+        snap.to_str().unwrap(),
+        "--name",
+        "t",
+        "--timings",
+        "--json",
+    ]);
+    let restore = spans_of(
+        &json,
+        &[
+            "VMM process, cgroup, jail",
+            "snapshot checked",
+            "memory mapped",
+            "VM created",
+            "devices",
+            "vCPU state",
+            "vCPUs running",
+            "guest answered",
+        ],
+    );
+    let json = s.ok(&["reset", "t", "--timings", "--json"]);
+    let reset = spans_of(
+        &json,
+        &[
+            "paused",
+            "memory",
+            "VM and vCPU state",
+            "devices",
+            "resumed",
+            "guest answered",
+        ],
+    );
+    // The plain form is for people: every span named, and a total.
+    let out = s.cli(&["reset", "t", "--timings"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("guest answered") && said.contains("total"),
+        "{said}"
+    );
+    eprintln!("restore spans: {restore:?}\nreset spans: {reset:?}");
+    s.ok(&["rm", "--force", "t"]);
+    s.assert_no_sandboxes_running();
+}
+
 #[test]
 fn a_hundred_resets_do_not_grow_memory_or_descriptors() {
     if !e2e_available() {

@@ -188,6 +188,7 @@ pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
 }
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
+    let requested = Instant::now();
     let dir = std::path::absolute(&args.dir)
         .with_context(|| format!("resolving {}", args.dir.display()))?;
     let image = args
@@ -203,21 +204,60 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
         .with_cpus(args.limits.cpus)
         .with_seccomp(args.limits.seccomp())
         .start(args.name.as_deref(), launch)?;
-    println!("{}", info.name);
+    let wall_ms = ms_since(requested);
+    if args.timings.json {
+        print_json_timings(&[(&info.name, wall_ms, &info.spans)]);
+    } else {
+        println!("{}", info.name);
+    }
     eprintln!(
         "paddock: sandbox {} restored and ready in {:.1} ms (pid {})",
         info.name, info.ready_ms, info.pid
     );
+    if args.timings.timings && !args.timings.json {
+        eprint!("{}", timings_text(&info.name, wall_ms, &info.spans));
+    }
     Ok(0)
 }
 
 pub fn reset(args: ResetArgs) -> anyhow::Result<i32> {
-    let (reset_ms, ready_ms) = sandboxes(&args.state).reset(&args.name, args.to.as_deref())?;
+    let requested = Instant::now();
+    let report = sandboxes(&args.state).reset(&args.name, args.to.as_deref())?;
+    let wall_ms = ms_since(requested);
     eprintln!(
         "paddock: {} reset in {:.2} ms, guest ready after {:.2} ms",
-        args.name, reset_ms, ready_ms
+        args.name, report.reset_ms, report.ready_ms
     );
+    if args.timings.json {
+        print_json_timings(&[(&args.name, wall_ms, &report.spans)]);
+    } else if args.timings.timings {
+        eprint!("{}", timings_text(&args.name, wall_ms, &report.spans));
+    }
     Ok(0)
+}
+
+fn ms_since(from: Instant) -> f64 {
+    from.elapsed().as_secs_f64() * 1e3
+}
+
+/// `--timings`: the VMM's spans, then the wall clock this command saw from its request to the
+/// guest answering (the rest is the command's round trips and process starts).
+fn timings_text(name: &str, wall_ms: f64, spans: &[paddock_vmm::timings::Span]) -> String {
+    format!(
+        "paddock: {name}: where the time went (the VMM's spans)\n{}  wall clock, request to ready, as this command saw it: {wall_ms:.2} ms\n",
+        paddock_vmm::timings::describe(spans)
+    )
+}
+
+/// `--timings --json`: one object per sandbox, `{name, wall_ms, spans: [{span, ms}]}`, as a list.
+fn print_json_timings(reports: &[(&str, f64, &[paddock_vmm::timings::Span])]) {
+    let list: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|(name, wall_ms, spans)| {
+            serde_json::json!({"name": name, "wall_ms": wall_ms, "spans": spans})
+        })
+        .collect();
+    println!("{}", serde_json::Value::Array(list));
 }
 
 pub fn fork(args: ForkArgs) -> anyhow::Result<i32> {
@@ -229,14 +269,27 @@ pub fn fork(args: ForkArgs) -> anyhow::Result<i32> {
         .with_cpus(args.limits.cpus)
         .with_seccomp(args.limits.seccomp())
         .fork(&dir, args.count, &args.prefix, false)?;
-    for info in &infos {
-        println!("{}", info.name);
+    let wall_ms = ms_since(started);
+    if args.timings.json {
+        let reports: Vec<(&str, f64, &[paddock_vmm::timings::Span])> = infos
+            .iter()
+            .map(|i| (i.name.as_str(), wall_ms, i.spans.as_slice()))
+            .collect();
+        print_json_timings(&reports);
+    } else {
+        for info in &infos {
+            println!("{}", info.name);
+        }
     }
     eprintln!(
-        "paddock: {} sandboxes forked in {:.1} ms",
+        "paddock: {} sandboxes forked in {wall_ms:.1} ms",
         infos.len(),
-        started.elapsed().as_secs_f64() * 1e3
     );
+    if args.timings.timings && !args.timings.json {
+        for info in &infos {
+            eprint!("{}", timings_text(&info.name, wall_ms, &info.spans));
+        }
+    }
     Ok(0)
 }
 
@@ -311,6 +364,7 @@ mod tests {
                 launched: Default::default(),
                 guest: None,
                 resources: Default::default(),
+                spans: Vec::new(),
             },
             state: if running { "running" } else { "stopped" },
             uptime_secs: 3725,

@@ -516,6 +516,19 @@ pub struct RestoreArgs {
     /// (The default now: the guest console always goes to <state>/sandboxes/<name>/console.log.)
     #[arg(long, hide = true)]
     pub console_log: bool,
+    #[command(flatten)]
+    pub timings: TimingArgs,
+}
+
+/// `--timings [--json]`: where a restore, reset or fork's time went.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct TimingArgs {
+    /// Report where the time went, span by span (docs/BENCHMARKS.md), on stderr.
+    #[arg(long)]
+    pub timings: bool,
+    /// With --timings: the report as JSON on stdout instead (for harnesses).
+    #[arg(long, requires = "timings")]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -524,9 +537,12 @@ pub struct ResetArgs {
     pub state: StateArgs,
     /// The sandbox.
     pub name: String,
-    /// Reset to this snapshot (same vCPU count and memory size) instead of the origin.
+    /// Reset to this snapshot (same vCPU count and memory size) instead of the latest snapshot
+    /// taken, or the origin.
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
+    #[command(flatten)]
+    pub timings: TimingArgs,
 }
 
 #[derive(Args)]
@@ -543,6 +559,8 @@ pub struct ForkArgs {
     /// Names are PREFIX-0 .. PREFIX-(K-1).
     #[arg(long, value_name = "NAME", default_value = "fork")]
     pub prefix: String,
+    #[command(flatten)]
+    pub timings: TimingArgs,
 }
 
 #[derive(Args)]

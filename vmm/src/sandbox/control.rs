@@ -40,7 +40,12 @@ pub enum ControlResponse {
     /// A snapshot was written.
     Snapshotted { paused_ms: f64, memory_written: u64 },
     /// The reset finished and guest-init answered.
-    Reset { reset_ms: f64, ready_ms: f64 },
+    Reset {
+        reset_ms: f64,
+        ready_ms: f64,
+        /// Where the time went (docs/BENCHMARKS.md).
+        spans: Vec<crate::timings::Span>,
+    },
     /// The VMM is stopping.
     Stopping,
     /// The request failed.

@@ -8,6 +8,7 @@ use super::paths::{LaunchKind, SandboxInfo, SandboxPaths};
 use crate::builder::ReadSnapshot;
 use crate::config::VmConfig;
 use crate::seccomp::{SeccompScope, ThreadKind};
+use crate::timings::{Span, SpanClock};
 use crate::vmm::Vmm;
 use crate::vstate::vcpu::VmExitReason;
 use paddock_protocol::{read_frame, write_frame};
@@ -116,7 +117,7 @@ impl Launch {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum LaunchReport {
     /// Up; guest-init answered.
-    Ready(SandboxInfo),
+    Ready(Box<SandboxInfo>),
     /// Failed; nothing is running.
     Failed(String),
 }
@@ -180,6 +181,7 @@ fn bring_up(
     seccomp: &SeccompScope,
     spawned: Instant,
 ) -> Result<(Running, SandboxInfo), String> {
+    let mut clock = SpanClock::starting_at(spawned);
     let uds = paths.vsock();
     let mut guest =
         GuestLink::listen(&uds).map_err(|e| format!("cannot listen for guest readiness: {e}"))?;
@@ -205,10 +207,13 @@ fn bring_up(
                 console_log: console.path(paths),
                 vsock_uds: uds.clone(),
             };
+            clock.lap("VMM process, cgroup, jail");
             let vmm = crate::builder::boot(&config, seccomp).map_err(|e| e.to_string())?;
+            clock.lap("VM built, vCPUs running");
             let boot = guest
                 .wait_ready(&vmm, boot_timeout(image.is_some()))
                 .map_err(|e| e.to_string())?;
+            clock.lap("guest booted and answered");
             (vmm, boot, LaunchKind::Boot)
         }
         Launch::Restore {
@@ -221,7 +226,8 @@ fn bring_up(
                 Some(read) => read,
                 None => crate::builder::read_snapshot(dir).map_err(|e| e.to_string())?,
             };
-            let vmm = crate::builder::restore_read(
+            clock.lap("VMM process, cgroup, jail");
+            let mut vmm = crate::builder::restore_read(
                 snapshot,
                 &uds,
                 log.as_deref(),
@@ -229,9 +235,11 @@ fn bring_up(
                 seccomp,
             )
             .map_err(|e| e.to_string())?;
+            clock.extend(std::mem::take(&mut vmm.launch_spans));
             let boot = guest
                 .resume(&vmm, READY_TIMEOUT)
                 .map_err(|e| e.to_string())?;
+            clock.lap("guest answered");
             (vmm, boot, LaunchKind::Restore)
         }
     };
@@ -247,6 +255,7 @@ fn bring_up(
         launched,
         guest: Some(boot),
         resources,
+        spans: clock.into_spans(),
     };
     info.write(paths).map_err(|e| e.to_string())?;
     Ok((
@@ -438,7 +447,7 @@ pub fn run(
     let _ = writeln!(
         report,
         "{}",
-        serde_json::to_string(&LaunchReport::Ready(info.clone())).unwrap_or_default()
+        serde_json::to_string(&LaunchReport::Ready(Box::new(info.clone()))).unwrap_or_default()
     );
     let _ = report.flush();
     drop(report);
@@ -681,18 +690,21 @@ fn handle(
                 }
             };
             let reached = dir.as_ref().map(reachable);
-            if let Err(e) = vm.reset(reached.as_deref()) {
-                let message = match (&reached, &to) {
-                    (Some(reached), Some(to)) => in_callers_words(&e, reached, to),
-                    _ => crate::seccomp::describe(&e),
-                };
-                if let (true, Some(dir), Some(path)) = (to_latest, dir, to) {
-                    *latest = Some(LatestSnapshot { dir, path });
+            let mut spans = match vm.reset(reached.as_deref()) {
+                Ok(spans) => spans,
+                Err(e) => {
+                    let message = match (&reached, &to) {
+                        (Some(reached), Some(to)) => in_callers_words(&e, reached, to),
+                        _ => crate::seccomp::describe(&e),
+                    };
+                    if let (true, Some(dir), Some(path)) = (to_latest, dir, to) {
+                        *latest = Some(LatestSnapshot { dir, path });
+                    }
+                    return ControlResponse::Error {
+                        message: format!("reset failed: {message}"),
+                    };
                 }
-                return ControlResponse::Error {
-                    message: format!("reset failed: {message}"),
-                };
-            }
+            };
             // The origin by the caller's name for it, not the descriptor's (closed after this).
             if let (Some(origin), Some(to)) = (vm.origin.as_mut(), to) {
                 origin.dir = to;
@@ -704,11 +716,19 @@ fn handle(
                 };
             }
             let ready_ms = started.elapsed().as_secs_f64() * 1e3;
+            spans.push(Span {
+                span: "guest answered".into(),
+                ms: ready_ms - reset_ms,
+            });
             let mut record = crate::devices::bus::lock(info);
             record.origin_snapshot = vm.origin.as_ref().map(|o| o.dir.clone());
             record.latest_snapshot = None;
             let _ = record.write(paths);
-            ControlResponse::Reset { reset_ms, ready_ms }
+            ControlResponse::Reset {
+                reset_ms,
+                ready_ms,
+                spans,
+            }
         }
         ControlRequest::Stop => {
             vm.exit.exit(VmExitReason::Stopped);

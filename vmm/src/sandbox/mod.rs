@@ -89,6 +89,17 @@ pub struct SandboxStatus {
     pub template: Option<String>,
 }
 
+/// What a reset took, as the VMM measured it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResetReport {
+    /// From the request to the VM running again, ms.
+    pub reset_ms: f64,
+    /// From the request to guest-init answering, ms.
+    pub ready_ms: f64,
+    /// Where the time went (docs/BENCHMARKS.md).
+    pub spans: Vec<crate::timings::Span>,
+}
+
 /// The sandboxes under one state directory.
 #[derive(Clone, Debug)]
 pub struct Sandboxes {
@@ -297,7 +308,7 @@ impl Sandboxes {
         match report {
             Some(LaunchReport::Ready(info)) => {
                 cgroup::note_once(&self.state_dir, &info.resources);
-                Ok(info)
+                Ok(*info)
             }
             Some(LaunchReport::Failed(message)) => {
                 let _ = std::fs::remove_dir_all(&paths.dir);
@@ -527,8 +538,8 @@ impl Sandboxes {
         }
     }
 
-    /// Resets sandbox `name` in place to its origin snapshot or `to`. Returns (reset ms, ready ms).
-    pub fn reset(&self, name: &str, to: Option<&Path>) -> Result<(f64, f64), SandboxError> {
+    /// Resets sandbox `name` in place to `to`, else its latest snapshot, else its origin.
+    pub fn reset(&self, name: &str, to: Option<&Path>) -> Result<ResetReport, SandboxError> {
         let to = match to {
             Some(dir) => Some(std::path::absolute(dir).map_err(|source| PathsError::Io {
                 what: "resolving",
@@ -538,7 +549,15 @@ impl Sandboxes {
             None => None,
         };
         match self.control(name, &ControlRequest::Reset { to })? {
-            ControlResponse::Reset { reset_ms, ready_ms } => Ok((reset_ms, ready_ms)),
+            ControlResponse::Reset {
+                reset_ms,
+                ready_ms,
+                spans,
+            } => Ok(ResetReport {
+                reset_ms,
+                ready_ms,
+                spans,
+            }),
             other => Err(SandboxError::Unexpected(format!("{other:?}"))),
         }
     }

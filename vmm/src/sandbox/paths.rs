@@ -176,6 +176,9 @@ pub struct SandboxInfo {
     /// The VMM's cgroup and its limits, or why it runs without.
     #[serde(default)]
     pub resources: super::cgroup::Placement,
+    /// Where the time from the VMM's start to guest-init ready went.
+    #[serde(default)]
+    pub spans: Vec<crate::timings::Span>,
 }
 
 /// How a sandbox's VM came to be.
@@ -301,6 +304,10 @@ mod tests {
             resources: crate::sandbox::cgroup::Placement::Limited(
                 "/sys/fs/cgroup/paddock/x-42".into(),
             ),
+            spans: vec![crate::timings::Span {
+                span: "guest answered".into(),
+                ms: 1.5,
+            }],
         };
         info.write(&paths).unwrap();
         assert_eq!(SandboxInfo::read(&paths).unwrap(), info);
