@@ -363,6 +363,43 @@ pub struct Confinement {
     pub jailed: bool,
 }
 
+/// Confines this process before any VM exists: into the sandbox's cgroup (so all of the VM's
+/// memory is charged there), into its jail (when `jailed`), under its resource limits, and
+/// without capabilities or a way to gain privileges — before any other thread starts. Returns
+/// the cgroup placement.
+fn confine(
+    paths: &SandboxPaths,
+    name: &str,
+    launch: &Launch,
+    snapshot: Option<&ReadSnapshot>,
+    cpus: Option<f64>,
+    jailed: bool,
+) -> Result<cgroup::Placement, String> {
+    let ram = guest_ram(launch, snapshot);
+    let resources =
+        cgroup::enter(name, &cgroup::Limits::for_guest(ram, cpus)).map_err(|e| e.to_string())?;
+    let plan = jail_plan(paths, launch, snapshot);
+    if jailed {
+        super::jail::enter(&plan.jail, &paths.dir.join(JAIL_ROOT))
+            .map_err(|e| crate::seccomp::describe(&e))?;
+        // PID 1 of its namespace gets only the signals it handles: SIGTERM still ends it.
+        // SAFETY: installs an async-signal-safe handler (it only calls _exit).
+        unsafe {
+            libc::signal(
+                libc::SIGTERM,
+                exit_on_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+    }
+    super::rlimits::Limits::for_guest(ram, plan.largest_writable_file)
+        .apply()
+        .map_err(|e| crate::seccomp::describe(&e))?;
+    super::privileges::drop_capabilities()
+        .and_then(|()| super::privileges::forbid_new_privileges())
+        .map_err(|e| crate::seccomp::describe(&e))?;
+    Ok(resources)
+}
+
 /// Runs the VMM process; returns its exit status. `report` receives the launch report line.
 /// With [`SeccompScope::Process`] every thread of the process is confined before the guest
 /// runs (the control thread, started first, too).
@@ -377,9 +414,6 @@ pub fn run(
 ) -> i32 {
     let Confinement { seccomp, jailed } = confinement;
     let launch = launch.absolute();
-    // Into the sandbox's cgroup before the VM exists, so all of its memory is charged there;
-    // then into the jail, with the limits; then no capability is needed any more (see
-    // `privileges`), before any other thread.
     // A snapshot's state file is read and decoded once, here: it sizes the cgroup, names the
     // disks the jail must show, and is what the restore uses.
     let snapshot = match &launch {
@@ -389,39 +423,10 @@ pub fn run(
         },
         Launch::Boot { .. } => None,
     };
-    let ram = guest_ram(&launch, snapshot.as_ref());
-    let (resources, limits) = match cgroup::enter(name, &cgroup::Limits::for_guest(ram, cpus)) {
-        Err(e) => return report_failure(&mut report, e.to_string()),
-        Ok(resources) => {
-            let plan = jail_plan(&paths, &launch, snapshot.as_ref());
-            let largest_disk = plan.largest_writable_file;
-            if jailed {
-                if let Err(e) = super::jail::enter(&plan.jail, &paths.dir.join(JAIL_ROOT)) {
-                    return report_failure(&mut report, crate::seccomp::describe(&e));
-                }
-                // PID 1 of its namespace gets only the signals it handles: SIGTERM still ends it.
-                // SAFETY: installs an async-signal-safe handler (it only calls _exit).
-                unsafe {
-                    libc::signal(
-                        libc::SIGTERM,
-                        exit_on_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t,
-                    )
-                };
-            }
-            (
-                resources,
-                super::rlimits::Limits::for_guest(ram, largest_disk),
-            )
-        }
+    let resources = match confine(&paths, name, &launch, snapshot.as_ref(), cpus, jailed) {
+        Ok(resources) => resources,
+        Err(message) => return report_failure(&mut report, message),
     };
-    if let Err(e) = limits.apply() {
-        return report_failure(&mut report, crate::seccomp::describe(&e));
-    }
-    if let Err(e) = super::privileges::drop_capabilities()
-        .and_then(|()| super::privileges::forbid_new_privileges())
-    {
-        return report_failure(&mut report, crate::seccomp::describe(&e));
-    }
     let vmm: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
     let control = match spawn_control_thread(vmm.clone(), paths.clone(), &seccomp) {
         Ok(control) => control,
