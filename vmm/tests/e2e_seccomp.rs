@@ -101,6 +101,24 @@ fn every_vmm_thread_is_confined_after_boot_restore_and_reset() {
     ]);
     assert_confined(&s, "f-0");
     exec_ok(&s, "f-0");
+    // Each sandbox's egress proxy holds no capability and cannot gain one either.
+    for name in ["sc", "sc2", "f-0"] {
+        let paths = paddock_vmm::sandbox::paths::SandboxPaths::new(&s.state_dir(), name).unwrap();
+        let record = paddock_vmm::sandbox::egress::EgressRecord::read(&paths.dir).unwrap();
+        let proxy = record.proxy_pid.unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{proxy}/status")).unwrap();
+        let field = |f: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(f))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        for set in ["CapEff:", "CapPrm:", "CapInh:"] {
+            assert_eq!(field(set), "0000000000000000", "{set} of {name}'s proxy");
+        }
+        assert_eq!(field("NoNewPrivs:"), "1", "{name}'s proxy");
+    }
     for name in ["sc", "sc2", "f-0"] {
         s.ok(&["rm", "--force", name]);
     }

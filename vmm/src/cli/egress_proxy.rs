@@ -1,6 +1,6 @@
 //! `paddock __egress`: the egress proxy process of one sandbox (started by `start`, `run`,
 //! `restore` and `fork` next to the VMM; it ends when the VMM does). It reads the policy files
-//! and the secrets; the VMM reads neither.
+//! and the secrets; the VMM reads neither. It holds no capability and cannot gain one.
 
 use super::EgressProxyArgs;
 use anyhow::Context;
@@ -22,6 +22,11 @@ const ROOTS_ENV: &str = "PADDOCK_EGRESS_EXTRA_ROOTS";
 pub fn run(args: EgressProxyArgs) -> anyhow::Result<i32> {
     // Its own log level (`PADDOCK_EGRESS_LOG`, e.g. `debug`), apart from the commands'.
     super::init_tracing_from("PADDOCK_EGRESS_LOG", "info");
+    // It needs no capability (its files are its user's, its sockets are Unix sockets and
+    // outgoing TCP): none left, and none to gain by exec, before it reads a byte from the guest.
+    paddock_vmm::sandbox::privileges::drop_capabilities()
+        .and_then(|()| paddock_vmm::sandbox::privileges::forbid_new_privileges())
+        .context("dropping the egress proxy's privileges")?;
     let paths = SandboxPaths::new(&args.state_dir, &args.name)?;
     let files = EgressFiles::new(&args.state_dir);
     let store = SecretStore::open(&files.secrets())?;
