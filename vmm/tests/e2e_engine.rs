@@ -27,14 +27,8 @@ fn sh(s: &Scratch, name: &str, script: &str) -> String {
 
 /// The sandbox's record as `paddock ls --json` shows it.
 fn record(s: &Scratch, name: &str) -> serde_json::Value {
-    let json = s.ok(&["ls", "--json"]);
-    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no sandbox {name} in {json}"))
+    s.listed(name)
+        .unwrap_or_else(|| panic!("no sandbox {name} in `ls --json`"))
 }
 
 /// Builds the `hello` image inside the guest: `FROM scratch` with a static busybox from the root

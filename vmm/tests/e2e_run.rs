@@ -25,16 +25,6 @@ fn project(s: &Scratch, name: &str) -> String {
     std::fs::canonicalize(&dir).unwrap().display().to_string()
 }
 
-/// `paddock ls --json`'s entry for `name`, if any.
-fn listed(s: &Scratch, name: &str) -> Option<serde_json::Value> {
-    let list: serde_json::Value = serde_json::from_str(&s.ok(&["ls", "--json"])).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == name)
-        .cloned()
-}
-
 #[test]
 fn run_shell_runs_commands_as_agent_in_a_sandbox_named_after_the_directory() {
     if !available() {
@@ -82,7 +72,7 @@ fn run_shell_runs_commands_as_agent_in_a_sandbox_named_after_the_directory() {
     // The exit status is the command's, and `ls` tells what the sandbox is for.
     let out = s.cli(&["run", "shell", &dir, "--", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
-    let entry = listed(&s, "shell-my-project").expect("listed");
+    let entry = s.listed("shell-my-project").expect("listed");
     assert_eq!(entry["state"], "running");
     assert_eq!(entry["agent"], "shell");
     assert_eq!(entry["workspace"], dir.as_str());
@@ -99,7 +89,7 @@ fn run_shell_runs_commands_as_agent_in_a_sandbox_named_after_the_directory() {
     let other = project(&s, "other");
     let out = s.cli(&["run", "--rm", "shell", &other, "--", "true"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(listed(&s, "shell-other").is_none());
+    assert!(s.listed("shell-other").is_none());
     let out = s.cli(&["run", "vim", &dir]);
     assert_ne!(out.status.code(), Some(0));
     assert!(
@@ -150,9 +140,9 @@ docker ps -q | wc -l"#;
     let pid_b = s.pid_of("shell-beta");
     assert_ne!(pid_a, pid_b, "each sandbox is its own VMM process");
     s.ok(&["rm", "--force", "shell-alpha"]);
-    assert!(listed(&s, "shell-alpha").is_none());
+    assert!(s.listed("shell-alpha").is_none());
     assert_eq!(started(&b, "echo still-here"), "still-here\n");
-    assert_eq!(listed(&s, "shell-beta").unwrap()["state"], "running");
+    assert_eq!(s.listed("shell-beta").unwrap()["state"], "running");
     s.ok(&["rm", "--force", "shell-beta"]);
 }
 
@@ -183,7 +173,7 @@ fn run_on_a_terminal_detaches_and_run_again_comes_back() {
     again.send(b"exit 3\r");
     assert_eq!(wait(&mut child, &again), Some(3), "{}", again.text());
     again.expect("keeps running");
-    assert_eq!(listed(&s, "shell-tty").unwrap()["state"], "running");
+    assert_eq!(s.listed("shell-tty").unwrap()["state"], "running");
     s.ok(&["rm", "--force", "shell-tty"]);
 }
 

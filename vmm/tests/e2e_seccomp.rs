@@ -9,6 +9,15 @@ mod common;
 use common::{e2e_available, Scratch};
 use std::time::{Duration, Instant};
 
+/// A field of a `/proc/.../status` text (`"CapEff:"`), trimmed; empty when absent.
+fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// Each thread of process `pid`: its name and its `Seccomp:` mode.
 fn thread_modes(pid: u32) -> Vec<(String, String)> {
     let mut modes = Vec::new();
@@ -17,13 +26,7 @@ fn thread_modes(pid: u32) -> Vec<(String, String)> {
         .flatten()
     {
         let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_default()
-        };
+        let field = |name: &str| status_field(&status, name);
         modes.push((field("Name:"), field("Seccomp:")));
         // No capability left on any thread, whoever started paddock (the lab: root).
         for set in ["CapEff:", "CapPrm:", "CapInh:"] {
@@ -107,13 +110,7 @@ fn every_vmm_thread_is_confined_after_boot_restore_and_reset() {
         let record = paddock_vmm::sandbox::egress::EgressRecord::read(&paths.dir).unwrap();
         let proxy = record.proxy_pid.unwrap();
         let status = std::fs::read_to_string(format!("/proc/{proxy}/status")).unwrap();
-        let field = |f: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(f))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_default()
-        };
+        let field = |name: &str| status_field(&status, name);
         for set in ["CapEff:", "CapPrm:", "CapInh:"] {
             assert_eq!(field(set), "0000000000000000", "{set} of {name}'s proxy");
         }

@@ -86,17 +86,6 @@ fn restore_keeps_processes_and_files_and_reset_forgets_what_came_after() {
     s.assert_no_sandboxes_running();
 }
 
-/// The sandbox's `ls --json` entry.
-fn listed(s: &Scratch, name: &str) -> serde_json::Value {
-    let list: serde_json::Value = serde_json::from_str(&s.ok(&["ls", "--json"])).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {name} in {list}"))
-}
-
 #[test]
 fn a_reset_without_to_returns_to_the_latest_snapshot() {
     if !e2e_available() {
@@ -107,7 +96,7 @@ fn a_reset_without_to_returns_to_the_latest_snapshot() {
     let first = s.path("first");
     exec_ok(&s, "b", "echo one > /tmp/one");
     s.ok(&["snapshot", "b", first.to_str().unwrap()]);
-    let entry = listed(&s, "b");
+    let entry = s.listed("b").expect("b is listed");
     assert_eq!(entry["latest_snapshot"], first.to_str().unwrap(), "{entry}");
     assert!(s.ok(&["ls"]).contains(first.to_str().unwrap()));
 
@@ -125,7 +114,7 @@ fn a_reset_without_to_returns_to_the_latest_snapshot() {
             "round {round}"
         );
     }
-    let entry = listed(&s, "b");
+    let entry = s.listed("b").expect("b is listed");
     assert_eq!(entry["origin_snapshot"], first.to_str().unwrap(), "{entry}");
     assert!(entry["latest_snapshot"].is_null(), "{entry}");
 
@@ -145,6 +134,10 @@ fn a_reset_without_to_returns_to_the_latest_snapshot() {
     assert_eq!(exec_ok(&s, "b", "cat /tmp/one"), "one\n");
     s.ok(&["reset", "b", "--to", first.to_str().unwrap()]);
     assert_eq!(exec_ok(&s, "b", "cat /tmp/one"), "one\n");
+    // A reset to another snapshot makes that one the target: the vanished latest is forgotten.
+    let entry = s.listed("b").expect("b is listed");
+    assert!(entry["latest_snapshot"].is_null(), "{entry}");
+    s.ok(&["reset", "b"]);
     s.ok(&["rm", "--force", "b"]);
     s.assert_no_sandboxes_running();
 }

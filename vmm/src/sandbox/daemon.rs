@@ -164,11 +164,14 @@ fn now_secs() -> u64 {
 }
 
 /// Guest RAM the launch gives the VM, in bytes (a snapshot's from its state file).
-fn guest_ram(launch: &Launch, snapshot: Option<&ReadSnapshot>) -> u64 {
+fn guest_ram(launch: &Launch, snapshot: Option<&ReadSnapshot>) -> Result<u64, String> {
     match (launch, snapshot) {
-        (Launch::Boot { memory_mib, .. }, _) => memory_mib.saturating_mul(1 << 20),
-        (Launch::Restore { .. }, Some(read)) => read.state.memory_bytes,
-        (Launch::Restore { .. }, None) => 0,
+        (Launch::Boot { memory_mib, .. }, _) => Ok(memory_mib.saturating_mul(1 << 20)),
+        (Launch::Restore { .. }, Some(read)) => Ok(read.state.memory_bytes),
+        (Launch::Restore { dir, .. }, None) => Err(format!(
+            "the snapshot {} was not read before the restore",
+            dir.display()
+        )),
     }
 }
 
@@ -222,10 +225,12 @@ fn bring_up(
             image,
         } => {
             let log = console.path(paths);
-            let snapshot = match snapshot {
-                Some(read) => read,
-                None => crate::builder::read_snapshot(dir).map_err(|e| e.to_string())?,
-            };
+            let snapshot = snapshot.ok_or_else(|| {
+                format!(
+                    "the snapshot {} was not read before the restore",
+                    dir.display()
+                )
+            })?;
             clock.lap("VMM process, cgroup, jail");
             let mut vmm = crate::builder::restore_read(
                 snapshot,
@@ -375,7 +380,7 @@ fn confine(
     cpus: Option<f64>,
     jailed: bool,
 ) -> Result<cgroup::Placement, String> {
-    let ram = guest_ram(launch, snapshot);
+    let ram = guest_ram(launch, snapshot)?;
     let resources =
         cgroup::enter(name, &cgroup::Limits::for_guest(ram, cpus)).map_err(|e| e.to_string())?;
     let plan = jail_plan(paths, launch, snapshot);
@@ -685,14 +690,14 @@ fn handle(
         }
         ControlRequest::Reset { to } => {
             let started = Instant::now();
-            // Without --to: the latest snapshot taken, else the origin (restored from).
-            let to_latest = dir.is_none() && to.is_none() && latest.is_some();
-            let (dir, to) = match (dir, to, latest.take()) {
-                (None, None, Some(snapshot)) => (Some(snapshot.dir), Some(snapshot.path)),
-                (dir, to, kept) => {
-                    *latest = kept;
-                    (dir, to)
+            // Without --to: the latest snapshot taken, else the origin (restored from). After a
+            // successful reset, whatever its target, that target is the origin: no latest. A
+            // failed one changes nothing, the latest snapshot included.
+            let (dir, to, kept, from_latest) = match (dir, to, latest.take()) {
+                (None, None, Some(snapshot)) => {
+                    (Some(snapshot.dir), Some(snapshot.path), None, true)
                 }
+                (dir, to, kept) => (dir, to, kept, false),
             };
             let reached = dir.as_ref().map(reachable);
             let mut spans = match vm.reset(reached.as_deref()) {
@@ -702,9 +707,13 @@ fn handle(
                         (Some(reached), Some(to)) => in_callers_words(&e, reached, to),
                         _ => crate::seccomp::describe(&e),
                     };
-                    if let (true, Some(dir), Some(path)) = (to_latest, dir, to) {
-                        *latest = Some(LatestSnapshot { dir, path });
-                    }
+                    *latest = match (kept, dir, to) {
+                        (Some(kept), _, _) => Some(kept),
+                        (None, Some(dir), Some(path)) if from_latest => {
+                            Some(LatestSnapshot { dir, path })
+                        }
+                        _ => None,
+                    };
                     return ControlResponse::Error {
                         message: format!("reset failed: {message}"),
                     };

@@ -279,16 +279,20 @@ impl Scratch {
             .collect::<Vec<_>>()
             .join("\n")
     }
-    /// The VMM pid of a sandbox.
-    pub fn pid_of(&self, name: &str) -> u32 {
-        let json = self.ok(&["ls", "--json"]);
-        let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    /// `paddock ls --json`'s entry for sandbox `name`, if it is listed.
+    pub fn listed(&self, name: &str) -> Option<serde_json::Value> {
+        let list: serde_json::Value = serde_json::from_str(&self.ok(&["ls", "--json"])).unwrap();
         list.as_array()
             .unwrap()
             .iter()
-            .find(|s| s["name"] == name)
+            .find(|e| e["name"] == name)
+            .cloned()
+    }
+    /// The VMM pid of a sandbox.
+    pub fn pid_of(&self, name: &str) -> u32 {
+        self.listed(name)
             .and_then(|s| s["pid"].as_u64())
-            .unwrap_or_else(|| panic!("no sandbox {name} in {json}")) as u32
+            .unwrap_or_else(|| panic!("no sandbox {name} in `ls --json`")) as u32
     }
     /// The last lines of a sandbox's guest console and VMM log, for failure messages.
     pub fn sandbox_logs(&self, name: &str) -> String {
