@@ -24,6 +24,7 @@ pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("vsock_device", vsock_device()),
         ("block_device", block_device()),
         ("legacy_devices", legacy_devices()),
+        ("workspace_requests", workspace_requests()),
     ]
 }
 
@@ -308,4 +309,83 @@ fn legacy_devices() -> Vec<Vec<u8>> {
     seed.extend(com1(2, false, 0));
     seed.extend([0x40, 4, 0, 0xfe]);
     vec![seed]
+}
+
+/// One FUSE request as the guest kernel sends it: header (uid and gid 1000) and body.
+fn fuse_request(opcode: u32, unique: u64, node: u64, body: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(40 + body.len()).unwrap_or(u32::MAX);
+    let mut m = Vec::new();
+    m.extend_from_slice(&len.to_le_bytes());
+    m.extend_from_slice(&opcode.to_le_bytes());
+    m.extend_from_slice(&unique.to_le_bytes());
+    m.extend_from_slice(&node.to_le_bytes());
+    m.extend_from_slice(&1000u32.to_le_bytes());
+    m.extend_from_slice(&1000u32.to_le_bytes());
+    m.extend_from_slice(&[0; 8]);
+    m.extend_from_slice(body);
+    m
+}
+
+fn workspace_requests() -> Vec<Vec<u8>> {
+    const INIT: u32 = 26;
+    const LOOKUP: u32 = 1;
+    const GETATTR: u32 = 3;
+    const OPEN: u32 = 14;
+    const READ: u32 = 15;
+    const MKNOD: u32 = 8;
+    const CREATE: u32 = 35;
+    const READDIR: u32 = 28;
+    const OPENDIR: u32 = 27;
+    let init = fuse_request(
+        INIT,
+        1,
+        0,
+        &[7, 0, 0, 0, 31, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    );
+    let lookup = |unique, name: &[u8]| fuse_request(LOOKUP, unique, 1, &[name, b"\0"].concat());
+    let mut read = Vec::new();
+    read.extend_from_slice(&1u64.to_le_bytes());
+    read.extend_from_slice(&0u64.to_le_bytes());
+    read.extend_from_slice(&4096u32.to_le_bytes());
+    read.extend_from_slice(&[0; 20]);
+    let mut mknod = Vec::new();
+    mknod.extend_from_slice(&0o010_644u32.to_le_bytes());
+    mknod.extend_from_slice(&[0; 12]);
+    mknod.extend_from_slice(b"fifo\0");
+    let mut create = Vec::new();
+    create.extend_from_slice(&0o2u32.to_le_bytes());
+    create.extend_from_slice(&0o644u32.to_le_bytes());
+    create.extend_from_slice(&[0; 8]);
+    create.extend_from_slice(b"new\0");
+    vec![
+        init.clone(),
+        [
+            init.clone(),
+            lookup(2, b"file"),
+            fuse_request(GETATTR, 3, 2, &[0; 16]),
+        ]
+        .concat(),
+        [
+            init.clone(),
+            lookup(2, b"file"),
+            fuse_request(OPEN, 3, 2, &[0; 8]),
+            fuse_request(READ, 4, 2, &read),
+        ]
+        .concat(),
+        [
+            init.clone(),
+            lookup(2, b"linked"),
+            fuse_request(OPEN, 3, 2, &[2, 0, 0, 0, 0, 0, 0, 0]),
+        ]
+        .concat(),
+        [init.clone(), fuse_request(MKNOD, 2, 1, &mknod)].concat(),
+        [init.clone(), fuse_request(CREATE, 2, 1, &create)].concat(),
+        [
+            init.clone(),
+            lookup(2, b".."),
+            fuse_request(OPENDIR, 3, 1, &[0; 8]),
+            fuse_request(READDIR, 4, 1, &read),
+        ]
+        .concat(),
+    ]
 }

@@ -1,6 +1,6 @@
 //! paddock guest-init as a library: the vsock control service, exec sessions (with pipes, or on
 //! a terminal that can be detached and attached), child reaping, the guest side of egress (HTTP
-//! proxy forwarder, transparent capture, DNS stub) and the PID-1 system setup used by the
+//! proxy forwarder, transparent capture, DNS stub), the relay of the workspace mount and the PID-1 system setup used by the
 //! `guest-init` binary.
 //!
 //! Everything that does not need to be PID 1 (the service, exec, the reaper in per-child mode)
@@ -26,6 +26,7 @@ pub mod service;
 mod sys;
 pub mod sysinfo;
 pub mod vsock;
+pub mod workspace;
 
 pub use reaper::{ChildExit, ReapMode, Reaper};
 pub use service::{ControlService, Platform, ServiceError, Transport};

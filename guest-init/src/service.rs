@@ -1,13 +1,13 @@
 //! The control service: serves one host connection (vsock in the guest, any [`Transport`] in
 //! tests), dispatching ping, resume, shutdown, exec (with pipes or on a terminal) and attach
-//! requests.
+//! requests, and mounts the workspace.
 
 use crate::exec;
 use crate::pty::{self, PtySessions};
 use crate::reaper::Reaper;
 use paddock_protocol::{
-    read_frame, write_frame, BootInfo, FrameError, Request, Response, ShutdownAction, UnixTime,
-    RESUME_ENTROPY_MAX, RESUME_ENTROPY_MIN,
+    read_frame, write_frame, BootInfo, ErrorKind, FrameError, Request, Response, ShutdownAction,
+    UnixTime, RESUME_ENTROPY_MAX, RESUME_ENTROPY_MIN,
 };
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -39,6 +39,11 @@ pub trait Platform: Send + Sync {
     fn resume(&self, wall_clock: UnixTime, entropy: &[u8]) -> io::Result<()>;
     /// Stops the machine; as PID 1 this does not return.
     fn shutdown(&self, action: ShutdownAction);
+    /// Mounts the sandbox's workspace at `path` (see [`crate::workspace::mount`]); a platform
+    /// that cannot says so.
+    fn mount_workspace(&self, _path: &str) -> Result<(), crate::workspace::MountError> {
+        Err(crate::workspace::MountError::Unsupported)
+    }
 }
 
 /// Errors that end serving a connection.
@@ -124,6 +129,16 @@ impl ControlService {
                     send(&writer, &Response::ShuttingDown)?;
                     self.platform.shutdown(action);
                     return Ok(());
+                }
+                Request::MountWorkspace { path } => {
+                    let response = match self.platform.mount_workspace(&path) {
+                        Ok(()) => Response::WorkspaceMounted,
+                        Err(e) => Response::Error {
+                            kind: ErrorKind::Workspace,
+                            message: e.to_string(),
+                        },
+                    };
+                    send(&writer, &response)?;
                 }
                 Request::Exec(mut exec) => {
                     return match exec.tty.take() {

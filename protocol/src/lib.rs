@@ -13,6 +13,7 @@ pub mod engine;
 pub mod frame;
 pub mod messages;
 pub mod pty;
+pub mod workspace;
 
 pub use egress::{EgressHello, EgressLineError, ResolveAnswer, EGRESS_PORT};
 pub use engine::{EngineStage, EngineState, MAX_ENGINE_DETAIL, MAX_ENGINE_VERSION};
@@ -25,6 +26,7 @@ pub use messages::{
     MAX_STREAM_CHUNK, RESUME_ENTROPY_MAX, RESUME_ENTROPY_MIN,
 };
 pub use pty::{PtyConfig, PtyConfigError, WindowSize, DETACHED_OUTPUT_BUFFER, MAX_TERM_LEN};
+pub use workspace::WORKSPACE_PORT;
 
 /// vsock context id of the host (fixed by the vsock specification).
 pub const HOST_CID: u32 = 2;

@@ -57,6 +57,10 @@ pub enum Request {
     /// Reattach to a detached PTY session: the one whose command has `pid`, or the most
     /// recently detached one. Answered with `Attached` (or `Error`); `size` is applied first.
     Attach { pid: Option<u32>, size: WindowSize },
+    /// Mount the sandbox's workspace at `path` (absolute, the host's spelling): a FUSE mount
+    /// served by the host's workspace server over [`crate::WORKSPACE_PORT`]. Answered with
+    /// `WorkspaceMounted` (also when it is already mounted there) or `Error`.
+    MountWorkspace { path: String },
 }
 
 /// What to run, and how.
@@ -122,6 +126,9 @@ pub enum ErrorKind {
     CommandNotFound,
     /// The command was found but could not be started (permissions, format, ...).
     CannotExecute,
+    /// `MountWorkspace` failed: a path that is not absolute or cannot be made, or the host's
+    /// workspace server cannot be reached.
+    Workspace,
     /// Any other failure (a command that cannot start, a malformed request, ...).
     Other,
 }
@@ -192,6 +199,8 @@ pub enum Response {
     Attached {
         pid: u32,
     },
+    /// The workspace is mounted and served.
+    WorkspaceMounted,
 }
 
 /// Facts about the running guest, sent with `Ready` and `Resumed`.

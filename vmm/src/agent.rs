@@ -65,19 +65,26 @@ impl Agent {
     /// Environment the agent gets. The image pins each agent's version, so Claude Code may not
     /// update itself behind the pin; unattended (not `ask`), the agent trusts its directory, as it
     /// would after its own first-run question (Gemini CLI otherwise drops `--yolo` outside a
-    /// trusted folder).
+    /// trusted folder). Every agent's git accepts the shared workspace, whose files are owned by
+    /// the host user (whose uid need not be the agent's): `safe.directory=*`, as command-line
+    /// configuration, the only kind besides system and global files git honours for it.
     pub fn environment(self, ask: bool) -> Vec<(String, String)> {
-        let always: &[(&str, &str)] = match self {
+        let workspace_git: &[(&str, &str)] = &[
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", "safe.directory"),
+            ("GIT_CONFIG_VALUE_0", "*"),
+        ];
+        let own: &[(&str, &str)] = match self {
             Agent::Claude => &[("DISABLE_AUTOUPDATER", "1")],
             Agent::Gemini | Agent::Codex | Agent::Shell => &[],
         };
+        let always = workspace_git.iter().chain(own);
         let unattended: &[(&str, &str)] = match self {
             Agent::Gemini => &[("GEMINI_CLI_TRUST_WORKSPACE", "true")],
             Agent::Claude | Agent::Codex | Agent::Shell => &[],
         };
         let extra = if ask { &[][..] } else { unattended };
         always
-            .iter()
             .chain(extra)
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
@@ -264,6 +271,22 @@ mod tests {
         assert!(Agent::Claude
             .environment(true)
             .contains(&("DISABLE_AUTOUPDATER".into(), "1".into())));
+    }
+
+    #[test]
+    fn every_agents_git_accepts_the_shared_workspace() {
+        for agent in [Agent::Claude, Agent::Gemini, Agent::Codex, Agent::Shell] {
+            for ask in [false, true] {
+                let env = agent.environment(ask);
+                for (key, value) in [
+                    ("GIT_CONFIG_COUNT", "1"),
+                    ("GIT_CONFIG_KEY_0", "safe.directory"),
+                    ("GIT_CONFIG_VALUE_0", "*"),
+                ] {
+                    assert!(env.contains(&(key.into(), value.into())), "{agent:?}");
+                }
+            }
+        }
     }
 
     #[test]

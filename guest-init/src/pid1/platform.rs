@@ -1,4 +1,5 @@
-//! The real [`Platform`] of a guest: wall clock, kernel RNG, reboot(2) and the engine state.
+//! The real [`Platform`] of a guest: wall clock, kernel RNG, reboot(2), the engine state and
+//! the workspace mount.
 
 use crate::engine::EngineMonitor;
 use crate::reaper::Reaper;
@@ -37,5 +38,9 @@ impl Platform for GuestPlatform {
 
     fn shutdown(&self, action: ShutdownAction) {
         super::power::shutdown(action, &self.reaper)
+    }
+
+    fn mount_workspace(&self, path: &str) -> Result<(), crate::workspace::MountError> {
+        crate::workspace::mount(path)
     }
 }

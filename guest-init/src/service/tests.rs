@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 enum Call {
     Resume(UnixTime, Vec<u8>),
     Shutdown(ShutdownAction),
+    MountWorkspace(String),
 }
 
 #[derive(Default)]
@@ -37,6 +38,19 @@ impl Platform for RecordingPlatform {
 
     fn shutdown(&self, action: ShutdownAction) {
         self.calls.lock().unwrap().push(Call::Shutdown(action));
+    }
+
+    fn mount_workspace(&self, path: &str) -> Result<(), crate::workspace::MountError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::MountWorkspace(path.to_string()));
+        if path == "/unreachable" {
+            return Err(crate::workspace::MountError::Host(
+                io::Error::from_raw_os_error(libc::ECONNRESET),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -422,6 +436,33 @@ fn shutdown_is_acknowledged_before_it_happens() {
     assert_eq!(
         *platform.calls.lock().unwrap(),
         vec![Call::Shutdown(ShutdownAction::PowerOff)]
+    );
+}
+
+#[test]
+fn a_workspace_mount_is_answered_with_its_outcome_and_the_connection_stays() {
+    let mut h = start();
+    h.send(&Request::MountWorkspace {
+        path: "/home/me/project".into(),
+    });
+    assert_eq!(h.recv(), Response::WorkspaceMounted);
+    h.send(&Request::MountWorkspace {
+        path: "/unreachable".into(),
+    });
+    assert!(matches!(
+        h.recv(),
+        Response::Error { kind: ErrorKind::Workspace, message } if message.contains("workspace server")
+    ));
+    h.send(&Request::Ping { nonce: 5 });
+    assert_eq!(h.recv(), Response::Pong { nonce: 5 });
+    let platform = h.platform.clone();
+    h.finish().unwrap();
+    assert_eq!(
+        *platform.calls.lock().unwrap(),
+        vec![
+            Call::MountWorkspace("/home/me/project".into()),
+            Call::MountWorkspace("/unreachable".into())
+        ]
     );
 }
 

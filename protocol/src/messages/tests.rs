@@ -78,6 +78,9 @@ fn every_request_round_trips() {
             },
             entropy: vec![0x5A; RESUME_ENTROPY_MAX],
         },
+        Request::MountWorkspace {
+            path: "/home/me/project".into(),
+        },
     ];
     for request in &requests {
         assert_eq!(&round_trip(request), request);
@@ -112,6 +115,11 @@ fn every_response_round_trips() {
         Response::ShuttingDown,
         Response::Detached { pid: 9 },
         Response::Attached { pid: 9 },
+        Response::WorkspaceMounted,
+        Response::Error {
+            kind: ErrorKind::Workspace,
+            message: "cannot reach the workspace server".into(),
+        },
     ];
     for response in &responses {
         assert_eq!(&round_trip(response), response);

@@ -18,11 +18,28 @@ pub fn start(args: StartArgs) -> anyhow::Result<i32> {
     let sandboxes = sandboxes(&args.state)
         .with_cpus(args.limits.cpus)
         .with_seccomp(args.limits.seccomp());
+    // Checked before anything starts.
+    let workspace = args
+        .workspace
+        .as_deref()
+        .map(paddock_vmm::sandbox::workspace::resolve)
+        .transpose()?;
     let plan = machine::plan(args.machine, &sandboxes)?;
     let policy = super::policy::sandbox_policy(&args.egress)?;
     let info = sandboxes.start_prepared(args.name.as_deref(), plan.launch(), &|paths| {
         super::policy::write_sandbox_policy(&policy, paths)
     })?;
+    let shared = match &workspace {
+        Some(dir) => match sandboxes.share_workspace(&info.name, dir) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                // Nothing half-made stays behind: the sandbox asked for is one with its share.
+                let _ = sandboxes.remove(&info.name, true);
+                return Err(e).context("sharing the workspace");
+            }
+        },
+        None => None,
+    };
     println!("{}", info.name);
     let how = match &plan {
         Plan::Template { template, .. } => {
@@ -37,6 +54,9 @@ pub fn start(args: StartArgs) -> anyhow::Result<i32> {
         info.pid,
         info.guest_note()
     );
+    if let Some(dir) = shared {
+        eprintln!("paddock: {} is shared at the same path", dir.display());
+    }
     Ok(0)
 }
 

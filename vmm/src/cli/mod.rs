@@ -14,6 +14,7 @@ mod run_agent;
 mod secret;
 mod signals;
 mod template;
+mod workspace_server;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -56,8 +57,8 @@ What the sandbox can reach:
   registries, code hosts; see `paddock policy --help`, --policy/--allow/--deny here), DNS
   answered inside the sandbox, no UDP or ICMP. API keys stay on the host: `paddock secret set
   anthropic` stores one, the agent sees a placeholder, the proxy adds the key for the API's
-  hosts only. No host files: the workspace share is to come; DIR names the sandbox and is
-  created, empty, as the agent's directory.
+  hosts only. Host files: DIR alone, shared live at the same absolute path (the agent's working
+  directory); nothing else of the host's is reachable from the sandbox.
 
 Examples:
   paddock run claude .              Claude Code for this directory (sandbox claude-<dir>)
@@ -141,6 +142,9 @@ pub enum Command {
     /// (internal) The egress proxy process of one sandbox.
     #[command(name = "__egress", hide = true)]
     Egress(EgressProxyArgs),
+    /// (internal) The workspace server process of one sandbox.
+    #[command(name = "__workspace", hide = true)]
+    Workspace(WorkspaceServerArgs),
 }
 
 const POLICY_HELP: &str = "\
@@ -288,6 +292,22 @@ pub struct EgressProxyArgs {
     pub ca: String,
 }
 
+#[derive(Args)]
+pub struct WorkspaceServerArgs {
+    /// The shared directory (absolute, symlinks resolved).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Where to listen for the guest's connections.
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// The empty directory its jail is built on.
+    #[arg(long)]
+    pub jail_root: PathBuf,
+    /// The VMM process; the server ends when it is gone.
+    #[arg(long)]
+    pub vmm_pid: u32,
+}
+
 /// Where sandboxes are recorded.
 #[derive(Args, Clone, Debug)]
 pub struct StateArgs {
@@ -347,6 +367,10 @@ pub struct StartArgs {
     pub machine: MachineArgs,
     #[command(flatten)]
     pub egress: EgressArgs,
+    /// Share this host directory with the sandbox: the guest sees it at the same absolute
+    /// path (symlinks resolved), live, and nothing else of the host's files.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -733,6 +757,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Secret(command) => secret::dispatch(command),
         Command::Vmm(args) => lifecycle::vmm_process(args),
         Command::Egress(args) => egress_proxy::run(args),
+        Command::Workspace(args) => workspace_server::run(args),
     }
 }
 

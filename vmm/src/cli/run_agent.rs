@@ -1,6 +1,7 @@
 //! `paddock run AGENT [DIR]`: a coding agent in a sandbox of its own, started from the agent
-//! template and kept after the agent exits (unless `--rm`); run again, it comes back to the
-//! agent's detached session or starts the agent anew in the same sandbox.
+//! template with DIR shared at its own path (the agent's working directory), and kept after the
+//! agent exits (unless `--rm`); run again, it comes back to the agent's detached session or
+//! starts the agent anew in the same sandbox.
 
 use super::interactive::{self, Tty};
 use super::machine;
@@ -16,6 +17,7 @@ use paddock_vmm::client::{self, PtyError};
 use paddock_vmm::config::CONTROL_PORT;
 use paddock_vmm::exit_codes;
 use paddock_vmm::sandbox::paths::AgentRecord;
+use paddock_vmm::sandbox::workspace::WorkspaceRecord;
 use paddock_vmm::sandbox::Sandboxes;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -61,6 +63,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<i32> {
                     return Ok(code);
                 }
             }
+            share_once(&sandboxes, &sandbox, &dir)?;
             eprintln!(
                 "paddock: {sandbox} is running; starting {} in it",
                 agent.name()
@@ -75,6 +78,10 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<i32> {
             let info = sandboxes.start_prepared(Some(&sandbox), plan.launch(), &|paths| {
                 super::policy::write_sandbox_policy(&policy, paths)
             })?;
+            if let Err(e) = sandboxes.share_workspace(&sandbox, &dir) {
+                let _ = sandboxes.remove(&sandbox, true);
+                return Err(e).context("sharing the workspace");
+            }
             let paths = sandboxes.paths(&sandbox)?;
             let record = AgentRecord {
                 agent: agent.name().to_string(),
@@ -143,6 +150,26 @@ fn after_session(
             dir.display(),
             agent.name()
         );
+    }
+    Ok(())
+}
+
+/// Shares DIR with a running sandbox that does not share a directory yet (one started before
+/// workspaces existed); a sandbox that shares another one keeps it, with a note.
+fn share_once(sandboxes: &Sandboxes, sandbox: &str, dir: &Path) -> anyhow::Result<()> {
+    let paths = sandboxes.paths(sandbox)?;
+    match WorkspaceRecord::read(&paths) {
+        Some(record) if record.dir != dir => eprintln!(
+            "paddock: note: sandbox {sandbox} shares {}, not {}",
+            record.dir.display(),
+            dir.display()
+        ),
+        Some(_) => {}
+        None => {
+            sandboxes
+                .share_workspace(sandbox, dir)
+                .context("sharing the workspace")?;
+        }
     }
     Ok(())
 }

@@ -72,6 +72,17 @@ pub enum ShutdownError {
     Unexpected(&'static str),
 }
 
+/// Errors of [`Connection::mount_workspace`].
+#[derive(Debug, thiserror::Error)]
+pub enum MountWorkspaceError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("the guest could not mount the workspace: {0}")]
+    Guest(String),
+    #[error("unexpected {0} response to a workspace mount")]
+    Unexpected(&'static str),
+}
+
 impl Connection {
     pub(super) fn from_handshake(stream: UnixStream, host_port: u32) -> Self {
         Self {
@@ -134,6 +145,21 @@ impl Connection {
             Response::Resumed(info) => Ok(info),
             Response::Error { message, .. } => Err(ResumeError::Guest(bounded_message(message))),
             other => Err(ResumeError::Unexpected(response_kind(&other))),
+        }
+    }
+
+    /// Asks guest-init to mount the sandbox's workspace at `path` (served by the workspace
+    /// server listening on the sandbox's workspace socket); returns once it is mounted.
+    pub fn mount_workspace(&mut self, path: &str) -> Result<(), MountWorkspaceError> {
+        let request = Request::MountWorkspace {
+            path: path.to_string(),
+        };
+        match self.request(&request)? {
+            Response::WorkspaceMounted => Ok(()),
+            Response::Error { message, .. } => {
+                Err(MountWorkspaceError::Guest(bounded_message(message)))
+            }
+            other => Err(MountWorkspaceError::Unexpected(response_kind(&other))),
         }
     }
 

@@ -14,7 +14,9 @@ mod pty;
 mod ready;
 
 pub use connect::{connect, connect_with, ConnectError, ConnectOptions};
-pub use connection::{Closer, Connection, PingError, ResumeError, ShutdownError};
+pub use connection::{
+    Closer, Connection, MountWorkspaceError, PingError, ResumeError, ShutdownError,
+};
 pub use exec::{ExecError, ExecOutput, RunningExec, SignalError, Signaller};
 pub use pty::{PtyControl, PtyEnd, PtyError, PtySession};
 pub use ready::{Ready, ReadyError, ReadyListener};
@@ -34,6 +36,7 @@ fn response_kind(response: &paddock_protocol::Response) -> &'static str {
         Response::ShuttingDown => "ShuttingDown",
         Response::Detached { .. } => "Detached",
         Response::Attached { .. } => "Attached",
+        Response::WorkspaceMounted => "WorkspaceMounted",
     }
 }
 

@@ -45,6 +45,13 @@ impl Platform for TestPlatform {
     fn shutdown(&self, action: ShutdownAction) {
         self.shutdowns.lock().unwrap().push(action);
     }
+
+    fn mount_workspace(&self, path: &str) -> Result<(), guest_init::workspace::MountError> {
+        match path {
+            "/home/me/project" => Ok(()),
+            other => Err(guest_init::workspace::MountError::Path(other.to_string())),
+        }
+    }
 }
 
 struct FakeVm {
@@ -122,6 +129,19 @@ fn handshake_then_ping() {
         let rtt = conn.ping(nonce).unwrap();
         assert!(rtt < Duration::from_secs(5));
     }
+}
+
+#[test]
+fn a_workspace_mount_reports_the_guests_answer() {
+    let vm = fake_vm();
+    let mut conn = control(&vm);
+    conn.mount_workspace("/home/me/project").unwrap();
+    let err = conn.mount_workspace("relative").unwrap_err();
+    assert!(
+        matches!(&err, MountWorkspaceError::Guest(m) if m.contains("relative")),
+        "{err}"
+    );
+    conn.ping(1).unwrap();
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a new proxy may take to listen.
 const PROXY_START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,6 +142,18 @@ impl EgressRecord {
 
 const RECORD: &str = "egress.json";
 
+impl From<super::helper::HelperStartError> for EgressStartError {
+    fn from(e: super::helper::HelperStartError) -> Self {
+        use super::helper::HelperStartError;
+        match e {
+            HelperStartError::Exited { log } => EgressStartError::Exited { log },
+            HelperStartError::Timeout { timeout, log } => {
+                EgressStartError::Timeout { timeout, log }
+            }
+        }
+    }
+}
+
 /// The sandbox's egress socket: where the guest's connections to host port [`EGRESS_PORT`] land.
 pub fn socket(paths: &SandboxPaths) -> PathBuf {
     let mut name = paths.vsock().into_os_string();
@@ -226,27 +238,7 @@ pub fn start_proxy(
             bin: bin.to_path_buf(),
             source,
         })?;
-    let read_log = || {
-        std::fs::read_to_string(&log_path)
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    };
-    let deadline = Instant::now() + PROXY_START_TIMEOUT;
-    while !socket.exists() {
-        if let Ok(Some(_)) = child.try_wait() {
-            return Err(EgressStartError::Exited { log: read_log() });
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(EgressStartError::Timeout {
-                timeout: PROXY_START_TIMEOUT,
-                log: read_log(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    super::helper::wait_listening(&mut child, &socket, &log_path, PROXY_START_TIMEOUT)?;
     let record = EgressRecord {
         ca: ca.to_string(),
         proxy_pid: Some(child.id()),
@@ -270,18 +262,7 @@ pub fn stop_proxy(paths: &SandboxPaths) {
     else {
         return;
     };
-    if super::process_alive(pid) && is_egress_proxy(pid) {
-        if let Ok(pid) = libc::pid_t::try_from(pid) {
-            // SAFETY: kill(2) on a pid we recorded and just checked is our proxy; no memory
-            // effects.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while super::process_alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    let _ = std::fs::remove_file(socket(paths));
+    super::helper::stop(pid, "__egress", &socket(paths));
 }
 
 /// Restarts a running sandbox's proxy when the secrets changed since it read them (a
@@ -300,7 +281,7 @@ pub fn refresh_proxy(
     let now = secrets_stamp(&EgressFiles::new(state_dir).secrets());
     let alive = record
         .proxy_pid
-        .is_some_and(|pid| super::process_alive(pid) && is_egress_proxy(pid));
+        .is_some_and(|pid| super::process_alive(pid) && super::helper::runs(pid, "__egress"));
     if alive && record.secrets == now {
         return Ok(false);
     }
@@ -310,13 +291,6 @@ pub fn refresh_proxy(
         let _ = child.wait();
     });
     Ok(true)
-}
-
-/// Whether `pid` runs `paddock __egress` (so a recycled pid is never signalled).
-fn is_egress_proxy(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == b"__egress"))
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

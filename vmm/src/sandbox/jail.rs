@@ -82,6 +82,9 @@ pub struct Bind {
 pub struct JailPlan {
     /// Paths bound into the jail, at their own paths.
     pub binds: Vec<Bind>,
+    /// No `/proc` and no device nodes: for a helper process that opened what it needs from
+    /// them before it entered (it has no PID namespace of its own to show).
+    pub bare: bool,
 }
 
 /// Device nodes every VMM needs.
@@ -154,6 +157,25 @@ pub fn new_pid_namespace() -> Result<(), JailError> {
     Ok(())
 }
 
+/// Enters the jail of a helper process (the workspace server): for an ordinary user first a
+/// user namespace mapping only their own ids, then [`enter`] with a bare plan (no PID namespace,
+/// no `/proc`, no devices). Single-threaded callers only.
+pub fn enter_as_helper(plan: &JailPlan, root: &Path) -> Result<(), JailError> {
+    if !is_root() {
+        // SAFETY: getuid/getgid have no memory effects.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        unshare(libc::CLONE_NEWUSER, "user")?;
+        write_proc("/proc/self/setgroups", "deny")?;
+        write_proc("/proc/self/uid_map", &format!("{uid} {uid} 1\n"))?;
+        write_proc("/proc/self/gid_map", &format!("{gid} {gid} 1\n"))?;
+    }
+    let plan = JailPlan {
+        bare: true,
+        ..plan.clone()
+    };
+    enter(&plan, root)
+}
+
 fn write_proc(path: &'static str, text: &str) -> Result<(), JailError> {
     std::fs::write(path, text).map_err(|source| JailError::IdMap { path, source })
 }
@@ -202,7 +224,8 @@ fn enter_with(plan: &JailPlan, root: &Path, switch: RootSwitch) -> Result<(), Ja
     )?;
     let mut binds = plan.ordered();
     // A missing device is the VMM's to report (no /dev/kvm: not a KVM host).
-    for device in DEVICES.iter().filter(|d| Path::new(d).exists()) {
+    let devices = if plan.bare { &[][..] } else { &DEVICES[..] };
+    for device in devices.iter().filter(|d| Path::new(d).exists()) {
         binds.push(Bind {
             path: PathBuf::from(device),
             writable: true,
@@ -211,15 +234,17 @@ fn enter_with(plan: &JailPlan, root: &Path, switch: RootSwitch) -> Result<(), Ja
     for bind in &binds {
         bind_into(root, bind)?;
     }
-    let proc_dir = root.join("proc");
-    make_dir(&proc_dir)?;
-    mount(
-        Some("proc".as_ref()),
-        &proc_dir,
-        Some("proc"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        "mounting /proc on",
-    )?;
+    if !plan.bare {
+        let proc_dir = root.join("proc");
+        make_dir(&proc_dir)?;
+        mount(
+            Some("proc".as_ref()),
+            &proc_dir,
+            Some("proc"),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            "mounting /proc on",
+        )?;
+    }
     match switch {
         RootSwitch::Pivot => match pivot_into(root) {
             // The host runs from an initramfs (rootfs cannot be pivoted away from), as a

@@ -18,11 +18,13 @@ pub mod control;
 pub mod daemon;
 pub mod egress;
 pub mod guest;
+pub mod helper;
 pub mod jail;
 pub mod paths;
 pub mod privileges;
 pub mod rlimits;
 pub mod supervisor;
+pub mod workspace;
 
 pub use daemon::{ConsoleLog, Launch};
 pub use paths::{SandboxInfo, SandboxPaths};
@@ -67,6 +69,16 @@ pub enum SandboxError {
     /// The sandbox's egress proxy could not be started (the sandbox was not started either).
     #[error(transparent)]
     Egress(#[from] egress::EgressStartError),
+    /// The sandbox's workspace could not be shared (or shared again after a reset).
+    #[error(transparent)]
+    Workspace(#[from] workspace::WorkspaceError),
+    /// A snapshot of a sandbox with its workspace mounted: not supported yet (the guest's FUSE
+    /// state would name nodes of a server that is gone when the snapshot is restored).
+    #[error(
+        "sandbox {0:?} has a workspace mounted; a snapshot of it cannot be taken yet \
+         (snapshot a sandbox without --workspace, e.g. the template it came from)"
+    )]
+    SnapshotWithWorkspace(String),
 }
 
 /// A sandbox as `ls` reports it.
@@ -488,6 +500,9 @@ impl Sandboxes {
     /// Writes a snapshot of sandbox `name` into `dir`; stops the sandbox afterwards if `stop`.
     /// Returns (vCPU pause time in ms, memory bytes written).
     pub fn snapshot(&self, name: &str, dir: &Path, stop: bool) -> Result<(f64, u64), SandboxError> {
+        if workspace::WorkspaceRecord::read(&self.paths(name)?).is_some() {
+            return Err(SandboxError::SnapshotWithWorkspace(name.to_string()));
+        }
         let dir = std::path::absolute(dir).map_err(|source| PathsError::Io {
             what: "resolving",
             path: dir.to_path_buf(),
@@ -552,12 +567,25 @@ impl Sandboxes {
             ControlResponse::Reset {
                 reset_ms,
                 ready_ms,
-                spans,
-            } => Ok(ResetReport {
-                reset_ms,
-                ready_ms,
-                spans,
-            }),
+                mut spans,
+            } => {
+                // The snapshot has no share mounted (none with one can be taken): the guest
+                // mounts it again, served by the same server, before the reset is done.
+                let paths = self.paths(name)?;
+                if let Some(record) = workspace::WorkspaceRecord::read(&paths) {
+                    let start = Instant::now();
+                    workspace::mount(&paths.vsock(), &record.dir)?;
+                    spans.push(crate::timings::Span {
+                        span: "workspace mounted".into(),
+                        ms: start.elapsed().as_secs_f64() * 1e3,
+                    });
+                }
+                Ok(ResetReport {
+                    reset_ms,
+                    ready_ms,
+                    spans,
+                })
+            }
             other => Err(SandboxError::Unexpected(format!("{other:?}"))),
         }
     }
@@ -599,6 +627,7 @@ impl Sandboxes {
             self.wait_stopped(name, Duration::from_secs(5));
         }
         egress::stop_proxy(&paths);
+        workspace::stop_server(&paths);
         cgroup::remove(&info.resources);
         let _ = std::fs::remove_file(paths.control());
         let _ = std::fs::remove_file(paths.vsock());
@@ -640,6 +669,28 @@ impl Sandboxes {
             name,
             info.pid,
         )?)
+    }
+
+    /// Shares host directory `dir` with running sandbox `name`: guest-init mounts it at the
+    /// same absolute path (symlinks resolved here, once), served by a workspace server process
+    /// of its own that sees nothing else. Returns the path. A sandbox shares one directory.
+    pub fn share_workspace(&self, name: &str, dir: &Path) -> Result<PathBuf, SandboxError> {
+        let paths = self.paths(name)?;
+        let info = SandboxInfo::read(&paths).map_err(|_| PathsError::NotFound(name.to_string()))?;
+        let dir = workspace::resolve(dir)?;
+        let uds = self.vsock_path(name)?;
+        let mut server = workspace::start_server(&self.paddock_bin, &paths, &dir, info.pid)?;
+        if let Err(e) = workspace::mount(&uds, &dir) {
+            workspace::stop_server(&paths);
+            let _ = server.wait();
+            workspace::WorkspaceRecord::remove(&paths);
+            return Err(e.into());
+        }
+        // Reaped whenever it ends; it ends by itself once the VMM is gone.
+        std::thread::spawn(move || {
+            let _ = server.wait();
+        });
+        Ok(dir)
     }
 
     /// The vsock socket of a running sandbox (for exec).

@@ -1,0 +1,98 @@
+use super::*;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+/// A connected pair of SOCK_SEQPACKET sockets: like `/dev/fuse`, every read returns one whole
+/// message and every write sends one.
+fn message_pair() -> (File, File) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors socketpair returns.
+    let ret = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, fds.as_mut_ptr()) };
+    assert_eq!(ret, 0);
+    // SAFETY: socketpair succeeded: both descriptors are open and ours.
+    unsafe {
+        (
+            File::from(OwnedFd::from_raw_fd(fds[0])),
+            File::from(OwnedFd::from_raw_fd(fds[1])),
+        )
+    }
+}
+
+fn message(len: usize, fill: u8) -> Vec<u8> {
+    let mut m = vec![fill; len];
+    m[..4].copy_from_slice(&u32::try_from(len).unwrap().to_le_bytes());
+    m
+}
+
+#[test]
+fn requests_go_to_the_host_whole_and_in_order() {
+    let (mut kernel, fuse) = message_pair();
+    let (host_side, mut host) = UnixStream::pair().unwrap();
+    let relay = std::thread::spawn(move || relay_requests(fuse, host_side));
+    let (a, b) = (message(IN_HEADER_LEN, 1), message(70_000, 2));
+    kernel.write_all(&a).unwrap();
+    kernel.write_all(&b).unwrap();
+    let mut got = vec![0u8; a.len() + b.len()];
+    host.read_exact(&mut got).unwrap();
+    assert_eq!(got, [a, b].concat());
+    drop(kernel);
+    assert!(matches!(relay.join().unwrap(), RelayEnd::Unmounted));
+}
+
+#[test]
+fn a_request_shorter_than_its_header_ends_the_relay() {
+    let (mut kernel, fuse) = message_pair();
+    let (host_side, _host) = UnixStream::pair().unwrap();
+    let relay = std::thread::spawn(move || relay_requests(fuse, host_side));
+    let mut bad = message(IN_HEADER_LEN, 0);
+    bad[..4].copy_from_slice(&8u32.to_le_bytes());
+    kernel.write_all(&bad).unwrap();
+    assert!(matches!(relay.join().unwrap(), RelayEnd::BadLength(_)));
+}
+
+#[test]
+fn replies_are_cut_at_their_lengths_and_written_one_each() {
+    let (mut kernel, fuse) = message_pair();
+    let (mut host, host_side) = UnixStream::pair().unwrap();
+    let relay = std::thread::spawn(move || relay_replies(host_side, fuse));
+    let (a, b, c) = (
+        message(OUT_HEADER_LEN, 7),
+        message(100_000, 8),
+        message(20, 9),
+    );
+    // One stream write holding three replies, the last split in two.
+    host.write_all(&[a.clone(), b.clone(), c[..10].to_vec()].concat())
+        .unwrap();
+    host.write_all(&c[10..]).unwrap();
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    for want in [&a, &b, &c] {
+        let n = kernel.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &want[..]);
+    }
+    drop(host);
+    assert!(matches!(relay.join().unwrap(), RelayEnd::HostClosed));
+}
+
+#[test]
+fn an_oversized_reply_from_the_host_ends_the_relay_unread() {
+    let (_kernel, fuse) = message_pair();
+    let (mut host, host_side) = UnixStream::pair().unwrap();
+    let relay = std::thread::spawn(move || relay_replies(host_side, fuse));
+    let mut header = [0u8; OUT_HEADER_LEN];
+    header[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    host.write_all(&header).unwrap();
+    assert!(matches!(relay.join().unwrap(), RelayEnd::BadLength(_)));
+}
+
+#[test]
+fn only_plain_absolute_paths_are_mounted() {
+    for good in ["/home/me/project", "/a", "/tmp/x y/ws"] {
+        assert!(is_plain_absolute(good), "{good}");
+    }
+    for bad in [
+        "", "/", "relative", "/a/../b", "/a/./b", "/a//b", "/a/", "/a\0b",
+    ] {
+        assert!(!is_plain_absolute(bad), "{bad:?}");
+        assert!(matches!(mount(bad), Err(MountError::Path(_))), "{bad:?}");
+    }
+}

@@ -1,0 +1,64 @@
+//! The workspace link: the guest's FUSE mount of the shared project directory is served on the
+//! host. guest-init mounts FUSE at the directory's path and relays the kernel's requests, as
+//! they are, over one vsock connection to host port [`WORKSPACE_PORT`]; the sandbox's workspace
+//! server (a host process of its own) answers them. The connection opens with [`HELLO`]; after
+//! it, each direction carries whole FUSE messages, each starting with its own length (the
+//! kernel's `fuse_in_header` towards the host, `fuse_out_header` back). Both sides bound that
+//! length by [`MAX_MESSAGE`] before reading the rest.
+
+/// Host vsock port of the workspace server.
+pub const WORKSPACE_PORT: u32 = 1082;
+/// The first bytes on a workspace connection: magic and version of this framing.
+pub const HELLO: &[u8; 20] = b"PADDOCK-WORKSPACE/1\n";
+/// Size of the kernel's `fuse_in_header` (every request starts with it).
+pub const IN_HEADER_LEN: usize = 40;
+/// Size of the kernel's `fuse_out_header` (every reply starts with it).
+pub const OUT_HEADER_LEN: usize = 16;
+/// Largest message either way: 1 MiB of data (the most the server lets the kernel send or ask
+/// for at once) and a page for headers.
+pub const MAX_MESSAGE: usize = (1 << 20) + 4096;
+
+/// A message length the peer announced that no valid message has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("FUSE message of {len} bytes (valid: {min}..={MAX_MESSAGE})")]
+pub struct BadLength {
+    /// What the header said.
+    pub len: u32,
+    /// The header's own size.
+    pub min: usize,
+}
+
+/// The length a message header announces (its first four bytes, little-endian, as the kernel
+/// writes them), checked against the header's size and [`MAX_MESSAGE`].
+pub fn message_len(header: &[u8], min: usize) -> Result<usize, BadLength> {
+    let mut len = [0u8; 4];
+    len.copy_from_slice(header.get(..4).unwrap_or(&[0; 4]));
+    let len = u32::from_le_bytes(len);
+    match usize::try_from(len) {
+        Ok(n) if (min..=MAX_MESSAGE).contains(&n) && header.len() >= min => Ok(n),
+        _ => Err(BadLength { len, min }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_are_bounded_by_the_header_and_the_maximum() {
+        let header = |len: u32| {
+            let mut h = [0u8; IN_HEADER_LEN];
+            h[..4].copy_from_slice(&len.to_le_bytes());
+            h
+        };
+        assert_eq!(message_len(&header(40), IN_HEADER_LEN), Ok(40));
+        assert_eq!(message_len(&header(4096), IN_HEADER_LEN), Ok(4096));
+        assert!(message_len(&header(39), IN_HEADER_LEN).is_err());
+        assert!(message_len(&header(0), IN_HEADER_LEN).is_err());
+        assert!(message_len(&header(u32::MAX), IN_HEADER_LEN).is_err());
+        let too_big = u32::try_from(MAX_MESSAGE + 1).unwrap();
+        assert!(message_len(&header(too_big), IN_HEADER_LEN).is_err());
+        assert_eq!(message_len(&header(16)[..16], OUT_HEADER_LEN), Ok(16));
+        assert!(message_len(&[16, 0], OUT_HEADER_LEN).is_err());
+    }
+}

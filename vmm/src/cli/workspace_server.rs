@@ -1,0 +1,85 @@
+//! `paddock __workspace`: the workspace server process of one sandbox (started by `start
+//! --workspace` and `run AGENT DIR` beside the VMM; it ends when the VMM does). It opens the
+//! directory, then confines itself to it: a mount namespace holding the directory alone (at its
+//! own path), no network, no capabilities and no way to gain one, before it reads a byte from
+//! the guest.
+
+use super::WorkspaceServerArgs;
+use anyhow::Context;
+use paddock_vmm::sandbox::jail::{self, Bind, JailPlan};
+use paddock_vmm::sandbox::privileges;
+use paddock_workspace::WorkspaceServer;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::sync::Arc;
+
+pub fn run(args: WorkspaceServerArgs) -> anyhow::Result<i32> {
+    super::init_tracing_from("PADDOCK_WORKSPACE_LOG", "info");
+    let server = Arc::new(WorkspaceServer::new(&args.dir)?);
+    let vmm = pidfd(args.vmm_pid)
+        .with_context(|| format!("watching the sandbox's VMM (pid {})", args.vmm_pid))?;
+    let _ = std::fs::remove_file(&args.socket);
+    let listener = UnixListener::bind(&args.socket)
+        .with_context(|| format!("listening on {}", args.socket.display()))?;
+    let plan = JailPlan {
+        binds: vec![Bind {
+            path: args.dir.clone(),
+            writable: true,
+        }],
+        bare: true,
+    };
+    match jail::enter_as_helper(&plan, &args.jail_root) {
+        Ok(()) => {}
+        Err(e) if e.is_unavailable() => tracing::warn!(
+            "the workspace server runs unjailed: this host forbids user namespaces ({})",
+            paddock_vmm::seccomp::describe(&e)
+        ),
+        Err(e) => {
+            return Err(anyhow::anyhow!(paddock_vmm::seccomp::describe(&e)))
+                .context("confining the workspace server")
+        }
+    }
+    privileges::drop_capabilities()
+        .and_then(|()| privileges::forbid_new_privileges())
+        .context("dropping the workspace server's privileges")?;
+    std::thread::Builder::new()
+        .name("vmm-watch".into())
+        .spawn(move || exit_when_readable(&vmm))?;
+    tracing::info!("serving {}", args.dir.display());
+    server
+        .run(&listener)
+        .context("accepting guest connections")?;
+    Ok(0)
+}
+
+/// A pidfd of `pid`: readable once the process has ended (it works without `/proc`, which the
+/// jail does not have).
+fn pidfd(pid: u32) -> std::io::Result<OwnedFd> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open takes a pid and flags; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Ends the process once the VMM behind `pidfd` has ended.
+fn exit_when_readable(pidfd: &OwnedFd) {
+    let mut pfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `pfd` is a valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if ready > 0 {
+            tracing::info!("the sandbox's VMM ended; the workspace server ends");
+            std::process::exit(0);
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! End-to-end tests of the workspace share (natively with hardware KVM, or in the lab): the
+//! host directory appears in the guest at its own path, live both ways; nothing outside it is
+//! reachable or changed, whatever the guest's root tries; a reset brings the share back; the
+//! server is confined and ends with its sandbox.
+
+mod common;
+
+use common::{e2e_available, text, Scratch};
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Every path under `root` (symlinks not followed) with what it is: kind, size, mode, links and
+/// a hash of a file's bytes or a link's target; `skip` and what is under it left out.
+fn tree_state(root: &Path, skip: &Path) -> BTreeMap<PathBuf, String> {
+    use sha2::{Digest, Sha256};
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.starts_with(skip) {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let what = if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else if meta.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&path).unwrap().display())
+            } else {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                format!("file {:x}", Sha256::digest(&bytes))
+            };
+            let facts = format!(
+                "{what} size {} mode {:o} links {}",
+                meta.len(),
+                meta.mode(),
+                meta.nlink()
+            );
+            out.insert(path, facts);
+        }
+    }
+    out
+}
+
+/// Runs `script` in the guest with `sh -c` (as root) in `cwd`; returns (exit code, stdout,
+/// stderr).
+fn guest(s: &Scratch, name: &str, cwd: &Path, script: &str) -> (Option<i32>, String, String) {
+    let cwd = cwd.to_str().unwrap();
+    let out = s.cli(&["exec", "-w", cwd, name, "--", "sh", "-c", script]);
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+fn guest_ok(s: &Scratch, name: &str, cwd: &Path, script: &str) -> String {
+    let (code, stdout, stderr) = guest(s, name, cwd, script);
+    assert_eq!(
+        code,
+        Some(0),
+        "{script}: {stderr}\n{}",
+        s.sandbox_logs(name)
+    );
+    stdout
+}
+
+/// A host tree: `host/ws` (the workspace) beside `host/outside` (a host-only file), with a
+/// symlink and a hard link to that file inside the workspace.
+struct HostTree {
+    host: PathBuf,
+    ws: PathBuf,
+    outside: PathBuf,
+}
+
+fn host_tree(s: &Scratch) -> HostTree {
+    let host = s.path("host");
+    let ws = host.join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let host = std::fs::canonicalize(&host).unwrap();
+    let ws = host.join("ws");
+    let outside = host.join("outside");
+    std::fs::write(&outside, b"host secret\n").unwrap();
+    std::fs::write(ws.join("from-host"), b"written on the host\n").unwrap();
+    std::os::unix::fs::symlink(&outside, ws.join("link-out")).unwrap();
+    std::os::unix::fs::symlink("/", ws.join("link-root")).unwrap();
+    std::fs::hard_link(&outside, ws.join("hard-out")).unwrap();
+    HostTree { host, ws, outside }
+}
+
+#[test]
+fn the_directory_is_shared_live_at_its_own_path_and_nothing_else() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let t = host_tree(&s);
+    let ws = t.ws.to_str().unwrap();
+    s.ok(&["start", "--name", "w", "--workspace", ws]);
+    let before = tree_state(&t.host, &t.ws);
+
+    // Host to guest, at the same path; the command runs there.
+    let out = guest_ok(&s, "w", &t.ws, "pwd; cat from-host");
+    assert_eq!(out, format!("{ws}\nwritten on the host\n"));
+    // Guest to host, at once: files, directories, a name that is not UTF-8, a 255-byte name.
+    let long = "n".repeat(255);
+    guest_ok(
+        &s,
+        "w",
+        &t.ws,
+        &format!(
+            "echo from the guest > made && mkdir -p d/e && echo deep > d/e/f && \
+             touch \"$(printf 'bad\\377name')\" && touch {long}"
+        ),
+    );
+    assert_eq!(
+        std::fs::read(t.ws.join("made")).unwrap(),
+        b"from the guest\n"
+    );
+    assert_eq!(std::fs::read(t.ws.join("d/e/f")).unwrap(), b"deep\n");
+    assert!(t
+        .ws
+        .join(std::ffi::OsStr::from_bytes(b"bad\xffname"))
+        .exists());
+    assert!(t.ws.join(&long).exists());
+    let (code, _, _) = guest(&s, "w", &t.ws, &format!("touch {long}x"));
+    assert_ne!(code, Some(0), "a 256-byte name");
+    // A new host file is there at once; a changed one after the attribute timeout (1 s).
+    std::fs::write(t.ws.join("new-on-host"), b"new\n").unwrap();
+    assert_eq!(guest_ok(&s, "w", &t.ws, "cat new-on-host"), "new\n");
+    std::fs::write(t.ws.join("from-host"), b"changed on the host, longer\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(
+        guest_ok(&s, "w", &t.ws, "cat from-host"),
+        "changed on the host, longer\n"
+    );
+    // Files the guest made belong to the host user who ran paddock.
+    // SAFETY: geteuid has no memory effects.
+    let me = unsafe { libc::geteuid() };
+    assert_eq!(std::fs::metadata(t.ws.join("made")).unwrap().uid(), me);
+
+    // Escapes, tried by the guest's root: each fails, or reaches only the guest's own files.
+    let secret = "host secret";
+    for (what, script) in [
+        ("parent", "cat ../outside"),
+        ("symlink to a host file", "cat link-out"),
+        (
+            "symlink to /",
+            &format!("cat link-root{}", t.outside.display()),
+        ),
+        ("absolute path", &format!("cat {}", t.outside.display())),
+    ] {
+        let (_, stdout, _) = guest(&s, "w", &t.ws, script);
+        assert!(!stdout.contains(secret), "{what}: {stdout}");
+    }
+    // The symlink to / shows the guest's root: its guest-init is there, the host's tree not.
+    guest_ok(
+        &s,
+        "w",
+        &t.ws,
+        "test -e link-root/init || test -e link-root/sbin/init || ls link-root/",
+    );
+    for (what, script) in [
+        ("write through a hard link", "echo pwned > hard-out"),
+        ("truncate through a hard link", ": > hard-out"),
+        ("device node", "mknod dev c 1 3"),
+        ("FIFO", "mkfifo fifo"),
+    ] {
+        let (code, _, _) = guest(&s, "w", &t.ws, script);
+        assert_ne!(code, Some(0), "{what} succeeded");
+    }
+    assert!(!t.ws.join("dev").exists() && !t.ws.join("fifo").exists());
+    // Moving a file out of the workspace moves it into the guest's own tree.
+    guest_ok(&s, "w", &t.ws, "mv made /tmp/moved && cat /tmp/moved");
+    assert!(!t.ws.join("made").exists());
+    assert_eq!(std::fs::read(&t.outside).unwrap(), b"host secret\n");
+    assert_eq!(
+        tree_state(&t.host, &t.ws),
+        before,
+        "the host tree around the workspace changed"
+    );
+
+    // No snapshot of a mounted share (yet): said clearly, nothing written.
+    let snap = s.path("snap");
+    let out = s.cli(&["snapshot", "w", snap.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("workspace mounted"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!snap.join("state.bin").exists());
+
+    // A reset returns the guest to its template and the share comes back, live.
+    guest_ok(&s, "w", Path::new("/"), "echo gone > /root-marker");
+    s.ok(&["reset", "w"]);
+    let (code, _, _) = guest(&s, "w", Path::new("/"), "test -e /root-marker");
+    assert_ne!(code, Some(0), "the reset kept a guest file");
+    std::fs::write(t.ws.join("after-reset"), b"still shared\n").unwrap();
+    assert_eq!(
+        guest_ok(
+            &s,
+            "w",
+            &t.ws,
+            "cat after-reset; echo back > from-guest-after-reset; cat d/e/f"
+        ),
+        "still shared\ndeep\n"
+    );
+    assert_eq!(
+        std::fs::read(t.ws.join("from-guest-after-reset")).unwrap(),
+        b"back\n"
+    );
+    s.ok(&["rm", "--force", "w"]);
+    s.assert_clean();
+}
+
+#[test]
+fn the_server_is_confined_and_ends_with_its_sandbox() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let t = host_tree(&s);
+    s.ok(&[
+        "start",
+        "--name",
+        "c",
+        "--workspace",
+        t.ws.to_str().unwrap(),
+    ]);
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(s.state_dir().join("sandboxes/c/workspace.json")).unwrap(),
+    )
+    .unwrap();
+    let pid = u32::try_from(record["server_pid"].as_u64().unwrap()).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    // Its own mount namespace, whose root holds the workspace alone.
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
+    assert_ne!(ns(&pid.to_string()), ns("self"));
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let seen: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let first = t.ws.components().nth(1).unwrap();
+    assert_eq!(
+        seen,
+        vec![first.as_os_str().to_string_lossy().into_owned()],
+        "the server's root"
+    );
+    assert!(root
+        .join(t.ws.strip_prefix("/").unwrap())
+        .join("from-host")
+        .exists());
+    assert!(!root.join(t.outside.strip_prefix("/").unwrap()).exists());
+    s.ok(&["stop", "c"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while paddock_vmm::sandbox::process_alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !paddock_vmm::sandbox::process_alive(pid),
+        "the server outlived its sandbox"
+    );
+    s.ok(&["rm", "c"]);
+}
+
+#[test]
+fn a_workspace_that_is_not_a_directory_leaves_nothing_behind() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let file = s.path("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    for bad in [file.clone(), s.path("missing")] {
+        let out = s.cli(&[
+            "start",
+            "--name",
+            "bad",
+            "--workspace",
+            bad.to_str().unwrap(),
+        ]);
+        assert_ne!(out.status.code(), Some(0));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("workspace"), "{stderr}");
+        assert!(s.listed("bad").is_none(), "a sandbox was left: {stderr}");
+    }
+    s.assert_no_sandboxes_running();
+}

@@ -1,0 +1,185 @@
+//! One sandbox's workspace server: the passthrough file system over the shared directory, and
+//! the guest connections it answers, one at a time (a reset or a remount makes a new one; the
+//! old one's nodes and handles are dropped when it ends).
+
+use crate::guard::{self, NodeFacts, Verdict};
+use fuse_backend_rs::api::filesystem::{Context, FileSystem};
+use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
+use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
+use paddock_protocol::workspace::{message_len, BadLength, HELLO, IN_HEADER_LEN, MAX_MESSAGE};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the guest may trust attributes and names it was given before asking again. The
+/// host may change the directory at any time (live mode), so this is short; a file's data is
+/// revalidated on every open (close-to-open consistency).
+const LIVE_CACHE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The directory is not an absolute path in UTF-8 (the passthrough file system takes it as
+    /// text).
+    #[error("workspace {0}: not an absolute path in UTF-8")]
+    Path(PathBuf),
+    /// The passthrough file system could not be set up over it.
+    #[error("cannot serve {dir}: {source}")]
+    Serve { dir: PathBuf, source: io::Error },
+}
+
+/// Why a guest connection ended other than by the guest closing it.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The connection did not start with the workspace hello.
+    #[error("the connection did not start with the workspace hello")]
+    Hello,
+    /// A request announced an impossible length.
+    #[error(transparent)]
+    Length(#[from] BadLength),
+    /// Reading or writing the connection failed.
+    #[error("the connection failed: {0}")]
+    Io(#[from] io::Error),
+    /// A reply could not be written.
+    #[error("a reply could not be written: {0}")]
+    Reply(fuse_backend_rs::Error),
+}
+
+/// The passthrough file system over one directory, and its FUSE server.
+pub struct WorkspaceServer {
+    fs: Arc<PassthroughFs>,
+    server: Server<Arc<PassthroughFs>>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for WorkspaceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkspaceServer")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeFacts for PassthroughFs {
+    fn mode_and_links(&self, node: u64) -> Result<(u32, u64), i32> {
+        match self.getattr(&Context::new(), node, None) {
+            Ok((stat, _)) => Ok((stat.st_mode, stat.st_nlink)),
+            Err(e) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    }
+}
+
+impl WorkspaceServer {
+    /// A server for `dir` (absolute, symlinks already resolved by the caller). Opens what it
+    /// needs now (the directory, `/proc/self/fd`), so it keeps working once its process is
+    /// confined to `dir`.
+    pub fn new(dir: &Path) -> Result<Self, StartError> {
+        let root = dir
+            .to_str()
+            .filter(|_| dir.is_absolute())
+            .ok_or_else(|| StartError::Path(dir.to_path_buf()))?;
+        let config = Config {
+            root_dir: root.to_string(),
+            cache_policy: CachePolicy::Auto,
+            attr_timeout: LIVE_CACHE_TIMEOUT,
+            entry_timeout: LIVE_CACHE_TIMEOUT,
+            xattr: false,
+            writeback: false,
+            do_import: true,
+            ..Config::default()
+        };
+        let serve_error = |source| StartError::Serve {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let fs = Arc::new(PassthroughFs::new(config).map_err(serve_error)?);
+        // Checked now, so a directory that cannot be served is an error at start; every guest
+        // session's INIT imports it again.
+        fs.import().map_err(serve_error)?;
+        Ok(Self {
+            server: Server::new(fs.clone()),
+            fs,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Serves guest connections from `listener` until accepting fails. The newest connection
+    /// is the guest's (a sandbox has one guest; after a reset it connects again while the old
+    /// connection may not have been torn down yet): a new one ends the one before it.
+    pub fn run(self: &Arc<Self>, listener: &UnixListener) -> io::Result<()> {
+        let mut current: Option<(UnixStream, std::thread::JoinHandle<()>)> = None;
+        loop {
+            let (stream, _) = listener.accept()?;
+            if let Some((old, session)) = current.take() {
+                let _ = old.shutdown(std::net::Shutdown::Both);
+                let _ = session.join();
+            }
+            let handle = stream.try_clone()?;
+            let server = self.clone();
+            let session = std::thread::Builder::new()
+                .name("workspace-session".into())
+                .spawn(move || match server.serve(stream) {
+                    Ok(()) => tracing::info!("workspace session ended"),
+                    Err(e) => tracing::warn!("workspace session ended: {e}"),
+                })?;
+            current = Some((handle, session));
+        }
+    }
+
+    /// Serves one guest connection until the guest closes it; then forgets every node and
+    /// handle it had.
+    pub fn serve(&self, stream: UnixStream) -> Result<(), SessionError> {
+        let result = self.serve_requests(stream);
+        self.fs.destroy();
+        result
+    }
+
+    fn serve_requests(&self, mut stream: UnixStream) -> Result<(), SessionError> {
+        let mut hello = [0u8; HELLO.len()];
+        stream
+            .read_exact(&mut hello)
+            .map_err(|_| SessionError::Hello)?;
+        if &hello != HELLO {
+            return Err(SessionError::Hello);
+        }
+        let mut request = vec![0u8; MAX_MESSAGE];
+        let mut reply = vec![0u8; MAX_MESSAGE];
+        loop {
+            match stream.read_exact(&mut request[..IN_HEADER_LEN]) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            let len = message_len(&request[..IN_HEADER_LEN], IN_HEADER_LEN)?;
+            stream.read_exact(&mut request[IN_HEADER_LEN..len])?;
+            let message = &mut request[..len];
+            if let Verdict::Refuse(errno) = guard::vet(message, &*self.fs) {
+                stream.write_all(&guard::error_reply(guard::unique(message), errno))?;
+                continue;
+            }
+            let reader = Reader::<()>::from_fuse_buffer(FuseBuf::new(message))
+                .map_err(|e| SessionError::Io(io::Error::other(e.to_string())))?;
+            let writer = FuseDevWriter::<()>::new(stream.as_raw_fd(), &mut reply)
+                .map_err(|e| SessionError::Io(io::Error::other(e.to_string())))?;
+            match self
+                .server
+                .handle_message(reader, writer.into(), None, None)
+            {
+                Ok(_) => {}
+                Err(e @ fuse_backend_rs::Error::FailedToWrite(_)) => {
+                    return Err(SessionError::Reply(e))
+                }
+                // A request the server could not decode: only a broken or hostile guest sends
+                // one, and only its own request goes unanswered.
+                Err(e) => tracing::warn!("workspace request refused: {e}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+//! The server driven as the guest kernel would: FUSE requests, built by hand, over a socket.
+
+use super::*;
+use std::os::unix::fs::MetadataExt;
+
+const INIT: u32 = 26;
+const LOOKUP: u32 = 1;
+const OPEN: u32 = 14;
+const READ: u32 = 15;
+const MKNOD: u32 = 8;
+const ROOT: u64 = 1;
+
+struct Guest {
+    stream: UnixStream,
+    unique: u64,
+    server: std::thread::JoinHandle<Result<(), SessionError>>,
+}
+
+struct Reply {
+    error: i32,
+    body: Vec<u8>,
+}
+
+impl Guest {
+    fn connect(dir: &Path) -> Guest {
+        Guest::to(WorkspaceServer::new(dir).unwrap())
+    }
+
+    fn to(server: WorkspaceServer) -> Guest {
+        let (mut stream, theirs) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || server.serve(theirs));
+        stream.write_all(HELLO).unwrap();
+        let mut guest = Guest {
+            stream,
+            unique: 0,
+            server,
+        };
+        // INIT 7.31, no flags.
+        let init = guest.ask(
+            INIT,
+            0,
+            &[&7u32.to_le_bytes(), &31u32.to_le_bytes(), &[0; 8]],
+        );
+        assert_eq!(init.error, 0);
+        guest
+    }
+
+    fn ask(&mut self, opcode: u32, node: u64, body: &[&[u8]]) -> Reply {
+        self.unique += 1;
+        let body = body.concat();
+        let len = u32::try_from(IN_HEADER_LEN + body.len()).unwrap();
+        let mut m = Vec::new();
+        m.extend_from_slice(&len.to_le_bytes());
+        m.extend_from_slice(&opcode.to_le_bytes());
+        m.extend_from_slice(&self.unique.to_le_bytes());
+        m.extend_from_slice(&node.to_le_bytes());
+        m.extend_from_slice(&[0xE8, 0x03, 0, 0, 0xE8, 0x03, 0, 0]); // uid, gid 1000
+        m.extend_from_slice(&[0; 8]); // pid, padding
+        m.extend_from_slice(&body);
+        self.stream.write_all(&m).unwrap();
+        let mut header = [0u8; 16];
+        self.stream.read_exact(&mut header).unwrap();
+        let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
+        let error = i32::from_le_bytes(header[4..8].try_into().unwrap());
+        assert_eq!(
+            u64::from_le_bytes(header[8..].try_into().unwrap()),
+            self.unique
+        );
+        let mut body = vec![0u8; len - 16];
+        self.stream.read_exact(&mut body).unwrap();
+        Reply { error, body }
+    }
+
+    fn lookup(&mut self, parent: u64, name: &str) -> Result<u64, i32> {
+        let reply = self.ask(LOOKUP, parent, &[name.as_bytes(), &[0]]);
+        match reply.error {
+            0 => Ok(u64::from_le_bytes(reply.body[..8].try_into().unwrap())),
+            e => Err(-e),
+        }
+    }
+
+    fn open(&mut self, node: u64, flags: i32) -> Result<u64, i32> {
+        let reply = self.ask(OPEN, node, &[&flags.to_le_bytes(), &[0; 4]]);
+        match reply.error {
+            0 => Ok(u64::from_le_bytes(reply.body[..8].try_into().unwrap())),
+            e => Err(-e),
+        }
+    }
+
+    fn read(&mut self, node: u64, fh: u64, size: u32) -> Vec<u8> {
+        let reply = self.ask(
+            READ,
+            node,
+            &[&fh.to_le_bytes(), &[0; 8], &size.to_le_bytes(), &[0; 20]],
+        );
+        assert_eq!(reply.error, 0);
+        reply.body
+    }
+
+    fn hang_up(self) -> Result<(), SessionError> {
+        drop(self.stream);
+        self.server.join().unwrap()
+    }
+}
+
+/// A workspace `ws` beside a host-only file `outside`, hard-linked into it as `linked`.
+fn host_tree() -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let ws = root.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(ws.join("file"), b"hello").unwrap();
+    std::fs::write(root.path().join("outside"), b"secret").unwrap();
+    std::fs::hard_link(root.path().join("outside"), ws.join("linked")).unwrap();
+    (root, ws)
+}
+
+#[test]
+fn files_in_the_directory_are_served() {
+    let (_root, ws) = host_tree();
+    let mut guest = Guest::connect(&ws);
+    let file = guest.lookup(ROOT, "file").unwrap();
+    let fh = guest.open(file, libc::O_RDONLY).unwrap();
+    assert_eq!(guest.read(file, fh, 4096), b"hello");
+    assert_eq!(guest.lookup(ROOT, "missing"), Err(libc::ENOENT));
+    guest.hang_up().unwrap();
+}
+
+#[test]
+fn nothing_outside_the_directory_can_be_reached_or_changed() {
+    let (root, ws) = host_tree();
+    let mut guest = Guest::connect(&ws);
+    // ".." of the root is the root; names with a slash are refused.
+    assert_eq!(guest.lookup(ROOT, ".."), Ok(ROOT));
+    assert_eq!(guest.lookup(ROOT, "../outside"), Err(libc::EINVAL));
+    // The hard link to the outside file reads, but never opens for writing.
+    let linked = guest.lookup(ROOT, "linked").unwrap();
+    assert_eq!(guest.open(linked, libc::O_RDWR), Err(libc::EPERM));
+    assert_eq!(
+        guest.open(linked, libc::O_WRONLY | libc::O_TRUNC),
+        Err(libc::EPERM)
+    );
+    assert!(guest.open(linked, libc::O_RDONLY).is_ok());
+    // No FIFO or device node is made on the host.
+    for kind in [libc::S_IFIFO, libc::S_IFCHR] {
+        let mknod = guest.ask(
+            MKNOD,
+            ROOT,
+            &[
+                &(kind | 0o666).to_le_bytes(),
+                &0x0103u32.to_le_bytes(),
+                &[0; 8],
+                b"node\0",
+            ],
+        );
+        assert_eq!(mknod.error, -libc::EPERM);
+    }
+    assert!(!ws.join("node").exists());
+    guest.hang_up().unwrap();
+    assert_eq!(
+        std::fs::read(root.path().join("outside")).unwrap(),
+        b"secret"
+    );
+    assert_eq!(
+        std::fs::metadata(root.path().join("outside"))
+            .unwrap()
+            .nlink(),
+        2
+    );
+}
+
+#[test]
+fn a_connection_without_the_hello_or_with_a_bad_length_ends_alone() {
+    let (_root, ws) = host_tree();
+    let server = WorkspaceServer::new(&ws).unwrap();
+    let (mut guest, theirs) = UnixStream::pair().unwrap();
+    guest.write_all(b"GET / HTTP/1.1\r\n\r\nxx").unwrap();
+    assert!(matches!(server.serve(theirs), Err(SessionError::Hello)));
+    let (mut guest, theirs) = UnixStream::pair().unwrap();
+    guest.write_all(HELLO).unwrap();
+    guest.write_all(&[0xFF; IN_HEADER_LEN]).unwrap();
+    assert!(matches!(server.serve(theirs), Err(SessionError::Length(_))));
+    // The same server serves the next connection.
+    let mut next = Guest::to(server);
+    assert!(next.lookup(ROOT, "file").is_ok());
+    next.hang_up().unwrap();
+}
+
+#[test]
+fn a_directory_that_is_not_absolute_is_refused() {
+    assert!(matches!(
+        WorkspaceServer::new(Path::new("relative")),
+        Err(StartError::Path(_))
+    ));
+    assert!(matches!(
+        WorkspaceServer::new(Path::new("/no/such/dir/anywhere")),
+        Err(StartError::Serve { .. })
+    ));
+}
