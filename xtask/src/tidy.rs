@@ -39,16 +39,22 @@ fn rust_files(root: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     let mut out = Vec::new();
-    for krate in [
-        "vmm",
-        "guest-init",
-        "protocol",
-        "egress",
-        "rootfs-builder",
-        "benches",
-        "xtask",
-        "fuzz",
-    ] {
+    // The workspace's members (from its manifest: a new crate cannot be forgotten) and `fuzz`.
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let members = manifest
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("members = ["))
+        .and_then(|rest| rest.split_once(']'))
+        .map(|(list, _)| list)
+        .expect("a one-line `members = [...]` in Cargo.toml");
+    let crates: Vec<&str> = members
+        .split(',')
+        .map(|m| m.trim().trim_matches('"'))
+        .filter(|m| !m.is_empty())
+        .chain(["fuzz"])
+        .collect();
+    assert!(crates.contains(&"vmm") && crates.len() > 8, "{crates:?}");
+    for krate in crates {
         walk(&root.join(krate), &mut out);
     }
     assert!(out.len() > 100, "found only {} Rust files", out.len());

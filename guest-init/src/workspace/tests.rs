@@ -1,3 +1,5 @@
+//! The relay and the path rules, without a guest: SOCK_SEQPACKET pairs stand in for `/dev/fuse`.
+
 use super::*;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;

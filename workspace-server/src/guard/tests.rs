@@ -1,3 +1,5 @@
+//! The guard's rules on hand-built requests, with a table standing in for the file system.
+
 use super::*;
 use std::collections::HashMap;
 
