@@ -387,5 +387,10 @@ fn workspace_requests() -> Vec<Vec<u8>> {
             fuse_request(READDIR, 4, 1, &read),
         ]
         .concat(),
-    ]
+    ];
+    // Each against the live share and the copy-on-write one.
+    [0u8, 1]
+        .iter()
+        .flat_map(|&flags| requests.iter().map(move |r| with_flags(flags, r.clone())))
+        .collect()
 }

@@ -5,6 +5,8 @@
 use crate::exec;
 use crate::pty::{self, PtySessions};
 use crate::reaper::Reaper;
+use paddock_protocol::workspace::{ChangedNode, WorkspaceChange, MAX_CHANGES_BYTES};
+use paddock_protocol::WorkspaceMode;
 use paddock_protocol::{
     read_frame, write_frame, BootInfo, ErrorKind, FrameError, Request, Response, ShutdownAction,
     UnixTime, RESUME_ENTROPY_MAX, RESUME_ENTROPY_MIN,
@@ -41,8 +43,20 @@ pub trait Platform: Send + Sync {
     fn shutdown(&self, action: ShutdownAction);
     /// Mounts the sandbox's workspace at `path` (see [`crate::workspace::mount`]); a platform
     /// that cannot says so.
-    fn mount_workspace(&self, _path: &str) -> Result<(), crate::workspace::MountError> {
+    fn mount_workspace(
+        &self,
+        _path: &str,
+        _mode: WorkspaceMode,
+    ) -> Result<(), crate::workspace::MountError> {
         Err(crate::workspace::MountError::Unsupported)
+    }
+    /// The changes of the copy-on-write workspace at `path` (see
+    /// [`crate::workspace::changes`]); a platform that has none says so.
+    fn workspace_changes(
+        &self,
+        _path: &str,
+    ) -> Result<Vec<WorkspaceChange>, crate::workspace::ChangesError> {
+        Err(crate::workspace::ChangesError::Unsupported)
     }
 }
 
@@ -68,6 +82,47 @@ pub(crate) fn send<T: Transport>(
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     write_frame(&mut *guard, response)
+}
+
+/// Sends `changes` in responses of at most [`MAX_CHANGES_BYTES`] of paths each, the last with
+/// `more: false` (one, empty, when there are none).
+fn send_changes<T: Transport>(
+    writer: &SharedWriter<T>,
+    changes: Vec<WorkspaceChange>,
+) -> Result<(), FrameError> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for change in changes {
+        let size = change.path.len() + node_size(&change.node);
+        if !batch.is_empty() && bytes + size > MAX_CHANGES_BYTES {
+            let changes = std::mem::take(&mut batch);
+            send(
+                writer,
+                &Response::WorkspaceChanges {
+                    changes,
+                    more: true,
+                },
+            )?;
+            bytes = 0;
+        }
+        bytes += size;
+        batch.push(change);
+    }
+    send(
+        writer,
+        &Response::WorkspaceChanges {
+            changes: batch,
+            more: false,
+        },
+    )
+}
+
+/// Bytes a changed node adds to a response beyond its path (a link's target).
+fn node_size(node: &ChangedNode) -> usize {
+    match node {
+        ChangedNode::Symlink { target } => target.len(),
+        _ => 0,
+    }
 }
 
 /// guest-init's control service.
@@ -130,8 +185,20 @@ impl ControlService {
                     self.platform.shutdown(action);
                     return Ok(());
                 }
-                Request::MountWorkspace { path } => {
-                    let response = match self.platform.mount_workspace(&path) {
+                Request::WorkspaceChanges { path } => {
+                    match self.platform.workspace_changes(&path) {
+                        Ok(changes) => send_changes(&writer, changes)?,
+                        Err(e) => send(
+                            &writer,
+                            &Response::Error {
+                                kind: ErrorKind::Workspace,
+                                message: e.to_string(),
+                            },
+                        )?,
+                    }
+                }
+                Request::MountWorkspace { path, mode } => {
+                    let response = match self.platform.mount_workspace(&path, mode) {
                         Ok(()) => Response::WorkspaceMounted,
                         Err(e) => Response::Error {
                             kind: ErrorKind::Workspace,

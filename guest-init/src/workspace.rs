@@ -9,12 +9,14 @@ use crate::vsock::VsockStream;
 use paddock_protocol::workspace::{
     message_len, BadLength, HELLO, IN_HEADER_LEN, MAX_MESSAGE, OUT_HEADER_LEN,
 };
-use paddock_protocol::{HOST_CID, WORKSPACE_PORT};
-use std::collections::HashSet;
+use paddock_protocol::{WorkspaceMode, HOST_CID, WORKSPACE_PORT};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Why the workspace could not be mounted.
@@ -43,16 +45,136 @@ pub enum MountError {
     Unsupported,
 }
 
-/// The paths whose mounts this guest-init serves now (a relay that ends removes its path).
-fn served() -> &'static Mutex<HashSet<String>> {
-    static SERVED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    SERVED.get_or_init(|| Mutex::new(HashSet::new()))
+/// Why a workspace's changes could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangesError {
+    /// No workspace is mounted at the path.
+    #[error("no workspace is mounted at {0}")]
+    NotMounted(String),
+    /// The workspace there is live: its changes are on the host already.
+    #[error("the workspace at {0} is live, not copy-on-write: its changes are on the host")]
+    Live(String),
+    /// Reading the layers failed.
+    #[error("reading the workspace's changes: {0}")]
+    Read(#[source] io::Error),
+    /// This platform has no workspaces (a test stand-in for the guest).
+    #[error("this platform has no workspaces")]
+    Unsupported,
 }
 
-fn lock_served() -> std::sync::MutexGuard<'static, HashSet<String>> {
+/// The changes of the copy-on-write workspace mounted at `path`.
+pub fn changes(
+    path: &str,
+) -> Result<Vec<paddock_protocol::workspace::WorkspaceChange>, ChangesError> {
+    let served = served_at(path).ok_or_else(|| ChangesError::NotMounted(path.to_string()))?;
+    let layers = served
+        .layers
+        .filter(|_| served.mode == WorkspaceMode::Cow)
+        .ok_or_else(|| ChangesError::Live(path.to_string()))?;
+    changes::list(&layers.upper, &layers.lower).map_err(ChangesError::Read)
+}
+
+/// A mount this guest-init serves: its mode, and for a copy-on-write one, its upper layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Served {
+    /// Which mount (a later one at the same path has another).
+    pub(crate) id: u32,
+    pub(crate) mode: WorkspaceMode,
+    pub(crate) layers: Option<CowLayers>,
+}
+
+/// The paths whose mounts this guest-init serves now (a relay that ends removes its path).
+fn served() -> &'static Mutex<HashMap<String, Served>> {
+    static SERVED: OnceLock<Mutex<HashMap<String, Served>>> = OnceLock::new();
+    SERVED.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn lock_served() -> std::sync::MutexGuard<'static, HashMap<String, Served>> {
     served()
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The mount served at `path`, if any.
+pub(crate) fn served_at(path: &str) -> Option<Served> {
+    lock_served().get(path).cloned()
+}
+
+/// Where a copy-on-write workspace's layers are: the read-only FUSE mount of the host's
+/// directory (`lower`) and, in a tmpfs in guest memory, the guest's changes (`upper`) and
+/// overlayfs's work directory.
+#[derive(Debug, Clone)]
+pub(crate) struct CowLayers {
+    pub(crate) lower: PathBuf,
+    pub(crate) tmpfs: PathBuf,
+    pub(crate) upper: PathBuf,
+    pub(crate) work: PathBuf,
+}
+
+impl CowLayers {
+    /// Fresh layer directories for the next copy-on-write mount.
+    fn next() -> Self {
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let base = Path::new(COW_BASE).join(COUNT.fetch_add(1, Ordering::Relaxed).to_string());
+        Self {
+            lower: base.join("lower"),
+            tmpfs: base.join("layer"),
+            upper: base.join("layer/upper"),
+            work: base.join("layer/work"),
+        }
+    }
+}
+
+/// Where guest-init keeps copy-on-write workspaces' layers.
+const COW_BASE: &str = "/run/paddock/workspace";
+
+/// mount(2) with Rust strings; `what` names the step in the error.
+fn sys_mount(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), MountError> {
+    let path = target.display().to_string();
+    let bad = |_| MountError::Path(path.clone());
+    let (source, fstype, data) = (
+        cstring(source).map_err(bad)?,
+        cstring(fstype).map_err(bad)?,
+        cstring(data).map_err(bad)?,
+    );
+    let target_c = target
+        .to_str()
+        .and_then(|t| cstring(t).ok())
+        .ok_or_else(|| MountError::Path(path.clone()))?;
+    // SAFETY: every pointer is a valid C string for the call; `data` is the option string the
+    // file system parses.
+    cvt(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target_c.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    })
+    .map(drop)
+    .map_err(|source| MountError::Mount { path, source })
+}
+
+/// Lazily unmounts whatever is mounted at `target` (nothing there is fine).
+fn detach(target: &Path) {
+    if let Some(target) = target.to_str().and_then(|t| cstring(t).ok()) {
+        // SAFETY: `target` is a valid C string; the result is ignored on purpose.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+fn make_dir(path: &Path) -> Result<(), MountError> {
+    std::fs::create_dir_all(path).map_err(|source| MountError::MountPoint {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Whether `path` is absolute and has no `.`, `..` or empty components.
@@ -66,24 +188,20 @@ fn is_plain_absolute(path: &str) -> bool {
         && path != "/"
 }
 
-/// Mounts the workspace at `path` and starts relaying it; nothing to do when this guest-init
-/// already serves it there. The host connection is made first: if the server cannot be
-/// reached, nothing is mounted.
-pub fn mount(path: &str) -> Result<(), MountError> {
+/// Mounts the workspace at `path` as `mode` says and starts relaying it; nothing to do when
+/// this guest-init already serves it there. The host connection is made first: if the server
+/// cannot be reached, nothing is mounted.
+pub fn mount(path: &str, mode: WorkspaceMode) -> Result<(), MountError> {
     if !is_plain_absolute(path) {
         return Err(MountError::Path(path.to_string()));
     }
-    if lock_served().contains(path) {
+    if lock_served().contains_key(path) {
         return Ok(());
     }
-    std::fs::create_dir_all(path).map_err(|source| MountError::MountPoint {
-        path: path.to_string(),
-        source,
-    })?;
+    let target = Path::new(path);
+    make_dir(target)?;
     // A mount left behind by a relay that ended (its server went away): out of the way.
-    let target = cstring(path).map_err(|_| MountError::Path(path.to_string()))?;
-    // SAFETY: `target` is a valid C string; a failure (nothing mounted there) is fine.
-    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    detach(target);
 
     let fuse = OpenOptions::new()
         .read(true)
@@ -93,69 +211,154 @@ pub fn mount(path: &str) -> Result<(), MountError> {
         .map_err(MountError::Device)?;
     let mut host = VsockStream::connect(HOST_CID, WORKSPACE_PORT).map_err(MountError::Host)?;
     host.write_all(HELLO).map_err(MountError::Host)?;
-
     let options = format!(
         "fd={},rootmode=40000,user_id=0,group_id=0,allow_other,max_read={}",
         fuse.as_raw_fd(),
         1 << 20
     );
-    let options = cstring(&options).map_err(|_| MountError::Path(path.to_string()))?;
-    let source = cstring("paddock-workspace").map_err(|_| MountError::Path(path.to_string()))?;
-    let fstype = cstring("fuse").map_err(|_| MountError::Path(path.to_string()))?;
-    // SAFETY: every pointer is a valid C string for the call; `data` is the option string the
-    // fuse file system parses.
-    cvt(unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            options.as_ptr().cast(),
-        )
-    })
-    .map_err(|source| MountError::Mount {
-        path: path.to_string(),
-        source,
-    })?;
-    if let Err(e) = start_relay(path, fuse, host) {
-        // SAFETY: as above.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    let fuse_flags = libc::MS_NOSUID | libc::MS_NODEV;
+    let layers = match mode {
+        WorkspaceMode::Live => {
+            sys_mount("paddock-workspace", target, "fuse", fuse_flags, &options)?;
+            None
+        }
+        WorkspaceMode::Cow => {
+            let layers = CowLayers::next();
+            if let Err(e) = mount_cow(target, &layers, fuse_flags, &options) {
+                unmount_cow(target, &layers);
+                return Err(e);
+            }
+            Some(layers)
+        }
+    };
+    static MOUNTS: AtomicU32 = AtomicU32::new(0);
+    let id = MOUNTS.fetch_add(1, Ordering::Relaxed);
+    let served = Served { id, mode, layers };
+    if let Err(e) = start_relay(path, served.clone(), fuse, host) {
+        match &served.layers {
+            Some(layers) => unmount_cow(target, layers),
+            None => detach(target),
+        }
         return Err(MountError::Relay(e));
     }
     Ok(())
 }
 
+/// The copy-on-write stack: the host's directory read-only at `lower`, a tmpfs for the
+/// guest's changes, and the overlay of both at `target`.
+fn mount_cow(
+    target: &Path,
+    layers: &CowLayers,
+    fuse_flags: libc::c_ulong,
+    fuse_options: &str,
+) -> Result<(), MountError> {
+    make_dir(&layers.lower)?;
+    make_dir(&layers.tmpfs)?;
+    sys_mount(
+        "paddock-workspace",
+        &layers.lower,
+        "fuse",
+        fuse_flags | libc::MS_RDONLY,
+        fuse_options,
+    )?;
+    sys_mount(
+        "paddock-workspace-layer",
+        &layers.tmpfs,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=0755",
+    )?;
+    make_dir(&layers.upper)?;
+    make_dir(&layers.work)?;
+    // The upper's root takes the host directory's owner and mode, as the live mount shows it.
+    if let Ok(meta) = std::fs::metadata(&layers.lower) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let _ = std::os::unix::fs::chown(&layers.upper, Some(meta.uid()), Some(meta.gid()));
+        let _ = std::fs::set_permissions(
+            &layers.upper,
+            std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+        );
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        layers.lower.display(),
+        layers.upper.display(),
+        layers.work.display()
+    );
+    sys_mount(
+        "paddock-workspace",
+        target,
+        "overlay",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        &options,
+    )
+}
+
+fn unmount_cow(target: &Path, layers: &CowLayers) {
+    detach(target);
+    detach(&layers.tmpfs);
+    detach(&layers.lower);
+}
+
 /// Starts the two relay threads of the mount at `path`.
-fn start_relay(path: &str, fuse: File, host: VsockStream) -> io::Result<()> {
+fn start_relay(path: &str, served: Served, fuse: File, host: VsockStream) -> io::Result<()> {
     let fuse_in = fuse.try_clone()?;
     let host_out = host.try_clone()?;
     let ended = Arc::new(Mutex::new(false));
-    lock_served().insert(path.to_string());
+    let id = served.id;
+    lock_served().insert(path.to_string(), served);
     let end = {
         let path = path.to_string();
         move |why: String| {
             crate::console_log!("workspace {path}: relay ended: {why}");
-            lock_served().remove(&path);
+            forget(&path, id);
         }
     };
     let (end_a, ended_a) = (end.clone(), ended.clone());
-    let spawned = std::thread::Builder::new()
+    let started = std::thread::Builder::new()
         .name("workspace-requests".into())
         .spawn(move || {
             let why = relay_requests(fuse_in, host_out);
             finish(&ended_a, &end_a, why);
+        })
+        .and_then(|_| {
+            std::thread::Builder::new()
+                .name("workspace-replies".into())
+                .spawn(move || {
+                    let why = relay_replies(host, fuse);
+                    finish(&ended, &end, why);
+                })
         });
-    if let Err(e) = spawned {
-        lock_served().remove(path);
+    if let Err(e) = started {
+        forget(path, id);
         return Err(e);
     }
-    std::thread::Builder::new()
-        .name("workspace-replies".into())
-        .spawn(move || {
-            let why = relay_replies(host, fuse);
-            finish(&ended, &end, why);
-        })?;
     Ok(())
+}
+
+/// Forgets mount `id` at `path` (not a newer one there).
+fn forget(path: &str, id: u32) {
+    let mut served = lock_served();
+    if served.get(path).is_some_and(|s| s.id == id) {
+        served.remove(path);
+    }
+}
+
+/// After a restore or reset: the mounts the snapshot held are served over connections the
+/// transport reset ended, so their relays are dead. Each is unmounted (lazily: a process
+/// inside one gets `ENOTCONN`) and forgotten, a copy-on-write one with its layers (the guest's
+/// changes in it are gone: the host's baseline for them went with the connection). The host
+/// mounts the share again.
+pub fn forget_stale() {
+    let stale: Vec<(String, Served)> = lock_served().drain().collect();
+    for (path, served) in stale {
+        detach(Path::new(&path));
+        if let Some(layers) = &served.layers {
+            detach(&layers.tmpfs);
+            detach(&layers.lower);
+        }
+        crate::console_log!("workspace {path}: the mount from before the restore is gone");
+    }
 }
 
 /// The first relay thread to end reports why; either ending drops its handle on `/dev/fuse`
@@ -235,6 +438,8 @@ pub fn relay_replies(mut host: impl Read, mut fuse: impl Write) -> RelayEnd {
         }
     }
 }
+
+pub mod changes;
 
 #[cfg(test)]
 mod tests;

@@ -26,7 +26,7 @@ pub use messages::{
     MAX_STREAM_CHUNK, RESUME_ENTROPY_MAX, RESUME_ENTROPY_MIN,
 };
 pub use pty::{PtyConfig, PtyConfigError, WindowSize, DETACHED_OUTPUT_BUFFER, MAX_TERM_LEN};
-pub use workspace::WORKSPACE_PORT;
+pub use workspace::{WorkspaceMode, WORKSPACE_PORT};
 
 /// vsock context id of the host (fixed by the vsock specification).
 pub const HOST_CID: u32 = 2;

@@ -14,6 +14,7 @@
 
 use crate::engine::EngineState;
 use crate::pty::{PtyConfig, WindowSize};
+use crate::workspace::{WorkspaceChange, WorkspaceMode};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -58,9 +59,12 @@ pub enum Request {
     /// recently detached one. Answered with `Attached` (or `Error`); `size` is applied first.
     Attach { pid: Option<u32>, size: WindowSize },
     /// Mount the sandbox's workspace at `path` (absolute, the host's spelling): a FUSE mount
-    /// served by the host's workspace server over [`crate::WORKSPACE_PORT`]. Answered with
-    /// `WorkspaceMounted` (also when it is already mounted there) or `Error`.
-    MountWorkspace { path: String },
+    /// served by the host's workspace server over [`crate::WORKSPACE_PORT`], as `mode` says.
+    /// Answered with `WorkspaceMounted` (also when it is already mounted there) or `Error`.
+    MountWorkspace { path: String, mode: WorkspaceMode },
+    /// List the changes of the copy-on-write workspace mounted at `path`: answered with
+    /// `WorkspaceChanges` responses until one has `more: false`, or `Error`.
+    WorkspaceChanges { path: String },
 }
 
 /// What to run, and how.
@@ -201,6 +205,12 @@ pub enum Response {
     },
     /// The workspace is mounted and served.
     WorkspaceMounted,
+    /// Some of the copy-on-write workspace's changes (paths' bytes at most
+    /// [`crate::workspace::MAX_CHANGES_BYTES`]); more follow while `more`.
+    WorkspaceChanges {
+        changes: Vec<WorkspaceChange>,
+        more: bool,
+    },
 }
 
 /// Facts about the running guest, sent with `Ready` and `Resumed`.

@@ -5,6 +5,58 @@
 //! it, each direction carries whole FUSE messages, each starting with its own length (the
 //! kernel's `fuse_in_header` towards the host, `fuse_out_header` back). Both sides bound that
 //! length by [`MAX_MESSAGE`] before reading the rest.
+//!
+//! In [`WorkspaceMode::Cow`] the FUSE mount is read-only and guest-init puts an overlay with an
+//! upper layer in guest memory over it; `Request::WorkspaceChanges` lists that layer's changes.
+
+use serde::{Deserialize, Serialize};
+
+/// How the guest sees the workspace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkspaceMode {
+    /// Changes go straight to the host's directory, both ways.
+    #[default]
+    Live,
+    /// The host's directory is read-only to the guest; its writes land in an upper layer in
+    /// guest memory, listed by `WorkspaceChanges` and copied to the host only when asked.
+    Cow,
+}
+
+/// What a copy-on-write workspace's file became in the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeKind {
+    /// Not in the host's directory.
+    Added,
+    /// In the host's directory, different in the guest (content, mode or link target).
+    Modified,
+    /// In the host's directory, gone in the guest.
+    Deleted,
+}
+
+/// What a changed path is in the guest (for `Deleted`: what it was).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangedNode {
+    /// A regular file with this permission mode (`0o7777` bits) and size.
+    File { mode: u32, size: u64 },
+    /// A directory with this permission mode.
+    Dir { mode: u32 },
+    /// A symbolic link to this target.
+    Symlink { target: Vec<u8> },
+    /// Anything else (the host applies none of these).
+    Other,
+}
+
+/// One change of a copy-on-write workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceChange {
+    /// The path relative to the workspace, as bytes (names need not be UTF-8).
+    pub path: Vec<u8>,
+    pub kind: ChangeKind,
+    pub node: ChangedNode,
+}
+
+/// Most changes' path bytes one `WorkspaceChanges` response carries (the rest follow in more).
+pub const MAX_CHANGES_BYTES: usize = 256 * 1024;
 
 /// Host vsock port of the workspace server.
 pub const WORKSPACE_PORT: u32 = 1082;

@@ -137,6 +137,12 @@ fn the_directory_is_shared_live_at_its_own_path_and_nothing_else() {
     // SAFETY: geteuid has no memory effects.
     let me = unsafe { libc::geteuid() };
     assert_eq!(std::fs::metadata(t.ws.join("made")).unwrap().uid(), me);
+    // ... and, in the guest, to its agent user (uid and gid 1000), as the host user's other
+    // files do.
+    assert_eq!(
+        guest_ok(&s, "w", &t.ws, "stat -c %u:%g made from-host"),
+        "1000:1000\n1000:1000\n"
+    );
 
     // Escapes, tried by the guest's root: each fails, or reaches only the guest's own files.
     let secret = "host secret";
@@ -179,18 +185,11 @@ fn the_directory_is_shared_live_at_its_own_path_and_nothing_else() {
         "the host tree around the workspace changed"
     );
 
-    // No snapshot of a mounted share (yet): said clearly, nothing written.
+    // A snapshot of the sandbox with its share mounted; a reset to it (the latest snapshot)
+    // drops the stale mount and mounts the share anew, live.
     let snap = s.path("snap");
-    let out = s.cli(&["snapshot", "w", snap.to_str().unwrap()]);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        text(&out.stderr).contains("workspace mounted"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(!snap.join("state.bin").exists());
-
-    // A reset returns the guest to its template and the share comes back, live.
+    s.ok(&["snapshot", "w", snap.to_str().unwrap()]);
+    assert_eq!(guest_ok(&s, "w", &t.ws, "cat d/e/f"), "deep\n");
     guest_ok(&s, "w", Path::new("/"), "echo gone > /root-marker");
     s.ok(&["reset", "w"]);
     let (code, _, _) = guest(&s, "w", Path::new("/"), "test -e /root-marker");
@@ -209,6 +208,14 @@ fn the_directory_is_shared_live_at_its_own_path_and_nothing_else() {
         std::fs::read(t.ws.join("from-guest-after-reset")).unwrap(),
         b"back\n"
     );
+    // A restore of that snapshot without a workspace has none: the mount is gone, not stale.
+    s.ok(&["restore", snap.to_str().unwrap(), "--name", "nows"]);
+    let (code, stdout, _) = guest(&s, "nows", Path::new("/"), &format!("ls -A {ws}"));
+    assert!(
+        code == Some(0) && stdout.trim().is_empty(),
+        "{code:?} {stdout}"
+    );
+    s.ok(&["rm", "--force", "nows"]);
     s.ok(&["rm", "--force", "w"]);
     s.assert_clean();
 }
@@ -296,4 +303,169 @@ fn a_workspace_that_is_not_a_directory_leaves_nothing_behind() {
         assert!(s.listed("bad").is_none(), "a sandbox was left: {stderr}");
     }
     s.assert_no_sandboxes_running();
+}
+
+/// The lines of `paddock diff NAME`, sorted.
+fn diff_lines(s: &Scratch, name: &str) -> Vec<String> {
+    let mut lines: Vec<String> = s.ok(&["diff", name]).lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_copy_on_write_workspace_keeps_changes_until_applied_and_a_reset_drops_them() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let t = host_tree(&s);
+    std::fs::write(t.ws.join("edit-both"), b"base\n").unwrap();
+    std::fs::write(t.ws.join("remove-me"), b"old\n").unwrap();
+    let ws = t.ws.to_str().unwrap();
+    s.ok(&[
+        "start",
+        "--name",
+        "cw",
+        "--workspace",
+        ws,
+        "--workspace-mode",
+        "cow",
+    ]);
+    let before = tree_state(&t.host, Path::new("/nonexistent"));
+
+    // The guest changes files; the host's directory does not change.
+    guest_ok(
+        &s,
+        "cw",
+        &t.ws,
+        "echo new > added && printf 'changed\\n' > from-host && rm remove-me && \
+         mkdir -p newdir && echo n > newdir/f && echo guest > edit-both",
+    );
+    assert_eq!(
+        guest_ok(&s, "cw", &t.ws, "cat added from-host"),
+        "new\nchanged\n"
+    );
+    assert_eq!(tree_state(&t.host, Path::new("/nonexistent")), before);
+    assert_eq!(
+        diff_lines(&s, "cw"),
+        [
+            "A  added",
+            "A  newdir/",
+            "A  newdir/f",
+            "D  remove-me",
+            "M  edit-both",
+            "M  from-host"
+        ]
+    );
+    let patch = s.ok(&["diff", "--patch", "cw"]);
+    assert!(
+        patch.contains("-written on the host\n+changed\n"),
+        "{patch}"
+    );
+    assert!(patch.contains("+++ b/added\n"), "{patch}");
+
+    // The host edits a file the guest edited too: that one is refused, the rest applied.
+    std::fs::write(t.ws.join("edit-both"), b"the host's edit\n").unwrap();
+    let out = s.cli(&["apply", "cw"]);
+    assert_ne!(out.status.code(), Some(0), "a refusal is a failure");
+    assert!(
+        text(&out.stderr).contains("refused M  edit-both"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read(t.ws.join("added")).unwrap(), b"new\n");
+    assert_eq!(std::fs::read(t.ws.join("from-host")).unwrap(), b"changed\n");
+    assert_eq!(std::fs::read(t.ws.join("newdir/f")).unwrap(), b"n\n");
+    assert!(!t.ws.join("remove-me").exists());
+    assert_eq!(
+        std::fs::read(t.ws.join("edit-both")).unwrap(),
+        b"the host's edit\n"
+    );
+    // SAFETY: geteuid has no memory effects.
+    let me = unsafe { libc::geteuid() };
+    assert_eq!(std::fs::metadata(t.ws.join("added")).unwrap().uid(), me);
+    // What was applied is no change any more; the refused one stays in the sandbox.
+    assert_eq!(diff_lines(&s, "cw"), ["M  edit-both"]);
+    let out = s.cli(&["apply", "cw", "edit-both"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read(t.ws.join("edit-both")).unwrap(),
+        b"the host's edit\n"
+    );
+
+    // A reset drops the guest's changes: it sees the host's directory again.
+    let host_now = tree_state(&t.host, Path::new("/nonexistent"));
+    s.ok(&["reset", "cw"]);
+    assert_eq!(
+        guest_ok(&s, "cw", &t.ws, "cat edit-both"),
+        "the host's edit\n"
+    );
+    assert!(diff_lines(&s, "cw").is_empty());
+    guest_ok(&s, "cw", &t.ws, "echo still-cow > after-reset");
+    assert!(!t.ws.join("after-reset").exists());
+    assert_eq!(tree_state(&t.host, Path::new("/nonexistent")), host_now);
+    // A live sandbox has nothing to review.
+    s.ok(&["rm", "--force", "cw"]);
+    s.ok(&["start", "--name", "lv", "--workspace", ws]);
+    let out = s.cli(&["diff", "lv"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("live"), "{}", text(&out.stderr));
+    s.ok(&["rm", "--force", "lv"]);
+    s.assert_clean();
+}
+
+#[test]
+fn forks_of_one_snapshot_each_keep_their_own_copy_on_write_changes() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let t = host_tree(&s);
+    let snap = s.path("snap");
+    s.ok(&["start", "--name", "base"]);
+    s.ok(&["snapshot", "base", snap.to_str().unwrap(), "--stop"]);
+    let (snap_arg, ws) = (snap.to_str().unwrap(), t.ws.to_str().unwrap());
+    s.ok(&[
+        "fork",
+        snap_arg,
+        "--count",
+        "2",
+        "--prefix",
+        "f",
+        "--workspace",
+        ws,
+        "--workspace-mode",
+        "cow",
+    ]);
+    let names = ["f-0", "f-1"];
+    for (i, name) in names.iter().enumerate() {
+        guest_ok(
+            &s,
+            name,
+            &t.ws,
+            &format!("echo {i} > mine && echo {i} > from-host"),
+        );
+    }
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(
+            guest_ok(&s, name, &t.ws, "cat mine from-host"),
+            format!("{i}\n{i}\n")
+        );
+        assert_eq!(diff_lines(&s, name), ["A  mine", "M  from-host"]);
+    }
+    assert!(!t.ws.join("mine").exists());
+    assert_eq!(
+        std::fs::read(t.ws.join("from-host")).unwrap(),
+        b"written on the host\n"
+    );
+    // A restore of the same snapshot can share it live.
+    s.ok(&["restore", snap_arg, "--name", "r", "--workspace", ws]);
+    assert_eq!(
+        guest_ok(&s, "r", &t.ws, "cat from-host"),
+        "written on the host\n"
+    );
+    for name in ["f-0", "f-1", "r", "base"] {
+        s.ok(&["rm", "--force", name]);
+    }
+    s.assert_clean();
 }

@@ -46,10 +46,31 @@ pub fn unique(message: &[u8]) -> u64 {
     u64_at(message, UNIQUE_AT).unwrap_or(0)
 }
 
+/// Opcodes that change the directory (refused in a read-only share with `EROFS`).
+const WRITES: [Opcode; 17] = [
+    Opcode::Setattr,
+    Opcode::Symlink,
+    Opcode::Mknod,
+    Opcode::Mkdir,
+    Opcode::Unlink,
+    Opcode::Rmdir,
+    Opcode::Rename,
+    Opcode::Link,
+    Opcode::Write,
+    Opcode::Setxattr,
+    Opcode::Removexattr,
+    Opcode::Create,
+    Opcode::Fallocate,
+    Opcode::Rename2,
+    Opcode::CopyFileRange,
+    Opcode::SetupMapping,
+    Opcode::Ioctl,
+];
+
 /// Checks one request (a whole message, its length already checked) and makes it run as the
 /// server's own user: uid and gid become 0, which the passthrough file system reads as "do not
-/// switch credentials".
-pub fn vet(message: &mut [u8], nodes: &impl NodeFacts) -> Verdict {
+/// switch credentials". With `read_only`, nothing that would change the directory passes.
+pub fn vet(message: &mut [u8], nodes: &impl NodeFacts, read_only: bool) -> Verdict {
     if message.len() < IN_HEADER_LEN {
         return Verdict::Refuse(libc::EINVAL);
     }
@@ -58,6 +79,9 @@ pub fn vet(message: &mut [u8], nodes: &impl NodeFacts) -> Verdict {
     let opcode = u32_at(message, OPCODE_AT).unwrap_or(0);
     let node = u64_at(message, NODEID_AT).unwrap_or(0);
     let body = &message[IN_HEADER_LEN..];
+    if read_only && WRITES.iter().any(|w| *w as u32 == opcode) {
+        return Verdict::Refuse(libc::EROFS);
+    }
     match opcode {
         // fuse_mknod_in: mode first. Regular files only (the kernel uses CREATE for those
         // anyway): no device nodes, FIFOs or sockets on the host.
@@ -72,6 +96,9 @@ pub fn vet(message: &mut [u8], nodes: &impl NodeFacts) -> Verdict {
                 let flags = flags.cast_signed();
                 let writes =
                     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+                if read_only && writes {
+                    return Verdict::Refuse(libc::EROFS);
+                }
                 openable(nodes, node, writes)
             }
             None => Verdict::Refuse(libc::EINVAL),

@@ -6,6 +6,8 @@
 //! of the directory alone.
 
 pub mod guard;
+pub mod owner;
 pub mod session;
 
+pub use owner::Owner;
 pub use session::{SessionError, StartError, WorkspaceServer};

@@ -3,11 +3,13 @@
 //! old one's nodes and handles are dropped when it ends).
 
 use crate::guard::{self, NodeFacts, Verdict};
+use crate::owner::{Owner, OwnerMapped};
 use fuse_backend_rs::api::filesystem::{Context, FileSystem};
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
 use paddock_protocol::workspace::{message_len, BadLength, HELLO, IN_HEADER_LEN, MAX_MESSAGE};
+use paddock_protocol::WorkspaceMode;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -15,10 +17,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long the guest may trust attributes and names it was given before asking again. The
-/// host may change the directory at any time (live mode), so this is short; a file's data is
+/// How long the guest may trust attributes and names it was given before asking again. Live,
+/// the host may change the directory at any time, so this is short; a file's data is
 /// revalidated on every open (close-to-open consistency).
 const LIVE_CACHE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The same for a copy-on-write share, whose lower layer is not expected to change under the
+/// sandbox (overlayfs assumes as much).
+const COW_CACHE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +57,8 @@ pub enum SessionError {
 /// The passthrough file system over one directory, and its FUSE server.
 pub struct WorkspaceServer {
     fs: Arc<PassthroughFs>,
-    server: Server<Arc<PassthroughFs>>,
+    read_only: bool,
+    server: Server<OwnerMapped<Arc<PassthroughFs>>>,
     dir: PathBuf,
 }
 
@@ -73,11 +79,23 @@ impl NodeFacts for PassthroughFs {
     }
 }
 
+/// This process's effective uid and gid: the host user whose files these are.
+fn own_ids() -> Owner {
+    // SAFETY: geteuid and getegid have no memory effects.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    Owner { uid, gid }
+}
+
 impl WorkspaceServer {
-    /// A server for `dir` (absolute, symlinks already resolved by the caller). Opens what it
-    /// needs now (the directory, `/proc/self/fd`), so it keeps working once its process is
-    /// confined to `dir`.
-    pub fn new(dir: &Path) -> Result<Self, StartError> {
+    /// A server for `dir` (absolute, symlinks already resolved by the caller), read-only for a
+    /// copy-on-write share, showing this process's own files as `guest`'s (see [`crate::owner`]).
+    /// Opens what it needs now (the directory, `/proc/self/fd`), so it keeps working once its
+    /// process is confined to `dir`.
+    pub fn new(dir: &Path, mode: WorkspaceMode, guest: Owner) -> Result<Self, StartError> {
+        let cache = match mode {
+            WorkspaceMode::Live => LIVE_CACHE_TIMEOUT,
+            WorkspaceMode::Cow => COW_CACHE_TIMEOUT,
+        };
         let root = dir
             .to_str()
             .filter(|_| dir.is_absolute())
@@ -85,8 +103,8 @@ impl WorkspaceServer {
         let config = Config {
             root_dir: root.to_string(),
             cache_policy: CachePolicy::Auto,
-            attr_timeout: LIVE_CACHE_TIMEOUT,
-            entry_timeout: LIVE_CACHE_TIMEOUT,
+            attr_timeout: cache,
+            entry_timeout: cache,
             xattr: false,
             writeback: false,
             do_import: true,
@@ -101,8 +119,13 @@ impl WorkspaceServer {
         // session's INIT imports it again.
         fs.import().map_err(serve_error)?;
         Ok(Self {
-            server: Server::new(fs.clone()),
+            server: Server::new(OwnerMapped {
+                inner: fs.clone(),
+                host: own_ids(),
+                guest,
+            }),
             fs,
+            read_only: mode == WorkspaceMode::Cow,
             dir: dir.to_path_buf(),
         })
     }
@@ -157,7 +180,7 @@ impl WorkspaceServer {
             let len = message_len(&request[..IN_HEADER_LEN], IN_HEADER_LEN)?;
             stream.read_exact(&mut request[IN_HEADER_LEN..len])?;
             let message = &mut request[..len];
-            if let Verdict::Refuse(errno) = guard::vet(message, &*self.fs) {
+            if let Verdict::Refuse(errno) = guard::vet(message, &*self.fs, self.read_only) {
                 stream.write_all(&guard::error_reply(guard::unique(message), errno))?;
                 continue;
             }

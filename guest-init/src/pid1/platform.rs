@@ -33,14 +33,28 @@ impl Platform for GuestPlatform {
 
     fn resume(&self, wall_clock: UnixTime, entropy: &[u8]) -> io::Result<()> {
         crate::resume::set_wall_clock(wall_clock)?;
-        crate::resume::add_entropy(entropy)
+        crate::resume::add_entropy(entropy)?;
+        crate::workspace::forget_stale();
+        Ok(())
     }
 
     fn shutdown(&self, action: ShutdownAction) {
         super::power::shutdown(action, &self.reaper)
     }
 
-    fn mount_workspace(&self, path: &str) -> Result<(), crate::workspace::MountError> {
-        crate::workspace::mount(path)
+    fn mount_workspace(
+        &self,
+        path: &str,
+        mode: paddock_protocol::WorkspaceMode,
+    ) -> Result<(), crate::workspace::MountError> {
+        crate::workspace::mount(path, mode)
+    }
+
+    fn workspace_changes(
+        &self,
+        path: &str,
+    ) -> Result<Vec<paddock_protocol::workspace::WorkspaceChange>, crate::workspace::ChangesError>
+    {
+        crate::workspace::changes(path)
     }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::reaper::ReapMode;
+use paddock_protocol::workspace::{ChangeKind, ChangedNode, WorkspaceChange};
 use paddock_protocol::{ExecRequest, ExitStatus, MAX_STREAM_CHUNK};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 enum Call {
     Resume(UnixTime, Vec<u8>),
     Shutdown(ShutdownAction),
-    MountWorkspace(String),
+    MountWorkspace(String, paddock_protocol::WorkspaceMode),
 }
 
 #[derive(Default)]
@@ -40,17 +41,41 @@ impl Platform for RecordingPlatform {
         self.calls.lock().unwrap().push(Call::Shutdown(action));
     }
 
-    fn mount_workspace(&self, path: &str) -> Result<(), crate::workspace::MountError> {
+    fn mount_workspace(
+        &self,
+        path: &str,
+        mode: paddock_protocol::WorkspaceMode,
+    ) -> Result<(), crate::workspace::MountError> {
         self.calls
             .lock()
             .unwrap()
-            .push(Call::MountWorkspace(path.to_string()));
+            .push(Call::MountWorkspace(path.to_string(), mode));
         if path == "/unreachable" {
             return Err(crate::workspace::MountError::Host(
                 io::Error::from_raw_os_error(libc::ECONNRESET),
             ));
         }
         Ok(())
+    }
+
+    fn workspace_changes(
+        &self,
+        path: &str,
+    ) -> Result<Vec<WorkspaceChange>, crate::workspace::ChangesError> {
+        match path {
+            "/many" => Ok((0..3000u32)
+                .map(|i| WorkspaceChange {
+                    path: vec![b'a'; 200].into_iter().chain(i.to_le_bytes()).collect(),
+                    kind: ChangeKind::Added,
+                    node: ChangedNode::File {
+                        mode: 0o644,
+                        size: 1,
+                    },
+                })
+                .collect()),
+            "/none" => Ok(Vec::new()),
+            other => Err(crate::workspace::ChangesError::Live(other.to_string())),
+        }
     }
 }
 
@@ -444,10 +469,12 @@ fn a_workspace_mount_is_answered_with_its_outcome_and_the_connection_stays() {
     let mut h = start();
     h.send(&Request::MountWorkspace {
         path: "/home/me/project".into(),
+        mode: paddock_protocol::WorkspaceMode::Cow,
     });
     assert_eq!(h.recv(), Response::WorkspaceMounted);
     h.send(&Request::MountWorkspace {
         path: "/unreachable".into(),
+        mode: paddock_protocol::WorkspaceMode::Live,
     });
     assert!(matches!(
         h.recv(),
@@ -460,10 +487,57 @@ fn a_workspace_mount_is_answered_with_its_outcome_and_the_connection_stays() {
     assert_eq!(
         *platform.calls.lock().unwrap(),
         vec![
-            Call::MountWorkspace("/home/me/project".into()),
-            Call::MountWorkspace("/unreachable".into())
+            Call::MountWorkspace(
+                "/home/me/project".into(),
+                paddock_protocol::WorkspaceMode::Cow
+            ),
+            Call::MountWorkspace("/unreachable".into(), paddock_protocol::WorkspaceMode::Live)
         ]
     );
+}
+
+#[test]
+fn workspace_changes_come_in_bounded_batches_and_end_once() {
+    let mut h = start();
+    h.send(&Request::WorkspaceChanges {
+        path: "/many".into(),
+    });
+    let mut got = 0;
+    let mut batches = 0;
+    loop {
+        match h.recv() {
+            Response::WorkspaceChanges { changes, more } => {
+                let bytes: usize = changes.iter().map(|c| c.path.len()).sum();
+                assert!(bytes <= paddock_protocol::workspace::MAX_CHANGES_BYTES);
+                got += changes.len();
+                batches += 1;
+                if !more {
+                    break;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, 3000);
+    assert!(batches > 1);
+    h.send(&Request::WorkspaceChanges {
+        path: "/none".into(),
+    });
+    assert_eq!(
+        h.recv(),
+        Response::WorkspaceChanges {
+            changes: Vec::new(),
+            more: false
+        }
+    );
+    h.send(&Request::WorkspaceChanges {
+        path: "/live".into(),
+    });
+    assert!(matches!(
+        h.recv(),
+        Response::Error { kind: ErrorKind::Workspace, message } if message.contains("live")
+    ));
+    h.finish().unwrap();
 }
 
 #[test]

@@ -80,6 +80,10 @@ fn every_request_round_trips() {
         },
         Request::MountWorkspace {
             path: "/home/me/project".into(),
+            mode: crate::workspace::WorkspaceMode::Cow,
+        },
+        Request::WorkspaceChanges {
+            path: "/home/me/project".into(),
         },
     ];
     for request in &requests {
@@ -116,6 +120,26 @@ fn every_response_round_trips() {
         Response::Detached { pid: 9 },
         Response::Attached { pid: 9 },
         Response::WorkspaceMounted,
+        Response::WorkspaceChanges {
+            changes: vec![
+                crate::workspace::WorkspaceChange {
+                    path: b"src/bad\xffname".to_vec(),
+                    kind: crate::workspace::ChangeKind::Added,
+                    node: crate::workspace::ChangedNode::File {
+                        mode: 0o644,
+                        size: 12,
+                    },
+                },
+                crate::workspace::WorkspaceChange {
+                    path: b"link".to_vec(),
+                    kind: crate::workspace::ChangeKind::Deleted,
+                    node: crate::workspace::ChangedNode::Symlink {
+                        target: b"/etc".to_vec(),
+                    },
+                },
+            ],
+            more: true,
+        },
         Response::Error {
             kind: ErrorKind::Workspace,
             message: "cannot reach the workspace server".into(),

@@ -6,11 +6,13 @@ use super::{
     StateArgs, VmmArgs,
 };
 use anyhow::Context;
+use paddock_vmm::sandbox::workspace::WorkspaceMode;
 use paddock_vmm::sandbox::{ConsoleLog, Launch, SandboxPaths, Sandboxes};
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Instant;
 
-fn sandboxes(state: &StateArgs) -> Sandboxes {
+pub(super) fn sandboxes(state: &StateArgs) -> Sandboxes {
     Sandboxes::new(state.state_dir.as_deref())
 }
 
@@ -19,27 +21,13 @@ pub fn start(args: StartArgs) -> anyhow::Result<i32> {
         .with_cpus(args.limits.cpus)
         .with_seccomp(args.limits.seccomp());
     // Checked before anything starts.
-    let workspace = args
-        .workspace
-        .as_deref()
-        .map(paddock_vmm::sandbox::workspace::resolve)
-        .transpose()?;
+    let workspace = resolve_workspace(&args.workspace)?;
     let plan = machine::plan(args.machine, &sandboxes)?;
     let policy = super::policy::sandbox_policy(&args.egress)?;
     let info = sandboxes.start_prepared(args.name.as_deref(), plan.launch(), &|paths| {
         super::policy::write_sandbox_policy(&policy, paths)
     })?;
-    let shared = match &workspace {
-        Some(dir) => match sandboxes.share_workspace(&info.name, dir) {
-            Ok(dir) => Some(dir),
-            Err(e) => {
-                // Nothing half-made stays behind: the sandbox asked for is one with its share.
-                let _ = sandboxes.remove(&info.name, true);
-                return Err(e).context("sharing the workspace");
-            }
-        },
-        None => None,
-    };
+    let shared = share(&sandboxes, &info.name, workspace.as_ref())?;
     println!("{}", info.name);
     let how = match &plan {
         Plan::Template { template, .. } => {
@@ -58,6 +46,36 @@ pub fn start(args: StartArgs) -> anyhow::Result<i32> {
         eprintln!("paddock: {} is shared at the same path", dir.display());
     }
     Ok(0)
+}
+
+/// The workspace `args` name (absolute, symlinks resolved, a directory) and its mode.
+fn resolve_workspace(
+    args: &super::WorkspaceArgs,
+) -> anyhow::Result<Option<(PathBuf, WorkspaceMode)>> {
+    let Some(dir) = &args.workspace else {
+        return Ok(None);
+    };
+    let dir = paddock_vmm::sandbox::workspace::resolve(dir)?;
+    Ok(Some((dir, args.workspace_mode.into())))
+}
+
+/// Shares `workspace` with the new sandbox `name`; if that fails, the sandbox goes too
+/// (nothing half-made stays behind: the sandbox asked for is one with its share).
+fn share(
+    sandboxes: &Sandboxes,
+    name: &str,
+    workspace: Option<&(PathBuf, WorkspaceMode)>,
+) -> anyhow::Result<Option<PathBuf>> {
+    let Some((dir, mode)) = workspace else {
+        return Ok(None);
+    };
+    match sandboxes.share_workspace(name, dir, *mode) {
+        Ok(dir) => Ok(Some(dir)),
+        Err(e) => {
+            let _ = sandboxes.remove(name, true);
+            Err(e).context("sharing the workspace")
+        }
+    }
 }
 
 pub fn logs(args: LogsArgs) -> anyhow::Result<i32> {
@@ -220,10 +238,12 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
         console: ConsoleLog::Sandbox,
         image,
     };
-    let info = sandboxes(&args.state)
+    let workspace = resolve_workspace(&args.workspace)?;
+    let sandboxes = sandboxes(&args.state)
         .with_cpus(args.limits.cpus)
-        .with_seccomp(args.limits.seccomp())
-        .start(args.name.as_deref(), launch)?;
+        .with_seccomp(args.limits.seccomp());
+    let info = sandboxes.start(args.name.as_deref(), launch)?;
+    share(&sandboxes, &info.name, workspace.as_ref())?;
     let wall_ms = ms_since(requested);
     if args.timings.json {
         print_json_timings(&[(&info.name, wall_ms, &info.spans)]);
@@ -284,11 +304,21 @@ pub fn fork(args: ForkArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(args.count > 0, "--count must be at least 1");
     let dir = std::path::absolute(&args.dir)
         .with_context(|| format!("resolving {}", args.dir.display()))?;
+    let workspace = resolve_workspace(&args.workspace)?;
     let started = Instant::now();
-    let infos = sandboxes(&args.state)
+    let sandboxes = sandboxes(&args.state)
         .with_cpus(args.limits.cpus)
-        .with_seccomp(args.limits.seccomp())
-        .fork(&dir, args.count, &args.prefix, false)?;
+        .with_seccomp(args.limits.seccomp());
+    let infos = sandboxes.fork(&dir, args.count, &args.prefix, false)?;
+    for info in &infos {
+        if let Err(e) = share(&sandboxes, &info.name, workspace.as_ref()) {
+            // All of them, or none.
+            for other in &infos {
+                let _ = sandboxes.remove(&other.name, true);
+            }
+            return Err(e);
+        }
+    }
     let wall_ms = ms_since(started);
     if args.timings.json {
         let reports: Vec<(&str, f64, &[paddock_vmm::timings::Span])> = infos

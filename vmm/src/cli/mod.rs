@@ -9,6 +9,7 @@ mod lifecycle;
 mod machine;
 mod outcome;
 mod policy;
+mod review;
 mod run;
 mod run_agent;
 mod secret;
@@ -119,6 +120,13 @@ pub enum Command {
     Reset(ResetArgs),
     /// Start COUNT independent sandboxes from one snapshot, sharing its memory file.
     Fork(ForkArgs),
+    /// What the agent changed in a copy-on-write workspace (`--workspace-mode cow`): A added,
+    /// M modified, D deleted; `--patch` shows them as a unified diff against the host's files.
+    Diff(DiffArgs),
+    /// Copy the reviewed changes of a copy-on-write workspace (all, or those at or beneath
+    /// PATH...) to the host directory, a file at a time; a file the host changed meanwhile is
+    /// refused and stays in the sandbox.
+    Apply(ApplyArgs),
     /// Print a sandbox's guest console log (kernel messages, guest-init's and the engine's
     /// startup reports).
     Logs(LogsArgs),
@@ -306,6 +314,9 @@ pub struct WorkspaceServerArgs {
     /// The VMM process; the server ends when it is gone.
     #[arg(long)]
     pub vmm_pid: u32,
+    /// Serve the directory read-only (a copy-on-write share).
+    #[arg(long)]
+    pub cow: bool,
 }
 
 /// Where sandboxes are recorded.
@@ -367,10 +378,45 @@ pub struct StartArgs {
     pub machine: MachineArgs,
     #[command(flatten)]
     pub egress: EgressArgs,
+    #[command(flatten)]
+    pub workspace: WorkspaceArgs,
+}
+
+/// The host directory a new sandbox shares (`start`, `restore`, `fork`).
+#[derive(Args, Clone, Debug)]
+pub struct WorkspaceArgs {
     /// Share this host directory with the sandbox: the guest sees it at the same absolute
-    /// path (symlinks resolved), live, and nothing else of the host's files.
+    /// path (symlinks resolved), and nothing else of the host's files.
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
+    /// `live`: the guest's changes go straight to DIR. `cow`: DIR is read-only to the guest,
+    /// its changes stay in the sandbox (`paddock diff`, `paddock apply`; a reset drops them).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "live",
+        requires = "workspace"
+    )]
+    pub workspace_mode: WorkspaceModeArg,
+}
+
+/// How the workspace is shared (`--workspace-mode`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WorkspaceModeArg {
+    /// Changes go straight to the host, both ways.
+    #[default]
+    Live,
+    /// Changes stay in the sandbox until reviewed and applied.
+    Cow,
+}
+
+impl From<WorkspaceModeArg> for paddock_vmm::sandbox::workspace::WorkspaceMode {
+    fn from(mode: WorkspaceModeArg) -> Self {
+        match mode {
+            WorkspaceModeArg::Live => Self::Live,
+            WorkspaceModeArg::Cow => Self::Cow,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -446,6 +492,29 @@ pub struct NameArgs {
     pub state: StateArgs,
     /// The sandbox.
     pub name: String,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Show the changes of files as a unified diff (text files; binary ones are named).
+    #[arg(long)]
+    pub patch: bool,
+    /// The sandbox.
+    pub name: String,
+}
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The sandbox.
+    pub name: String,
+    /// Only these paths and what lies beneath them (relative to the workspace, or absolute
+    /// within it).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -541,6 +610,8 @@ pub struct RestoreArgs {
     #[arg(long, hide = true)]
     pub console_log: bool,
     #[command(flatten)]
+    pub workspace: WorkspaceArgs,
+    #[command(flatten)]
     pub timings: TimingArgs,
 }
 
@@ -583,6 +654,8 @@ pub struct ForkArgs {
     /// Names are PREFIX-0 .. PREFIX-(K-1).
     #[arg(long, value_name = "NAME", default_value = "fork")]
     pub prefix: String,
+    #[command(flatten)]
+    pub workspace: WorkspaceArgs,
     #[command(flatten)]
     pub timings: TimingArgs,
 }
@@ -670,6 +743,10 @@ pub struct RunArgs {
     /// Keep the agent's own permission prompts (no unattended flags).
     #[arg(long, requires = "agent")]
     pub ask: bool,
+    /// How DIR is shared: `live` (the agent's changes go straight to DIR) or `cow` (they stay
+    /// in the sandbox until `paddock diff` and `paddock apply`; a reset drops them).
+    #[arg(long, value_name = "MODE", default_value = "live", requires = "agent")]
+    pub workspace_mode: WorkspaceModeArg,
     #[command(flatten)]
     pub egress: EgressArgs,
     /// A terminal for the command whenever stdin is one, even if stdout is not.
@@ -751,6 +828,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Reset(args) => lifecycle::reset(args),
         Command::Fork(args) => lifecycle::fork(args),
         Command::Logs(args) => lifecycle::logs(args),
+        Command::Diff(args) => review::diff(args),
+        Command::Apply(args) => review::apply(args),
         Command::Agents(args) => agents::agents(args),
         Command::Template(command) => template::dispatch(command),
         Command::Policy(args) => policy::dispatch(args),

@@ -17,7 +17,7 @@ use paddock_vmm::client::{self, PtyError};
 use paddock_vmm::config::CONTROL_PORT;
 use paddock_vmm::exit_codes;
 use paddock_vmm::sandbox::paths::AgentRecord;
-use paddock_vmm::sandbox::workspace::WorkspaceRecord;
+use paddock_vmm::sandbox::workspace::{WorkspaceMode, WorkspaceRecord};
 use paddock_vmm::sandbox::Sandboxes;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -63,7 +63,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<i32> {
                     return Ok(code);
                 }
             }
-            share_once(&sandboxes, &sandbox, &dir)?;
+            share_once(&sandboxes, &sandbox, &dir, args.workspace_mode.into())?;
             eprintln!(
                 "paddock: {sandbox} is running; starting {} in it",
                 agent.name()
@@ -78,7 +78,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<i32> {
             let info = sandboxes.start_prepared(Some(&sandbox), plan.launch(), &|paths| {
                 super::policy::write_sandbox_policy(&policy, paths)
             })?;
-            if let Err(e) = sandboxes.share_workspace(&sandbox, &dir) {
+            if let Err(e) = sandboxes.share_workspace(&sandbox, &dir, args.workspace_mode.into()) {
                 let _ = sandboxes.remove(&sandbox, true);
                 return Err(e).context("sharing the workspace");
             }
@@ -155,8 +155,14 @@ fn after_session(
 }
 
 /// Shares DIR with a running sandbox that does not share a directory yet (one started before
-/// workspaces existed); a sandbox that shares another one keeps it, with a note.
-fn share_once(sandboxes: &Sandboxes, sandbox: &str, dir: &Path) -> anyhow::Result<()> {
+/// workspaces existed); a sandbox that shares another one, or in another mode, keeps it, with
+/// a note.
+fn share_once(
+    sandboxes: &Sandboxes,
+    sandbox: &str,
+    dir: &Path,
+    mode: WorkspaceMode,
+) -> anyhow::Result<()> {
     let paths = sandboxes.paths(sandbox)?;
     match WorkspaceRecord::read(&paths) {
         Some(record) if record.dir != dir => eprintln!(
@@ -164,10 +170,16 @@ fn share_once(sandboxes: &Sandboxes, sandbox: &str, dir: &Path) -> anyhow::Resul
             record.dir.display(),
             dir.display()
         ),
+        Some(record) if record.mode != mode => eprintln!(
+            "paddock: note: sandbox {sandbox} shares {} in {:?} mode; \
+             `paddock rm {sandbox}` and run again to change it",
+            record.dir.display(),
+            record.mode
+        ),
         Some(_) => {}
         None => {
             sandboxes
-                .share_workspace(sandbox, dir)
+                .share_workspace(sandbox, dir, mode)
                 .context("sharing the workspace")?;
         }
     }

@@ -8,14 +8,26 @@ use super::WorkspaceServerArgs;
 use anyhow::Context;
 use paddock_vmm::sandbox::jail::{self, Bind, JailPlan};
 use paddock_vmm::sandbox::privileges;
-use paddock_workspace::WorkspaceServer;
+use paddock_vmm::sandbox::workspace::WorkspaceMode;
+use paddock_workspace::{Owner, WorkspaceServer};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
 pub fn run(args: WorkspaceServerArgs) -> anyhow::Result<i32> {
     super::init_tracing_from("PADDOCK_WORKSPACE_LOG", "info");
-    let server = Arc::new(WorkspaceServer::new(&args.dir)?);
+    let mode = if args.cow {
+        WorkspaceMode::Cow
+    } else {
+        WorkspaceMode::Live
+    };
+    // The agent image's user: what the host user's files look like in the guest.
+    let agent = &rootfs_builder::agent::AGENT.user;
+    let guest = Owner {
+        uid: agent.uid,
+        gid: agent.gid,
+    };
+    let server = Arc::new(WorkspaceServer::new(&args.dir, mode, guest)?);
     let vmm = pidfd(args.vmm_pid)
         .with_context(|| format!("watching the sandbox's VMM (pid {})", args.vmm_pid))?;
     let _ = std::fs::remove_file(&args.socket);

@@ -2,6 +2,8 @@
 
 use super::exec::{ExecError, RunningExec};
 use super::{bounded_message, response_kind};
+use paddock_protocol::workspace::WorkspaceChange;
+use paddock_protocol::WorkspaceMode;
 use paddock_protocol::{
     read_frame, write_frame, BootInfo, ExecRequest, FrameError, Request, Response, ShutdownAction,
     UnixTime,
@@ -79,9 +81,15 @@ pub enum MountWorkspaceError {
     Frame(#[from] FrameError),
     #[error("the guest could not mount the workspace: {0}")]
     Guest(String),
-    #[error("unexpected {0} response to a workspace mount")]
+    #[error("unexpected {0} response to a workspace request")]
     Unexpected(&'static str),
+    #[error("the guest listed more than {MAX_CHANGES} workspace changes")]
+    TooMany,
 }
+
+/// Most changes the host accepts in one listing (a guest could otherwise send batches without
+/// end).
+pub const MAX_CHANGES: usize = 1_000_000;
 
 impl Connection {
     pub(super) fn from_handshake(stream: UnixStream, host_port: u32) -> Self {
@@ -150,9 +158,14 @@ impl Connection {
 
     /// Asks guest-init to mount the sandbox's workspace at `path` (served by the workspace
     /// server listening on the sandbox's workspace socket); returns once it is mounted.
-    pub fn mount_workspace(&mut self, path: &str) -> Result<(), MountWorkspaceError> {
+    pub fn mount_workspace(
+        &mut self,
+        path: &str,
+        mode: WorkspaceMode,
+    ) -> Result<(), MountWorkspaceError> {
         let request = Request::MountWorkspace {
             path: path.to_string(),
+            mode,
         };
         match self.request(&request)? {
             Response::WorkspaceMounted => Ok(()),
@@ -160,6 +173,36 @@ impl Connection {
                 Err(MountWorkspaceError::Guest(bounded_message(message)))
             }
             other => Err(MountWorkspaceError::Unexpected(response_kind(&other))),
+        }
+    }
+
+    /// The changes of the copy-on-write workspace mounted at `path`, as guest-init lists them
+    /// (at most [`MAX_CHANGES`]).
+    pub fn workspace_changes(
+        &mut self,
+        path: &str,
+    ) -> Result<Vec<WorkspaceChange>, MountWorkspaceError> {
+        let request = Request::WorkspaceChanges {
+            path: path.to_string(),
+        };
+        write_frame(&mut self.stream, &request)?;
+        let mut all = Vec::new();
+        loop {
+            match read_frame(&mut self.stream)? {
+                Response::WorkspaceChanges { changes, more } => {
+                    all.extend(changes);
+                    if all.len() > MAX_CHANGES {
+                        return Err(MountWorkspaceError::TooMany);
+                    }
+                    if !more {
+                        return Ok(all);
+                    }
+                }
+                Response::Error { message, .. } => {
+                    return Err(MountWorkspaceError::Guest(bounded_message(message)))
+                }
+                other => return Err(MountWorkspaceError::Unexpected(response_kind(&other))),
+            }
         }
     }
 

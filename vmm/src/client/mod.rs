@@ -37,6 +37,7 @@ fn response_kind(response: &paddock_protocol::Response) -> &'static str {
         Response::Detached { .. } => "Detached",
         Response::Attached { .. } => "Attached",
         Response::WorkspaceMounted => "WorkspaceMounted",
+        Response::WorkspaceChanges { .. } => "WorkspaceChanges",
     }
 }
 

@@ -46,7 +46,11 @@ impl Platform for TestPlatform {
         self.shutdowns.lock().unwrap().push(action);
     }
 
-    fn mount_workspace(&self, path: &str) -> Result<(), guest_init::workspace::MountError> {
+    fn mount_workspace(
+        &self,
+        path: &str,
+        _mode: paddock_protocol::WorkspaceMode,
+    ) -> Result<(), guest_init::workspace::MountError> {
         match path {
             "/home/me/project" => Ok(()),
             other => Err(guest_init::workspace::MountError::Path(other.to_string())),
@@ -135,10 +139,17 @@ fn handshake_then_ping() {
 fn a_workspace_mount_reports_the_guests_answer() {
     let vm = fake_vm();
     let mut conn = control(&vm);
-    conn.mount_workspace("/home/me/project").unwrap();
-    let err = conn.mount_workspace("relative").unwrap_err();
+    let live = paddock_protocol::WorkspaceMode::Live;
+    conn.mount_workspace("/home/me/project", live).unwrap();
+    let err = conn.mount_workspace("relative", live).unwrap_err();
     assert!(
         matches!(&err, MountWorkspaceError::Guest(m) if m.contains("relative")),
+        "{err}"
+    );
+    // The test platform has no copy-on-write workspace: the guest's refusal comes through.
+    let err = conn.workspace_changes("/home/me/project").unwrap_err();
+    assert!(
+        matches!(&err, MountWorkspaceError::Guest(m) if m.contains("no workspaces")),
         "{err}"
     );
     conn.ping(1).unwrap();

@@ -22,6 +22,7 @@ pub mod helper;
 pub mod jail;
 pub mod paths;
 pub mod privileges;
+pub mod review;
 pub mod rlimits;
 pub mod supervisor;
 pub mod workspace;
@@ -72,13 +73,17 @@ pub enum SandboxError {
     /// The sandbox's workspace could not be shared (or shared again after a reset).
     #[error(transparent)]
     Workspace(#[from] workspace::WorkspaceError),
-    /// A snapshot of a sandbox with its workspace mounted: not supported yet (the guest's FUSE
-    /// state would name nodes of a server that is gone when the snapshot is restored).
+    /// The sandbox shares no workspace.
+    #[error("sandbox {0:?} shares no workspace")]
+    NoWorkspace(String),
+    /// The sandbox's workspace is live: there is nothing to review.
     #[error(
-        "sandbox {0:?} has a workspace mounted; a snapshot of it cannot be taken yet \
-         (snapshot a sandbox without --workspace, e.g. the template it came from)"
+        "sandbox {0:?} shares its workspace live: the guest's changes are on the host already"
     )]
-    SnapshotWithWorkspace(String),
+    NotCopyOnWrite(String),
+    /// A guest file of the workspace could not be read.
+    #[error(transparent)]
+    Review(Box<review::GuestReadError>),
 }
 
 /// A sandbox as `ls` reports it.
@@ -500,9 +505,6 @@ impl Sandboxes {
     /// Writes a snapshot of sandbox `name` into `dir`; stops the sandbox afterwards if `stop`.
     /// Returns (vCPU pause time in ms, memory bytes written).
     pub fn snapshot(&self, name: &str, dir: &Path, stop: bool) -> Result<(f64, u64), SandboxError> {
-        if workspace::WorkspaceRecord::read(&self.paths(name)?).is_some() {
-            return Err(SandboxError::SnapshotWithWorkspace(name.to_string()));
-        }
         let dir = std::path::absolute(dir).map_err(|source| PathsError::Io {
             what: "resolving",
             path: dir.to_path_buf(),
@@ -569,12 +571,17 @@ impl Sandboxes {
                 ready_ms,
                 mut spans,
             } => {
-                // The snapshot has no share mounted (none with one can be taken): the guest
-                // mounts it again, served by the same server, before the reset is done.
+                // Whatever share the snapshot held died with its connection (guest-init
+                // dropped it on resume): the guest mounts the share again, served by the same
+                // server, before the reset is done.
                 let paths = self.paths(name)?;
-                if let Some(record) = workspace::WorkspaceRecord::read(&paths) {
+                if let Some(mut record) = workspace::WorkspaceRecord::read(&paths) {
                     let start = Instant::now();
-                    workspace::mount(&paths.vsock(), &record.dir)?;
+                    // A copy-on-write share starts over: the guest's changes are gone.
+                    record.mounted_ns = workspace::now_ns();
+                    record.applied.clear();
+                    workspace::mount(&paths.vsock(), &record.dir, record.mode)?;
+                    record.write(&paths)?;
                     spans.push(crate::timings::Span {
                         span: "workspace mounted".into(),
                         ms: start.elapsed().as_secs_f64() * 1e3,
@@ -672,15 +679,32 @@ impl Sandboxes {
     }
 
     /// Shares host directory `dir` with running sandbox `name`: guest-init mounts it at the
-    /// same absolute path (symlinks resolved here, once), served by a workspace server process
-    /// of its own that sees nothing else. Returns the path. A sandbox shares one directory.
-    pub fn share_workspace(&self, name: &str, dir: &Path) -> Result<PathBuf, SandboxError> {
+    /// same absolute path (symlinks resolved here, once), live or copy-on-write as `mode` says,
+    /// served by a workspace server process of its own that sees nothing else. Returns the
+    /// path. A sandbox shares one directory.
+    pub fn share_workspace(
+        &self,
+        name: &str,
+        dir: &Path,
+        mode: workspace::WorkspaceMode,
+    ) -> Result<PathBuf, SandboxError> {
         let paths = self.paths(name)?;
         let info = SandboxInfo::read(&paths).map_err(|_| PathsError::NotFound(name.to_string()))?;
         let dir = workspace::resolve(dir)?;
         let uds = self.vsock_path(name)?;
-        let mut server = workspace::start_server(&self.paddock_bin, &paths, &dir, info.pid)?;
-        if let Err(e) = workspace::mount(&uds, &dir) {
+        let mut server = workspace::start_server(&self.paddock_bin, &paths, &dir, mode, info.pid)?;
+        let mounted_ns = workspace::now_ns();
+        let mounted = workspace::mount(&uds, &dir, mode).and_then(|()| {
+            let mut record = workspace::WorkspaceRecord::read(&paths).ok_or_else(|| {
+                workspace::WorkspaceError::Record {
+                    path: paths.dir.clone(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                }
+            })?;
+            record.mounted_ns = mounted_ns;
+            record.write(&paths)
+        });
+        if let Err(e) = mounted {
             workspace::stop_server(&paths);
             let _ = server.wait();
             workspace::WorkspaceRecord::remove(&paths);
@@ -691,6 +715,54 @@ impl Sandboxes {
             let _ = server.wait();
         });
         Ok(dir)
+    }
+
+    /// The shared workspace of running sandbox `name`, which must be copy-on-write, and its
+    /// vsock socket.
+    fn cow_workspace(
+        &self,
+        name: &str,
+    ) -> Result<(workspace::WorkspaceRecord, PathBuf), SandboxError> {
+        let paths = self.paths(name)?;
+        let uds = self.vsock_path(name)?;
+        match workspace::WorkspaceRecord::read(&paths) {
+            Some(record) if record.mode == workspace::WorkspaceMode::Cow => Ok((record, uds)),
+            Some(_) => Err(SandboxError::NotCopyOnWrite(name.to_string())),
+            None => Err(SandboxError::NoWorkspace(name.to_string())),
+        }
+    }
+
+    /// What the guest changed in sandbox `name`'s copy-on-write workspace, parents first.
+    pub fn workspace_changes(
+        &self,
+        name: &str,
+    ) -> Result<(PathBuf, Vec<paddock_protocol::workspace::WorkspaceChange>), SandboxError> {
+        let (record, uds) = self.cow_workspace(name)?;
+        let changes = review::changes(&uds, &record.dir)?;
+        Ok((record.dir, changes))
+    }
+
+    /// The guest's bytes of `rel` in sandbox `name`'s copy-on-write workspace.
+    pub fn workspace_guest_file(&self, name: &str, rel: &[u8]) -> Result<Vec<u8>, SandboxError> {
+        let (record, uds) = self.cow_workspace(name)?;
+        review::guest_file(&uds, &record.dir, rel).map_err(|e| SandboxError::Review(Box::new(e)))
+    }
+
+    /// Applies the changes of sandbox `name`'s copy-on-write workspace at or beneath
+    /// `selected` (relative paths; all when empty) to the host directory: see [`review`].
+    pub fn apply_workspace(
+        &self,
+        name: &str,
+        selected: &[Vec<u8>],
+    ) -> Result<Vec<review::Outcome>, SandboxError> {
+        let (mut record, uds) = self.cow_workspace(name)?;
+        let changes: Vec<_> = review::changes(&uds, &record.dir)?
+            .into_iter()
+            .filter(|c| review::is_selected(&c.path, selected))
+            .collect();
+        let outcomes = review::apply(&uds, &mut record, &changes);
+        record.write(&self.paths(name)?)?;
+        Ok(outcomes)
     }
 
     /// The vsock socket of a running sandbox (for exec).

@@ -4,6 +4,7 @@
 
 use super::paths::SandboxPaths;
 use crate::client::{self, MountWorkspaceError};
+pub use paddock_protocol::WorkspaceMode;
 use paddock_protocol::{CONTROL_PORT, WORKSPACE_PORT};
 use serde::{Deserialize, Serialize};
 use std::os::unix::process::CommandExt;
@@ -60,6 +61,17 @@ pub struct WorkspaceRecord {
     pub dir: PathBuf,
     /// The server process, while it runs.
     pub server_pid: Option<u32>,
+    /// Live, or copy-on-write.
+    #[serde(default)]
+    pub mode: WorkspaceMode,
+    /// When the guest's current mount was made (ns since the epoch): in copy-on-write mode, a
+    /// host file whose ctime is later changed under the guest's copy, and is not overwritten.
+    #[serde(default)]
+    pub mounted_ns: u64,
+    /// Host files `paddock apply` wrote since then, with their ctimes (ns): writing them again
+    /// is not overwriting a change of the host's.
+    #[serde(default)]
+    pub applied: Vec<(Vec<u8>, u64)>,
 }
 
 impl WorkspaceRecord {
@@ -74,7 +86,8 @@ impl WorkspaceRecord {
         let _ = std::fs::remove_file(paths.dir.join(RECORD));
     }
 
-    fn write(&self, paths: &SandboxPaths) -> Result<(), WorkspaceError> {
+    /// Writes the record (atomically).
+    pub fn write(&self, paths: &SandboxPaths) -> Result<(), WorkspaceError> {
         let path = paths.dir.join(RECORD);
         let tmp = paths.dir.join(format!(".{RECORD}.tmp"));
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other);
@@ -127,6 +140,7 @@ pub fn start_server(
     bin: &Path,
     paths: &SandboxPaths,
     dir: &Path,
+    mode: WorkspaceMode,
     vmm_pid: u32,
 ) -> Result<Child, WorkspaceError> {
     let log_path = server_log(paths);
@@ -146,6 +160,7 @@ pub fn start_server(
         .arg(jail_root(paths))
         .arg("--vmm-pid")
         .arg(vmm_pid.to_string())
+        .args((mode == WorkspaceMode::Cow).then_some("--cow"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -159,6 +174,9 @@ pub fn start_server(
     let record = WorkspaceRecord {
         dir: dir.to_path_buf(),
         server_pid: Some(child.id()),
+        mode,
+        mounted_ns: 0,
+        applied: Vec::new(),
     };
     if let Err(e) = record.write(paths) {
         let _ = child.kill();
@@ -180,18 +198,37 @@ pub fn stop_server(paths: &SandboxPaths) {
     super::helper::stop(pid, "__workspace", &socket(paths));
 }
 
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Asks guest-init (reached through the sandbox's vsock socket `uds`) to mount the workspace
-/// at `dir`, its host path.
-pub fn mount(uds: &Path, dir: &Path) -> Result<(), WorkspaceError> {
+/// at `dir`, its host path, as `mode` says.
+pub fn mount(uds: &Path, dir: &Path, mode: WorkspaceMode) -> Result<(), WorkspaceError> {
+    let (mut conn, path) = guest_init_for(uds, dir, MOUNT_TIMEOUT)?;
+    conn.mount_workspace(path, mode)?;
+    Ok(())
+}
+
+/// A connection to guest-init behind `uds` that gives up after `timeout`, and the workspace
+/// `dir` as the text the guest takes.
+pub(crate) fn guest_init_for<'a>(
+    uds: &Path,
+    dir: &'a Path,
+    timeout: Duration,
+) -> Result<(client::Connection, &'a str), WorkspaceError> {
     let path = dir.to_str().ok_or_else(|| WorkspaceError::Directory {
         path: dir.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is not UTF-8"),
     })?;
-    let mut conn = client::connect(uds, CONTROL_PORT)?;
-    conn.set_timeout(Some(MOUNT_TIMEOUT))
+    let conn = client::connect(uds, CONTROL_PORT)?;
+    conn.set_timeout(Some(timeout))
         .map_err(WorkspaceError::Io)?;
-    conn.mount_workspace(path)?;
-    Ok(())
+    Ok((conn, path))
 }
 
 #[cfg(test)]
@@ -207,6 +244,9 @@ mod tests {
         let record = WorkspaceRecord {
             dir: "/home/me/project".into(),
             server_pid: Some(42),
+            mode: WorkspaceMode::Cow,
+            mounted_ns: 7,
+            applied: vec![(b"a/b\xff".to_vec(), 9)],
         };
         record.write(&paths).unwrap();
         assert_eq!(WorkspaceRecord::read(&paths), Some(record));
@@ -237,7 +277,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = SandboxPaths::new(dir.path(), "a").unwrap();
         std::fs::create_dir_all(&paths.dir).unwrap();
-        let err = start_server(Path::new("/bin/false"), &paths, dir.path(), 1).unwrap_err();
+        let err = start_server(
+            Path::new("/bin/false"),
+            &paths,
+            dir.path(),
+            WorkspaceMode::Live,
+            1,
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -245,8 +292,14 @@ mod tests {
             ),
             "{err}"
         );
-        let err =
-            start_server(Path::new("/nonexistent/paddock"), &paths, dir.path(), 1).unwrap_err();
+        let err = start_server(
+            Path::new("/nonexistent/paddock"),
+            &paths,
+            dir.path(),
+            WorkspaceMode::Live,
+            1,
+        )
+        .unwrap_err();
         assert!(matches!(err, WorkspaceError::Spawn { .. }), "{err}");
     }
 }

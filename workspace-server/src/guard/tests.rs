@@ -43,7 +43,7 @@ fn request(opcode: Opcode, node: u64, body: &[u32]) -> Vec<u8> {
 #[test]
 fn every_request_runs_as_the_servers_own_user() {
     let mut m = request(Opcode::Getattr, FILE, &[0, 0, 0, 0]);
-    assert_eq!(vet(&mut m, &nodes()), Verdict::Serve);
+    assert_eq!(vet(&mut m, &nodes(), false), Verdict::Serve);
     assert_eq!(&m[UID_AT..GID_AT + 4], &[0; 8]);
     assert_eq!(unique(&m), 77);
 }
@@ -52,12 +52,15 @@ fn every_request_runs_as_the_servers_own_user() {
 fn special_files_are_never_made() {
     for kind in [libc::S_IFCHR, libc::S_IFBLK, libc::S_IFIFO, libc::S_IFSOCK] {
         let mut m = request(Opcode::Mknod, DIR, &[kind | 0o666, 0x0103, 0, 0]);
-        assert_eq!(vet(&mut m, &nodes()), Verdict::Refuse(libc::EPERM));
+        assert_eq!(vet(&mut m, &nodes(), false), Verdict::Refuse(libc::EPERM));
     }
     let mut m = request(Opcode::Mknod, DIR, &[libc::S_IFREG | 0o644, 0, 0, 0]);
-    assert_eq!(vet(&mut m, &nodes()), Verdict::Serve);
+    assert_eq!(vet(&mut m, &nodes(), false), Verdict::Serve);
     let mut short = request(Opcode::Mknod, DIR, &[]);
-    assert_eq!(vet(&mut short, &nodes()), Verdict::Refuse(libc::EINVAL));
+    assert_eq!(
+        vet(&mut short, &nodes(), false),
+        Verdict::Refuse(libc::EINVAL)
+    );
 }
 
 #[test]
@@ -77,27 +80,71 @@ fn opens_for_writing_need_a_singly_linked_regular_file() {
     ];
     for (node, flags, want) in cases {
         let mut m = request(Opcode::Open, node, &[flags, 0]);
-        assert_eq!(vet(&mut m, &nodes()), want, "node {node} flags {flags:#o}");
+        assert_eq!(
+            vet(&mut m, &nodes(), false),
+            want,
+            "node {node} flags {flags:#o}"
+        );
     }
 }
 
 #[test]
 fn truncating_a_multiply_linked_file_is_refused_other_setattrs_pass() {
     let mut size = request(Opcode::Setattr, LINKED, &[FATTR_SIZE, 0, 0, 0, 0, 0]);
-    assert_eq!(vet(&mut size, &nodes()), Verdict::Refuse(libc::EPERM));
+    assert_eq!(
+        vet(&mut size, &nodes(), false),
+        Verdict::Refuse(libc::EPERM)
+    );
     let mut size = request(Opcode::Setattr, FILE, &[FATTR_SIZE, 0, 0, 0, 0, 0]);
-    assert_eq!(vet(&mut size, &nodes()), Verdict::Serve);
+    assert_eq!(vet(&mut size, &nodes(), false), Verdict::Serve);
     let mode_only = 1;
     let mut chmod = request(Opcode::Setattr, LINKED, &[mode_only, 0, 0, 0, 0, 0]);
-    assert_eq!(vet(&mut chmod, &nodes()), Verdict::Serve);
+    assert_eq!(vet(&mut chmod, &nodes(), false), Verdict::Serve);
 }
 
 #[test]
 fn a_message_shorter_than_a_header_is_refused_and_errors_are_bare_headers() {
     let mut short = vec![0u8; 12];
-    assert_eq!(vet(&mut short, &nodes()), Verdict::Refuse(libc::EINVAL));
+    assert_eq!(
+        vet(&mut short, &nodes(), false),
+        Verdict::Refuse(libc::EINVAL)
+    );
     let reply = error_reply(77, libc::EPERM);
     assert_eq!(&reply[..4], &16u32.to_le_bytes());
     assert_eq!(&reply[4..8], &(-libc::EPERM).to_le_bytes());
     assert_eq!(&reply[8..], &77u64.to_le_bytes());
+}
+
+#[test]
+fn a_read_only_share_refuses_every_change_and_serves_reads() {
+    for opcode in [
+        Opcode::Setattr,
+        Opcode::Mkdir,
+        Opcode::Unlink,
+        Opcode::Rename,
+        Opcode::Rename2,
+        Opcode::Write,
+        Opcode::Create,
+        Opcode::Symlink,
+        Opcode::Link,
+    ] {
+        let mut m = request(opcode, FILE, &[0, 0, 0, 0]);
+        assert_eq!(
+            vet(&mut m, &nodes(), true),
+            Verdict::Refuse(libc::EROFS),
+            "{opcode:?}"
+        );
+    }
+    let mut write_open = request(Opcode::Open, FILE, &[libc::O_WRONLY as u32, 0]);
+    assert_eq!(
+        vet(&mut write_open, &nodes(), true),
+        Verdict::Refuse(libc::EROFS)
+    );
+    for (opcode, body) in [
+        (Opcode::Open, [libc::O_RDONLY as u32, 0]),
+        (Opcode::Getattr, [0, 0]),
+    ] {
+        let mut m = request(opcode, FILE, &body);
+        assert_eq!(vet(&mut m, &nodes(), true), Verdict::Serve, "{opcode:?}");
+    }
 }

@@ -9,6 +9,12 @@ const OPEN: u32 = 14;
 const READ: u32 = 15;
 const MKNOD: u32 = 8;
 const ROOT: u64 = 1;
+const GETATTR: u32 = 3;
+/// The guest's agent user in these tests.
+const AGENT: Owner = Owner {
+    uid: 4242,
+    gid: 4343,
+};
 
 struct Guest {
     stream: UnixStream,
@@ -23,7 +29,7 @@ struct Reply {
 
 impl Guest {
     fn connect(dir: &Path) -> Guest {
-        Guest::to(WorkspaceServer::new(dir).unwrap())
+        Guest::to(WorkspaceServer::new(dir, WorkspaceMode::Live, AGENT).unwrap())
     }
 
     fn to(server: WorkspaceServer) -> Guest {
@@ -171,7 +177,7 @@ fn nothing_outside_the_directory_can_be_reached_or_changed() {
 #[test]
 fn a_connection_without_the_hello_or_with_a_bad_length_ends_alone() {
     let (_root, ws) = host_tree();
-    let server = WorkspaceServer::new(&ws).unwrap();
+    let server = WorkspaceServer::new(&ws, WorkspaceMode::Live, AGENT).unwrap();
     let (mut guest, theirs) = UnixStream::pair().unwrap();
     guest.write_all(b"GET / HTTP/1.1\r\n\r\nxx").unwrap();
     assert!(matches!(server.serve(theirs), Err(SessionError::Hello)));
@@ -188,11 +194,45 @@ fn a_connection_without_the_hello_or_with_a_bad_length_ends_alone() {
 #[test]
 fn a_directory_that_is_not_absolute_is_refused() {
     assert!(matches!(
-        WorkspaceServer::new(Path::new("relative")),
+        WorkspaceServer::new(Path::new("relative"), WorkspaceMode::Live, AGENT),
         Err(StartError::Path(_))
     ));
     assert!(matches!(
-        WorkspaceServer::new(Path::new("/no/such/dir/anywhere")),
+        WorkspaceServer::new(
+            Path::new("/no/such/dir/anywhere"),
+            WorkspaceMode::Live,
+            AGENT
+        ),
         Err(StartError::Serve { .. })
     ));
+}
+
+#[test]
+fn a_copy_on_write_share_reads_and_never_writes() {
+    let (_root, ws) = host_tree();
+    let mut guest = Guest::to(WorkspaceServer::new(&ws, WorkspaceMode::Cow, AGENT).unwrap());
+    let file = guest.lookup(ROOT, "file").unwrap();
+    let fh = guest.open(file, libc::O_RDONLY).unwrap();
+    assert_eq!(guest.read(file, fh, 4096), b"hello");
+    assert_eq!(guest.open(file, libc::O_RDWR), Err(libc::EROFS));
+    let mkdir = guest.ask(9, ROOT, &[&0o755u32.to_le_bytes(), &[0; 4], b"d\0"]);
+    assert_eq!(mkdir.error, -libc::EROFS);
+    assert!(!ws.join("d").exists());
+    guest.hang_up().unwrap();
+}
+
+#[test]
+fn the_host_users_files_show_as_the_agents_and_others_as_they_are() {
+    let (_root, ws) = host_tree();
+    let mut guest = Guest::connect(&ws);
+    let file = guest.lookup(ROOT, "file").unwrap();
+    let attr = guest.ask(GETATTR, file, &[&[0; 16]]);
+    assert_eq!(attr.error, 0);
+    // fuse_attr_out: attr_valid (8), attr_valid_nsec (4), dummy (4), then fuse_attr, whose uid
+    // and gid follow ino, size, blocks, three times, three nanoseconds, mode and nlink.
+    let at = 16 + 8 * 6 + 4 * 3 + 4 + 4;
+    let uid = u32::from_le_bytes(attr.body[at..at + 4].try_into().unwrap());
+    let gid = u32::from_le_bytes(attr.body[at + 4..at + 8].try_into().unwrap());
+    assert_eq!((uid, gid), (AGENT.uid, AGENT.gid));
+    guest.hang_up().unwrap();
 }
