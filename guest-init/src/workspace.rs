@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -199,9 +200,9 @@ pub fn mount(path: &str, mode: WorkspaceMode) -> Result<(), MountError> {
         return Ok(());
     }
     let target = Path::new(path);
+    // A mount of ours left behind (its relay ended, or a snapshot held it): out of the way.
+    detach_ours(target);
     make_dir(target)?;
-    // A mount left behind by a relay that ended (its server went away): out of the way.
-    detach(target);
 
     let fuse = OpenOptions::new()
         .read(true)
@@ -216,51 +217,48 @@ pub fn mount(path: &str, mode: WorkspaceMode) -> Result<(), MountError> {
         fuse.as_raw_fd(),
         1 << 20
     );
-    let fuse_flags = libc::MS_NOSUID | libc::MS_NODEV;
-    let layers = match mode {
-        WorkspaceMode::Live => {
-            sys_mount("paddock-workspace", target, "fuse", fuse_flags, &options)?;
-            None
+    let layers = (mode == WorkspaceMode::Cow).then(CowLayers::next);
+    // Live, the share is the mount; copy-on-write, it is the read-only lower layer.
+    let (fuse_at, read_only) = match &layers {
+        Some(layers) => {
+            make_dir(&layers.lower)?;
+            (layers.lower.as_path(), libc::MS_RDONLY)
         }
-        WorkspaceMode::Cow => {
-            let layers = CowLayers::next();
-            if let Err(e) = mount_cow(target, &layers, fuse_flags, &options) {
-                unmount_cow(target, &layers);
-                return Err(e);
-            }
-            Some(layers)
-        }
+        None => (target, 0),
     };
+    sys_mount(
+        "paddock-workspace",
+        fuse_at,
+        "fuse",
+        libc::MS_NOSUID | libc::MS_NODEV | read_only,
+        &options,
+    )?;
     static MOUNTS: AtomicU32 = AtomicU32::new(0);
     let id = MOUNTS.fetch_add(1, Ordering::Relaxed);
-    let served = Served { id, mode, layers };
-    if let Err(e) = start_relay(path, served.clone(), fuse, host) {
-        match &served.layers {
-            Some(layers) => unmount_cow(target, layers),
-            None => detach(target),
-        }
+    let served = Served {
+        id,
+        mode,
+        layers: layers.clone(),
+    };
+    // The relay runs before anything looks into the mount (the overlay does, at once).
+    if let Err(e) = start_relay(path, served, fuse, host) {
+        detach(fuse_at);
         return Err(MountError::Relay(e));
+    }
+    if let Some(layers) = &layers {
+        if let Err(e) = stack_overlay(target, layers) {
+            forget(path, id);
+            unmount_cow(target, layers);
+            return Err(e);
+        }
     }
     Ok(())
 }
 
-/// The copy-on-write stack: the host's directory read-only at `lower`, a tmpfs for the
-/// guest's changes, and the overlay of both at `target`.
-fn mount_cow(
-    target: &Path,
-    layers: &CowLayers,
-    fuse_flags: libc::c_ulong,
-    fuse_options: &str,
-) -> Result<(), MountError> {
-    make_dir(&layers.lower)?;
+/// The rest of the copy-on-write stack over the lower layer: a tmpfs for the guest's changes,
+/// and the overlay of both at `target`.
+fn stack_overlay(target: &Path, layers: &CowLayers) -> Result<(), MountError> {
     make_dir(&layers.tmpfs)?;
-    sys_mount(
-        "paddock-workspace",
-        &layers.lower,
-        "fuse",
-        fuse_flags | libc::MS_RDONLY,
-        fuse_options,
-    )?;
     sys_mount(
         "paddock-workspace-layer",
         &layers.tmpfs,
@@ -294,6 +292,55 @@ fn mount_cow(
     )
 }
 
+/// Lazily unmounts every mount of ours (source `paddock-workspace`) at `target`, innermost
+/// first; anything else mounted there (the guest's own `/tmp`, say) stays.
+fn detach_ours(target: &Path) {
+    for _ in 0..8 {
+        let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        if mounted_here(&table, target) != Some("paddock-workspace") {
+            return;
+        }
+        detach(target);
+    }
+}
+
+/// The source of the topmost mount at `target` in a `/proc/self/mountinfo` table.
+fn mounted_here<'a>(table: &'a str, target: &Path) -> Option<&'a str> {
+    let target = target.as_os_str().as_bytes();
+    table.lines().rev().find_map(|line| {
+        let (fields, rest) = line.split_once(" - ")?;
+        let point = fields.split(' ').nth(4)?;
+        let source = rest.split(' ').nth(1)?;
+        (unescape_mountinfo(point) == target).then_some(source)
+    })
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space, ...) undone.
+fn unescape_mountinfo(field: &str) -> Vec<u8> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                let value = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                out.push(u8::try_from(value).unwrap_or(b'?'));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 fn unmount_cow(target: &Path, layers: &CowLayers) {
     detach(target);
     detach(&layers.tmpfs);
@@ -305,12 +352,16 @@ fn start_relay(path: &str, served: Served, fuse: File, host: VsockStream) -> io:
     let fuse_in = fuse.try_clone()?;
     let host_out = host.try_clone()?;
     let ended = Arc::new(Mutex::new(false));
+    let closer = Arc::new(host.try_clone()?);
     let id = served.id;
     lock_served().insert(path.to_string(), served);
     let end = {
         let path = path.to_string();
         move |why: String| {
             crate::console_log!("workspace {path}: relay ended: {why}");
+            // The other direction ends too; the mount stays, dead, until the next one
+            // replaces it: its users get ENOTCONN, never the empty directory beneath.
+            let _ = closer.shutdown();
             forget(&path, id);
         }
     };

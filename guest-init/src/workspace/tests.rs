@@ -101,3 +101,24 @@ fn only_plain_absolute_paths_are_mounted() {
         );
     }
 }
+
+#[test]
+fn the_topmost_mount_at_a_path_is_read_from_mountinfo() {
+    let table = "\
+22 1 0:21 / /tmp rw - tmpfs tmpfs rw
+40 22 0:40 / /tmp/my\\040project rw - fuse paddock-workspace rw
+41 40 0:41 / /tmp/my\\040project rw - overlay paddock-workspace rw
+42 22 0:42 / /tmp/other rw - fuse something-else rw
+";
+    assert_eq!(mounted_here(table, Path::new("/tmp")), Some("tmpfs"));
+    assert_eq!(
+        mounted_here(table, Path::new("/tmp/my project")),
+        Some("paddock-workspace")
+    );
+    assert_eq!(
+        mounted_here(table, Path::new("/tmp/other")),
+        Some("something-else")
+    );
+    assert_eq!(mounted_here(table, Path::new("/nowhere")), None);
+    assert_eq!(unescape_mountinfo("a\\134b\\011c\\09"), b"a\\b\tc\\09");
+}
