@@ -396,20 +396,43 @@ fn forget(path: &str, id: u32) {
 }
 
 /// After a restore or reset: the mounts the snapshot held are served over connections the
-/// transport reset ended, so their relays are dead. Each is unmounted (lazily: a process
-/// inside one gets `ENOTCONN`) and forgotten, a copy-on-write one with its layers (the guest's
+/// transport reset ended, so their relays are dead. Each is forgotten and unmounted (lazily:
+/// a process inside one gets `ENOTCONN`), a copy-on-write one with its layers (the guest's
 /// changes in it are gone: the host's baseline for them went with the connection). The host
 /// mounts the share again.
 pub fn forget_stale() {
-    let stale: Vec<(String, Served)> = lock_served().drain().collect();
-    for (path, served) in stale {
-        detach(Path::new(&path));
-        if let Some(layers) = &served.layers {
-            detach(&layers.tmpfs);
-            detach(&layers.lower);
-        }
-        crate::console_log!("workspace {path}: the mount from before the restore is gone");
+    lock_served().clear();
+    // Every mount of ours, the ones whose relays already saw the reset included.
+    for _ in 0..32 {
+        let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        let Some(point) = ours(&table).pop() else {
+            return;
+        };
+        let point = PathBuf::from(std::ffi::OsStr::from_bytes(&point));
+        detach(&point);
+        crate::console_log!(
+            "workspace: {} from before the restore is unmounted",
+            point.display()
+        );
     }
+}
+
+/// The mount points of our mounts (sources `paddock-workspace...`) in a mountinfo table,
+/// outermost first.
+fn ours(table: &str) -> Vec<Vec<u8>> {
+    table
+        .lines()
+        .filter_map(|line| {
+            let (fields, rest) = line.split_once(" - ")?;
+            let point = fields.split(' ').nth(4)?;
+            let source = rest.split(' ').nth(1)?;
+            source
+                .starts_with("paddock-workspace")
+                .then(|| unescape_mountinfo(point))
+        })
+        .collect()
 }
 
 /// The first relay thread to end reports why; either ending drops its handle on `/dev/fuse`

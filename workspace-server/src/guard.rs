@@ -46,8 +46,10 @@ pub fn unique(message: &[u8]) -> u64 {
     u64_at(message, UNIQUE_AT).unwrap_or(0)
 }
 
-/// Opcodes that change the directory (refused in a read-only share with `EROFS`).
-const WRITES: [Opcode; 17] = [
+/// Opcodes that change the directory (refused in a read-only share with `EROFS`). Not
+/// `IOCTL`: the passthrough file system serves none (the kernel hears `ENOTTY`), and overlayfs
+/// asks the lower for file attributes that way on every copy-up — `EROFS` would fail it.
+const WRITES: [Opcode; 16] = [
     Opcode::Setattr,
     Opcode::Symlink,
     Opcode::Mknod,
@@ -64,7 +66,6 @@ const WRITES: [Opcode; 17] = [
     Opcode::Rename2,
     Opcode::CopyFileRange,
     Opcode::SetupMapping,
-    Opcode::Ioctl,
 ];
 
 /// Checks one request (a whole message, its length already checked) and makes it run as the

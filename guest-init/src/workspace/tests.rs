@@ -120,5 +120,9 @@ fn the_topmost_mount_at_a_path_is_read_from_mountinfo() {
         Some("something-else")
     );
     assert_eq!(mounted_here(table, Path::new("/nowhere")), None);
+    assert_eq!(
+        ours(table),
+        [b"/tmp/my project".to_vec(), b"/tmp/my project".to_vec()]
+    );
     assert_eq!(unescape_mountinfo("a\\134b\\011c\\09"), b"a\\b\tc\\09");
 }

@@ -135,6 +135,9 @@ fn a_read_only_share_refuses_every_change_and_serves_reads() {
             "{opcode:?}"
         );
     }
+    // An ioctl goes on (to an ENOSYS): overlayfs reads file attributes that way on copy-up.
+    let mut ioctl = request(Opcode::Ioctl, FILE, &[0, 0, 0, 0]);
+    assert_eq!(vet(&mut ioctl, &nodes(), true), Verdict::Serve);
     let mut write_open = request(Opcode::Open, FILE, &[libc::O_WRONLY as u32, 0]);
     assert_eq!(
         vet(&mut write_open, &nodes(), true),
