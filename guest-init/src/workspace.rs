@@ -72,6 +72,10 @@ pub fn changes(
         .layers
         .filter(|_| served.mode == WorkspaceMode::Cow)
         .ok_or_else(|| ChangesError::Live(path.to_string()))?;
+    // The lower is cached for a minute (it is not expected to change), but `paddock apply`
+    // changes it: what the guest compares against must be the host's directory as it is now.
+    // Dropping the guest's clean caches makes the next look at each lower file ask the host.
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
     changes::list(&layers.upper, &layers.lower).map_err(ChangesError::Read)
 }
 
