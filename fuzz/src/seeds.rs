@@ -357,7 +357,7 @@ fn workspace_requests() -> Vec<Vec<u8>> {
     create.extend_from_slice(&0o644u32.to_le_bytes());
     create.extend_from_slice(&[0; 8]);
     create.extend_from_slice(b"new\0");
-    let requests = vec![
+    let requests = [
         init.clone(),
         [
             init.clone(),
