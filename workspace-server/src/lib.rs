@@ -10,4 +10,4 @@ pub mod owner;
 pub mod session;
 
 pub use owner::Owner;
-pub use session::{SessionError, StartError, WorkspaceServer};
+pub use session::{SessionError, Sessions, StartError, WorkspaceServer};

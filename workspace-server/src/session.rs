@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 /// How long the guest may trust attributes and names it was given before asking again. Live,
@@ -130,27 +130,32 @@ impl WorkspaceServer {
         })
     }
 
-    /// Serves guest connections from `listener` until accepting fails. The newest connection
-    /// is the guest's (a sandbox has one guest; after a reset it connects again while the old
-    /// connection may not have been torn down yet): a new one ends the one before it.
-    pub fn run(self: &Arc<Self>, listener: &UnixListener) -> io::Result<()> {
-        let mut current: Option<(UnixStream, std::thread::JoinHandle<()>)> = None;
-        loop {
-            let (stream, _) = listener.accept()?;
-            if let Some((old, session)) = current.take() {
-                let _ = old.shutdown(std::net::Shutdown::Both);
-                let _ = session.join();
-            }
-            let handle = stream.try_clone()?;
-            let server = self.clone();
-            let session = std::thread::Builder::new()
-                .name("workspace-session".into())
-                .spawn(move || match server.serve(stream) {
-                    Ok(()) => tracing::info!("workspace session ended"),
-                    Err(e) => tracing::warn!("workspace session ended: {e}"),
-                })?;
-            current = Some((handle, session));
-        }
+    /// Starts the thread that serves guest connections, one at a time, as [`Sessions::accept`]
+    /// hands them over. The thread is running once this returns (past the syscalls a thread
+    /// makes as it starts), so the process can then be confined to a filter that allows none.
+    pub fn start_sessions(self: &Arc<Self>) -> io::Result<Sessions> {
+        let (streams, queued) = mpsc::channel::<UnixStream>();
+        let server = self.clone();
+        let (started, running) = mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("workspace-session".into())
+            .spawn(move || {
+                let _ = started.send(());
+                for stream in queued {
+                    match server.serve(stream) {
+                        Ok(()) => tracing::info!("workspace session ended"),
+                        Err(e) => tracing::warn!("workspace session ended: {e}"),
+                    }
+                }
+            })?;
+        // Returns once the thread runs its own code: its start-up syscalls are behind it.
+        running
+            .recv()
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        Ok(Sessions {
+            streams,
+            current: None,
+        })
     }
 
     /// Serves one guest connection until the guest closes it; then forgets every node and
@@ -200,6 +205,33 @@ impl WorkspaceServer {
                 // one, and only its own request goes unanswered.
                 Err(e) => tracing::warn!("workspace request refused: {e}"),
             }
+        }
+    }
+}
+
+/// The hand-over to the session thread.
+#[derive(Debug)]
+pub struct Sessions {
+    streams: mpsc::Sender<UnixStream>,
+    /// The connection being served (a handle to end it).
+    current: Option<UnixStream>,
+}
+
+impl Sessions {
+    /// Hands connections from `listener` to the session thread until accepting fails. The
+    /// newest connection is the guest's (a sandbox has one guest; after a reset it connects
+    /// again while the old connection may not have been torn down yet): a new one ends the one
+    /// before it.
+    pub fn accept(mut self, listener: &UnixListener) -> io::Result<()> {
+        loop {
+            let (stream, _) = listener.accept()?;
+            if let Some(old) = self.current.take() {
+                let _ = old.shutdown(std::net::Shutdown::Both);
+            }
+            self.current = Some(stream.try_clone()?);
+            self.streams
+                .send(stream)
+                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
         }
     }
 }

@@ -314,6 +314,9 @@ pub struct WorkspaceServerArgs {
     /// The VMM process; the server ends when it is gone.
     #[arg(long)]
     pub vmm_pid: u32,
+    /// Runs without the server's seccomp filter: for debugging only.
+    #[arg(long)]
+    pub no_seccomp: bool,
     /// Serve the directory read-only (a copy-on-write share).
     #[arg(long)]
     pub cow: bool,

@@ -1,14 +1,16 @@
 //! `paddock __workspace`: the workspace server process of one sandbox (started by `start
 //! --workspace` and `run AGENT DIR` beside the VMM; it ends when the VMM does). It opens the
 //! directory, then confines itself to it: a mount namespace holding the directory alone (at its
-//! own path), no network, no capabilities and no way to gain one, before it reads a byte from
-//! the guest.
+//! own path), no network, no capabilities and no way to gain one, and a seccomp filter for
+//! every thread (`workspace` in `vmm/seccomp/x86_64.json`), before it reads a byte from the
+//! guest.
 
 use super::WorkspaceServerArgs;
 use anyhow::Context;
 use paddock_vmm::sandbox::jail::{self, Bind, JailPlan};
 use paddock_vmm::sandbox::privileges;
 use paddock_vmm::sandbox::workspace::WorkspaceMode;
+use paddock_vmm::seccomp;
 use paddock_workspace::{Owner, WorkspaceServer};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
@@ -44,22 +46,41 @@ pub fn run(args: WorkspaceServerArgs) -> anyhow::Result<i32> {
         Ok(()) => {}
         Err(e) if e.is_unavailable() => tracing::warn!(
             "the workspace server runs unjailed: this host forbids user namespaces ({})",
-            paddock_vmm::seccomp::describe(&e)
+            seccomp::describe(&e)
         ),
         Err(e) => {
-            return Err(anyhow::anyhow!(paddock_vmm::seccomp::describe(&e)))
+            return Err(anyhow::anyhow!(seccomp::describe(&e)))
                 .context("confining the workspace server")
         }
     }
     privileges::drop_capabilities()
         .and_then(|()| privileges::forbid_new_privileges())
         .context("dropping the workspace server's privileges")?;
+    let (started, running) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("vmm-watch".into())
-        .spawn(move || exit_when_readable(&vmm))?;
+        .spawn(move || {
+            let _ = started.send(());
+            exit_when_readable(&vmm)
+        })?;
+    // Running its own code: the syscalls a thread makes as it starts are behind it.
+    running.recv().context("starting the VMM watch")?;
+    let sessions = server
+        .start_sessions()
+        .context("starting the session thread")?;
+    // Every thread exists now; the filter covers them all and starts none.
+    if args.no_seccomp {
+        tracing::warn!(
+            "the workspace server runs WITHOUT its seccomp filter (--no-seccomp): debugging only"
+        );
+    } else {
+        seccomp::Filters::new(seccomp::Mode::from_env())
+            .install_on_all_threads(seccomp::ThreadKind::Workspace)
+            .context("confining the workspace server")?;
+    }
     tracing::info!("serving {}", args.dir.display());
-    server
-        .run(&listener)
+    sessions
+        .accept(&listener)
         .context("accepting guest connections")?;
     Ok(0)
 }

@@ -692,7 +692,14 @@ impl Sandboxes {
         let info = SandboxInfo::read(&paths).map_err(|_| PathsError::NotFound(name.to_string()))?;
         let dir = workspace::resolve(dir)?;
         let uds = self.vsock_path(name)?;
-        let mut server = workspace::start_server(&self.paddock_bin, &paths, &dir, mode, info.pid)?;
+        let mut server = workspace::start_server(
+            &self.paddock_bin,
+            &paths,
+            &dir,
+            mode,
+            info.pid,
+            self.seccomp,
+        )?;
         let mounted_ns = workspace::now_ns();
         let mounted = workspace::mount(&uds, &dir, mode).and_then(|()| {
             let mut record = workspace::WorkspaceRecord::read(&paths).ok_or_else(|| {

@@ -142,6 +142,7 @@ pub fn start_server(
     dir: &Path,
     mode: WorkspaceMode,
     vmm_pid: u32,
+    seccomp: bool,
 ) -> Result<Child, WorkspaceError> {
     let log_path = server_log(paths);
     let log = std::fs::File::create(&log_path).map_err(|source| WorkspaceError::Record {
@@ -161,6 +162,7 @@ pub fn start_server(
         .arg("--vmm-pid")
         .arg(vmm_pid.to_string())
         .args((mode == WorkspaceMode::Cow).then_some("--cow"))
+        .args((!seccomp).then_some("--no-seccomp"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -283,6 +285,7 @@ mod tests {
             dir.path(),
             WorkspaceMode::Live,
             1,
+            true,
         )
         .unwrap_err();
         assert!(
@@ -298,6 +301,7 @@ mod tests {
             dir.path(),
             WorkspaceMode::Live,
             1,
+            true,
         )
         .unwrap_err();
         assert!(matches!(err, WorkspaceError::Spawn { .. }), "{err}");

@@ -3,7 +3,7 @@
 //! script, which compiles the filters into the binary, and the unit tests.
 
 /// The thread kinds' names in the filter data, in order.
-pub const KINDS: [&str; 3] = ["vmm", "events", "vcpu"];
+pub const KINDS: [&str; 4] = ["vmm", "events", "vcpu", "workspace"];
 
 /// Why the filter data cannot be used.
 #[derive(Debug)]

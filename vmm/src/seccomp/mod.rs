@@ -1,4 +1,5 @@
-//! Seccomp filters for the VMM process, one per thread kind, compiled at build time (`build.rs`)
+//! Seccomp filters for the VMM process, one per thread kind, and for the workspace server
+//! process (`paddock __workspace`, one filter for all its threads), compiled at build time (`build.rs`)
 //! from the reviewed data in `vmm/seccomp/x86_64.json` and installed by each thread before it handles anything the guest
 //! sends. A syscall no filter allows kills the VMM (`SECCOMP_RET_KILL_PROCESS`).
 //!
@@ -25,11 +26,19 @@ pub enum ThreadKind {
     Events,
     /// A vCPU: `KVM_RUN` and the port and MMIO exits it hands to the devices.
     Vcpu,
+    /// Every thread of the workspace server, a process of its own: file operations beneath the
+    /// shared directory and its guest connection, nothing else.
+    Workspace,
 }
 
 impl ThreadKind {
     /// Every kind, in the order of the filter data.
-    pub const ALL: [ThreadKind; 3] = [ThreadKind::Vmm, ThreadKind::Events, ThreadKind::Vcpu];
+    pub const ALL: [ThreadKind; 4] = [
+        ThreadKind::Vmm,
+        ThreadKind::Events,
+        ThreadKind::Vcpu,
+        ThreadKind::Workspace,
+    ];
 
     /// The kind's name in the filter data.
     pub fn key(self) -> &'static str {
@@ -37,6 +46,7 @@ impl ThreadKind {
             ThreadKind::Vmm => "vmm",
             ThreadKind::Events => "events",
             ThreadKind::Vcpu => "vcpu",
+            ThreadKind::Workspace => "workspace",
         }
     }
 }
@@ -99,31 +109,55 @@ pub struct Filters {
     vmm: BpfProgram,
     events: BpfProgram,
     vcpu: BpfProgram,
+    workspace: BpfProgram,
 }
 
 impl Filters {
     /// The filters compiled into the binary (no parsing or compiling at run time).
     pub fn new(mode: Mode) -> Self {
-        let (vmm, events, vcpu) = match mode {
-            Mode::Enforce => (bpf::ENFORCE_VMM, bpf::ENFORCE_EVENTS, bpf::ENFORCE_VCPU),
-            Mode::Log => (bpf::LOG_VMM, bpf::LOG_EVENTS, bpf::LOG_VCPU),
+        let (vmm, events, vcpu, workspace) = match mode {
+            Mode::Enforce => (
+                bpf::ENFORCE_VMM,
+                bpf::ENFORCE_EVENTS,
+                bpf::ENFORCE_VCPU,
+                bpf::ENFORCE_WORKSPACE,
+            ),
+            Mode::Log => (
+                bpf::LOG_VMM,
+                bpf::LOG_EVENTS,
+                bpf::LOG_VCPU,
+                bpf::LOG_WORKSPACE,
+            ),
         };
         Filters {
             vmm: program(vmm),
             events: program(events),
             vcpu: program(vcpu),
+            workspace: program(workspace),
         }
     }
 
     /// Installs `kind`'s filter on the calling thread (for good: filters cannot be removed).
     /// Threads the caller creates afterwards inherit it.
     pub fn install(&self, kind: ThreadKind) -> Result<(), SeccompError> {
-        let program = match kind {
+        seccompiler::apply_filter(self.program(kind))
+            .map_err(|source| SeccompError::Install { kind, source })
+    }
+
+    /// Installs `kind`'s filter on every thread of the process at once (`SECCOMP_FILTER_FLAG_TSYNC`):
+    /// for a process whose threads all do one kind of work and are all started before it.
+    pub fn install_on_all_threads(&self, kind: ThreadKind) -> Result<(), SeccompError> {
+        seccompiler::apply_filter_all_threads(self.program(kind))
+            .map_err(|source| SeccompError::Install { kind, source })
+    }
+
+    fn program(&self, kind: ThreadKind) -> &BpfProgram {
+        match kind {
             ThreadKind::Vmm => &self.vmm,
             ThreadKind::Events => &self.events,
             ThreadKind::Vcpu => &self.vcpu,
-        };
-        seccompiler::apply_filter(program).map_err(|source| SeccompError::Install { kind, source })
+            ThreadKind::Workspace => &self.workspace,
+        }
     }
 }
 

@@ -58,8 +58,8 @@ fn a_syscall_outside_the_filter_kills_the_process_with_sigsys() {
     let filters = enforcing();
     for kind in ThreadKind::ALL {
         let ended = in_filtered_child(&filters, kind, || {
-            // SAFETY: getuid has no memory effects; no filter allows it.
-            unsafe { libc::syscall(libc::SYS_getuid) };
+            // SAFETY: getppid has no memory effects; no filter allows it.
+            unsafe { libc::syscall(libc::SYS_getppid) };
             0
         });
         assert_eq!(ended, Err(libc::SIGSYS), "{kind}");
@@ -119,6 +119,37 @@ fn sockets_are_unix_sockets_only() {
         0
     });
     assert_eq!(vcpu, Err(libc::SIGSYS), "a vCPU opens no socket at all");
+}
+
+#[test]
+fn the_workspace_server_makes_no_socket_connection_or_ioctl() {
+    let filters = enforcing();
+    let socket = in_filtered_child(&filters, ThreadKind::Workspace, || {
+        // SAFETY: creating (and leaking, in a child about to exit) a socket.
+        unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+        0
+    });
+    assert_eq!(socket, Err(libc::SIGSYS), "socket");
+    let connect = in_filtered_child(&filters, ThreadKind::Workspace, || {
+        // SAFETY: connect on stderr with no address: refused by the kernel if it got there.
+        unsafe { libc::connect(2, std::ptr::null(), 0) };
+        0
+    });
+    assert_eq!(connect, Err(libc::SIGSYS), "connect");
+    let ioctl = in_filtered_child(&filters, ThreadKind::Workspace, || {
+        // SAFETY: an ioctl on stderr with no argument.
+        unsafe { libc::ioctl(2, libc::FIONREAD, std::ptr::null::<u8>()) };
+        0
+    });
+    assert_eq!(ioctl, Err(libc::SIGSYS), "ioctl");
+    // File work beneath its directory goes ahead.
+    let stat = in_filtered_child(&filters, ThreadKind::Workspace, || {
+        // SAFETY: fstat of stderr into a stack buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        i32::from(unsafe { libc::fstat(2, &mut st) } == 0)
+    });
+    assert_eq!(stat, Ok(1), "fstat");
 }
 
 #[test]
@@ -199,8 +230,7 @@ fn bad_filter_data_is_a_clear_error() {
         data::seccompiler_json(r#"{"common": [], "vmm": [], "events": []}"#, "kill_process"),
         Err(data::DataError::Missing("vcpu"))
     ));
-    let unknown =
-        r#"{"common": [{"syscall": "no_such_call"}], "vmm": [], "events": [], "vcpu": []}"#;
+    let unknown = r#"{"common": [{"syscall": "no_such_call"}], "vmm": [], "events": [], "vcpu": [], "workspace": []}"#;
     let json = data::seccompiler_json(unknown, "kill_process").unwrap();
     assert!(
         seccompiler::compile_from_json(json.as_bytes(), seccompiler::TargetArch::x86_64).is_err()
