@@ -11,9 +11,16 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The open-file soft limit the server starts with (a checkout has more files than this).
+const SOFT_OPEN_FILES: libc::rlim_t = 256;
+/// Files in the workload's checkout: more than the server's starting soft limit, and than the
+/// usual 1024.
+const CHECKOUT_FILES: usize = 1500;
 
 /// A running server, the process it watches, and the FUSE mount it serves.
 struct Served {
@@ -113,7 +120,8 @@ fn serve(cow: bool) -> Option<Served> {
     let socket = scratch.path().join("workspace.sock");
     let fuse = mount_fuse(&mount)?;
     let watched = Command::new("sleep").arg("600").spawn().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_paddock"))
+    let mut server = Command::new(env!("CARGO_BIN_EXE_paddock"));
+    server
         .arg("__workspace")
         .arg("--dir")
         .arg(&dir)
@@ -124,9 +132,30 @@ fn serve(cow: bool) -> Option<Served> {
         .arg("--vmm-pid")
         .arg(watched.id().to_string())
         .args(cow.then_some("--cow"))
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stdin(Stdio::null());
+    // SAFETY: the closure only calls setrlimit, which is async-signal-safe.
+    unsafe {
+        server.pre_exec(|| {
+            // The usual soft limit, or lower: the server must raise it itself to hold a
+            // descriptor for every file the kernel has cached.
+            let low = libc::rlimit {
+                rlim_cur: SOFT_OPEN_FILES,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            let mut current = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut current);
+            let low = libc::rlimit {
+                rlim_max: current.rlim_max,
+                ..low
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &low);
+            Ok(())
+        });
+    }
+    let mut server = server.spawn().unwrap();
     wait_for(&socket, &mut server);
     let mut host = UnixStream::connect(&socket).unwrap();
     host.write_all(HELLO).unwrap();
@@ -166,7 +195,7 @@ fn assert_alive(served: &mut Served) {
 }
 
 /// Everything a build, an editor or git does to files, through the mount.
-fn workload(root: &Path) {
+fn workload(root: &Path, server: u32) {
     let src = root.join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::create_dir_all(root.join("a/b/c")).unwrap();
@@ -310,11 +339,20 @@ fn workload(root: &Path) {
     std::fs::remove_file(root.join("made")).unwrap();
     std::fs::remove_file(root.join("copy")).unwrap();
 
-    // Many small files (a checkout), then gone again.
-    for i in 0..200 {
+    // Many small files (a checkout), all looked up at once, then gone again.
+    for i in 0..CHECKOUT_FILES {
         std::fs::write(root.join(format!("a/b/c/f{i}")), i.to_string()).unwrap();
     }
-    assert_eq!(std::fs::read_dir(root.join("a/b/c")).unwrap().count(), 200);
+    for entry in std::fs::read_dir(root.join("a/b/c")).unwrap() {
+        let meta = std::fs::metadata(entry.unwrap().path()).unwrap();
+        assert!(meta.len() > 0);
+    }
+    // The server holds a descriptor for every file the kernel has cached, past the soft limit
+    // it started with.
+    let held = std::fs::read_dir(format!("/proc/{server}/fd"))
+        .unwrap()
+        .count();
+    assert!(held > CHECKOUT_FILES, "the server holds {held} descriptors");
     // SAFETY: statfs with a valid path and output buffer.
     let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
     let root_c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).unwrap();
@@ -329,14 +367,16 @@ fn the_jailed_filtered_server_serves_every_file_operation_of_a_workload() {
     let Some(mut served) = serve(false) else {
         return;
     };
+    let mount = served.mount.clone();
+    workload(&mount, served.server.id());
+    assert_alive(&mut served);
+    // (Checked once the server has answered: it listens before its filter goes on, and
+    // accepts only after.)
     let modes = seccomp_modes(served.server.id());
     assert!(
         modes.iter().all(|m| m == "2"),
         "every thread of the workspace server is filtered: {modes:?}"
     );
-    let mount = served.mount.clone();
-    workload(&mount);
-    assert_alive(&mut served);
     // What the workload left is on the host, as the host user's.
     let lib = served.dir.join("src/lib.rs");
     assert_eq!(std::fs::read(&lib).unwrap(), b"old");

@@ -8,8 +8,8 @@
 use super::WorkspaceServerArgs;
 use anyhow::Context;
 use paddock_vmm::sandbox::jail::{self, Bind, JailPlan};
-use paddock_vmm::sandbox::privileges;
 use paddock_vmm::sandbox::workspace::WorkspaceMode;
+use paddock_vmm::sandbox::{privileges, rlimits};
 use paddock_vmm::seccomp;
 use paddock_workspace::{Owner, WorkspaceServer};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -29,6 +29,9 @@ pub fn run(args: WorkspaceServerArgs) -> anyhow::Result<i32> {
         uid: agent.uid,
         gid: agent.gid,
     };
+    let open_files = rlimits::raise_open_files_to_hard_limit()
+        .context("raising the workspace server's open-file limit")?;
+    tracing::debug!("open-file limit {open_files}");
     let server = Arc::new(WorkspaceServer::new(&args.dir, mode, guest)?);
     let vmm = pidfd(args.vmm_pid)
         .with_context(|| format!("watching the sandbox's VMM (pid {})", args.vmm_pid))?;

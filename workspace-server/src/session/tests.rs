@@ -236,3 +236,39 @@ fn the_host_users_files_show_as_the_agents_and_others_as_they_are() {
     assert_eq!((uid, gid), (AGENT.uid, AGENT.gid));
     guest.hang_up().unwrap();
 }
+
+#[test]
+fn init_offers_one_mebibyte_writes_when_the_kernel_can_take_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WorkspaceServer::new(dir.path(), WorkspaceMode::Live, AGENT).unwrap();
+    let (mut stream, theirs) = UnixStream::pair().unwrap();
+    let serving = std::thread::spawn(move || server.serve(theirs));
+    stream.write_all(HELLO).unwrap();
+    let mut guest = Guest {
+        stream,
+        unique: 0,
+        server: serving,
+    };
+    const BIG_WRITES: u32 = 1 << 5;
+    const MAX_PAGES: u32 = 1 << 22;
+    let init = guest.ask(
+        INIT,
+        0,
+        &[
+            &7u32.to_le_bytes(),
+            &31u32.to_le_bytes(),
+            &(128u32 << 10).to_le_bytes(),
+            &(BIG_WRITES | MAX_PAGES).to_le_bytes(),
+        ],
+    );
+    assert_eq!(init.error, 0);
+    let flags = u32::from_le_bytes(init.body[12..16].try_into().unwrap());
+    let max_write = u32::from_le_bytes(init.body[20..24].try_into().unwrap());
+    let max_pages = u16::from_le_bytes(init.body[28..30].try_into().unwrap());
+    assert_eq!(flags & (BIG_WRITES | MAX_PAGES), BIG_WRITES | MAX_PAGES);
+    assert_eq!(max_write, 1 << 20);
+    assert_eq!(max_pages, 256);
+    // A whole 1 MiB request fits the relay's bound.
+    assert!(usize::try_from(max_write).unwrap() + 80 <= MAX_MESSAGE);
+    guest.hang_up().unwrap();
+}
