@@ -334,10 +334,13 @@ pub fn ci(e2e_only: bool, no_e2e: bool, test_args: &[String]) -> Result<()> {
 
 /// Runs the criterion benchmarks (natively or in the lab): `vm` (the minimal guest), `engine`
 /// (the agent profile) and `run` (`paddock run shell` as a user meets it), each in its own lab
-/// boot, and `egress` (the egress proxy on loopback, natively); a filter naming one of them (or a benchmark inside it) runs only that one.
+/// boot, and, natively (no VM in them), `egress` (the egress proxy on loopback) and `pagemap`
+/// (finding a reset's written pages); a filter naming one of them (or a benchmark inside it)
+/// runs only that one.
 pub fn bench(filter: Option<&str>) -> Result<()> {
-    const TARGETS: [&str; 4] = ["vm", "engine", "run", "egress"];
-    if filter != Some("egress") {
+    const TARGETS: [&str; 5] = ["vm", "engine", "run", "egress", "pagemap"];
+    const NATIVE: [&str; 2] = ["egress", "pagemap"];
+    if !filter.is_some_and(|f| NATIVE.contains(&f)) {
         build_artifacts()?;
     }
     for target in TARGETS {
@@ -346,15 +349,15 @@ pub fn bench(filter: Option<&str>) -> Result<()> {
             Some(f) if TARGETS.contains(&f) => continue,
             other => other,
         };
-        if target == "egress" {
-            // The egress proxy on loopback, proxy vs direct: no VM, so no lab either.
+        if NATIVE.contains(&target) {
+            // No VM, so no lab either.
             let mut cmd = Command::new(env!("CARGO"));
             cmd.current_dir(util::project_root()).args([
                 "bench",
                 "--package",
                 "paddock-benches",
                 "--bench",
-                "egress",
+                target,
                 "--",
             ]);
             cmd.args(criterion_filter);

@@ -171,6 +171,31 @@ fn ioctls_are_the_listed_requests_only() {
         });
         assert_eq!(sti, Err(libc::SIGSYS), "TIOCSTI, {kind}");
     }
+    // PAGEMAP_SCAN (finding a reset's written pages) is the VMM thread's, no one else's.
+    let scan = in_filtered_child(&filters, ThreadKind::Vmm, || {
+        // SAFETY: an ioctl on stderr that the kernel refuses (ENOTTY); no memory is passed.
+        unsafe {
+            libc::ioctl(
+                2,
+                crate::vstate::pagemap::PAGEMAP_SCAN as _,
+                std::ptr::null::<u8>(),
+            )
+        };
+        4
+    });
+    assert_eq!(scan, Ok(4));
+    let scan = in_filtered_child(&filters, ThreadKind::Vcpu, || {
+        // SAFETY: as above.
+        unsafe {
+            libc::ioctl(
+                2,
+                crate::vstate::pagemap::PAGEMAP_SCAN as _,
+                std::ptr::null::<u8>(),
+            )
+        };
+        0
+    });
+    assert_eq!(scan, Err(libc::SIGSYS));
     // The event loop has no KVM request at all.
     let events = in_filtered_child(&filters, ThreadKind::Events, || {
         // SAFETY: as above.
