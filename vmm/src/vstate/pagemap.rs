@@ -222,8 +222,12 @@ mod tests {
 
     /// A private mapping of a 16-page file, as guest RAM is after a restore.
     fn private_mapping(file: &File) -> (*mut u8, u64) {
-        use std::os::fd::AsRawFd;
-        let len = 16 * PAGE;
+        private_mapping_of(file, 16)
+    }
+
+    /// A private mapping of the first `pages` pages of `file`.
+    fn private_mapping_of(file: &File, pages: u64) -> (*mut u8, u64) {
+        let len = pages * PAGE;
         // SAFETY: a fresh private mapping of a valid fd, nothing else at the returned address.
         let addr = unsafe {
             libc::mmap(
@@ -294,21 +298,7 @@ mod tests {
         let pages = 4 * REGIONS_PER_SCAN as u64 + 300;
         let file = tempfile::tempfile().unwrap();
         file.set_len(pages * PAGE).unwrap();
-        let len = pages * PAGE;
-        use std::os::fd::AsRawFd;
-        // SAFETY: a fresh private mapping of a valid fd, nothing else at the returned address.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                u64_to_usize(len),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(addr, libc::MAP_FAILED);
-        let addr: *mut u8 = addr.cast();
+        let (addr, len) = private_mapping_of(&file, pages);
         let mut expected = Vec::new();
         let alternating = 4 * REGIONS_PER_SCAN as u64;
         for page in (0..alternating).step_by(2) {
