@@ -1,9 +1,10 @@
 //! A reset's bookkeeping: finding the guest pages written since the restore, natively (no VM:
 //! guest RAM is a private mapping of a memory file, as after a restore, and this process plays
 //! the guest). Two ways, `PAGEMAP_SCAN` (Linux 6.7, populated page tables only) and reading
-//! `/proc/self/pagemap` (8 bytes per page), on a 256 MiB and a 4 GiB guest that read the same
-//! 64 MiB working set; first with nothing written (the cost of a reset with nothing dirtied
-//! must not follow the guest's size), then finding and discarding 16 MiB written.
+//! `/proc/self/pagemap` (8 bytes per page), on a 256 MiB and a 4 GiB guest that read a 64 MiB
+//! working set (2 MiB runs spread over the guest); first with nothing written (the cost of a
+//! reset with nothing dirtied must not follow the guest's size), then finding and discarding
+//! 16 MiB written (64 KiB runs spread over the guest).
 //!
 //! `cargo xtask bench pagemap` (or `cargo bench -p paddock-benches --bench pagemap`).
 
@@ -19,8 +20,12 @@ fn u64_to_usize(n: u64) -> usize {
 }
 /// What the guest read since its restore (clean: kept by a reset).
 const WORKING_SET: u64 = 64 * MIB;
+/// The working set's runs.
+const WORKING_SET_RUN: u64 = 2 * MIB;
 /// What it wrote (dropped by a reset).
 const WRITTEN: u64 = 16 * MIB;
+/// The written runs.
+const WRITTEN_RUN: u64 = 64 << 10;
 
 /// Guest RAM: a sparse memory file mapped privately, its working set read in.
 struct Guest {
@@ -50,22 +55,39 @@ impl Guest {
             len,
             _file: file,
         };
-        // The working set, spread over the guest as a kernel and its programs are.
-        let stride = len / (WORKING_SET / PAGE);
-        for i in 0..WORKING_SET / PAGE {
-            // SAFETY: every offset is inside the mapping.
-            unsafe { std::ptr::read_volatile(guest.addr.add(u64_to_usize(i * stride))) };
-        }
+        // The working set, in 2 MiB runs spread over the guest (a guest's memory is used in
+        // clusters: its kernel, page cache, heaps).
+        guest.touch(WORKING_SET, WORKING_SET_RUN, |addr| {
+            // SAFETY: `touch` passes addresses inside the mapping.
+            unsafe { std::ptr::read_volatile(addr) };
+        });
         guest
     }
 
-    /// Writes `WRITTEN` bytes' pages, spread like the working set.
-    fn write(&self) {
-        let stride = self.len / (WRITTEN / PAGE);
-        for i in 0..WRITTEN / PAGE {
-            // SAFETY: every offset is inside the mapping.
-            unsafe { std::ptr::write_volatile(self.addr.add(u64_to_usize(i * stride)), 1) };
+    /// Calls `visit` on every page of `total` bytes in runs of `run` bytes spread evenly over
+    /// the guest.
+    fn touch(&self, total: u64, run: u64, mut visit: impl FnMut(*mut u8)) {
+        let runs = total / run;
+        let stride = self.len / runs;
+        assert!(
+            stride >= run,
+            "{total} bytes in runs of {run} do not fit the guest"
+        );
+        for r in 0..runs {
+            for page in 0..run / PAGE {
+                // SAFETY: stride >= run, so r * stride + run <= len: every address is inside the
+                // mapping.
+                visit(unsafe { self.addr.add(u64_to_usize(r * stride + page * PAGE)) });
+            }
         }
+    }
+
+    /// Writes `WRITTEN` bytes in 64 KiB runs spread over the guest.
+    fn write(&self) {
+        self.touch(WRITTEN, WRITTEN_RUN, |addr| {
+            // SAFETY: `touch` passes addresses inside the mapping.
+            unsafe { std::ptr::write_volatile(addr, 1) };
+        });
     }
 
     /// Finds the written pages `walk`'s way and drops them, as a reset does; returns the count.
@@ -100,7 +122,7 @@ impl Drop for Guest {
 }
 
 fn walks() -> Vec<PrivatePageWalk> {
-    let probe = Guest::new(16 * MIB);
+    let probe = Guest::new(256 * MIB);
     let mut walks = vec![PrivatePageWalk::Entries];
     match for_each_private_run_by(
         PrivatePageWalk::Scan,
