@@ -9,7 +9,7 @@ use crate::vsock::VsockStream;
 use paddock_protocol::workspace::{
     message_len, BadLength, HELLO, IN_HEADER_LEN, MAX_MESSAGE, OUT_HEADER_LEN,
 };
-use paddock_protocol::{WorkspaceMode, HOST_CID, WORKSPACE_PORT};
+use paddock_protocol::{mountinfo, WorkspaceMode, HOST_CID, WORKSPACE_PORT};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -313,36 +313,11 @@ fn detach_ours(target: &Path) {
 /// The source of the topmost mount at `target` in a `/proc/self/mountinfo` table.
 fn mounted_here<'a>(table: &'a str, target: &Path) -> Option<&'a str> {
     let target = target.as_os_str().as_bytes();
-    table.lines().rev().find_map(|line| {
-        let (fields, rest) = line.split_once(" - ")?;
-        let point = fields.split(' ').nth(4)?;
-        let source = rest.split(' ').nth(1)?;
-        (unescape_mountinfo(point) == target).then_some(source)
-    })
-}
-
-/// A mountinfo field with its octal escapes (`\040` for a space, ...) undone.
-fn unescape_mountinfo(field: &str) -> Vec<u8> {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) => {
-                let value = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
-                out.push(u8::try_from(value).unwrap_or(b'?'));
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    out
+    table
+        .lines()
+        .rev()
+        .filter_map(mountinfo::parse_line)
+        .find_map(|mount| (mount.mount_point == target).then_some(mount.source))
 }
 
 fn unmount_cow(target: &Path, layers: &CowLayers) {
@@ -428,14 +403,9 @@ pub fn forget_stale() {
 fn ours(table: &str) -> Vec<Vec<u8>> {
     table
         .lines()
-        .filter_map(|line| {
-            let (fields, rest) = line.split_once(" - ")?;
-            let point = fields.split(' ').nth(4)?;
-            let source = rest.split(' ').nth(1)?;
-            source
-                .starts_with("paddock-workspace")
-                .then(|| unescape_mountinfo(point))
-        })
+        .filter_map(mountinfo::parse_line)
+        .filter(|mount| mount.source.starts_with("paddock-workspace"))
+        .map(|mount| mount.mount_point)
         .collect()
 }
 
