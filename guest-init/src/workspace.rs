@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Why the workspace could not be mounted.
@@ -205,7 +205,10 @@ pub fn mount(path: &str, mode: WorkspaceMode) -> Result<(), MountError> {
     }
     let target = Path::new(path);
     // A mount of ours left behind (its relay ended, or a snapshot held it): out of the way.
-    detach_ours(target);
+    // There is none before the first mount.
+    if MOUNTED_ONCE.swap(true, Ordering::AcqRel) {
+        detach_ours(target);
+    }
     make_dir(target)?;
 
     let fuse = OpenOptions::new()
@@ -374,6 +377,11 @@ fn forget(path: &str, id: u32) {
     }
 }
 
+/// Whether this guest-init ever mounted a workspace: set before its first mount (a snapshot
+/// holds guest memory, so a guest restored from one that had a mount has it set too). Until
+/// then, no mount of ours can exist, and nothing needs looking for.
+static MOUNTED_ONCE: AtomicBool = AtomicBool::new(false);
+
 /// After a restore or reset: the mounts the snapshot held are served over connections the
 /// transport reset ended, so their relays are dead. Each is forgotten and unmounted (lazily:
 /// a process inside one gets `ENOTCONN`), a copy-on-write one with its layers (the guest's
@@ -381,20 +389,38 @@ fn forget(path: &str, id: u32) {
 /// mounts the share again.
 pub fn forget_stale() {
     lock_served().clear();
-    // Every mount of ours, the ones whose relays already saw the reset included.
+    unmount_stale(
+        MOUNTED_ONCE.load(Ordering::Acquire),
+        || std::fs::read_to_string("/proc/self/mountinfo").ok(),
+        |point| {
+            detach(point);
+            crate::console_log!(
+                "workspace: {} from before the restore is unmounted",
+                point.display()
+            );
+        },
+    );
+}
+
+/// Unmounts every mount of ours in the table `read_table` gives, innermost first, the ones
+/// whose relays already saw the reset included; the table is not even read when nothing was
+/// ever `mounted_once`.
+fn unmount_stale(
+    mounted_once: bool,
+    mut read_table: impl FnMut() -> Option<String>,
+    mut unmount: impl FnMut(&Path),
+) {
+    if !mounted_once {
+        return;
+    }
     for _ in 0..32 {
-        let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        let Some(table) = read_table() else {
             return;
         };
         let Some(point) = ours(&table).pop() else {
             return;
         };
-        let point = PathBuf::from(std::ffi::OsStr::from_bytes(&point));
-        detach(&point);
-        crate::console_log!(
-            "workspace: {} from before the restore is unmounted",
-            point.display()
-        );
+        unmount(Path::new(std::ffi::OsStr::from_bytes(&point)));
     }
 }
 
