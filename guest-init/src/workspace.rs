@@ -9,7 +9,7 @@ use crate::vsock::VsockStream;
 use paddock_protocol::workspace::{
     message_len, BadLength, HELLO, IN_HEADER_LEN, MAX_MESSAGE, OUT_HEADER_LEN,
 };
-use paddock_protocol::{WorkspaceMode, HOST_CID, WORKSPACE_PORT};
+use paddock_protocol::{mountinfo, WorkspaceMode, HOST_CID, WORKSPACE_PORT};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Why the workspace could not be mounted.
@@ -205,7 +205,10 @@ pub fn mount(path: &str, mode: WorkspaceMode) -> Result<(), MountError> {
     }
     let target = Path::new(path);
     // A mount of ours left behind (its relay ended, or a snapshot held it): out of the way.
-    detach_ours(target);
+    // There is none before the first mount.
+    if MOUNTED_ONCE.swap(true, Ordering::AcqRel) {
+        detach_ours(target);
+    }
     make_dir(target)?;
 
     let fuse = OpenOptions::new()
@@ -313,36 +316,11 @@ fn detach_ours(target: &Path) {
 /// The source of the topmost mount at `target` in a `/proc/self/mountinfo` table.
 fn mounted_here<'a>(table: &'a str, target: &Path) -> Option<&'a str> {
     let target = target.as_os_str().as_bytes();
-    table.lines().rev().find_map(|line| {
-        let (fields, rest) = line.split_once(" - ")?;
-        let point = fields.split(' ').nth(4)?;
-        let source = rest.split(' ').nth(1)?;
-        (unescape_mountinfo(point) == target).then_some(source)
-    })
-}
-
-/// A mountinfo field with its octal escapes (`\040` for a space, ...) undone.
-fn unescape_mountinfo(field: &str) -> Vec<u8> {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) => {
-                let value = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
-                out.push(u8::try_from(value).unwrap_or(b'?'));
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    out
+    table
+        .lines()
+        .rev()
+        .filter_map(mountinfo::parse_line)
+        .find_map(|mount| (mount.mount_point == target).then_some(mount.source))
 }
 
 fn unmount_cow(target: &Path, layers: &CowLayers) {
@@ -399,6 +377,11 @@ fn forget(path: &str, id: u32) {
     }
 }
 
+/// Whether this guest-init ever mounted a workspace: set before its first mount (a snapshot
+/// holds guest memory, so a guest restored from one that had a mount has it set too). Until
+/// then, no mount of ours can exist, and nothing needs looking for.
+static MOUNTED_ONCE: AtomicBool = AtomicBool::new(false);
+
 /// After a restore or reset: the mounts the snapshot held are served over connections the
 /// transport reset ended, so their relays are dead. Each is forgotten and unmounted (lazily:
 /// a process inside one gets `ENOTCONN`), a copy-on-write one with its layers (the guest's
@@ -406,20 +389,38 @@ fn forget(path: &str, id: u32) {
 /// mounts the share again.
 pub fn forget_stale() {
     lock_served().clear();
-    // Every mount of ours, the ones whose relays already saw the reset included.
+    unmount_stale(
+        MOUNTED_ONCE.load(Ordering::Acquire),
+        || std::fs::read_to_string("/proc/self/mountinfo").ok(),
+        |point| {
+            detach(point);
+            crate::console_log!(
+                "workspace: {} from before the restore is unmounted",
+                point.display()
+            );
+        },
+    );
+}
+
+/// Unmounts every mount of ours in the table `read_table` gives, innermost first, the ones
+/// whose relays already saw the reset included; the table is not even read when nothing was
+/// ever `mounted_once`.
+fn unmount_stale(
+    mounted_once: bool,
+    mut read_table: impl FnMut() -> Option<String>,
+    mut unmount: impl FnMut(&Path),
+) {
+    if !mounted_once {
+        return;
+    }
     for _ in 0..32 {
-        let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        let Some(table) = read_table() else {
             return;
         };
         let Some(point) = ours(&table).pop() else {
             return;
         };
-        let point = PathBuf::from(std::ffi::OsStr::from_bytes(&point));
-        detach(&point);
-        crate::console_log!(
-            "workspace: {} from before the restore is unmounted",
-            point.display()
-        );
+        unmount(Path::new(std::ffi::OsStr::from_bytes(&point)));
     }
 }
 
@@ -428,14 +429,9 @@ pub fn forget_stale() {
 fn ours(table: &str) -> Vec<Vec<u8>> {
     table
         .lines()
-        .filter_map(|line| {
-            let (fields, rest) = line.split_once(" - ")?;
-            let point = fields.split(' ').nth(4)?;
-            let source = rest.split(' ').nth(1)?;
-            source
-                .starts_with("paddock-workspace")
-                .then(|| unescape_mountinfo(point))
-        })
+        .filter_map(mountinfo::parse_line)
+        .filter(|mount| mount.source.starts_with("paddock-workspace"))
+        .map(|mount| mount.mount_point)
         .collect()
 }
 

@@ -12,6 +12,7 @@ pub mod egress;
 pub mod engine;
 pub mod frame;
 pub mod messages;
+pub mod mountinfo;
 pub mod pty;
 pub mod workspace;
 

@@ -4,18 +4,63 @@
 //! change, so a workspace whose changes were applied to the host lists nothing.
 
 use paddock_protocol::workspace::{ChangeKind, ChangedNode, WorkspaceChange};
-use std::ffi::CString;
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Every change in `upper` against `lower`, parents before their contents, names sorted.
+/// The walk keeps its own stack of directories: however deep the guest nests them, it never
+/// runs out of thread stack.
 pub fn list(upper: &Path, lower: &Path) -> io::Result<Vec<WorkspaceChange>> {
     let mut out = Vec::new();
-    walk(upper, Some(lower), &[], &mut out)?;
+    let mut open = vec![Dir::read(
+        upper.to_path_buf(),
+        Some(lower.to_path_buf()),
+        Vec::new(),
+    )?];
+    while let Some(dir) = open.last_mut() {
+        let Some(name) = dir.names.next() else {
+            open.pop();
+            continue;
+        };
+        if let Some(below) = visit(dir, &name, &mut out)? {
+            open.push(below);
+        }
+    }
     Ok(out)
+}
+
+/// An upper directory being walked: where it is, where the lower's directory of the same path
+/// is (if the lower has one), and the names not yet visited, sorted.
+struct Dir {
+    upper: PathBuf,
+    lower: Option<PathBuf>,
+    rel: Vec<u8>,
+    names: std::vec::IntoIter<OsString>,
+}
+
+impl Dir {
+    fn read(upper: PathBuf, lower: Option<PathBuf>, rel: Vec<u8>) -> io::Result<Self> {
+        let names = sorted_names(&upper)?;
+        Ok(Self {
+            upper,
+            lower,
+            rel,
+            names: names.into_iter(),
+        })
+    }
+}
+
+/// The names in the directory `dir`, sorted.
+fn sorted_names(dir: &Path) -> io::Result<Vec<OsString>> {
+    let mut names: Vec<OsString> = std::fs::read_dir(dir)?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()?;
+    names.sort();
+    Ok(names)
 }
 
 fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
@@ -26,75 +71,64 @@ fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
-fn walk(
-    upper: &Path,
-    lower: Option<&Path>,
-    rel: &[u8],
-    out: &mut Vec<WorkspaceChange>,
-) -> io::Result<()> {
-    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(upper)?
-        .map(|entry| entry.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()?;
-    names.sort();
-    for name in &names {
-        let path = join(rel, name.as_bytes());
-        let upper_child = upper.join(name);
-        let meta = std::fs::symlink_metadata(&upper_child)?;
-        let lower_child = lower.map(|l| l.join(name));
-        let lower_meta = lower_child
-            .as_deref()
-            .and_then(|l| std::fs::symlink_metadata(l).ok());
-        if is_whiteout(&meta) {
-            if let (Some(lm), Some(lc)) = (&lower_meta, &lower_child) {
-                push(out, path, ChangeKind::Deleted, node(lm, lc));
-            }
-            continue;
+/// Lists the changes of `name` in `dir`; a directory comes back, to be walked next.
+fn visit(dir: &Dir, name: &OsStr, out: &mut Vec<WorkspaceChange>) -> io::Result<Option<Dir>> {
+    let path = join(&dir.rel, name.as_bytes());
+    let upper_child = dir.upper.join(name);
+    let meta = std::fs::symlink_metadata(&upper_child)?;
+    let lower_child = dir.lower.as_ref().map(|l| l.join(name));
+    let lower_meta = lower_child
+        .as_deref()
+        .and_then(|l| std::fs::symlink_metadata(l).ok());
+    if is_whiteout(&meta) {
+        if let (Some(lm), Some(lc)) = (&lower_meta, &lower_child) {
+            push(out, path, ChangeKind::Deleted, node(lm, lc));
         }
-        if meta.is_dir() {
-            let lower_dir = lower_meta.as_ref().filter(|lm| lm.is_dir());
-            match (&lower_meta, lower_dir) {
-                (None, _) => push(
-                    out,
-                    path.clone(),
-                    ChangeKind::Added,
-                    node(&meta, &upper_child),
-                ),
-                (Some(_), None) => push(
-                    out,
-                    path.clone(),
-                    ChangeKind::Modified,
-                    node(&meta, &upper_child),
-                ),
-                (Some(lm), Some(_)) => {
-                    if lm.mode() & 0o7777 != meta.mode() & 0o7777 {
-                        push(
-                            out,
-                            path.clone(),
-                            ChangeKind::Modified,
-                            node(&meta, &upper_child),
-                        );
-                    }
-                    if is_opaque(&upper_child) {
-                        if let Some(lc) = &lower_child {
-                            deleted_below(lc, &upper_child, &path, out)?;
-                        }
-                    }
-                }
-            }
-            let below = lower_child.as_deref().filter(|_| lower_dir.is_some());
-            walk(&upper_child, below, &path, out)?;
-            continue;
-        }
-        match (&lower_meta, &lower_child) {
-            (Some(lm), Some(lc)) => {
-                if !same(&meta, &upper_child, lm, lc)? {
-                    push(out, path, ChangeKind::Modified, node(&meta, &upper_child));
-                }
-            }
-            _ => push(out, path, ChangeKind::Added, node(&meta, &upper_child)),
-        }
+        return Ok(None);
     }
-    Ok(())
+    if meta.is_dir() {
+        let lower_dir = lower_meta.as_ref().filter(|lm| lm.is_dir());
+        match (&lower_meta, lower_dir) {
+            (None, _) => push(
+                out,
+                path.clone(),
+                ChangeKind::Added,
+                node(&meta, &upper_child),
+            ),
+            (Some(_), None) => push(
+                out,
+                path.clone(),
+                ChangeKind::Modified,
+                node(&meta, &upper_child),
+            ),
+            (Some(lm), Some(_)) => {
+                if lm.mode() & 0o7777 != meta.mode() & 0o7777 {
+                    push(
+                        out,
+                        path.clone(),
+                        ChangeKind::Modified,
+                        node(&meta, &upper_child),
+                    );
+                }
+                if is_opaque(&upper_child) {
+                    if let Some(lc) = &lower_child {
+                        deleted_below(lc, &upper_child, &path, out)?;
+                    }
+                }
+            }
+        }
+        let below = lower_child.filter(|_| lower_dir.is_some());
+        return Dir::read(upper_child, below, path).map(Some);
+    }
+    match (&lower_meta, &lower_child) {
+        (Some(lm), Some(lc)) => {
+            if !same(&meta, &upper_child, lm, lc)? {
+                push(out, path, ChangeKind::Modified, node(&meta, &upper_child));
+            }
+        }
+        _ => push(out, path, ChangeKind::Added, node(&meta, &upper_child)),
+    }
+    Ok(None)
 }
 
 /// In an opaque directory (the guest removed the lower's one and made a new one), every lower
@@ -105,11 +139,7 @@ fn deleted_below(
     rel: &[u8],
     out: &mut Vec<WorkspaceChange>,
 ) -> io::Result<()> {
-    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(lower)?
-        .map(|entry| entry.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()?;
-    names.sort();
-    for name in names {
+    for name in sorted_names(lower)? {
         if std::fs::symlink_metadata(upper.join(&name)).is_ok() {
             continue;
         }

@@ -124,5 +124,49 @@ fn the_topmost_mount_at_a_path_is_read_from_mountinfo() {
         ours(table),
         [b"/tmp/my project".to_vec(), b"/tmp/my project".to_vec()]
     );
-    assert_eq!(unescape_mountinfo("a\\134b\\011c\\09"), b"a\\b\tc\\09");
+}
+
+#[test]
+fn stale_mounts_are_looked_for_only_once_something_was_mounted() {
+    let mut reads = 0;
+    unmount_stale(
+        false,
+        || {
+            reads += 1;
+            None
+        },
+        |point| panic!("{} unmounted", point.display()),
+    );
+    assert_eq!(reads, 0, "the mount table was read");
+
+    // What is mounted, as mountinfo lines; an unmount takes the topmost at its point away.
+    let table = std::cell::RefCell::new(vec![
+        "22 1 0:21 / /tmp rw - tmpfs tmpfs rw",
+        "40 22 0:40 / /run/paddock/workspace/0/lower ro - fuse paddock-workspace rw",
+        "41 22 0:41 / /run/paddock/workspace/0/layer rw - tmpfs paddock-workspace-layer rw",
+        "42 22 0:42 / /tmp/ws rw - overlay paddock-workspace rw",
+    ]);
+    let mut unmounted = Vec::new();
+    unmount_stale(
+        true,
+        || Some(table.borrow().join("\n")),
+        |point| {
+            let mut table = table.borrow_mut();
+            let at = table
+                .iter()
+                .rposition(|line| line.contains(&format!(" {} ", point.display())))
+                .unwrap();
+            table.remove(at);
+            unmounted.push(point.display().to_string());
+        },
+    );
+    assert_eq!(
+        unmounted,
+        [
+            "/tmp/ws",
+            "/run/paddock/workspace/0/layer",
+            "/run/paddock/workspace/0/lower"
+        ]
+    );
+    assert_eq!(*table.borrow(), ["22 1 0:21 / /tmp rw - tmpfs tmpfs rw"]);
 }

@@ -501,7 +501,8 @@ pub struct NameArgs {
 pub struct DiffArgs {
     #[command(flatten)]
     pub state: StateArgs,
-    /// Show the changes of files as a unified diff (text files; binary ones are named).
+    /// Show the changes of files as a unified diff (text files; binary ones and ones over
+    /// 16 MiB are named).
     #[arg(long)]
     pub patch: bool,
     /// The sandbox.

@@ -6,8 +6,9 @@ use super::{ApplyArgs, DiffArgs};
 use anyhow::Context;
 use paddock_protocol::workspace::{ChangeKind, ChangedNode, WorkspaceChange};
 use paddock_vmm::exit_codes;
-use paddock_vmm::sandbox::review::display_path;
-use std::io::Write;
+use paddock_vmm::sandbox::review::{display_path, GuestReadError, MAX_PATCH_FILE};
+use paddock_vmm::sandbox::{SandboxError, Sandboxes};
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -52,28 +53,71 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<i32> {
             continue;
         }
         let old = if host_file {
-            std::fs::read(&host).with_context(|| format!("reading {}", host.display()))?
+            host_side(&host, MAX_PATCH_FILE)?
         } else {
-            Vec::new()
+            Side::Bytes(Vec::new())
         };
         let new = if guest_file {
-            sandboxes.workspace_guest_file(&args.name, &change.path)?
+            guest_side(&sandboxes, &args.name, change)?
         } else {
-            Vec::new()
+            Side::Bytes(Vec::new())
         };
         write_patch(&mut out, &change.path, change.kind, &old, &new)?;
     }
     Ok(0)
 }
 
+/// One side of a patch: its bytes, or, too large to diff, its size where it is known.
+#[derive(Debug)]
+enum Side {
+    Bytes(Vec<u8>),
+    TooLarge { size: Option<u64> },
+}
+
+/// The host's file at `path`, read only if it has no more than `limit` bytes.
+fn host_side(path: &Path, limit: u64) -> anyhow::Result<Side> {
+    let reading = || format!("reading {}", path.display());
+    let file = std::fs::File::open(path).with_context(reading)?;
+    let size = file.metadata().with_context(reading)?.len();
+    if size > limit {
+        return Ok(Side::TooLarge { size: Some(size) });
+    }
+    let mut bytes = Vec::new();
+    // It may have grown since.
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(reading)?;
+    if bytes.len() as u64 > limit {
+        return Ok(Side::TooLarge { size: None });
+    }
+    Ok(Side::Bytes(bytes))
+}
+
+/// The guest's file of `change`, read only up to [`MAX_PATCH_FILE`] bytes.
+fn guest_side(sandboxes: &Sandboxes, name: &str, change: &WorkspaceChange) -> anyhow::Result<Side> {
+    // The size the guest listed: a file that says it is too large is not read at all.
+    if let ChangedNode::File { size, .. } = change.node {
+        if size > MAX_PATCH_FILE {
+            return Ok(Side::TooLarge { size: Some(size) });
+        }
+    }
+    match sandboxes.workspace_guest_file(name, &change.path, MAX_PATCH_FILE) {
+        Ok(bytes) => Ok(Side::Bytes(bytes)),
+        Err(SandboxError::Review(e)) if matches!(*e, GuestReadError::TooLarge { .. }) => {
+            Ok(Side::TooLarge { size: None })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// One file's change as a unified diff (`a/` is the host's, `b/` the guest's), or a line
-/// saying binary files differ.
+/// saying the files differ (binary, or too large to diff).
 fn write_patch(
     out: &mut impl Write,
     rel: &[u8],
     kind: ChangeKind,
-    old: &[u8],
-    new: &[u8],
+    old: &Side,
+    new: &Side,
 ) -> std::io::Result<()> {
     let name = display_path(rel);
     let (a, b) = match kind {
@@ -88,6 +132,16 @@ fn write_patch(
             .map(str::to_string)
     };
     writeln!(out, "diff --paddock a/{name} b/{name}")?;
+    let (old, new) = match (old, new) {
+        (Side::Bytes(old), Side::Bytes(new)) => (old, new),
+        (Side::TooLarge { size }, _) | (_, Side::TooLarge { size }) => {
+            let size = match size {
+                Some(size) => format!("{size} bytes"),
+                None => format!("more than {MAX_PATCH_FILE} bytes"),
+            };
+            return writeln!(out, "Files {a} and {b} differ: too large to diff ({size})");
+        }
+    };
     match (text(old), text(new)) {
         (Some(old), Some(new)) => {
             let diff = similar::TextDiff::from_lines(&old, &new);
@@ -183,17 +237,64 @@ mod tests {
         assert!(relative(dir, Path::new("../other")).is_err());
     }
 
+    fn bytes(b: &[u8]) -> Side {
+        Side::Bytes(b.to_vec())
+    }
+
     #[test]
     fn patches_are_unified_diffs_and_binary_files_are_named() {
         let mut out = Vec::new();
-        write_patch(&mut out, b"f", ChangeKind::Modified, b"a\nb\n", b"a\nc\n").unwrap();
+        let (old, new) = (bytes(b"a\nb\n"), bytes(b"a\nc\n"));
+        write_patch(&mut out, b"f", ChangeKind::Modified, &old, &new).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("--- a/f\n+++ b/f\n"), "{text}");
         assert!(text.contains("-b\n+c\n"), "{text}");
         let mut out = Vec::new();
-        write_patch(&mut out, b"bin", ChangeKind::Added, b"", b"\0\x01").unwrap();
+        let (old, new) = (bytes(b""), bytes(b"\0\x01"));
+        write_patch(&mut out, b"bin", ChangeKind::Added, &old, &new).unwrap();
         assert!(String::from_utf8(out)
             .unwrap()
             .contains("Binary files /dev/null and b/bin differ"));
+    }
+
+    #[test]
+    fn a_side_too_large_to_diff_is_named_with_its_size() {
+        let mut out = Vec::new();
+        let big = Side::TooLarge {
+            size: Some(1 << 30),
+        };
+        write_patch(&mut out, b"f", ChangeKind::Modified, &bytes(b"a\n"), &big).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "diff --paddock a/f b/f\n\
+             Files a/f and b/f differ: too large to diff (1073741824 bytes)\n"
+        );
+        let mut out = Vec::new();
+        let grown = Side::TooLarge { size: None };
+        write_patch(&mut out, b"f", ChangeKind::Deleted, &grown, &bytes(b"")).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with(&format!(
+                "too large to diff (more than {MAX_PATCH_FILE} bytes)\n"
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_host_file_over_the_limit_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        assert!(matches!(
+            host_side(&path, 10).unwrap(),
+            Side::Bytes(b) if b == b"0123456789"
+        ));
+        assert!(matches!(
+            host_side(&path, 9).unwrap(),
+            Side::TooLarge { size: Some(10) }
+        ));
+        assert!(host_side(&dir.path().join("missing"), 10).is_err());
     }
 }

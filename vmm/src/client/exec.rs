@@ -49,6 +49,37 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
 }
 
+/// How much of a command's stderr [`Connection::exec_streaming`] keeps (for an error message).
+pub const KEPT_STDERR: usize = 64 * 1024;
+
+/// What [`Connection::exec_streaming`] returns; the command's stdout went to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamedExec {
+    pub status: ExitStatus,
+    /// The first [`KEPT_STDERR`] bytes of the command's stderr (the rest is dropped).
+    pub stderr: Vec<u8>,
+}
+
+/// Keeps the first `limit` bytes written to it and drops the rest: however much the guest
+/// writes, it takes no more memory than that.
+#[derive(Debug)]
+struct FirstBytes {
+    kept: Vec<u8>,
+    limit: usize,
+}
+
+impl Write for FirstBytes {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = self.limit.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&data[..data.len().min(room)]);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 type SharedWriter = Arc<Mutex<UnixStream>>;
 
 fn send(writer: &SharedWriter, request: &Request) -> Result<(), FrameError> {
@@ -218,15 +249,40 @@ impl Connection {
     /// Runs a command with `stdin` as its input (sent only if the request asks for stdin) and
     /// collects its output in memory.
     pub fn exec_output(self, request: &ExecRequest, stdin: &[u8]) -> Result<ExecOutput, ExecError> {
-        let input: Option<Box<dyn Read + Send>> = request
-            .stdin
-            .then(|| Box::new(io::Cursor::new(stdin.to_vec())) as Box<dyn Read + Send>);
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let status = self.exec(request, input, &mut stdout, &mut stderr)?;
+        let status = self.exec(request, stdin_of(request, stdin), &mut stdout, &mut stderr)?;
         Ok(ExecOutput {
             status,
             stdout,
             stderr,
         })
     }
+
+    /// Runs a command with `stdin` as its input (sent only if the request asks for stdin),
+    /// writing its stdout to `stdout` as it arrives (never held whole in memory) and keeping
+    /// only the start of its stderr. A failing write to `stdout` ends the command's exec with
+    /// [`ExecError::Output`].
+    pub fn exec_streaming(
+        self,
+        request: &ExecRequest,
+        stdin: &[u8],
+        stdout: &mut dyn Write,
+    ) -> Result<StreamedExec, ExecError> {
+        let mut stderr = FirstBytes {
+            kept: Vec::new(),
+            limit: KEPT_STDERR,
+        };
+        let status = self.exec(request, stdin_of(request, stdin), stdout, &mut stderr)?;
+        Ok(StreamedExec {
+            status,
+            stderr: stderr.kept,
+        })
+    }
+}
+
+/// `stdin` as the command's input, when the request asks for one.
+fn stdin_of(request: &ExecRequest, stdin: &[u8]) -> Option<Box<dyn Read + Send>> {
+    request
+        .stdin
+        .then(|| Box::new(io::Cursor::new(stdin.to_vec())) as Box<dyn Read + Send>)
 }

@@ -17,7 +17,9 @@ pub use connect::{connect, connect_with, ConnectError, ConnectOptions};
 pub use connection::{
     Closer, Connection, MountWorkspaceError, PingError, ResumeError, ShutdownError,
 };
-pub use exec::{ExecError, ExecOutput, RunningExec, SignalError, Signaller};
+pub use exec::{
+    ExecError, ExecOutput, RunningExec, SignalError, Signaller, StreamedExec, KEPT_STDERR,
+};
 pub use pty::{PtyControl, PtyEnd, PtyError, PtySession};
 pub use ready::{Ready, ReadyError, ReadyListener};
 
@@ -54,5 +56,7 @@ fn bounded_message(message: String) -> String {
     format!("{}...", &message[..end])
 }
 
+#[cfg(test)]
+pub(crate) mod fake_guest;
 #[cfg(test)]
 mod tests;

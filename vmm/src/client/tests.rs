@@ -1,115 +1,19 @@
 //! Client tests against the real guest-init control service, behind a stand-in for the VMM's
-//! vsock Unix socket (the `CONNECT` handshake, then bytes flow to the service).
+//! vsock Unix socket (see [`super::fake_guest`]).
 
-use super::*;
-use guest_init::{ControlService, Platform, ReapMode, Reaper};
-use paddock_protocol::{
-    write_frame, BootInfo, ExecRequest, ExitStatus, Response, ShutdownAction, UnixTime,
-    CONTROL_PORT, READY_PORT, RESUME_ENTROPY_MIN,
+use super::fake_guest::{
+    fake_vm, serve_vsock_socket, FakeVm, TestPlatform, FAKE_HOST_PORT, GARBLED_PORT,
 };
-use std::io::{self, Cursor, Read, Write};
+use super::*;
+use guest_init::{ControlService, ReapMode, Reaper};
+use paddock_protocol::{
+    write_frame, ExecRequest, ExitStatus, Response, ShutdownAction, UnixTime, CONTROL_PORT,
+    READY_PORT, RESUME_ENTROPY_MIN,
+};
+use std::io::{self, Cursor, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Host port the stand-in VMM reports in its `OK` answer.
-const FAKE_HOST_PORT: u32 = 1_073_741_824;
-/// A port where the stand-in answers garbage instead of `OK`.
-const GARBLED_PORT: u32 = 7;
-
-#[derive(Default)]
-struct TestPlatform {
-    shutdowns: Mutex<Vec<ShutdownAction>>,
-    resumes: Mutex<Vec<(UnixTime, Vec<u8>)>>,
-}
-
-impl Platform for TestPlatform {
-    fn boot_info(&self) -> BootInfo {
-        BootInfo {
-            uptime_ns: 7,
-            kernel_release: "test-kernel".into(),
-            init_version: "test".into(),
-            engine: paddock_protocol::EngineState::Absent,
-        }
-    }
-
-    fn resume(&self, wall_clock: UnixTime, entropy: &[u8]) -> io::Result<()> {
-        self.resumes
-            .lock()
-            .unwrap()
-            .push((wall_clock, entropy.to_vec()));
-        Ok(())
-    }
-
-    fn shutdown(&self, action: ShutdownAction) {
-        self.shutdowns.lock().unwrap().push(action);
-    }
-
-    fn mount_workspace(
-        &self,
-        path: &str,
-        _mode: paddock_protocol::WorkspaceMode,
-    ) -> Result<(), guest_init::workspace::MountError> {
-        match path {
-            "/home/me/project" => Ok(()),
-            other => Err(guest_init::workspace::MountError::Path(other.to_string())),
-        }
-    }
-}
-
-struct FakeVm {
-    _dir: tempfile::TempDir,
-    uds: PathBuf,
-    platform: Arc<TestPlatform>,
-}
-
-/// Serves the vsock handshake on `uds`: port 1024 reaches the control service, GARBLED_PORT
-/// gets a bad answer, any other port is closed as "not listening".
-fn serve_vsock_socket(uds: &Path, platform: Arc<TestPlatform>) {
-    let listener = UnixListener::bind(uds).unwrap();
-    let service = Arc::new(ControlService::new(
-        platform,
-        Reaper::new(ReapMode::PerChild),
-    ));
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let service = Arc::clone(&service);
-            std::thread::spawn(move || {
-                let mut line = Vec::new();
-                let mut byte = [0u8];
-                while stream.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
-                    line.push(byte[0]);
-                }
-                let port: u32 = String::from_utf8(line)
-                    .ok()
-                    .and_then(|l| l.strip_prefix("CONNECT ")?.parse().ok())
-                    .unwrap_or(0);
-                if port == CONTROL_PORT {
-                    stream
-                        .write_all(format!("OK {FAKE_HOST_PORT}\n").as_bytes())
-                        .unwrap();
-                    let _ = service.serve(stream);
-                } else if port == GARBLED_PORT {
-                    let _ = stream.write_all(b"FAILURE\n");
-                }
-            });
-        }
-    });
-}
-
-fn fake_vm() -> FakeVm {
-    let dir = tempfile::tempdir().unwrap();
-    let uds = dir.path().join("vsock.sock");
-    let platform = Arc::new(TestPlatform::default());
-    serve_vsock_socket(&uds, Arc::clone(&platform));
-    FakeVm {
-        _dir: dir,
-        uds,
-        platform,
-    }
-}
 
 fn control(vm: &FakeVm) -> Connection {
     let conn = connect(&vm.uds, CONTROL_PORT).unwrap();
@@ -333,6 +237,21 @@ fn exec_output_collects_everything() {
             stderr: b"done\n".to_vec(),
         }
     );
+}
+
+#[test]
+fn exec_streaming_writes_stdout_through_and_keeps_only_the_start_of_stderr() {
+    let vm = fake_vm();
+    let script = "cat; head -c 200000 /dev/zero | tr '\\0' e >&2; exit 3";
+    let mut req = request(&["sh", "-c", script]);
+    req.stdin = true;
+    let mut out = Vec::new();
+    let done = control(&vm)
+        .exec_streaming(&req, b"hello\n", &mut out)
+        .unwrap();
+    assert_eq!(done.status, ExitStatus::Code(3));
+    assert_eq!(out, b"hello\n");
+    assert_eq!(done.stderr, vec![b'e'; KEPT_STDERR]);
 }
 
 #[test]

@@ -749,10 +749,17 @@ impl Sandboxes {
         Ok((record.dir, changes))
     }
 
-    /// The guest's bytes of `rel` in sandbox `name`'s copy-on-write workspace.
-    pub fn workspace_guest_file(&self, name: &str, rel: &[u8]) -> Result<Vec<u8>, SandboxError> {
+    /// The guest's bytes of `rel` in sandbox `name`'s copy-on-write workspace, if there are
+    /// no more than `limit` of them (see [`review::guest_file`]).
+    pub fn workspace_guest_file(
+        &self,
+        name: &str,
+        rel: &[u8],
+        limit: u64,
+    ) -> Result<Vec<u8>, SandboxError> {
         let (record, uds) = self.cow_workspace(name)?;
-        review::guest_file(&uds, &record.dir, rel).map_err(|e| SandboxError::Review(Box::new(e)))
+        review::guest_file(&uds, &record.dir, rel, limit)
+            .map_err(|e| SandboxError::Review(Box::new(e)))
     }
 
     /// Applies the changes of sandbox `name`'s copy-on-write workspace at or beneath

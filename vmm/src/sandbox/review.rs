@@ -4,12 +4,13 @@
 //! since the guest's share was mounted (nothing is lost on either side: a refused change stays
 //! in the sandbox).
 
+mod guest_read;
+
+pub use guest_read::{guest_file, guest_file_into, GuestReadError, MAX_PATCH_FILE};
+
 use super::workspace::{WorkspaceError, WorkspaceRecord};
-use crate::client;
 use paddock_protocol::workspace::{ChangeKind, ChangedNode, WorkspaceChange};
-use paddock_protocol::{ExecRequest, CONTROL_PORT};
 use std::ffi::OsStr;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,48 +23,6 @@ const REVIEW_TIMEOUT: Duration = Duration::from_secs(300);
 pub fn changes(uds: &Path, dir: &Path) -> Result<Vec<WorkspaceChange>, WorkspaceError> {
     let (mut conn, path) = super::workspace::guest_init_for(uds, dir, REVIEW_TIMEOUT)?;
     Ok(conn.workspace_changes(path)?)
-}
-
-/// Why a guest file could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum GuestReadError {
-    /// guest-init could not be reached.
-    #[error("connecting to guest-init: {0}")]
-    Connect(#[from] client::ConnectError),
-    /// The reading command failed to run.
-    #[error("reading it in the guest: {0}")]
-    Exec(#[from] client::ExecError),
-    /// It ran and failed (the file is gone or unreadable).
-    #[error("reading it in the guest failed: {0}")]
-    Failed(String),
-    /// The connection could not be set up.
-    #[error("talking to guest-init: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// The guest's bytes of `rel` (relative to the workspace `dir`). The name goes in on stdin,
-/// NUL-terminated, so any bytes are fine.
-pub fn guest_file(uds: &Path, dir: &Path, rel: &[u8]) -> Result<Vec<u8>, GuestReadError> {
-    let request = ExecRequest {
-        argv: ["xargs", "-0", "cat", "--"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        env: Vec::new(),
-        cwd: Some(dir.display().to_string()),
-        stdin: true,
-        tty: None,
-    };
-    let conn = client::connect(uds, CONTROL_PORT)?;
-    conn.set_timeout(Some(REVIEW_TIMEOUT))?;
-    let input = [rel, b"\0"].concat();
-    let out = conn.exec_output(&request, &input)?;
-    if !out.status.success() {
-        return Err(GuestReadError::Failed(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(out.stdout)
 }
 
 /// Why a change was not applied.
@@ -235,16 +194,16 @@ fn apply_one(
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))?;
         }
         ChangedNode::File { mode, .. } => {
-            let bytes = guest_file(uds, &record.dir, rel)?;
-            replace(&target, |tmp| {
+            replace(&target, |tmp| -> Result<(), Refusal> {
                 let mut file = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(*mode)
                     .open(tmp)?;
-                file.write_all(&bytes)?;
+                guest_file_into(uds, &record.dir, rel, &mut file)?;
                 file.set_permissions(std::fs::Permissions::from_mode(*mode))?;
-                file.sync_all()
+                file.sync_all()?;
+                Ok(())
             })?;
         }
         ChangedNode::Symlink { target: link } => {
@@ -257,14 +216,18 @@ fn apply_one(
     Ok(())
 }
 
-/// Makes `target` anew: `make` writes a temporary beside it, which is renamed over it (a
-/// directory in its way is refused by the rename).
-fn replace(target: &Path, make: impl FnOnce(&Path) -> std::io::Result<()>) -> std::io::Result<()> {
+/// Makes `target` anew: `make` writes a temporary beside it (a file's bytes go straight
+/// there from the guest), which is renamed over it (a directory in its way is refused by the
+/// rename).
+fn replace<E: From<std::io::Error>>(
+    target: &Path,
+    make: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), E> {
     let name = target.file_name().unwrap_or_default().as_bytes();
     let tmp_name = [b".", name, b".paddock-apply"].concat();
     let tmp = target.with_file_name(OsStr::from_bytes(&tmp_name));
     let _ = std::fs::remove_file(&tmp);
-    let made = make(&tmp).and_then(|()| std::fs::rename(&tmp, target));
+    let made = make(&tmp).and_then(|()| std::fs::rename(&tmp, target).map_err(E::from));
     if made.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -3,7 +3,10 @@
 //! descend into the mount and delete the host's files.
 
 use anyhow::{bail, Context, Result};
+use paddock_protocol::mountinfo;
+use std::ffi::OsString;
 use std::fs;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 /// Removes `path` recursively (nothing to do when it is missing), unless a mount point lies
@@ -30,37 +33,14 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
 }
 
-/// The mount points of `mountinfo` (the 5th field, octal escapes decoded) at or below `root`.
+/// The mount points of `mountinfo` (octal escapes decoded) at or below `root`.
 fn mounts_inside(mountinfo: &str, root: &Path) -> Vec<PathBuf> {
     mountinfo
         .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_octal(field)))
+        .filter_map(mountinfo::parse_line)
+        .map(|mount| PathBuf::from(OsString::from_vec(mount.mount_point)))
         .filter(|mount_point| mount_point.starts_with(root))
         .collect()
-}
-
-/// Decodes mountinfo's `\040`-style escapes (space, tab, newline, backslash).
-fn unescape_octal(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match octal {
-            Some(d) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -119,3 +119,33 @@ fn whiteouts_are_deletions_and_opaque_directories_hide_the_lower() {
     );
     assert!(matches!(changes[0].node, ChangedNode::File { size: 6, .. }));
 }
+
+#[test]
+fn a_deep_tree_is_walked_in_order_on_a_small_stack() {
+    const DEPTH: usize = 1000;
+    /// Far less than a call per level would need.
+    const STACK: usize = 64 * 1024;
+    let (_dir, upper, lower) = layers();
+    let chain = |levels: usize| "d/".repeat(levels);
+    std::fs::create_dir_all(upper.join(chain(DEPTH))).unwrap();
+    std::fs::write(upper.join(chain(DEPTH)).join("f"), b"deep\n").unwrap();
+    // The lower has the upper half of the chain already.
+    std::fs::create_dir_all(lower.join(chain(DEPTH / 2))).unwrap();
+    let changes = std::thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(move || list(&upper, &lower))
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap();
+    let added: Vec<_> = (DEPTH / 2 + 1..=DEPTH)
+        .map(|levels| {
+            (
+                chain(levels).trim_end_matches('/').to_string(),
+                ChangeKind::Added,
+            )
+        })
+        .chain([(format!("{}f", chain(DEPTH)), ChangeKind::Added)])
+        .collect();
+    assert_eq!(summary(&changes), added);
+}

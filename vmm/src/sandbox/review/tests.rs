@@ -1,8 +1,9 @@
-//! Applying changes that need no guest (deletions, directories, links) to a host directory,
-//! and the refusals that keep the host's own changes.
+//! Applying changes to a host directory: those that need no guest (deletions, directories,
+//! links), files from a stand-in guest, and the refusals that keep the host's own changes.
 
 use super::super::workspace::WorkspaceMode;
 use super::*;
+use crate::client::fake_guest::fake_vm;
 
 fn record(dir: &Path, mounted_ns: u64) -> WorkspaceRecord {
     WorkspaceRecord {
@@ -12,6 +13,17 @@ fn record(dir: &Path, mounted_ns: u64) -> WorkspaceRecord {
         mounted_ns,
         applied: Vec::new(),
     }
+}
+
+fn file(mode: u32, size: u64) -> ChangedNode {
+    ChangedNode::File { mode, size }
+}
+
+/// The record of a mount made after everything now in `dir` (later by more than the coarse
+/// clock's slack).
+fn mounted_after_its_contents(dir: &Path) -> WorkspaceRecord {
+    std::thread::sleep(Duration::from_millis(50));
+    record(dir, super::super::workspace::now_ns())
 }
 
 fn change(path: &str, kind: ChangeKind, node: ChangedNode) -> WorkspaceChange {
@@ -31,18 +43,9 @@ fn deletions_directories_and_links_apply_when_the_host_left_them_alone() {
     std::fs::write(dir.path().join("old"), b"x").unwrap();
     std::fs::create_dir_all(dir.path().join("tree/sub")).unwrap();
     std::fs::write(dir.path().join("tree/sub/f"), b"y").unwrap();
-    // Older than the mount by more than the coarse clock's slack.
-    std::thread::sleep(Duration::from_millis(50));
-    let mut rec = record(dir.path(), super::super::workspace::now_ns());
+    let mut rec = mounted_after_its_contents(dir.path());
     let changes = [
-        change(
-            "old",
-            ChangeKind::Deleted,
-            ChangedNode::File {
-                mode: 0o644,
-                size: 1,
-            },
-        ),
+        change("old", ChangeKind::Deleted, file(0o644, 1)),
         change(
             "tree",
             ChangeKind::Deleted,
@@ -60,14 +63,7 @@ fn deletions_directories_and_links_apply_when_the_host_left_them_alone() {
                 target: b"new/dir".to_vec(),
             },
         ),
-        change(
-            "gone-already",
-            ChangeKind::Deleted,
-            ChangedNode::File {
-                mode: 0o644,
-                size: 1,
-            },
-        ),
+        change("gone-already", ChangeKind::Deleted, file(0o644, 1)),
     ];
     let outcomes = apply(Path::new(NO_GUEST), &mut rec, &changes);
     for o in &outcomes {
@@ -100,14 +96,7 @@ fn a_path_the_host_changed_after_the_mount_is_refused_and_kept() {
     std::fs::write(dir.path().join("tree/f"), b"the host's").unwrap();
     let mut rec = record(dir.path(), mounted);
     let changes = [
-        change(
-            "edited",
-            ChangeKind::Deleted,
-            ChangedNode::File {
-                mode: 0o644,
-                size: 1,
-            },
-        ),
+        change("edited", ChangeKind::Deleted, file(0o644, 1)),
         change(
             "edited",
             ChangeKind::Added,
@@ -146,14 +135,7 @@ fn a_path_the_host_changed_after_the_mount_is_refused_and_kept() {
 fn a_file_change_needs_the_guest_and_fails_cleanly_without_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut rec = record(dir.path(), super::super::workspace::now_ns());
-    let changes = [change(
-        "f",
-        ChangeKind::Added,
-        ChangedNode::File {
-            mode: 0o644,
-            size: 3,
-        },
-    )];
+    let changes = [change("f", ChangeKind::Added, file(0o644, 3))];
     let outcomes = apply(Path::new(NO_GUEST), &mut rec, &changes);
     assert!(
         matches!(outcomes[0].result, Err(Refusal::Guest(_))),
@@ -164,6 +146,41 @@ fn a_file_change_needs_the_guest_and_fails_cleanly_without_it() {
         0,
         "a temporary was left"
     );
+}
+
+#[test]
+fn a_file_change_is_written_from_the_guest_beside_its_target_and_renamed_over_it() {
+    let vm = fake_vm();
+    // The stand-in guest runs on the host: its workspace is the host's directory itself.
+    let dir = tempfile::tempdir().unwrap();
+    let content: Vec<u8> = (0..300_000u32).map(|i| i.to_le_bytes()[0]).collect();
+    std::fs::write(dir.path().join("f"), &content).unwrap();
+    let mut rec = mounted_after_its_contents(dir.path());
+    let changes = [
+        change("f", ChangeKind::Modified, file(0o600, 300_000)),
+        change("not-in-the-guest", ChangeKind::Added, file(0o644, 3)),
+    ];
+    let outcomes = apply(&vm.uds, &mut rec, &changes);
+    assert!(outcomes[0].result.is_ok(), "{outcomes:?}");
+    assert!(
+        matches!(
+            &outcomes[1].result,
+            Err(Refusal::Guest(GuestReadError::Failed { stderr, .. })) if stderr.contains("not-in-the-guest")
+        ),
+        "{outcomes:?}"
+    );
+    assert!(std::fs::read(dir.path().join("f")).unwrap() == content);
+    let mode = std::fs::metadata(dir.path().join("f"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o600);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["f"], "a temporary was left");
+    assert_eq!(rec.applied.len(), 1);
 }
 
 #[test]
