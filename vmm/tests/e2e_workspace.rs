@@ -221,6 +221,78 @@ fn the_directory_is_shared_live_at_its_own_path_and_nothing_else() {
 }
 
 #[test]
+fn a_checkout_of_many_small_files_and_a_large_file_go_both_ways() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let t = host_tree(&s);
+    let ws = t.ws.to_str().unwrap();
+    s.ok(&["start", "--name", "many", "--workspace", ws]);
+    // More files than the usual open-file limit (1024), all looked up and kept in the guest's
+    // caches at once, as a clone or an `npm install` does; and a file larger than one request.
+    const FILES: usize = 1500;
+    guest_ok(
+        &s,
+        "many",
+        &t.ws,
+        &format!(
+            "mkdir tree && i=0 && while [ $i -lt {FILES} ]; do \
+             mkdir -p tree/d$((i % 50)) && echo $i > tree/d$((i % 50))/f$i; i=$((i+1)); done && \
+             yes 0123456789abcdef | head -c 16777216 > large && sync"
+        ),
+    );
+    let listed = guest_ok(
+        &s,
+        "many",
+        &t.ws,
+        "find tree -type f | wc -l; cat tree/*/* | wc -l",
+    );
+    assert_eq!(listed, format!("{FILES}\n{FILES}\n"));
+    let mut on_host = 0;
+    for dir in std::fs::read_dir(t.ws.join("tree")).unwrap() {
+        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let file = file.unwrap();
+            let name = file.file_name().into_string().unwrap();
+            let n = name.strip_prefix('f').unwrap();
+            assert_eq!(
+                std::fs::read_to_string(file.path()).unwrap(),
+                format!("{n}\n")
+            );
+            on_host += 1;
+        }
+    }
+    assert_eq!(on_host, FILES);
+    let large = std::fs::read(t.ws.join("large")).unwrap();
+    assert_eq!(large.len(), 16 << 20);
+    let line = b"0123456789abcdef\n";
+    assert!(
+        large
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == line[i % line.len()]),
+        "the large file's bytes"
+    );
+    // Host to guest: a tree made on the host, then removed by the guest.
+    std::fs::create_dir(t.ws.join("from-host-tree")).unwrap();
+    for i in 0..300 {
+        std::fs::write(t.ws.join(format!("from-host-tree/h{i}")), i.to_string()).unwrap();
+    }
+    assert_eq!(
+        guest_ok(
+            &s,
+            "many",
+            &t.ws,
+            "ls from-host-tree | wc -l; rm -rf tree from-host-tree large"
+        ),
+        "300\n"
+    );
+    assert!(!t.ws.join("tree").exists() && !t.ws.join("from-host-tree").exists());
+    s.ok(&["rm", "--force", "many"]);
+    s.assert_clean();
+}
+
+#[test]
 fn the_server_is_confined_and_ends_with_its_sandbox() {
     if !e2e_available() {
         return;
