@@ -7,6 +7,8 @@ use crate::client;
 use paddock_protocol::{ExecRequest, ExitStatus, CONTROL_PORT};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// The most of one guest file `paddock diff --patch` reads into memory.
 pub const MAX_PATCH_FILE: u64 = 16 << 20;
@@ -27,6 +29,9 @@ pub enum GuestReadError {
     /// It has more bytes than may be read into memory; no more than `limit` were read.
     #[error("it is larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    /// The guest took longer than this to send it all.
+    #[error("the guest took longer than {after:?} to send it")]
+    TimedOut { after: Duration },
     /// The connection could not be set up.
     #[error("talking to guest-init: {0}")]
     Io(#[from] std::io::Error),
@@ -53,7 +58,9 @@ pub fn guest_file_into(
     let conn = client::connect(uds, CONTROL_PORT)?;
     conn.set_timeout(Some(super::REVIEW_TIMEOUT))?;
     let input = [rel, b"\0"].concat();
-    let done = conn.exec_streaming(&request, &input, out)?;
+    let done = within(super::REVIEW_TIMEOUT, conn.closer()?, || {
+        conn.exec_streaming(&request, &input, out)
+    })?;
     if !done.status.success() {
         return Err(GuestReadError::Failed {
             status: done.status,
@@ -61,6 +68,32 @@ pub fn guest_file_into(
         });
     }
     Ok(())
+}
+
+/// Runs `read` (a read from the guest), ending its connection through `closer` if it takes
+/// longer than `limit` in all: a guest that sends a byte now and then must not hold the host's
+/// `apply` or `diff` forever.
+fn within<T>(
+    limit: Duration,
+    closer: client::Closer,
+    read: impl FnOnce() -> Result<T, client::ExecError>,
+) -> Result<T, GuestReadError> {
+    let (finished, watch) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || match watch.recv_timeout(limit) {
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            closer.close();
+            true
+        }
+        _ => false,
+    });
+    let result = read();
+    drop(finished);
+    let timed_out = watchdog.join().unwrap_or(false);
+    match result {
+        Ok(value) => Ok(value),
+        Err(_) if timed_out => Err(GuestReadError::TimedOut { after: limit }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The guest's bytes of `rel` (relative to the workspace `dir`), if there are no more than

@@ -99,3 +99,48 @@ fn the_capped_buffer_never_holds_or_reserves_more_than_its_limit() {
         buffer.bytes.capacity()
     );
 }
+
+#[test]
+fn a_guest_that_never_finishes_sending_is_cut_off_at_the_deadline() {
+    let vm = fake_vm();
+    let conn = client::connect(&vm.uds, CONTROL_PORT).unwrap();
+    let request = ExecRequest {
+        argv: vec!["sleep".into(), "5".into()],
+        env: Vec::new(),
+        cwd: None,
+        stdin: false,
+        tty: None,
+    };
+    let started = std::time::Instant::now();
+    let closer = conn.closer().unwrap();
+    let mut out = Writes::default();
+    let result = within(Duration::from_millis(300), closer, || {
+        conn.exec_streaming(&request, &[], &mut out)
+    });
+    assert!(
+        matches!(result, Err(GuestReadError::TimedOut { .. })),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[test]
+fn a_read_within_its_deadline_is_untouched() {
+    let vm = fake_vm();
+    let conn = client::connect(&vm.uds, CONTROL_PORT).unwrap();
+    let request = ExecRequest {
+        argv: vec!["echo".into(), "quick".into()],
+        env: Vec::new(),
+        cwd: None,
+        stdin: false,
+        tty: None,
+    };
+    let closer = conn.closer().unwrap();
+    let mut out = Writes::default();
+    let done = within(Duration::from_secs(30), closer, || {
+        conn.exec_streaming(&request, &[], &mut out)
+    })
+    .unwrap();
+    assert!(done.status.success());
+    assert_eq!(out.bytes, b"quick\n");
+}
