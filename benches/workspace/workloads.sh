@@ -1,0 +1,48 @@
+#!/bin/bash
+# The workspace benchmark's workloads (benches/benches/workspace.rs), run in the guest as root:
+#   workloads.sh DIR MIB FILES
+# Prints one line per workload: its name and the milliseconds it took in DIR (the shared
+# workspace, or a guest tmpfs to compare with). Caches are dropped before each cold figure.
+set -e
+D=$1; MIB=$2; N=$3
+ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+W="$D/.paddock-bench"
+rm -rf "$W"; mkdir -p "$W"; cd "$W"
+
+drop; s=$(date +%s%N)
+dd if=/dev/zero of=big bs=1M count="$MIB" conv=fsync status=none
+echo "sequential_write $(ms "$s")"
+drop; s=$(date +%s%N)
+cat big > /dev/null
+echo "sequential_read $(ms "$s")"
+rm -f big
+
+drop; s=$(date +%s%N)
+mkdir files
+i=0; while [ $i -lt "$N" ]; do : > "files/f$i"; i=$((i+1)); done
+find files -type f -exec stat -c %s {} + > /dev/null
+rm -rf files
+echo "create_stat_delete $(ms "$s")"
+
+# A tree of N files in 100 directories under git, then `git status`, cold and warm.
+mkdir tree; cd tree
+git init -q .
+python3 - "$N" <<'PY'
+import os, sys
+n = int(sys.argv[1])
+for i in range(n):
+    d = f"d{i % 100}"
+    os.makedirs(d, exist_ok=True)
+    with open(f"{d}/f{i}.txt", "w") as f:
+        f.write(f"line {i}\n")
+PY
+git add -A
+git -c user.name=bench -c user.email=bench@paddock commit -qm tree
+drop; s=$(date +%s%N)
+git status --porcelain > /dev/null
+echo "git_status_cold $(ms "$s")"
+s=$(date +%s%N)
+git status --porcelain > /dev/null
+echo "git_status_warm $(ms "$s")"
+cd "$D"; rm -rf "$W"
