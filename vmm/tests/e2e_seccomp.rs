@@ -115,6 +115,22 @@ fn every_vmm_thread_is_confined_after_boot_restore_and_reset() {
             assert_eq!(field(set), "0000000000000000", "{set} of {name}'s proxy");
         }
         assert_eq!(field("NoNewPrivs:"), "1", "{name}'s proxy");
+        // ... and every one of its threads runs under its filter (installed right after it
+        // listens, so within moments of its sandbox starting).
+        let filtered = || {
+            std::fs::read_dir(format!("/proc/{proxy}/task"))
+                .unwrap()
+                .all(|task| {
+                    let status =
+                        std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+                    status_field(&status, "Seccomp:") == "2"
+                })
+        };
+        let since = std::time::Instant::now();
+        while !filtered() && since.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(filtered(), "{name}'s proxy has a thread without its filter");
     }
     for name in ["sc", "sc2", "f-0"] {
         s.ok(&["rm", "--force", name]);

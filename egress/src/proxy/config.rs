@@ -63,7 +63,14 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// Exit once this process (the sandbox's VMM) is gone.
     pub exit_when_pid_gone: Option<u32>,
+    /// Called once everything is open and every thread the proxy will ever have is running,
+    /// before the first guest connection is accepted: where a process confines itself (a
+    /// seccomp filter on all its threads). An error ends the proxy.
+    pub confine: Option<Confine>,
 }
+
+/// A process's way of confining itself (see [`ProxyConfig::confine`]).
+pub type Confine = Box<dyn FnOnce() -> std::io::Result<()> + Send>;
 
 impl ProxyConfig {
     /// A configuration with no overrides, extra roots, credentials or CA, default limits, and
@@ -88,6 +95,7 @@ impl ProxyConfig {
             ca: None,
             limits: Limits::default(),
             exit_when_pid_gone: None,
+            confine: None,
         }
     }
 }
@@ -108,6 +116,7 @@ impl fmt::Debug for ProxyConfig {
             .field("has_ca", &self.ca.is_some())
             .field("limits", &self.limits)
             .field("exit_when_pid_gone", &self.exit_when_pid_gone)
+            .field("confined", &self.confine.is_some())
             .finish()
     }
 }

@@ -56,7 +56,7 @@ mod tunnel;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Limits, ProxyConfig};
+pub use config::{Confine, Limits, ProxyConfig};
 pub use hello::{read_hello, HelloError, ReadHello};
 pub use listener::{BoundSocket, ListenError};
 pub use log::{

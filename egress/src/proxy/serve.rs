@@ -30,6 +30,11 @@ use super::shared::{DenyReason, Shared};
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// Worker threads of the runtime [`run`] builds.
 const WORKER_THREADS: usize = 2;
+/// Threads for blocking work (name resolution), all started at once and kept: lookups beyond
+/// this many at once wait for one to finish.
+const BLOCKING_THREADS: usize = 8;
+/// How long an idle blocking thread is kept: for the proxy's life.
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// How long [`run`] waits for blocking tasks (resolutions) when it stops.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
@@ -57,6 +62,9 @@ pub enum ServeError {
     /// The signal handlers of [`run`] could not be installed.
     #[error("installing signal handlers")]
     Signals(#[source] io::Error),
+    /// [`ProxyConfig::confine`] failed.
+    #[error("confining the proxy")]
+    Confine(#[source] io::Error),
 }
 
 /// Serves `config` until `shutdown` completes or the process named by
@@ -66,6 +74,9 @@ pub async fn serve(mut config: ProxyConfig, shutdown: impl Future) -> Result<(),
     let ca = config.ca.take();
     let shared = Arc::new(shared_state(&config, ca)?);
     let socket = BoundSocket::bind(&config.listen).map_err(ServeError::Listen)?;
+    if let Some(confine) = config.confine.take() {
+        confine().map_err(ServeError::Confine)?;
+    }
     tracing::info!(sandbox = %config.sandbox, socket = %socket.path().display(), "egress proxy serving");
     let limit =
         effective_max_connections(config.limits.max_connections).min(Semaphore::MAX_PERMITS);
@@ -124,16 +135,36 @@ where
 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
+        .max_blocking_threads(BLOCKING_THREADS)
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .thread_name("paddock-egress")
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
+    start_blocking_threads(&runtime);
     let served = runtime.block_on(async {
         let stop = stop()?;
         serve(config, stop).await
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     served
+}
+
+/// Starts every thread of the runtime's blocking pool now (name resolution runs there), and
+/// keeps them: a proxy that confines itself (see [`ProxyConfig::confine`]) can then be denied
+/// starting threads.
+fn start_blocking_threads(runtime: &tokio::runtime::Runtime) {
+    let all_running = Arc::new(std::sync::Barrier::new(BLOCKING_THREADS));
+    runtime.block_on(async {
+        let mut started = JoinSet::new();
+        for _ in 0..BLOCKING_THREADS {
+            let all_running = Arc::clone(&all_running);
+            started.spawn_blocking(move || {
+                all_running.wait();
+            });
+        }
+        while started.join_next().await.is_some() {}
+    });
 }
 
 /// Completes on the first SIGTERM or SIGINT (the handlers are installed at once).

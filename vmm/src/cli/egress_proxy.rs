@@ -1,6 +1,8 @@
 //! `paddock __egress`: the egress proxy process of one sandbox (started by `start`, `run`,
 //! `restore` and `fork` next to the VMM; it ends when the VMM does). It reads the policy files
-//! and the secrets; the VMM reads neither. It holds no capability and cannot gain one.
+//! and the secrets; the VMM reads neither. It holds no capability and cannot gain one, and
+//! every thread runs under its seccomp filter (`egress` in `vmm/seccomp/x86_64.json`) before
+//! the first guest connection is accepted.
 
 use super::EgressProxyArgs;
 use anyhow::Context;
@@ -9,6 +11,7 @@ use paddock_egress::proxy::{self, ProxyConfig};
 use paddock_egress::secrets::{Credentials, SecretStore};
 use paddock_vmm::sandbox::egress::{self, EgressFiles};
 use paddock_vmm::sandbox::SandboxPaths;
+use paddock_vmm::seccomp;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -48,6 +51,19 @@ pub fn run(args: EgressProxyArgs) -> anyhow::Result<i32> {
     config.credentials = credentials;
     config.ca = Some(ca);
     config.exit_when_pid_gone = Some(args.vmm_pid);
+    // Once its files and socket are open and all its threads run, before the first guest
+    // connection: a filter on every thread (an unlisted syscall fails with EPERM).
+    if args.no_seccomp {
+        tracing::warn!(
+            "the egress proxy runs WITHOUT its seccomp filter (--no-seccomp): debugging only"
+        );
+    } else {
+        config.confine = Some(Box::new(|| {
+            seccomp::Filters::new(seccomp::Mode::from_env())
+                .install_on_all_threads(seccomp::ThreadKind::Egress)
+                .map_err(|e| std::io::Error::other(seccomp::describe(&e)))
+        }));
+    }
     // A stopped or crashed sandbox's proxy is gone within half a second.
     config.limits.pid_poll_interval = std::time::Duration::from_millis(500);
     proxy::run(config)?;

@@ -298,6 +298,9 @@ pub struct EgressProxyArgs {
     /// The CA the sandbox's guest trusts.
     #[arg(long)]
     pub ca: String,
+    /// Runs without the proxy's seccomp filter: for debugging only.
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 #[derive(Args)]

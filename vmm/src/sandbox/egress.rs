@@ -2,13 +2,14 @@
 //! starting and stopping it, and which CA a sandbox's guest trusts. The VMM maps guest memory
 //! and opens no internet socket; the proxy holds the secrets and opens no guest memory.
 
+use super::helper::HelperLaunch;
 use super::paths::SandboxPaths;
 use paddock_protocol::EGRESS_PORT;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 /// How long a new proxy may take to listen.
@@ -204,7 +205,7 @@ pub fn new_ca_id() -> std::io::Result<String> {
 /// Starts the egress proxy of sandbox `name` (whose VMM is `vmm_pid`) and waits until it
 /// listens; records it with the CA `ca` in the sandbox's `egress.json`.
 pub fn start_proxy(
-    bin: &Path,
+    launch: HelperLaunch<'_>,
     state_dir: &Path,
     paths: &SandboxPaths,
     name: &str,
@@ -219,8 +220,8 @@ pub fn start_proxy(
     let socket = socket(paths);
     // Read before the proxy reads the file: a change in between shows as a newer file.
     let stamp = secrets_stamp(&EgressFiles::new(state_dir).secrets());
-    let mut child = Command::new(bin)
-        .arg("__egress")
+    let mut child = launch
+        .command("__egress")
         .arg("--state-dir")
         .arg(state_dir)
         .arg("--name")
@@ -235,7 +236,7 @@ pub fn start_proxy(
         .process_group(0)
         .spawn()
         .map_err(|source| EgressStartError::Spawn {
-            bin: bin.to_path_buf(),
+            bin: launch.bin.to_path_buf(),
             source,
         })?;
     super::helper::wait_listening(&mut child, &socket, &log_path, PROXY_START_TIMEOUT)?;
@@ -269,7 +270,7 @@ pub fn stop_proxy(paths: &SandboxPaths) {
 /// `paddock secret set` after the sandbox started), so the session's placeholders are honoured.
 /// Returns whether it restarted; the guest's connections out are made per use, so none breaks.
 pub fn refresh_proxy(
-    bin: &Path,
+    launch: HelperLaunch<'_>,
     state_dir: &Path,
     paths: &SandboxPaths,
     name: &str,
@@ -286,7 +287,7 @@ pub fn refresh_proxy(
         return Ok(false);
     }
     stop_proxy(paths);
-    let mut child = start_proxy(bin, state_dir, paths, name, vmm_pid, &record.ca)?;
+    let mut child = start_proxy(launch, state_dir, paths, name, vmm_pid, &record.ca)?;
     std::thread::spawn(move || {
         let _ = child.wait();
     });
@@ -336,11 +337,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = SandboxPaths::new(dir.path(), "a").unwrap();
         std::fs::create_dir_all(&paths.dir).unwrap();
-        let err =
-            start_proxy(Path::new("/bin/false"), dir.path(), &paths, "a", 1, "ab").unwrap_err();
+        let launch = |bin: &'static str| HelperLaunch {
+            bin: Path::new(bin),
+            seccomp: true,
+        };
+        let err = start_proxy(launch("/bin/false"), dir.path(), &paths, "a", 1, "ab").unwrap_err();
         assert!(matches!(err, EgressStartError::Exited { .. }), "{err}");
         let err = start_proxy(
-            Path::new("/nonexistent/paddock"),
+            launch("/nonexistent/paddock"),
             dir.path(),
             &paths,
             "a",

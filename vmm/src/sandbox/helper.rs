@@ -2,8 +2,30 @@
 //! waiting until a new one listens, and ending one without ever signalling a recycled pid.
 
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+/// How a sandbox's helpers are started: the `paddock` binary, and whether each confines itself
+/// with its seccomp filter (off only with `--no-seccomp`, for debugging).
+#[derive(Debug, Clone, Copy)]
+pub struct HelperLaunch<'a> {
+    /// The `paddock` binary.
+    pub bin: &'a Path,
+    /// Whether the helper installs its seccomp filter.
+    pub seccomp: bool,
+}
+
+impl HelperLaunch<'_> {
+    /// `paddock SUBCOMMAND` (and `--no-seccomp` when off).
+    pub fn command(&self, subcommand: &str) -> Command {
+        let mut command = Command::new(self.bin);
+        command.arg(subcommand);
+        if !self.seccomp {
+            command.arg("--no-seccomp");
+        }
+        command
+    }
+}
 
 /// Why a helper did not come up.
 #[derive(Debug, thiserror::Error)]

@@ -176,6 +176,14 @@ impl Sandboxes {
         self
     }
 
+    /// How this sandbox's helper processes (egress proxy, workspace server) are started.
+    fn helper_launch(&self) -> helper::HelperLaunch<'_> {
+        helper::HelperLaunch {
+            bin: &self.paddock_bin,
+            seccomp: self.seccomp,
+        }
+    }
+
     /// Runs the VMMs of the sandboxes started from now on without seccomp filters when
     /// `seccomp` is false: for debugging only (see `--no-seccomp`).
     pub fn with_seccomp(mut self, seccomp: bool) -> Self {
@@ -283,7 +291,7 @@ impl Sandboxes {
             .and(ca)
             .and_then(|ca| {
                 egress::start_proxy(
-                    &self.paddock_bin,
+                    self.helper_launch(),
                     &self.state_dir,
                     paths,
                     name,
@@ -670,7 +678,7 @@ impl Sandboxes {
         let paths = self.paths(name)?;
         let info = SandboxInfo::read(&paths).map_err(|_| PathsError::NotFound(name.to_string()))?;
         Ok(egress::refresh_proxy(
-            &self.paddock_bin,
+            self.helper_launch(),
             &self.state_dir,
             &paths,
             name,
@@ -692,14 +700,8 @@ impl Sandboxes {
         let info = SandboxInfo::read(&paths).map_err(|_| PathsError::NotFound(name.to_string()))?;
         let dir = workspace::resolve(dir)?;
         let uds = self.vsock_path(name)?;
-        let mut server = workspace::start_server(
-            &self.paddock_bin,
-            &paths,
-            &dir,
-            mode,
-            info.pid,
-            self.seccomp,
-        )?;
+        let mut server =
+            workspace::start_server(self.helper_launch(), &paths, &dir, mode, info.pid)?;
         let mounted_ns = workspace::now_ns();
         let mounted = workspace::mount(&uds, &dir, mode).and_then(|()| {
             let mut record = workspace::WorkspaceRecord::read(&paths).ok_or_else(|| {

@@ -2,6 +2,7 @@
 //! are, starting and stopping it, and asking guest-init to mount the share. The VMM never
 //! touches the project directory; the server sees nothing else.
 
+use super::helper::HelperLaunch;
 use super::paths::SandboxPaths;
 use crate::client::{self, MountWorkspaceError};
 pub use paddock_protocol::WorkspaceMode;
@@ -9,7 +10,7 @@ use paddock_protocol::{CONTROL_PORT, WORKSPACE_PORT};
 use serde::{Deserialize, Serialize};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 /// How long a new server may take to listen.
@@ -137,12 +138,11 @@ pub fn jail_root(paths: &SandboxPaths) -> PathBuf {
 /// Starts the workspace server for `dir` (see [`resolve`]) beside the sandbox whose VMM is
 /// `vmm_pid`, waits until it listens and records it.
 pub fn start_server(
-    bin: &Path,
+    launch: HelperLaunch<'_>,
     paths: &SandboxPaths,
     dir: &Path,
     mode: WorkspaceMode,
     vmm_pid: u32,
-    seccomp: bool,
 ) -> Result<Child, WorkspaceError> {
     let log_path = server_log(paths);
     let log = std::fs::File::create(&log_path).map_err(|source| WorkspaceError::Record {
@@ -151,8 +151,8 @@ pub fn start_server(
     })?;
     let socket = socket(paths);
     let _ = std::fs::remove_file(&socket);
-    let mut child = Command::new(bin)
-        .arg("__workspace")
+    let mut child = launch
+        .command("__workspace")
         .arg("--dir")
         .arg(dir)
         .arg("--socket")
@@ -162,14 +162,13 @@ pub fn start_server(
         .arg("--vmm-pid")
         .arg(vmm_pid.to_string())
         .args((mode == WorkspaceMode::Cow).then_some("--cow"))
-        .args((!seccomp).then_some("--no-seccomp"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
         .process_group(0)
         .spawn()
         .map_err(|source| WorkspaceError::Spawn {
-            bin: bin.to_path_buf(),
+            bin: launch.bin.to_path_buf(),
             source,
         })?;
     super::helper::wait_listening(&mut child, &socket, &log_path, SERVER_START_TIMEOUT)?;
@@ -280,12 +279,14 @@ mod tests {
         let paths = SandboxPaths::new(dir.path(), "a").unwrap();
         std::fs::create_dir_all(&paths.dir).unwrap();
         let err = start_server(
-            Path::new("/bin/false"),
+            HelperLaunch {
+                bin: Path::new("/bin/false"),
+                seccomp: true,
+            },
             &paths,
             dir.path(),
             WorkspaceMode::Live,
             1,
-            true,
         )
         .unwrap_err();
         assert!(
@@ -296,12 +297,14 @@ mod tests {
             "{err}"
         );
         let err = start_server(
-            Path::new("/nonexistent/paddock"),
+            HelperLaunch {
+                bin: Path::new("/nonexistent/paddock"),
+                seccomp: true,
+            },
             &paths,
             dir.path(),
             WorkspaceMode::Live,
             1,
-            true,
         )
         .unwrap_err();
         assert!(matches!(err, WorkspaceError::Spawn { .. }), "{err}");

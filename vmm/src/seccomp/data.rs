@@ -3,7 +3,12 @@
 //! script, which compiles the filters into the binary, and the unit tests.
 
 /// The thread kinds' names in the filter data, in order.
-pub const KINDS: [&str; 4] = ["vmm", "events", "vcpu", "workspace"];
+pub const KINDS: [&str; 5] = ["vmm", "events", "vcpu", "workspace", "egress"];
+
+/// Kinds whose unlisted syscalls fail with `EPERM` when enforcing, instead of killing the
+/// process: the egress proxy, which runs the C library's resolver (whose syscalls vary with the
+/// host's configuration), and where a miss must fail one connection, not every one.
+pub const REFUSING_KINDS: [&str; 1] = ["egress"];
 
 /// Why the filter data cannot be used.
 #[derive(Debug)]
@@ -26,7 +31,7 @@ impl std::fmt::Display for DataError {
 impl std::error::Error for DataError {}
 
 /// seccompiler's JSON for `data`, refused syscalls meeting `mismatch_action` (`kill_process`,
-/// `log`).
+/// `log`; `kill_process` is `EPERM` for the [`REFUSING_KINDS`]).
 pub fn seccompiler_json(data: &str, mismatch_action: &str) -> Result<String, DataError> {
     let doc: serde_json::Value = serde_json::from_str(data).map_err(DataError::Json)?;
     let common = doc
@@ -45,7 +50,11 @@ pub fn seccompiler_json(data: &str, mismatch_action: &str) -> Result<String, Dat
         filters.insert(
             kind.to_string(),
             serde_json::json!({
-                "mismatch_action": mismatch_action,
+                "mismatch_action": if mismatch_action == "kill_process" && REFUSING_KINDS.contains(&kind) {
+                    serde_json::json!({"errno": 1})
+                } else {
+                    serde_json::json!(mismatch_action)
+                },
                 "match_action": "allow",
                 "filter": rules,
             }),

@@ -1,5 +1,6 @@
-//! Seccomp filters for the VMM process, one per thread kind, and for the workspace server
-//! process (`paddock __workspace`, one filter for all its threads), compiled at build time (`build.rs`)
+//! Seccomp filters for the VMM process, one per thread kind, and for the workspace server and
+//! egress proxy processes (`paddock __workspace`, `paddock __egress`: one filter for all the
+//! threads of each), compiled at build time (`build.rs`)
 //! from the reviewed data in `vmm/seccomp/x86_64.json` and installed by each thread before it handles anything the guest
 //! sends. A syscall no filter allows kills the VMM (`SECCOMP_RET_KILL_PROCESS`).
 //!
@@ -29,15 +30,19 @@ pub enum ThreadKind {
     /// Every thread of the workspace server, a process of its own: file operations beneath the
     /// shared directory and its guest connection, nothing else.
     Workspace,
+    /// Every thread of the egress proxy, a process of its own: its sockets, the resolver, its
+    /// policy, log and name files. An unlisted syscall fails with `EPERM` instead of killing it.
+    Egress,
 }
 
 impl ThreadKind {
     /// Every kind, in the order of the filter data.
-    pub const ALL: [ThreadKind; 4] = [
+    pub const ALL: [ThreadKind; 5] = [
         ThreadKind::Vmm,
         ThreadKind::Events,
         ThreadKind::Vcpu,
         ThreadKind::Workspace,
+        ThreadKind::Egress,
     ];
 
     /// The kind's name in the filter data.
@@ -47,7 +52,13 @@ impl ThreadKind {
             ThreadKind::Events => "events",
             ThreadKind::Vcpu => "vcpu",
             ThreadKind::Workspace => "workspace",
+            ThreadKind::Egress => "egress",
         }
+    }
+
+    /// Whether an unlisted syscall kills the process (else it fails with `EPERM`).
+    pub fn kills(self) -> bool {
+        self != ThreadKind::Egress
     }
 }
 
@@ -110,23 +121,26 @@ pub struct Filters {
     events: BpfProgram,
     vcpu: BpfProgram,
     workspace: BpfProgram,
+    egress: BpfProgram,
 }
 
 impl Filters {
     /// The filters compiled into the binary (no parsing or compiling at run time).
     pub fn new(mode: Mode) -> Self {
-        let (vmm, events, vcpu, workspace) = match mode {
+        let (vmm, events, vcpu, workspace, egress) = match mode {
             Mode::Enforce => (
                 bpf::ENFORCE_VMM,
                 bpf::ENFORCE_EVENTS,
                 bpf::ENFORCE_VCPU,
                 bpf::ENFORCE_WORKSPACE,
+                bpf::ENFORCE_EGRESS,
             ),
             Mode::Log => (
                 bpf::LOG_VMM,
                 bpf::LOG_EVENTS,
                 bpf::LOG_VCPU,
                 bpf::LOG_WORKSPACE,
+                bpf::LOG_EGRESS,
             ),
         };
         Filters {
@@ -134,6 +148,7 @@ impl Filters {
             events: program(events),
             vcpu: program(vcpu),
             workspace: program(workspace),
+            egress: program(egress),
         }
     }
 
@@ -157,6 +172,7 @@ impl Filters {
             ThreadKind::Events => &self.events,
             ThreadKind::Vcpu => &self.vcpu,
             ThreadKind::Workspace => &self.workspace,
+            ThreadKind::Egress => &self.egress,
         }
     }
 }
