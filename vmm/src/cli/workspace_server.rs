@@ -29,8 +29,8 @@ pub fn run(args: WorkspaceServerArgs) -> anyhow::Result<i32> {
         uid: agent.uid,
         gid: agent.gid,
     };
-    let open_files = rlimits::raise_open_files_to_hard_limit()
-        .context("raising the workspace server's open-file limit")?;
+    let open_files =
+        rlimits::raise_open_files().context("raising the workspace server's open-file limit")?;
     tracing::debug!("open-file limit {open_files}");
     let server = Arc::new(WorkspaceServer::new(&args.dir, mode, guest)?);
     let vmm = pidfd(args.vmm_pid)

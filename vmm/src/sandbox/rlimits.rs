@@ -54,11 +54,16 @@ impl Limits {
     }
 }
 
-/// Raises this process's open-file limit to its hard limit, returning it: for the workspace
-/// server, which holds a descriptor for every file the guest's kernel has looked up and keeps
-/// cached (a checkout of tens of thousands of files), where the usual soft limit of 1024 would
-/// fail a `git clone` with `EMFILE`.
-pub fn raise_open_files_to_hard_limit() -> Result<u64, RlimitError> {
+/// The most descriptors the kernel lets one process have (`fs.nr_open`).
+const NR_OPEN: &str = "/proc/sys/fs/nr_open";
+
+/// Raises this process's open-file limit as far as it may, returning the new limit: to the
+/// kernel's maximum (`fs.nr_open`) where it is privileged (root, before it drops its
+/// capabilities), else to its hard limit. For the workspace server, which holds a descriptor
+/// for every file the guest's kernel has looked up and keeps cached (a checkout of tens of
+/// thousands of files): the usual soft limit of 1024, or a hard limit of 4096, would fail a
+/// `git clone` with `EMFILE`.
+pub fn raise_open_files() -> Result<u64, RlimitError> {
     let err = |source| RlimitError {
         which: "open-file",
         source,
@@ -70,6 +75,20 @@ pub fn raise_open_files_to_hard_limit() -> Result<u64, RlimitError> {
     // SAFETY: getrlimit writes into `current`, which we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) } != 0 {
         return Err(err(std::io::Error::last_os_error()));
+    }
+    let kernel_max = std::fs::read_to_string(NR_OPEN)
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    if let Some(max) = kernel_max.filter(|&max| max > current.rlim_max) {
+        let raised = libc::rlimit {
+            rlim_cur: max,
+            rlim_max: max,
+        };
+        // SAFETY: setrlimit reads `raised`, which we own. Refused (EPERM) without privilege,
+        // and then the hard limit below is the most there is.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(max);
+        }
     }
     let raised = libc::rlimit {
         rlim_cur: current.rlim_max,
@@ -111,6 +130,35 @@ fn lower(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_open_file_limit_is_raised_as_far_as_the_process_may() {
+        let mut before = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into `before`, which we own.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut before) },
+            0
+        );
+        let raised = raise_open_files().unwrap();
+        let mut after = before;
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut after) },
+            0
+        );
+        assert_eq!((after.rlim_cur, after.rlim_max), (raised, raised));
+        assert!(raised >= before.rlim_max);
+        // Never past the kernel's maximum (a process with CAP_SYS_RESOURCE goes up to it).
+        let max: u64 = std::fs::read_to_string(NR_OPEN)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(raised <= max.max(before.rlim_max));
+    }
 
     #[test]
     fn the_file_size_limit_covers_the_memory_file_and_every_disk() {
