@@ -138,17 +138,13 @@ mod tests {
             rlim_max: 0,
         };
         // SAFETY: getrlimit writes into `before`, which we own.
-        assert_eq!(
-            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut before) },
-            0
-        );
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut before) };
+        assert_eq!(rc, 0);
         let raised = raise_open_files().unwrap();
         let mut after = before;
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut after) },
-            0
-        );
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut after) };
+        assert_eq!(rc, 0);
         assert_eq!((after.rlim_cur, after.rlim_max), (raised, raised));
         assert!(raised >= before.rlim_max);
         // Never past the kernel's maximum (a process with CAP_SYS_RESOURCE goes up to it).
