@@ -55,7 +55,9 @@ fn start(policy: &str) -> Proxy {
         .arg("--ca")
         .arg("test-ca")
         .env("PADDOCK_CONFIG_DIR", &config)
-        .env_remove("PADDOCK_EGRESS_RESOLVE")
+        // One name answered without DNS (as the e2e tests' are); every other goes to the C
+        // library's resolver.
+        .env("PADDOCK_EGRESS_RESOLVE", "allowed.example=127.0.0.1")
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
@@ -99,6 +101,20 @@ fn connect(socket: &Path, host: &str, port: u16) -> String {
         }
     }
     String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A `RESOLVE` question as the guest's DNS stub sends it; the answer line.
+fn resolve(socket: &Path, name: &str) -> String {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(&EgressHello::Resolve(name.to_string()).encode())
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
 }
 
 /// The log's `reason` for `host`, waiting for its line.
@@ -151,6 +167,11 @@ fn the_filtered_proxy_resolves_decides_and_logs_and_every_thread_is_filtered() {
         logged_reason(&proxy.log, "no-such-host.invalid"),
         "unresolved"
     );
+    // The guest's DNS: an allowed name gets a stable address (the shared name map is locked,
+    // written and renamed into place); the same one again.
+    let first = resolve(&socket, "allowed.example");
+    assert!(first.starts_with("A 198.1"), "{first:?}");
+    assert_eq!(resolve(&socket, "allowed.example"), first);
     // Many at once (more than its blocking threads): each answered, none starts a thread.
     let answers: Vec<_> = (0..20)
         .map(|i| {
