@@ -6,6 +6,7 @@
 //! of the directory alone.
 
 pub mod guard;
+pub mod listing;
 pub mod owner;
 pub mod session;
 

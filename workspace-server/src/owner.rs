@@ -1,8 +1,10 @@
 //! The guest sees the host user's files as its agent's: a file system wrapper that shows the
 //! server's own uid and gid (the host user who started the sandbox) as the guest's agent user,
 //! and takes a `chown` to the agent as one to the host user. Every other id passes unchanged;
-//! every call goes to the wrapped file system as it is.
+//! every call goes to the wrapped file system as it is, directory listings through
+//! [`Listings`] (offsets that stay valid while the directory changes).
 
+use crate::listing::Listings;
 use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64, CreateIn, FsOptions, OpenOptions};
 use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, FileLock, FileSystem, GetxattrReply, IoctlData, ListxattrReply,
@@ -29,6 +31,8 @@ pub struct OwnerMapped<F> {
     pub inner: F,
     pub host: Owner,
     pub guest: Owner,
+    /// The open directories' listings.
+    pub listings: Listings,
 }
 
 impl<F> OwnerMapped<F> {
@@ -52,7 +56,11 @@ impl<F> OwnerMapped<F> {
     }
 }
 
-impl<F: FileSystem> FileSystem for OwnerMapped<F> {
+impl<F: FileSystem> FileSystem for OwnerMapped<F>
+where
+    F::Inode: Copy,
+    F::Handle: Copy,
+{
     type Inode = F::Inode;
     type Handle = F::Handle;
 
@@ -63,6 +71,7 @@ impl<F: FileSystem> FileSystem for OwnerMapped<F> {
     }
 
     fn destroy(&self) {
+        self.listings.clear();
         self.inner.destroy()
     }
 
@@ -350,8 +359,8 @@ impl<F: FileSystem> FileSystem for OwnerMapped<F> {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        self.inner
-            .readdir(ctx, inode, handle, size, offset, add_entry)
+        self.listings
+            .readdir(&self.inner, ctx, inode, handle, size, offset, add_entry)
     }
 
     fn readdirplus(
@@ -364,8 +373,17 @@ impl<F: FileSystem> FileSystem for OwnerMapped<F> {
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
         let mut mapped = |dir: DirEntry, entry: Entry| add_entry(dir, self.entry(entry));
-        self.inner
-            .readdirplus(ctx, inode, handle, size, offset, &mut mapped)
+        let lookup = |name: &CStr| self.inner.lookup(ctx, inode, name);
+        self.listings.readdirplus(
+            &self.inner,
+            ctx,
+            inode,
+            handle,
+            size,
+            offset,
+            &lookup,
+            &mut mapped,
+        )
     }
 
     fn fsyncdir(
@@ -385,6 +403,7 @@ impl<F: FileSystem> FileSystem for OwnerMapped<F> {
         flags: u32,
         handle: Self::Handle,
     ) -> io::Result<()> {
+        self.listings.release(handle.into());
         self.inner.releasedir(ctx, inode, flags, handle)
     }
 

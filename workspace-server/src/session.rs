@@ -3,6 +3,7 @@
 //! old one's nodes and handles are dropped when it ends).
 
 use crate::guard::{self, NodeFacts, Verdict};
+use crate::listing::Listings;
 use crate::owner::{Owner, OwnerMapped};
 use fuse_backend_rs::api::filesystem::{Context, FileSystem};
 use fuse_backend_rs::api::server::Server;
@@ -123,6 +124,7 @@ impl WorkspaceServer {
                 inner: fs.clone(),
                 host: own_ids(),
                 guest,
+                listings: Listings::default(),
             }),
             fs,
             read_only: mode == WorkspaceMode::Cow,
