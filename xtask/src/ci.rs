@@ -100,14 +100,13 @@ fn run_end_to_end(binary: &PathBuf, args: &[&str]) -> Result<i32> {
     command.extend(args.iter().map(|s| s.to_string()));
     let mut files = lab::default_files()?;
     files.push((binary.clone(), inside));
-    lab::run_with(
-        &files,
-        &[
-            ("PADDOCK_E2E_REQUIRED".into(), "1".into()),
-            ("PADDOCK_BIN".into(), "/usr/bin/paddock".into()),
-        ],
-        &command,
-    )
+    let mut env = vec![
+        ("PADDOCK_E2E_REQUIRED".into(), "1".into()),
+        ("PADDOCK_BIN".into(), "/usr/bin/paddock".into()),
+    ];
+    // The benchmarks' own settings (`PADDOCK_BENCH_*`) go along into the lab.
+    env.extend(std::env::vars().filter(|(name, _)| name.starts_with("PADDOCK_BENCH_")));
+    lab::run_with(&files, &env, &command)
 }
 
 /// How long one end-to-end test binary may run in the lab.
