@@ -5,6 +5,8 @@
 # workspace, or a guest tmpfs to compare with). Caches are dropped before each cold figure.
 set -e
 D=$1; MIB=$2; N=$3
+# Run as root over files the share shows as the agent's: git's ownership check would refuse.
+export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 W="$D/.paddock-bench"
