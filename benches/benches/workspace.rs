@@ -92,39 +92,42 @@ fn median(mut values: Vec<u64>) -> u64 {
     values[values.len() / 2]
 }
 
-/// Runs the workloads `rounds` times on the share and on the tmpfs (and once per round on a
-/// copy-on-write share) and prints the medians and ratios.
-fn figures(state: &Path, project: &str) {
+/// Runs the workloads `rounds` times in `sandbox` on each of `places` (label, directory);
+/// workload and label → median milliseconds.
+fn medians(
+    state: &Path,
+    sandbox: &str,
+    places: &[(&'static str, &str)],
+) -> BTreeMap<(String, &'static str), u64> {
     let mib = env_or("PADDOCK_BENCH_WORKSPACE_MIB", 256);
     let files = env_or("PADDOCK_BENCH_WORKSPACE_FILES", 10_000);
     let rounds = env_or("PADDOCK_BENCH_WORKSPACE_ROUNDS", 3);
-    let mut runs: BTreeMap<(&str, String), Vec<u64>> = BTreeMap::new();
+    let mut runs: BTreeMap<(String, &'static str), Vec<u64>> = BTreeMap::new();
     for _ in 0..rounds {
-        for (label, sandbox, dir) in [
-            ("share", "ws", project),
-            ("tmpfs", "ws", TMPFS),
-            ("cow_share", "wscow", project),
-        ] {
+        for &(label, dir) in places {
             for (workload, ms) in workloads(state, sandbox, dir, mib, files) {
-                runs.entry((label, workload)).or_default().push(ms);
+                runs.entry((workload, label)).or_default().push(ms);
             }
         }
     }
-    let medians: BTreeMap<(&str, String), u64> =
-        runs.into_iter().map(|(k, v)| (k, median(v))).collect();
-    for ((label, workload), ms) in &medians {
+    runs.into_iter().map(|(k, v)| (k, median(v))).collect()
+}
+
+/// Prints each figure beside the guest tmpfs's.
+fn print_against_tmpfs(medians: &BTreeMap<(String, &'static str), u64>) {
+    let rounds = env_or("PADDOCK_BENCH_WORKSPACE_ROUNDS", 3);
+    for ((workload, label), ms) in medians {
         if *label == "tmpfs" {
             continue;
         }
-        let tmpfs = medians
-            .get(&("tmpfs", workload.clone()))
-            .copied()
-            .unwrap_or(0);
-        println!(
-            "workspace/{workload}/{label}: {ms} ms, guest tmpfs {tmpfs} ms, ratio {:.1}x \
-             (median of {rounds}; {mib} MiB, {files} files)",
-            *ms as f64 / tmpfs.max(1) as f64
-        );
+        match medians.get(&(workload.clone(), "tmpfs")).copied() {
+            Some(tmpfs) => println!(
+                "workspace/{workload}/{label}: {ms} ms, guest tmpfs {tmpfs} ms, ratio {:.1}x \
+                 (median of {rounds})",
+                *ms as f64 / tmpfs.max(1) as f64
+            ),
+            None => println!("workspace/{workload}/{label}: {ms} ms (median of {rounds})"),
+        }
     }
 }
 
@@ -149,22 +152,10 @@ fn workspace(c: &mut Criterion) {
     std::fs::create_dir(&project).expect("project dir");
     let project = project.canonicalize().expect("project dir");
     let project_str = project.to_str().expect("a UTF-8 path");
+    // One agent sandbox at a time (two guests of 2 GiB do not fit every lab machine).
     paddock(
         &state,
         &["start", "--name", "ws", "--workspace", project_str],
-        b"",
-    );
-    paddock(
-        &state,
-        &[
-            "start",
-            "--name",
-            "wscow",
-            "--workspace",
-            project_str,
-            "--workspace-mode",
-            "cow",
-        ],
         b"",
     );
     paddock(
@@ -180,8 +171,9 @@ fn workspace(c: &mut Criterion) {
         b"",
     );
     let filtered = std::env::args().skip(1).any(|arg| !arg.starts_with("--"));
+    let mut figures = BTreeMap::new();
     if !filtered {
-        figures(&state, project_str);
+        figures = medians(&state, "ws", &[("share", project_str), ("tmpfs", TMPFS)]);
     }
 
     let mut g = c.benchmark_group("workspace");
@@ -194,8 +186,25 @@ fn workspace(c: &mut Criterion) {
         });
     }
     g.finish();
-    for name in ["ws", "wscow"] {
-        paddock(&state, &["rm", "--force", name], b"");
+    paddock(&state, &["rm", "--force", "ws"], b"");
+
+    if !filtered {
+        paddock(
+            &state,
+            &[
+                "start",
+                "--name",
+                "wscow",
+                "--workspace",
+                project_str,
+                "--workspace-mode",
+                "cow",
+            ],
+            b"",
+        );
+        figures.extend(medians(&state, "wscow", &[("cow_share", project_str)]));
+        paddock(&state, &["rm", "--force", "wscow"], b"");
+        print_against_tmpfs(&figures);
     }
 }
 
