@@ -43,6 +43,16 @@ impl Listed {
     fn is_dot_or_dot_dot(&self) -> bool {
         self.name == b"." || self.name == b".."
     }
+
+    /// This entry as the `index`th of its listing (its offset is the next one's index).
+    fn dir_entry(&self, index: usize) -> DirEntry<'_> {
+        DirEntry {
+            ino: self.ino,
+            offset: index as u64 + 1,
+            type_: self.type_,
+            name: &self.name,
+        }
+    }
 }
 
 /// How an open directory is listed.
@@ -143,13 +153,7 @@ impl Listings {
             return fs.readdir(ctx, inode, handle, size, offset, add_entry);
         };
         for (index, listed) in entries.iter().enumerate().skip(to_index(offset)) {
-            let entry = DirEntry {
-                ino: listed.ino,
-                offset: index as u64 + 1,
-                type_: listed.type_,
-                name: &listed.name,
-            };
-            if add_entry(entry)? == 0 {
+            if add_entry(listed.dir_entry(index))? == 0 {
                 break;
             }
         }
@@ -178,13 +182,9 @@ impl Listings {
         let Some(entries) = self.for_read(fs, ctx, inode, handle.into(), offset)? else {
             return fs.readdirplus(ctx, inode, handle, size, offset, add_entry);
         };
+        let mut served = 0usize;
         for (index, listed) in entries.iter().enumerate().skip(to_index(offset)) {
-            let mut dir_entry = DirEntry {
-                ino: listed.ino,
-                offset: index as u64 + 1,
-                type_: listed.type_,
-                name: &listed.name,
-            };
+            let mut dir_entry = listed.dir_entry(index);
             // `.` and `..` go without a node (node id 0: the kernel takes no reference).
             let entry = if listed.is_dot_or_dot_dot() {
                 no_node()
@@ -196,6 +196,9 @@ impl Listings {
                     Ok(entry) => entry,
                     // Removed since the listing was read: not listed.
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                    // The entries already in the reply go (the kernel takes their references
+                    // and asks again from the next offset); an error with none is the answer.
+                    Err(_) if served > 0 => break,
                     Err(e) => return Err(e),
                 }
             };
@@ -210,6 +213,7 @@ impl Listings {
                 }
                 break;
             }
+            served += 1;
         }
         Ok(())
     }
