@@ -25,6 +25,7 @@ pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("block_device", block_device()),
         ("legacy_devices", legacy_devices()),
         ("workspace_requests", workspace_requests()),
+        ("working_set", working_set()),
     ]
 }
 
@@ -230,6 +231,25 @@ fn snapshot_state() -> Vec<Vec<u8>> {
         envelope(&[2, 0, 0, 0, 0, 0, 0, 0, 1]),
         envelope(&[0; 256]),
     ]
+}
+
+fn working_set() -> Vec<Vec<u8>> {
+    use paddock_vmm::snapshot::working_set::WorkingSet;
+    let sets = [
+        WorkingSet {
+            memory_bytes: 4 << 20,
+            memory_file: "memory-1-1.bin".into(),
+            runs: vec![(0, 16), (100, 1), (1023, 1)],
+        },
+        WorkingSet {
+            memory_bytes: 256 << 20,
+            memory_file: "memory-18edf09033d6e6b2-1.bin".into(),
+            runs: (0..64).map(|i| (i * 1000, 16)).collect(),
+        },
+    ];
+    sets.iter()
+        .flat_map(|set| [with_flags(0, set.encode()), with_flags(1, set.encode())])
+        .collect()
 }
 
 fn vsock_device() -> Vec<Vec<u8>> {

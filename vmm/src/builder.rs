@@ -302,6 +302,7 @@ fn start(p: Parts) -> Result<Vmm, String> {
         origin: p.origin,
         msr_indices: p.msr_indices,
         launch_spans: Vec::new(),
+        working_set: crate::vmm::WorkingSetUse::NotUsed,
     };
     if let SeccompScope::Process(filters) = &p.seccomp {
         // On failure the parked vCPUs end with `vmm` unrun.
@@ -541,6 +542,8 @@ pub fn restore_read(
         size: state.memory_bytes,
     };
     clock.lap("memory mapped");
+    let working_set = prefetch_working_set(&origin);
+    clock.lap("working set prefetched");
     let vm = create_vm(&kvm, &ram.memory)?;
     persist::restore_vm(&vm, &state.vm)?;
     clock.lap("VM created");
@@ -617,5 +620,47 @@ pub fn restore_read(
     })?;
     clock.lap("vCPUs running");
     vmm.launch_spans = clock.into_spans();
+    vmm.working_set = working_set;
     Ok(vmm)
+}
+
+/// Whether restores use working-set records (`PADDOCK_WORKING_SET=off` turns them off, to
+/// measure without).
+pub fn working_sets_enabled() -> bool {
+    std::env::var_os("PADDOCK_WORKING_SET").is_none_or(|v| v != "off")
+}
+
+/// Starts reading the pages the snapshot's working-set record names into the page cache, before
+/// any vCPU runs (the reads overlap the rest of the restore). A missing or stale record asks
+/// for one to be recorded; a corrupt one is ignored with a warning (and recorded again); a
+/// failure to prefetch costs only speed. Prefetching rather than populating the page tables:
+/// docs/BENCHMARKS.md has the measurements that chose it.
+pub(crate) fn prefetch_working_set(origin: &Origin) -> crate::vmm::WorkingSetUse {
+    use crate::snapshot::working_set::WorkingSet;
+    use crate::vmm::WorkingSetUse;
+    if !working_sets_enabled() {
+        return WorkingSetUse::NotUsed;
+    }
+    let (name, bytes) = origin.state.memory();
+    match WorkingSet::load(&origin.dir, name, bytes) {
+        Ok(Some(set)) => match set.prefetch(&origin.memory) {
+            Ok(pages) => WorkingSetUse::Prefetched { pages },
+            Err(e) => {
+                tracing::warn!(
+                    "working set not prefetched: {}",
+                    crate::seccomp::describe(&e)
+                );
+                WorkingSetUse::NotUsed
+            }
+        },
+        Ok(None) => WorkingSetUse::Missing,
+        Err(e) => {
+            tracing::warn!(
+                "ignoring the working-set record of {}: {}",
+                origin.dir.display(),
+                crate::seccomp::describe(&e)
+            );
+            WorkingSetUse::Missing
+        }
+    }
 }

@@ -10,6 +10,7 @@ use crate::event_loop::EventLoop;
 use crate::snapshot::memory_file::{self, MemoryFileError};
 use crate::snapshot::state::SnapshotState;
 use crate::snapshot::store::{self, StoreError};
+use crate::snapshot::working_set::{WorkingSet, WorkingSetError};
 use crate::timings::{Span, SpanClock};
 use crate::vstate::memory::{self, GuestRam, MemoryError};
 use crate::vstate::persist::{self, PersistError, VcpuState};
@@ -70,6 +71,25 @@ pub struct Vmm {
     pub msr_indices: Vec<u32>,
     /// Where a restore's time went, up to the vCPUs running (empty after a boot).
     pub launch_spans: Vec<Span>,
+    /// What the restore did with its snapshot's working-set record.
+    pub working_set: WorkingSetUse,
+}
+
+/// What a restore did with its snapshot's working-set record
+/// ([`crate::snapshot::working_set`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkingSetUse {
+    /// Not a restore, or turned off (`PADDOCK_WORKING_SET=off`).
+    #[default]
+    NotUsed,
+    /// The snapshot has no usable record: this restore should record one once the guest is
+    /// ready ([`Vmm::working_set`]).
+    Missing,
+    /// The record's pages were prefetched into the page cache before the vCPUs ran.
+    Prefetched {
+        /// Pages asked for.
+        pages: u64,
+    },
 }
 
 impl std::fmt::Debug for Vmm {
@@ -350,6 +370,17 @@ impl Vmm {
         Ok(written)
     }
 
+    /// The guest pages touched since guest RAM was mapped from the snapshot (read or written):
+    /// the working set to record once the guest is ready. `None` when the VM was not restored.
+    pub fn touched_working_set(&self) -> Option<Result<WorkingSet, WorkingSetError>> {
+        let origin = self.origin.as_ref()?;
+        Some(WorkingSet::of(
+            &self.ram.memory,
+            origin.state.memory_bytes,
+            &origin.state.memory_file,
+        ))
+    }
+
     /// Resets the VM in place to its origin snapshot, or to the snapshot in `to` (which must
     /// have this VM's shape). The VM is paused during the reset and resumed after.
     pub fn reset(&mut self, to: Option<&Path>) -> Result<Vec<Span>, ResetError> {
@@ -420,6 +451,7 @@ impl Vmm {
         match target {
             Some(new_origin) => {
                 memory::remap_private(&self.ram.memory, &new_origin.memory)?;
+                self.working_set = crate::builder::prefetch_working_set(&new_origin);
                 // The old backing (a live memfd, or an older snapshot) is no longer mapped.
                 // A memfd would keep its pages while its fd is open: free them.
                 if self.origin.is_none() {

@@ -62,6 +62,8 @@ impl StandIn {
             guest: None,
             resources: Default::default(),
             spans: Vec::new(),
+            minor_faults: None,
+            prefetched_pages: None,
         }
         .write(&paths)
         .unwrap();

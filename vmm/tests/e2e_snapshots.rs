@@ -192,11 +192,14 @@ fn restore_and_reset_report_where_the_time_went() {
             "VMM process, cgroup, jail",
             "snapshot checked",
             "memory mapped",
+            "working set prefetched",
             "VM created",
             "devices",
             "vCPU state",
             "vCPUs running",
             "guest answered",
+            // The snapshot's first restore.
+            "working set recorded",
         ],
     );
     let json = s.ok(&["reset", "t", "--timings", "--json"]);
@@ -221,6 +224,75 @@ fn restore_and_reset_report_where_the_time_went() {
     );
     eprintln!("restore spans: {restore:?}\nreset spans: {reset:?}");
     s.ok(&["rm", "--force", "t"]);
+    s.assert_no_sandboxes_running();
+}
+
+#[test]
+fn the_first_restore_records_the_working_set_and_later_ones_populate_it() {
+    use paddock_vmm::snapshot::working_set::WorkingSet;
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    s.ok(&["start", "--name", "base"]);
+    let snap = s.path("snap");
+    let snap_arg = snap.to_str().unwrap();
+    s.ok(&["snapshot", "base", snap_arg]);
+    let record = snap.join("working-set.bin");
+    assert!(!record.exists(), "a snapshot has no record until restored");
+
+    s.ok(&["restore", snap_arg, "--name", "first"]);
+    let set = WorkingSet::decode(&std::fs::read(&record).expect("recorded beside the snapshot"))
+        .expect("a valid record");
+    assert!(
+        set.pages() > 0 && set.pages() < 256 * 256,
+        "{} pages",
+        set.pages()
+    );
+    let first = s.listed("first").unwrap();
+    assert!(first["prefetched_pages"].is_null(), "{first}");
+    s.ok(&["rm", "--force", "first"]);
+
+    s.ok(&["restore", snap_arg, "--name", "second"]);
+    let second = s.listed("second").unwrap();
+    assert_eq!(
+        second["prefetched_pages"].as_u64(),
+        Some(set.pages()),
+        "{second}"
+    );
+    assert_eq!(s.ok(&["exec", "second", "--", "echo", "up"]), "up\n");
+    eprintln!(
+        "working set: {} pages in {} runs; VMM minor faults to ready: first restore {}, second {}",
+        set.pages(),
+        set.runs.len(),
+        first["minor_faults"],
+        second["minor_faults"]
+    );
+
+    // A corrupt record is never trusted: ignored with a warning, and recorded again.
+    let mut bytes = std::fs::read(&record).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&record, &bytes).unwrap();
+    s.ok(&["restore", snap_arg, "--name", "third"]);
+    let third = s.listed("third").unwrap();
+    assert!(third["prefetched_pages"].is_null(), "{third}");
+    let log = std::fs::read_to_string(
+        paddock_vmm::sandbox::paths::SandboxPaths::new(&s.state_dir(), "third")
+            .unwrap()
+            .vmm_log(),
+    )
+    .unwrap();
+    assert!(log.contains("ignoring the working-set record"), "{log}");
+    assert!(WorkingSet::decode(&std::fs::read(&record).unwrap()).is_ok());
+    assert_eq!(s.ok(&["exec", "third", "--", "echo", "up"]), "up\n");
+
+    // A new snapshot in the same directory drops the record of the old one.
+    s.ok(&["snapshot", "base", snap_arg]);
+    assert!(!record.exists());
+    for name in ["base", "second", "third"] {
+        s.ok(&["rm", "--force", name]);
+    }
     s.assert_no_sandboxes_running();
 }
 

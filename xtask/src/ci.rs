@@ -333,12 +333,21 @@ pub fn ci(e2e_only: bool, no_e2e: bool, test_args: &[String]) -> Result<()> {
 
 /// Runs the criterion benchmarks (natively or in the lab): `vm` (the minimal guest), `engine`
 /// (the agent profile), `run` (`paddock run shell` as a user meets it) and `workspace` (the
-/// share against the guest's tmpfs), each in its own lab boot, and, natively (no VM in them), `egress` (the egress proxy on loopback) and `pagemap`
-/// (finding a reset's written pages); a filter naming one of them (or a benchmark inside it)
-/// runs only that one.
+/// share against the guest's tmpfs), each in its own lab boot, and, natively (no VM in them),
+/// `egress` (the egress proxy on loopback), `pagemap` (finding a reset's written pages) and
+/// `working_set` (a restore's first touches, cold and warm); a filter naming one of them (or a
+/// benchmark inside it) runs only that one.
 pub fn bench(filter: Option<&str>) -> Result<()> {
-    const TARGETS: [&str; 6] = ["vm", "engine", "run", "workspace", "egress", "pagemap"];
-    const NATIVE: [&str; 2] = ["egress", "pagemap"];
+    const TARGETS: [&str; 7] = [
+        "vm",
+        "engine",
+        "run",
+        "workspace",
+        "egress",
+        "pagemap",
+        "working_set",
+    ];
+    const NATIVE: [&str; 3] = ["egress", "pagemap", "working_set"];
     if !filter.is_some_and(|f| NATIVE.contains(&f)) {
         build_artifacts()?;
     }

@@ -415,6 +415,8 @@ mod tests {
                 guest: None,
                 resources: Default::default(),
                 spans: Vec::new(),
+                minor_faults: None,
+                prefetched_pages: None,
             },
             state: if running { "running" } else { "stopped" },
             uptime_secs: 3725,

@@ -10,6 +10,7 @@ use crate::config::VmConfig;
 use crate::seccomp::{SeccompScope, ThreadKind};
 use crate::timings::{Span, SpanClock};
 use crate::vmm::Vmm;
+use crate::vmm::WorkingSetUse;
 use crate::vstate::vcpu::VmExitReason;
 use paddock_protocol::{read_frame, write_frame};
 use serde::{Deserialize, Serialize};
@@ -245,6 +246,10 @@ fn bring_up(
                 .resume(&vmm, READY_TIMEOUT)
                 .map_err(|e| e.to_string())?;
             clock.lap("guest answered");
+            if vmm.working_set == WorkingSetUse::Missing {
+                record_working_set(&vmm, paths);
+                clock.lap("working set recorded");
+            }
             (vmm, boot, LaunchKind::Restore)
         }
     };
@@ -261,6 +266,11 @@ fn bring_up(
         guest: Some(boot),
         resources,
         spans: clock.into_spans(),
+        minor_faults: own_minor_faults(),
+        prefetched_pages: match vmm.working_set {
+            WorkingSetUse::Prefetched { pages } => Some(pages),
+            _ => None,
+        },
     };
     info.write(paths).map_err(|e| e.to_string())?;
     Ok((
@@ -271,6 +281,34 @@ fn bring_up(
         },
         info,
     ))
+}
+
+/// Records the guest pages touched from the restore to guest-init's answer in the sandbox's
+/// directory; the launching process moves the record beside the snapshot. A failure costs later
+/// restores only speed.
+fn record_working_set(vmm: &crate::vmm::Vmm, paths: &SandboxPaths) {
+    let recorded = vmm
+        .touched_working_set()
+        .map(|set| set.and_then(|set| set.write(&paths.recorded_working_set()).map(|()| set)));
+    match recorded {
+        Some(Ok(set)) => tracing::info!(
+            pages = set.pages(),
+            runs = set.runs.len(),
+            "working set recorded"
+        ),
+        Some(Err(e)) => {
+            tracing::warn!("working set not recorded: {}", crate::seccomp::describe(&e))
+        }
+        None => {}
+    }
+}
+
+/// This process's minor page faults so far (`/proc/self/stat`, field 10).
+fn own_minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(7)?.parse().ok()
 }
 
 /// What the control thread needs once the VM is up.

@@ -117,6 +117,30 @@ pub struct ResetReport {
     pub spans: Vec<crate::timings::Span>,
 }
 
+/// Moves the working set a VMM recorded on the first restore of `snapshot` beside it (atomically:
+/// concurrent first restores each write a whole record). A snapshot directory this user cannot
+/// write keeps restoring without one.
+fn publish_working_set(paths: &SandboxPaths, snapshot: &Path) {
+    let recorded = paths.recorded_working_set();
+    let Ok(bytes) = std::fs::read(&recorded) else {
+        return;
+    };
+    let _ = std::fs::remove_file(&recorded);
+    let target = snapshot.join(crate::snapshot::working_set::FILE_NAME);
+    let tmp = snapshot.join(format!(
+        "{}{}.{}-{}",
+        crate::snapshot::store::TMP_PREFIX,
+        crate::snapshot::working_set::FILE_NAME,
+        std::process::id(),
+        random_suffix()
+    ));
+    let published = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &target));
+    if let Err(e) = published {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!("working set not kept beside {}: {e}", snapshot.display());
+    }
+}
+
 /// The sandboxes under one state directory.
 #[derive(Clone, Debug)]
 pub struct Sandboxes {
@@ -333,6 +357,9 @@ impl Sandboxes {
         match report {
             Some(LaunchReport::Ready(info)) => {
                 cgroup::note_once(&self.state_dir, &info.resources);
+                if let Some(snapshot) = &info.origin_snapshot {
+                    publish_working_set(paths, snapshot);
+                }
                 Ok(*info)
             }
             Some(LaunchReport::Failed(message)) => {

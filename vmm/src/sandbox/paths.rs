@@ -91,6 +91,11 @@ impl SandboxPaths {
     pub fn console(&self) -> PathBuf {
         self.dir.join("console.log")
     }
+    /// The working set the VMM recorded on the first restore of its snapshot, for the
+    /// launching process to move beside the snapshot (the jailed VMM cannot write there).
+    pub fn recorded_working_set(&self) -> PathBuf {
+        self.dir.join(crate::snapshot::working_set::FILE_NAME)
+    }
     /// The VMM process's own log.
     pub fn vmm_log(&self) -> PathBuf {
         self.dir.join("vmm.log")
@@ -179,6 +184,14 @@ pub struct SandboxInfo {
     /// Where the time from the VMM's start to guest-init ready went.
     #[serde(default)]
     pub spans: Vec<crate::timings::Span>,
+    /// Page faults the VMM process took from its start to guest-init ready (minor, that is
+    /// served from memory: the guest's first touches of its pages among them).
+    #[serde(default)]
+    pub minor_faults: Option<u64>,
+    /// Guest pages prefetched into the page cache from the snapshot's working-set record
+    /// before the vCPUs ran.
+    #[serde(default)]
+    pub prefetched_pages: Option<u64>,
 }
 
 /// How a sandbox's VM came to be.
@@ -308,6 +321,8 @@ mod tests {
                 span: "guest answered".into(),
                 ms: 1.5,
             }],
+            minor_faults: Some(1234),
+            prefetched_pages: Some(56),
         };
         info.write(&paths).unwrap();
         assert_eq!(SandboxInfo::read(&paths).unwrap(), info);

@@ -6,3 +6,4 @@ pub mod memory_file;
 pub mod persist;
 pub mod state;
 pub mod store;
+pub mod working_set;

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 pub const STATE_FILE: &str = "state.bin";
 const MEMORY_PREFIX: &str = "memory-";
 const MEMORY_SUFFIX: &str = ".bin";
-const TMP_PREFIX: &str = ".tmp-";
+/// Prefix of the temporaries written in a snapshot directory (a crashed writer's are removed).
+pub const TMP_PREFIX: &str = ".tmp-";
 
 /// Why a snapshot directory could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -123,11 +124,14 @@ where
     std::fs::rename(&state_tmp, dir.join(STATE_FILE)).map_err(io_err("renaming", &state_tmp))?;
     fsync_dir(dir)?;
 
-    // The new generation is durable: older memory files are unreferenced now.
+    // The new generation is durable: older memory files are unreferenced now, and so is the
+    // working set recorded from the old one.
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if valid_memory_name(&name) && name != memory_name {
+            if (valid_memory_name(&name) && name != memory_name)
+                || name == super::working_set::FILE_NAME
+            {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

@@ -1,7 +1,7 @@
-//! Which pages of a private file mapping this process has written: a copy-on-write copy is
-//! present (or swapped) and not file-backed.
+//! Which pages of a private file mapping this process has written (a copy-on-write copy is
+//! present or swapped, and not file-backed), or touched at all (present or swapped).
 //!
-//! A reset discards only these pages, so every clean page keeps its host and KVM mappings and
+//! A reset discards only the written pages, so every clean page keeps its host and KVM mappings and
 //! the guest does not fault on it again; the snapshot writer saves them. Two ways to find them,
 //! the first the host kernel offers: the `PAGEMAP_SCAN` ioctl (Linux 6.7), which walks only the
 //! populated page tables and returns runs, so its cost follows what the guest touched, not its
@@ -65,6 +65,16 @@ pub enum PrivatePageWalk {
     Entries,
 }
 
+/// Which pages a walk reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageKind {
+    /// Written since the mapping was made: a private copy, present or swapped out.
+    Written,
+    /// Touched since the mapping was made, read or written: present or swapped out (a snapshot's
+    /// working set).
+    Touched,
+}
+
 /// Whether this kernel has `PAGEMAP_SCAN`: 0 not yet known, 1 yes, 2 no.
 static SCAN_SUPPORT: AtomicU8 = AtomicU8::new(0);
 
@@ -74,10 +84,30 @@ static SCAN_SUPPORT: AtomicU8 = AtomicU8::new(0);
 pub fn for_each_private_run(
     addr: u64,
     len: u64,
+    on_run: impl FnMut(u64, u64) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    for_each_run(PageKind::Written, addr, len, on_run)
+}
+
+/// Calls `on_run(first_page, page_count)` for each run of consecutive pages touched (read or
+/// written) in this process's mapping `[addr, addr + len)`, in order, the fastest way the kernel
+/// offers. `addr` and `len` must be page-aligned.
+pub fn for_each_touched_run(
+    addr: u64,
+    len: u64,
+    on_run: impl FnMut(u64, u64) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    for_each_run(PageKind::Touched, addr, len, on_run)
+}
+
+fn for_each_run(
+    kind: PageKind,
+    addr: u64,
+    len: u64,
     mut on_run: impl FnMut(u64, u64) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     if SCAN_SUPPORT.load(Ordering::Relaxed) != 2 {
-        match for_each_private_run_by(PrivatePageWalk::Scan, addr, len, &mut on_run) {
+        match for_each_run_by(PrivatePageWalk::Scan, kind, addr, len, &mut on_run) {
             Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
                 SCAN_SUPPORT.store(2, Ordering::Relaxed);
             }
@@ -87,7 +117,7 @@ pub fn for_each_private_run(
             }
         }
     }
-    for_each_private_run_by(PrivatePageWalk::Entries, addr, len, on_run)
+    for_each_run_by(PrivatePageWalk::Entries, kind, addr, len, on_run)
 }
 
 /// [`for_each_private_run`] the given way. [`PrivatePageWalk::Scan`] on a kernel without
@@ -98,10 +128,21 @@ pub fn for_each_private_run_by(
     len: u64,
     on_run: impl FnMut(u64, u64) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    for_each_run_by(walk, PageKind::Written, addr, len, on_run)
+}
+
+/// The pages of `kind` in `[addr, addr + len)`, found the given way.
+pub fn for_each_run_by(
+    walk: PrivatePageWalk,
+    kind: PageKind,
+    addr: u64,
+    len: u64,
+    on_run: impl FnMut(u64, u64) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let pagemap = File::open("/proc/self/pagemap")?;
     match walk {
-        PrivatePageWalk::Scan => scan(&pagemap, addr, len, on_run),
-        PrivatePageWalk::Entries => read_entries(&pagemap, addr, len, on_run),
+        PrivatePageWalk::Scan => scan(&pagemap, kind, addr, len, on_run),
+        PrivatePageWalk::Entries => read_entries(&pagemap, kind, addr, len, on_run),
     }
 }
 
@@ -135,6 +176,7 @@ impl<F: FnMut(u64, u64) -> std::io::Result<()>> Runs<F> {
 
 fn scan(
     pagemap: &File,
+    kind: PageKind,
     addr: u64,
     len: u64,
     on_run: impl FnMut(u64, u64) -> std::io::Result<()>,
@@ -143,6 +185,11 @@ fn scan(
     let mut regions = [PageRegion::default(); REGIONS_PER_SCAN];
     let mut runs = Runs { on_run, run: None };
     let mut start = addr;
+    // Written: not file-backed (an anonymous copy). Either: present or swapped out.
+    let (not_file, file_mask) = match kind {
+        PageKind::Written => (PAGE_IS_FILE, PAGE_IS_FILE),
+        PageKind::Touched => (0, 0),
+    };
     while start < end {
         let mut arg = PmScanArg {
             size: std::mem::size_of::<PmScanArg>() as u64,
@@ -150,9 +197,8 @@ fn scan(
             end,
             vec: regions.as_mut_ptr() as u64,
             vec_len: REGIONS_PER_SCAN as u64,
-            // Written: not file-backed (an anonymous copy), and present or swapped out.
-            category_inverted: PAGE_IS_FILE,
-            category_mask: PAGE_IS_FILE,
+            category_inverted: not_file,
+            category_mask: file_mask,
             category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
             return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
             ..PmScanArg::default()
@@ -189,6 +235,7 @@ fn scan(
 
 fn read_entries(
     pagemap: &File,
+    kind: PageKind,
     addr: u64,
     len: u64,
     on_run: impl FnMut(u64, u64) -> std::io::Result<()>,
@@ -205,9 +252,12 @@ fn read_entries(
             let mut bytes = [0u8; 8];
             bytes.copy_from_slice(entry);
             let entry = u64::from_le_bytes(bytes);
-            let private = entry & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0
-                && entry & PAGEMAP_FILE_OR_SHARED == 0;
-            if private {
+            let touched = entry & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0;
+            let wanted = match kind {
+                PageKind::Written => touched && entry & PAGEMAP_FILE_OR_SHARED == 0,
+                PageKind::Touched => touched,
+            };
+            if wanted {
                 runs.add(done + i as u64, 1)?;
             }
         }
@@ -243,12 +293,17 @@ mod tests {
         (addr.cast(), len)
     }
 
-    /// The runs, found every way this kernel offers (which must agree).
+    /// The written runs, found every way this kernel offers (which must agree).
     fn runs(addr: *mut u8, len: u64) -> Vec<(u64, u64)> {
+        runs_of(PageKind::Written, addr, len)
+    }
+
+    /// The runs of `kind`, found every way this kernel offers (which must agree).
+    fn runs_of(kind: PageKind, addr: *mut u8, len: u64) -> Vec<(u64, u64)> {
         let mut by_walk = Vec::new();
         for walk in [PrivatePageWalk::Entries, PrivatePageWalk::Scan] {
             let mut runs = Vec::new();
-            match for_each_private_run_by(walk, addr as u64, len, |first, n| {
+            match for_each_run_by(walk, kind, addr as u64, len, |first, n| {
                 runs.push((first, n));
                 Ok(())
             }) {
@@ -263,7 +318,7 @@ mod tests {
             }
         }
         let mut auto = Vec::new();
-        for_each_private_run(addr as u64, len, |first, n| {
+        for_each_run(kind, addr as u64, len, |first, n| {
             auto.push((first, n));
             Ok(())
         })
@@ -288,6 +343,15 @@ mod tests {
             }
         }
         assert_eq!(runs(addr, len), vec![(2, 3), (9, 1), (15, 1)]);
+        // Touched: the read page too (and whatever the kernel mapped around it on the read
+        // fault: fault-around maps neighbours already in the page cache).
+        let touched = runs_of(PageKind::Touched, addr, len);
+        for page in [1u64, 2, 3, 4, 9, 15] {
+            assert!(
+                touched.iter().any(|&(f, n)| (f..f + n).contains(&page)),
+                "page {page} not in {touched:?}"
+            );
+        }
         // SAFETY: the mapping made above, no longer used.
         unsafe { libc::munmap(addr.cast(), u64_to_usize(len)) };
     }
@@ -325,6 +389,7 @@ mod tests {
         file.set_len(16 * PAGE).unwrap();
         let (addr, len) = private_mapping(&file);
         assert!(runs(addr, len).is_empty());
+        assert!(runs_of(PageKind::Touched, addr, len).is_empty());
         // SAFETY: the mapping made above, no longer used.
         unsafe { libc::munmap(addr.cast(), u64_to_usize(len)) };
     }
