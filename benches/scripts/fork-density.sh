@@ -20,7 +20,8 @@ for k in ${COUNTS:-1 10 50}; do
   paddock fork "$snap" --count "$k" --prefix "f$k" >/dev/null
   t1=$(ms)
   pss=0; rss=0
-  for pid in $(paddock ls --json | grep -o '"pid":[0-9]*' | cut -d: -f2); do
+  for pid in $(paddock ls --json | grep -o '"pid": *[0-9]*' | tr -dc '0-9\n'); do
+    [ -r /proc/$pid/smaps_rollup ] || continue  # a stopped sandbox (base)
     p=$(awk '/^Pss:/ {print $2}' /proc/$pid/smaps_rollup); r=$(awk '/^Rss:/ {print $2}' /proc/$pid/smaps_rollup)
     pss=$((pss + p)); rss=$((rss + r))
   done

@@ -224,6 +224,42 @@ fn a_guest_triple_fault_ends_run_with_a_message_not_a_hang() {
 }
 
 #[test]
+fn a_triple_fault_leaves_guest_memory_for_a_post_mortem_when_asked() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let out = s.cli_env(
+        &[
+            "start",
+            "--name",
+            "tf",
+            "--cold-boot",
+            "--kernel-args",
+            "reboot=t",
+        ],
+        &[("PADDOCK_DUMP_ON_TRIPLE_FAULT", "1")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let memory_bytes = s.listed("tf").unwrap()["memory_mib"].as_u64().unwrap() << 20;
+    // The guest kernel reboots by a triple fault (reboot=t); the exec just loses its guest.
+    let _ = s.cli(&["exec", "tf", "--", "reboot", "-f"]);
+    let paths = paddock_vmm::sandbox::paths::SandboxPaths::new(&s.state_dir(), "tf").unwrap();
+    let dump = paths.dir.join("guest-memory.dump");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.listed("tf").is_some_and(|t| t["state"] == "running") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(paths.vmm_log()).unwrap_or_default();
+    assert!(log.contains("guest memory after the triple fault"), "{log}");
+    let bytes = std::fs::read(&dump).expect("the dump");
+    assert_eq!(bytes.len() as u64, memory_bytes);
+    // Guest RAM in order: the kernel's image is at 16 MiB, where it was loaded.
+    assert!(bytes[16 << 20..17 << 20].iter().any(|b| *b != 0));
+    s.ok(&["rm", "--force", "tf"]);
+}
+
+#[test]
 fn guest_reboot_ends_the_vm_cleanly() {
     if !e2e_available() {
         return;

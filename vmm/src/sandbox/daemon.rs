@@ -538,6 +538,9 @@ pub fn run(
         unsafe { libc::poll(&mut pfd, 1, 1000) };
     };
     if let Some(running) = crate::devices::bus::lock(&vmm).take() {
+        if matches!(reason, VmExitReason::TripleFault) {
+            dump_after_triple_fault(&running.vm, &paths);
+        }
         running.vm.stop();
     }
     let _ = std::fs::remove_file(paths.control());
@@ -549,6 +552,41 @@ pub fn run(
         | VmExitReason::GuestShutdown
         | VmExitReason::Stopped => 0,
         VmExitReason::Fatal(_) => crate::exit_codes::PADDOCK_ERROR,
+    }
+}
+
+/// With `PADDOCK_DUMP_ON_TRIPLE_FAULT` set (debugging): writes guest RAM, in memory-file order,
+/// to `guest-memory.dump` in the sandbox's directory when the guest triple-faulted, so its page
+/// tables and kernel state can be examined afterwards (KVM has reset the vCPU's registers, so
+/// memory is all that is left).
+fn dump_after_triple_fault(vm: &crate::vmm::Vmm, paths: &SandboxPaths) {
+    use std::io::Write;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+    if std::env::var_os("PADDOCK_DUMP_ON_TRIPLE_FAULT").is_none() {
+        return;
+    }
+    let path = paths.dir.join("guest-memory.dump");
+    let dumped = std::fs::File::create(&path).and_then(|file| {
+        let mut out = std::io::BufWriter::new(file);
+        let mut chunk = vec![0u8; 1 << 20];
+        for region in vm.ram.memory.iter() {
+            let mut at = region.start_addr().0;
+            let end = at + region.len();
+            while at < end {
+                let n = chunk.len().min(crate::cast::u64_to_usize(end - at));
+                vm.ram
+                    .memory
+                    .read_slice(&mut chunk[..n], GuestAddress(at))
+                    .map_err(std::io::Error::other)?;
+                out.write_all(&chunk[..n])?;
+                at += n as u64;
+            }
+        }
+        out.flush()
+    });
+    match dumped {
+        Ok(()) => tracing::warn!("guest memory after the triple fault: {}", path.display()),
+        Err(e) => tracing::warn!("guest memory not dumped to {}: {e}", path.display()),
     }
 }
 
