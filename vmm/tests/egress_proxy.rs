@@ -13,6 +13,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::seccomp_modes;
+
 /// A running proxy and the process it watches.
 struct Proxy {
     proxy: Child,
@@ -134,21 +138,6 @@ fn logged_reason(log: &Path, host: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn seccomp_modes(pid: u32) -> Vec<String> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .map(|task| {
-            let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("Seccomp:"))
-                .unwrap()
-                .trim()
-                .to_string()
-        })
-        .collect()
 }
 
 #[test]

@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::seccomp_modes;
+
 /// The open-file soft limit the server starts with (a checkout has more files than this).
 const SOFT_OPEN_FILES: libc::rlim_t = 256;
 /// Files in the workload's checkout: more than the server's starting soft limit, and than the
@@ -170,22 +174,6 @@ fn serve(cow: bool) -> Option<Served> {
         dir,
         _scratch: scratch,
     })
-}
-
-/// The seccomp mode of `pid`'s every thread (2: a filter).
-fn seccomp_modes(pid: u32) -> Vec<String> {
-    let mut modes = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
-        let mode = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Seccomp:"))
-            .unwrap()
-            .trim()
-            .to_string();
-        modes.push(mode);
-    }
-    modes
 }
 
 fn assert_alive(served: &mut Served) {

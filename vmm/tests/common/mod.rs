@@ -532,3 +532,19 @@ pub fn file_contains(path: &Path, needle: &str) -> bool {
     }
     false
 }
+
+/// The seccomp mode of each thread of `pid` (`Seccomp:` in its status: 2 is a filter).
+pub fn seccomp_modes(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| {
+            let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Seccomp:"))
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
