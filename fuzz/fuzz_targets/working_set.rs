@@ -24,11 +24,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let pages = set.memory_bytes / 4096;
     for &(first, n) in &set.runs {
-        assert!(n > 0 && first + n <= pages, "run ({first}, {n}) of {pages} pages");
+        assert!(
+            n > 0 && first + n <= pages,
+            "run ({first}, {n}) of {pages} pages"
+        );
     }
     assert_eq!(WorkingSet::decode(&set.encode()).ok().as_ref(), Some(&set));
     // Populate a small accepted record into guest RAM of its size (sparse: nothing is read).
-    if set.memory_bytes <= 64 << 20 && set.memory_bytes >= 1 << 20 && set.memory_bytes % (1 << 20) == 0
+    if set.memory_bytes <= 64 << 20
+        && set.memory_bytes >= 1 << 20
+        && set.memory_bytes % (1 << 20) == 0
     {
         let file = tempfile::tempfile().expect("memory file");
         file.set_len(set.memory_bytes).expect("sizing");
