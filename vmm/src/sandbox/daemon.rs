@@ -558,31 +558,33 @@ pub fn run(
 /// With `PADDOCK_DUMP_ON_TRIPLE_FAULT` set (debugging): writes guest RAM, in memory-file order,
 /// to `guest-memory.dump` in the sandbox's directory when the guest triple-faulted, so its page
 /// tables and kernel state can be examined afterwards (KVM has reset the vCPU's registers, so
-/// memory is all that is left).
+/// memory is all that is left). Pages of zeros are left as holes: the file costs what the guest
+/// used, which matters where the sandbox's directory is in memory (tmpfs is charged to the
+/// sandbox's memory cgroup).
 fn dump_after_triple_fault(vm: &crate::vmm::Vmm, paths: &SandboxPaths) {
-    use std::io::Write;
+    use std::os::unix::fs::FileExt;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
     if std::env::var_os("PADDOCK_DUMP_ON_TRIPLE_FAULT").is_none() {
         return;
     }
     let path = paths.dir.join("guest-memory.dump");
     let dumped = std::fs::File::create(&path).and_then(|file| {
-        let mut out = std::io::BufWriter::new(file);
-        let mut chunk = vec![0u8; 1 << 20];
+        let mut page = [0u8; 4096];
+        let mut offset = 0u64;
         for region in vm.ram.memory.iter() {
-            let mut at = region.start_addr().0;
-            let end = at + region.len();
-            while at < end {
-                let n = chunk.len().min(crate::cast::u64_to_usize(end - at));
+            let start = region.start_addr().0;
+            for at in (start..start + region.len()).step_by(page.len()) {
                 vm.ram
                     .memory
-                    .read_slice(&mut chunk[..n], GuestAddress(at))
+                    .read_slice(&mut page, GuestAddress(at))
                     .map_err(std::io::Error::other)?;
-                out.write_all(&chunk[..n])?;
-                at += n as u64;
+                if page.iter().any(|b| *b != 0) {
+                    file.write_all_at(&page, offset)?;
+                }
+                offset += page.len() as u64;
             }
         }
-        out.flush()
+        file.set_len(offset)
     });
     match dumped {
         Ok(()) => tracing::warn!("guest memory after the triple fault: {}", path.display()),
