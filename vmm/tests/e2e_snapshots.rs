@@ -228,7 +228,7 @@ fn restore_and_reset_report_where_the_time_went() {
 }
 
 #[test]
-fn the_first_restore_records_the_working_set_and_later_ones_populate_it() {
+fn the_first_restore_records_the_working_set_and_later_ones_prefetch_it() {
     use paddock_vmm::snapshot::working_set::WorkingSet;
     if !e2e_available() {
         return;
