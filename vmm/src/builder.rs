@@ -626,7 +626,7 @@ pub fn restore_read(
 
 /// Whether restores use working-set records (`PADDOCK_WORKING_SET=off` turns them off, to
 /// measure without).
-pub fn working_sets_enabled() -> bool {
+fn working_sets_enabled() -> bool {
     std::env::var_os("PADDOCK_WORKING_SET").is_none_or(|v| v != "off")
 }
 

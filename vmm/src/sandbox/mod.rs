@@ -118,26 +118,26 @@ pub struct ResetReport {
 }
 
 /// Moves the working set a VMM recorded on the first restore of `snapshot` beside it (atomically:
-/// concurrent first restores each write a whole record). A snapshot directory this user cannot
-/// write keeps restoring without one.
+/// concurrent first restores each write a whole record). The VMM's file is decoded and checked
+/// first and only the re-encoded record is written: a VMM taken over by its guest cannot plant
+/// other bytes (or, through a symlink, a host file) where later VMMs read. A snapshot directory
+/// this user cannot write keeps restoring without one.
 fn publish_working_set(paths: &SandboxPaths, snapshot: &Path) {
+    use crate::snapshot::working_set::{WorkingSet, FILE_NAME};
     let recorded = paths.recorded_working_set();
-    let Ok(bytes) = std::fs::read(&recorded) else {
-        return;
-    };
+    let read = WorkingSet::read(&recorded);
     let _ = std::fs::remove_file(&recorded);
-    let target = snapshot.join(crate::snapshot::working_set::FILE_NAME);
-    let tmp = snapshot.join(format!(
-        "{}{}.{}-{}",
-        crate::snapshot::store::TMP_PREFIX,
-        crate::snapshot::working_set::FILE_NAME,
-        std::process::id(),
-        random_suffix()
-    ));
-    let published = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &target));
+    let published = match read {
+        Ok(Some(set)) => set.write(&snapshot.join(FILE_NAME)),
+        Ok(None) => return,
+        Err(e) => Err(e),
+    };
     if let Err(e) = published {
-        let _ = std::fs::remove_file(&tmp);
-        tracing::debug!("working set not kept beside {}: {e}", snapshot.display());
+        tracing::debug!(
+            "working set not kept beside {}: {}",
+            snapshot.display(),
+            crate::seccomp::describe(&e)
+        );
     }
 }
 

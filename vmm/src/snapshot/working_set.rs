@@ -33,6 +33,8 @@ const HEADER_LEN: usize = 24;
 pub const MAX_RUNS: usize = 1 << 20;
 /// Longest memory file name (the store's names are far shorter).
 const MAX_NAME: usize = 255;
+/// Largest record file read: the header and the largest payload a valid record can have.
+const MAX_RECORD_BYTES: u64 = (HEADER_LEN + 8 + 2 + MAX_NAME + 4 + MAX_RUNS * 16) as u64;
 
 /// Why a working set could not be recorded, read or populated.
 #[derive(Debug, thiserror::Error)]
@@ -218,25 +220,54 @@ impl WorkingSet {
         memory_file: &str,
         memory_bytes: u64,
     ) -> Result<Option<Self>, WorkingSetError> {
-        let path = dir.join(FILE_NAME);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(WorkingSetError::Io {
-                    what: "reading",
-                    path,
-                    source,
-                })
-            }
+        let Some(set) = Self::read(&dir.join(FILE_NAME))? else {
+            return Ok(None);
         };
-        let set = Self::decode(&bytes)?;
         Ok((set.memory_file == memory_file && set.memory_bytes == memory_bytes).then_some(set))
     }
 
-    /// Writes the record to `path` atomically (a temporary file renamed over it).
+    /// Reads and checks the record at `path`; `Ok(None)` when there is none. Only a regular
+    /// file is read (never through a symlink), and no more of it than a valid record can hold:
+    /// the file may come from a VMM its guest has taken over.
+    pub fn read(path: &Path) -> Result<Option<Self>, WorkingSetError> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |source| WorkingSetError::Io {
+            what: "reading",
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(io(source)),
+        };
+        if !file.metadata().map_err(io)?.is_file() {
+            return Err(WorkingSetError::Malformed);
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_RECORD_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_RECORD_BYTES {
+            return Err(WorkingSetError::Malformed);
+        }
+        Self::decode(&bytes).map(Some)
+    }
+
+    /// Writes the record to `path` atomically (a temporary file beside it, named as the
+    /// snapshot store names its temporaries so a crashed writer's is cleaned up, renamed over
+    /// it).
     pub fn write(&self, path: &Path) -> Result<(), WorkingSetError> {
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let tmp = path.with_file_name(format!(
+            "{}{FILE_NAME}.{}",
+            super::store::TMP_PREFIX,
+            std::process::id()
+        ));
         let io = |what: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source| WorkingSetError::Io { what, path, source }
@@ -441,6 +472,37 @@ mod tests {
             WorkingSet::load(empty.path(), "memory-1-1.bin", 64 << 20).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn only_a_regular_file_of_a_records_size_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("host-file");
+        sample().write(&secret).unwrap();
+        // A symlink to a (valid) record elsewhere is refused, not followed.
+        let link = dir.path().join(FILE_NAME);
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        assert!(WorkingSet::read(&link).is_err());
+        std::fs::remove_file(&link).unwrap();
+        // A directory, and a file longer than any record, are refused.
+        std::fs::create_dir(&link).unwrap();
+        assert!(WorkingSet::read(&link).is_err());
+        std::fs::remove_dir(&link).unwrap();
+        let mut long = sample().encode();
+        long.resize(usize::try_from(MAX_RECORD_BYTES).unwrap() + 1, 0);
+        std::fs::write(&link, &long).unwrap();
+        assert!(matches!(
+            WorkingSet::read(&link),
+            Err(WorkingSetError::Malformed)
+        ));
+        // The temporary a write uses is gone after it.
+        sample().write(&link).unwrap();
+        assert_eq!(WorkingSet::read(&link).unwrap(), Some(sample()));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 
     /// The touched pages of a private mapping are recorded; populating them in a fresh mapping
