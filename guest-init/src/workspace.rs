@@ -383,7 +383,7 @@ fn forget(path: &str, id: u32) {
 static MOUNTED_ONCE: AtomicBool = AtomicBool::new(false);
 
 /// After a restore or reset: the mounts the snapshot held are served over connections the
-/// transport reset ended, so their relays are dead. Each is forgotten and unmounted (lazily:
+/// restore reset (their host side is gone), so their relays are dead. Each is forgotten and unmounted (lazily:
 /// a process inside one gets `ENOTCONN`), a copy-on-write one with its layers (the guest's
 /// changes in it are gone: the host's baseline for them went with the connection). The host
 /// mounts the share again.

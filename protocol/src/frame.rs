@@ -16,7 +16,10 @@ pub const FRAME_MAGIC: [u8; 4] = *b"PDKF";
 /// 3: `BootInfo` carries the container engine's state (`engine: EngineState`).
 /// 4: PTY sessions: `ExecRequest::tty`, `Resize`, `Detach`/`Detached`, `Attach`/`Attached`.
 /// 5: `Response::Error` carries an `ErrorKind`.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// 7: the link a `Ready` opened survives snapshots, restores and resets (the VMM keeps it in its
+///    snapshot): `Resume` arrives on it with no new `Ready`; guest-init announces itself again
+///    only when the link breaks.
+pub const PROTOCOL_VERSION: u16 = 7;
 /// Upper bound of a frame payload, enforced on both encode and decode.
 pub const MAX_FRAME_PAYLOAD: u32 = 1 << 20;
 /// Size of the frame header in bytes.

@@ -36,4 +36,13 @@ pub const GUEST_CID: u32 = 3;
 /// Guest vsock port where guest-init's control service listens.
 pub const CONTROL_PORT: u32 = 1024;
 /// Host vsock port guest-init connects to when it is ready (boot-to-ready).
+///
+/// Who owns what on that link: guest-init opens it, once per boot, and serves requests on it;
+/// the VMM itself is its host end (not a client) and saves it, with its vsock credit counters,
+/// in every snapshot taken while it is idle. After a restore or reset the VMM sends `Resume` on
+/// it as the vCPUs start; guest-init, blocked reading it when the snapshot was taken, answers
+/// `Resumed`. Every other connection is the guest's or a client's: a restore resets each one
+/// (a vsock RST), never the whole transport. If the link breaks (a snapshot taken while it was
+/// busy, a host that closed it), guest-init connects and sends `Ready` again, and the host
+/// sends `Resume` on the new link.
 pub const READY_PORT: u32 = 1025;

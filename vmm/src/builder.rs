@@ -5,12 +5,13 @@ use crate::arch::x86_64::cpu_compat;
 use crate::arch::x86_64::mptable::{self, MptableError};
 use crate::artifacts::disk::{self, DiskError};
 use crate::artifacts::DigestCache;
-use crate::config::{ConfigError, VmConfig, GUEST_CID};
+use crate::config::{ConfigError, VmConfig, GUEST_CID, READY_PORT};
 use crate::device_manager::legacy::{LegacyDevices, LegacyError};
 use crate::device_manager::mmio::AttachError;
 use crate::device_manager::persist::{check_device_list, DevicesRestoreError, RestoreResources};
 use crate::device_manager::persist::{ManagedBlock, VirtioDeviceState};
 use crate::device_manager::DeviceManager;
+use crate::devices::bus::lock;
 use crate::devices::console::{ConsoleSink, ConsoleTail};
 use crate::devices::serial::{SerialConstructorArgs, SerialDevice, SerialStateError};
 use crate::devices::virtio::block::{new_block, BlockError};
@@ -150,6 +151,9 @@ pub fn boot(config: &VmConfig, seccomp: &SeccompScope) -> Result<Vmm, BootError>
     let mut devices = DeviceManager::new(LegacyDevices::attach(&vm, serial, &exit)?);
     // virtio devices, in the order the guest will see them (vsock takes the first slot).
     let vsock = virtio_vsock::new_vsock(ram.memory.clone(), GUEST_CID, &config.vsock_uds)?;
+    // guest-init's link to this VMM survives snapshots: a restore hands it the clock and entropy
+    // on that link instead of waiting for guest-init to connect again.
+    lock(&vsock.device).set_kept_port(guest_link_kept().then_some(READY_PORT));
     devices
         .virtio
         .attach_virtio(&vm, Box::new(vsock), &mut cmdline)?;
@@ -591,7 +595,7 @@ pub fn restore_read(
         fds.push(fd);
     }
     // Only now, with the vCPUs' LAPICs in place, may the devices interrupt the guest (vsock's
-    // transport reset): an interrupt raised earlier would be overwritten by the restored LAPIC
+    // per-connection resets): an interrupt raised earlier would be overwritten by the restored LAPIC
     // state, or sent before the vCPU exists.
     devices.virtio.after_restore();
     clock.lap("vCPU state");
@@ -622,6 +626,13 @@ pub fn restore_read(
     vmm.launch_spans = clock.into_spans();
     vmm.working_set = working_set;
     Ok(vmm)
+}
+
+/// Whether snapshots of a VM booted now keep guest-init's link (`PADDOCK_KEEP_GUEST_LINK=off`
+/// makes them, and every snapshot descended from them, reset it instead, so that guest-init
+/// connects again after each restore or reset: to measure without, or to debug).
+fn guest_link_kept() -> bool {
+    std::env::var_os("PADDOCK_KEEP_GUEST_LINK").is_none_or(|v| v != "off")
 }
 
 /// Whether restores use working-set records (`PADDOCK_WORKING_SET=off` turns them off, to

@@ -198,6 +198,13 @@ impl Vmm {
         self.event_loop.pause();
     }
 
+    /// The host end of guest-init's link as the last restore or reset resumed it, once: `None`
+    /// after a boot, or when the snapshot was taken while the link was busy or absent (guest-init
+    /// then connects again).
+    pub fn take_guest_link(&self) -> Option<std::os::unix::net::UnixStream> {
+        self.devices.virtio.take_guest_link()
+    }
+
     /// Resumes devices, then vCPUs.
     pub fn resume(&self) {
         self.event_loop.resume();
@@ -487,7 +494,7 @@ impl Vmm {
         }
         clock.lap("VM and vCPU state");
         // Devices last, after every vCPU and its LAPIC: the interrupts they raise at the end
-        // (vsock's transport reset) must not be overwritten by the restored LAPIC state.
+        // (vsock's per-connection resets) must not be overwritten by the restored LAPIC state.
         self.devices.reset_to(&state.serial, &state.devices)?;
         clock.lap("devices");
         Ok(())

@@ -227,6 +227,102 @@ fn restore_and_reset_report_where_the_time_went() {
     s.assert_no_sandboxes_running();
 }
 
+/// Starts `cat` in sandbox `name` over `paddock exec` and waits until it runs: the exec and its
+/// output (past a first line the test has read).
+fn cat_in(
+    s: &Scratch,
+    name: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut exec = s
+        .paddock_command(&["exec", name, "--", "sh", "-c", "echo streaming; cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn paddock exec");
+    let mut stdout = std::io::BufReader::new(exec.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("the exec's first line");
+    assert_eq!(line, "streaming\n", "the exec in {name} started");
+    (exec, stdout)
+}
+
+/// Waits for `child` to end, failing the test after 30 s; `what` names it.
+fn ends_within_30_s(child: &mut std::process::Child, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The name of the last guest span a `--timings --json` report (a list of one) lists.
+fn last_span(json: &str) -> String {
+    let list: serde_json::Value = serde_json::from_str(json).expect("a JSON report");
+    let spans = list[0]["spans"].as_array().expect("spans");
+    let names: Vec<&str> = spans.iter().filter_map(|s| s["span"].as_str()).collect();
+    names
+        .iter()
+        .rev()
+        .find(|n| n.starts_with("guest"))
+        .map(|n| (*n).to_string())
+        .unwrap_or_else(|| panic!("no guest span in {json}"))
+}
+
+#[test]
+fn a_snapshot_with_an_exec_streaming_keeps_guest_inits_link_and_resets_only_the_exec() {
+    use std::io::BufRead;
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    s.ok(&["start", "--name", "base"]);
+    let (mut streaming, mut stdout) = cat_in(&s, "base");
+    let mut line = String::new();
+    let snap = s.path("snap");
+    s.ok(&["snapshot", "base", snap.to_str().unwrap()]);
+
+    // The restore answers on the link the snapshot kept: no reconnect.
+    let json = s.ok(&[
+        "restore",
+        snap.to_str().unwrap(),
+        "--name",
+        "r",
+        "--timings",
+        "--json",
+    ]);
+    assert_eq!(last_span(&json), "guest answered", "{json}");
+    // The exec's connection was reset in the copy; the copy serves new ones.
+    assert_eq!(exec_ok(&s, "r", "echo fresh"), "fresh\n");
+    // The original's exec did not notice the snapshot.
+    {
+        use std::io::Write;
+        let mut stdin = streaming.stdin.take().expect("stdin");
+        stdin.write_all(b"still here\n").expect("write to the exec");
+        line.clear();
+        stdout.read_line(&mut line).expect("the echo");
+        assert_eq!(line, "still here\n");
+    }
+    // A reset in place of the copy keeps the link too, with an exec running in it again.
+    let (mut again, _again_out) = cat_in(&s, "r");
+    let json = s.ok(&["reset", "r", "--timings", "--json"]);
+    assert_eq!(last_span(&json), "guest answered", "{json}");
+    // The running exec's connection was reset: it ends.
+    ends_within_30_s(&mut again, "the exec whose connection the reset dropped");
+    assert_eq!(exec_ok(&s, "r", "echo sound"), "sound\n");
+    drop(streaming.stdin.take());
+    let _ = streaming.kill();
+    let _ = streaming.wait();
+    s.ok(&["rm", "--force", "r"]);
+    s.ok(&["rm", "--force", "base"]);
+    s.assert_no_sandboxes_running();
+}
+
 #[test]
 fn the_first_restore_records_the_working_set_and_later_ones_prefetch_it() {
     use paddock_vmm::snapshot::working_set::WorkingSet;
@@ -377,14 +473,10 @@ fn resets_while_the_guest_handles_device_traffic_leave_it_sound() {
         std::thread::sleep(Duration::from_millis(20 + (round * 7) % 50));
         s.ok(&["reset", "busy"]);
         // The reset drops every connection, so the streaming exec ends on its own.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while stream.try_wait().expect("wait").is_none() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "round {round}: the exec whose connection the reset dropped did not end"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        ends_within_30_s(
+            &mut stream,
+            &format!("round {round}: the exec whose connection the reset dropped"),
+        );
         writer.join().expect("writer thread");
         assert_eq!(
             exec_ok(&s, "busy", &format!("echo sound; {crash_signs}")),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Consecutive accept failures after which the listening socket is recreated (e.g. after a
-/// vsock transport reset left it unusable).
+/// the vsock device was reset and left it unusable).
 const REBIND_AFTER_FAILURES: u32 = 20;
 
 /// Accepts connections forever, serving each on its own thread.

@@ -1,11 +1,12 @@
 //! Announces readiness and keeps the announcement open as the host's link to guest-init.
 //!
 //! guest-init connects to the host's ready port and sends one `Ready` frame (the moment the host
-//! accepts is boot-to-ready), then serves control requests on that connection. A snapshot
-//! restore or an in-place reset ends every vsock connection with a transport reset: the link
-//! breaks and guest-init announces itself again at once. The host waits for that announcement
-//! and sends `Resume` (wall clock, entropy) over the new link, so it never polls the guest and
-//! never races the guest's handling of the reset.
+//! accepts is boot-to-ready), then serves control requests on that connection. The VMM keeps
+//! the link in its snapshots: after a restore or an in-place reset it sends `Resume` (wall
+//! clock, entropy) on it, and this thread, blocked reading it when the snapshot was taken,
+//! answers. Only if the link breaks (a snapshot taken while it was busy, a host that closed it)
+//! does guest-init announce itself again at once; the host then sends `Resume` over the new
+//! link, so it never polls the guest.
 
 use crate::service::{ControlService, Transport};
 use crate::vsock::VsockStream;
@@ -30,7 +31,7 @@ pub enum LinkEnd {
     NotConnected,
     /// The host closed the link cleanly: it does not want it now.
     ClosedByHost,
-    /// The link broke (a transport reset after a restore or reset in place).
+    /// The link broke (reset after a restore or reset in place that could not keep it).
     Broken,
 }
 

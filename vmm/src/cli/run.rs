@@ -225,7 +225,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 paddock_vmm::sandbox::daemon::READY_TIMEOUT,
                 Duration::from_secs,
             );
-            let ready = guest.resume(&vmm, timeout);
+            let ready = guest.resume(&vmm, timeout).map(|(boot, _)| boot);
             (vmm, ready)
         }
     };

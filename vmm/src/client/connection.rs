@@ -9,6 +9,7 @@ use paddock_protocol::{
     UnixTime,
 };
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -145,14 +146,50 @@ impl Connection {
         wall_clock: UnixTime,
         entropy: &[u8],
     ) -> Result<BootInfo, ResumeError> {
+        self.send_resume(wall_clock, entropy)?;
+        self.read_resumed()
+    }
+
+    /// The first half of [`Connection::resume`]: sends the request without waiting.
+    pub fn send_resume(&mut self, wall_clock: UnixTime, entropy: &[u8]) -> Result<(), FrameError> {
         let request = Request::Resume {
             wall_clock,
             entropy: entropy.to_vec(),
         };
-        match self.request(&request)? {
+        write_frame(&mut self.stream, &request)
+    }
+
+    /// The second half of [`Connection::resume`]: reads the answer.
+    pub fn read_resumed(&mut self) -> Result<BootInfo, ResumeError> {
+        match read_frame(&mut self.stream)? {
             Response::Resumed(info) => Ok(info),
             Response::Error { message, .. } => Err(ResumeError::Guest(bounded_message(message))),
             other => Err(ResumeError::Unexpected(response_kind(&other))),
+        }
+    }
+
+    /// Waits up to `timeout` for guest-init to send something (or the link to end); `false`
+    /// when nothing came. Lets a caller watch the VM while it waits for an answer.
+    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        let mut poll = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `poll` is one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+        match ready {
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+            0 => Ok(false),
+            _ => Ok(true),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Waiting for guest-init's readiness announcement on `<uds>_<port>`: the moment the guest
 //! connects is boot-to-ready (or restore-to-ready). The announcing connection stays open as the
-//! host's link to guest-init: it carries the `Resume` after a restore or reset, and when a
-//! transport reset breaks it, guest-init announces itself again.
+//! host's link to guest-init: the vsock device keeps it across snapshots, so it carries the
+//! `Resume` after a restore or reset; when it breaks, guest-init announces itself again.
 
 use paddock_protocol::{read_frame, BootInfo, FrameError, Response};
 use std::ffi::OsString;

@@ -1,6 +1,7 @@
 //! The virtio-mmio device list: each device's slot, its place on the MMIO bus, its wiring into
 //! KVM (irqfd, queue-notify ioeventfds) and its kernel command line entry, in attach order.
 
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
@@ -231,6 +232,14 @@ impl MmioDeviceManager {
         for attached in &self.devices {
             attached.device.after_restore();
         }
+    }
+
+    /// The host end of the guest connection a device kept across the last restore or reset
+    /// (see [`ManagedVirtioDevice::take_guest_link`]), once.
+    pub fn take_guest_link(&self) -> Option<UnixStream> {
+        self.devices
+            .iter()
+            .find_map(|attached| attached.device.take_guest_link())
     }
 }
 

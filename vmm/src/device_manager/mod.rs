@@ -69,7 +69,7 @@ impl DeviceManager {
     }
 
     /// Puts every device back to a snapshot's state in place, then lets the virtio devices tell
-    /// the guest (e.g. vsock's transport reset). Call with the VM paused and only after the
+    /// the guest (e.g. vsock's per-connection resets). Call with the VM paused and only after the
     /// vCPUs (and their LAPICs) are restored: the interrupts raised at the end must land on the
     /// restored interrupt controllers, not be overwritten by them.
     pub fn reset_to(

@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -314,8 +315,12 @@ impl ManagedVirtioDevice for Vsock {
         }
     }
 
-    /// Host connections did not survive: tell the guest its transport was reset.
+    /// Host streams did not survive: resume the kept connection, reset the others.
     fn after_restore(&self) {
-        self.reset_guest_transport();
+        self.resume_guest_connections();
+    }
+
+    fn take_guest_link(&self) -> Option<UnixStream> {
+        self.take_resumed_link()
     }
 }

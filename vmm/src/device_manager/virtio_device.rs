@@ -1,5 +1,6 @@
 //! What the device manager needs of every virtio device it holds, whatever its kind.
 
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use event_manager::MutEventSubscriber;
@@ -34,4 +35,10 @@ pub trait ManagedVirtioDevice: Send {
     /// place a device may interrupt the guest about the restore (an interrupt raised earlier
     /// would be lost to, or overwritten by, the restored interrupt controllers).
     fn after_restore(&self);
+
+    /// The host end of a guest connection the device kept across the last restore or reset
+    /// (vsock's link to guest-init), once. Devices without one have none.
+    fn take_guest_link(&self) -> Option<UnixStream> {
+        None
+    }
 }

@@ -242,10 +242,10 @@ fn bring_up(
             )
             .map_err(|e| e.to_string())?;
             clock.extend(std::mem::take(&mut vmm.launch_spans));
-            let boot = guest
+            let (boot, resumed_on) = guest
                 .resume(&vmm, READY_TIMEOUT)
                 .map_err(|e| e.to_string())?;
-            clock.lap("guest answered");
+            clock.lap(resumed_on.span());
             if vmm.working_set == WorkingSetUse::Missing {
                 record_working_set(&vmm, paths);
                 clock.lap("working set recorded");
@@ -802,14 +802,17 @@ fn handle(
                 origin.dir = to;
             }
             let reset_ms = started.elapsed().as_secs_f64() * 1e3;
-            if let Err(e) = guest.resume(vm, READY_TIMEOUT) {
-                return ControlResponse::Error {
-                    message: format!("the guest did not come back after the reset: {e}"),
-                };
-            }
+            let resumed_on = match guest.resume(vm, READY_TIMEOUT) {
+                Ok((_, resumed_on)) => resumed_on,
+                Err(e) => {
+                    return ControlResponse::Error {
+                        message: format!("the guest did not come back after the reset: {e}"),
+                    }
+                }
+            };
             let ready_ms = started.elapsed().as_secs_f64() * 1e3;
             spans.push(Span {
-                span: "guest answered".into(),
+                span: resumed_on.span().into(),
                 ms: ready_ms - reset_ms,
             });
             let mut record = crate::devices::bus::lock(info);

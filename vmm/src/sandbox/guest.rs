@@ -1,6 +1,7 @@
 //! The VMM's own conversations with guest-init, watching the VM while it waits: readiness after
 //! a boot, and handing over the clock and fresh entropy after a restore or reset, both over the
-//! link guest-init opens to the host's ready port.
+//! link guest-init opens to the host's ready port. The vsock device keeps that link across
+//! snapshots, restores and resets, so a restore speaks on it at once.
 
 use crate::client::{self, Connection, ReadyListener};
 use crate::config::READY_PORT;
@@ -43,9 +44,29 @@ fn vm_ended(vmm: &Vmm) -> Option<GuestReadyError> {
     })
 }
 
+/// Which link carried a resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumedOn {
+    /// The link the snapshot kept: guest-init answered without reconnecting.
+    KeptLink,
+    /// A new link: the snapshot could not keep guest-init's (it was busy, or absent), so
+    /// guest-init connected again first.
+    NewLink,
+}
+
+impl ResumedOn {
+    /// The name of the timing span that ends when guest-init answered.
+    pub fn span(self) -> &'static str {
+        match self {
+            Self::KeptLink => "guest answered",
+            Self::NewLink => "guest reconnected and answered",
+        }
+    }
+}
+
 /// guest-init's link to this VMM: the readiness listener guest-init announces itself on (after
-/// a boot, and again after every restore or reset, when the transport reset broke the previous
-/// link), and the live announced connection, which guest-init serves requests on.
+/// a boot, and again whenever its link broke), and the live link, which guest-init serves
+/// requests on and which the vsock device keeps across snapshots.
 pub struct GuestLink {
     listener: ReadyListener,
     /// Held open, not read: closing it would make guest-init announce itself again.
@@ -79,40 +100,49 @@ impl GuestLink {
         Ok(ready.boot)
     }
 
-    /// After a restore or reset: waits for guest-init to announce itself again, hands it the
-    /// wall clock and fresh entropy over the new link and waits for `Resumed`, the moment the
-    /// sandbox is ready again.
-    pub fn resume(&mut self, vmm: &Vmm, timeout: Duration) -> Result<BootInfo, GuestReadyError> {
+    /// After a restore or reset: hands guest-init the wall clock and fresh entropy and waits for
+    /// `Resumed`, the moment the sandbox is ready again. The link the snapshot kept carries it
+    /// at once (guest-init was blocked reading it when the snapshot was taken); without one (a
+    /// snapshot taken while the link was busy), or if it fails, guest-init connects again and
+    /// the new link carries it.
+    pub fn resume(
+        &mut self,
+        vmm: &Vmm,
+        timeout: Duration,
+    ) -> Result<(BootInfo, ResumedOn), GuestReadyError> {
         let started = Instant::now();
         let deadline = started + timeout;
         let entropy = fresh_entropy().map_err(GuestReadyError::Entropy)?;
-        // The old link went with the transport reset.
+        // The old link's host stream went with the restore or reset.
         self.link = None;
-        loop {
-            let mut ready = self.accept(vmm, deadline, timeout)?;
-            let announced = started.elapsed();
-            let left = deadline.saturating_duration_since(Instant::now());
-            let resumed = ready
-                .link
-                .set_timeout(Some(left.max(STEP)))
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    ready
-                        .link
-                        .resume(UnixTime::now(), &entropy)
-                        .map_err(|e| e.to_string())
-                });
-            match resumed {
-                Ok(info) => {
-                    tracing::debug!(?announced, resumed = ?started.elapsed(), "guest-init resumed");
-                    let _ = ready.link.set_timeout(None);
-                    self.link = Some(ready.link);
-                    return Ok(info);
+        if let Some(stream) = vmm.take_guest_link() {
+            match resume_on(vmm, Connection::from_stream(stream), deadline, &entropy) {
+                Ok((link, info)) => {
+                    tracing::debug!(resumed = ?started.elapsed(), "guest-init resumed on the kept link");
+                    self.link = Some(link);
+                    return Ok((info, ResumedOn::KeptLink));
                 }
+                Err(ResumeFailed::Guest(e)) => return Err(e),
+                // Dropping the link closes it: guest-init sees the end and connects again.
+                Err(ResumeFailed::Link(e)) => {
+                    tracing::debug!("the kept link failed, waiting for guest-init: {e}");
+                }
+            }
+        }
+        loop {
+            let ready = self.accept(vmm, deadline, timeout)?;
+            let announced = started.elapsed();
+            match resume_on(vmm, ready.link, deadline, &entropy) {
+                Ok((link, info)) => {
+                    tracing::debug!(?announced, resumed = ?started.elapsed(), "guest-init resumed");
+                    self.link = Some(link);
+                    return Ok((info, ResumedOn::NewLink));
+                }
+                Err(ResumeFailed::Guest(e)) => return Err(e),
                 // An announcement from before the reset whose connection the reset cut: the
                 // guest announces itself again. A guest that keeps announcing and failing still
                 // runs out of time.
-                Err(e) => {
+                Err(ResumeFailed::Link(e)) => {
                     tracing::debug!("announcement link failed, waiting for the next: {e}");
                     if let Some(e) = vm_ended(vmm) {
                         return Err(e);
@@ -146,6 +176,42 @@ impl GuestLink {
             }
         }
     }
+}
+
+/// Sends `Resume` on `link` and waits for the answer until `deadline`, watching the VM; the
+/// link to keep and what guest-init reported.
+fn resume_on(
+    vmm: &Vmm,
+    mut link: Connection,
+    deadline: Instant,
+    entropy: &[u8],
+) -> Result<(Connection, BootInfo), ResumeFailed> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let failed = |e: &dyn std::fmt::Display| ResumeFailed::Link(e.to_string());
+    link.set_timeout(Some(left.max(STEP)))
+        .map_err(|e| failed(&e))?;
+    link.send_resume(UnixTime::now(), entropy)
+        .map_err(|e| failed(&e))?;
+    while !link.wait_readable(STEP).map_err(|e| failed(&e))? {
+        if let Some(e) = vm_ended(vmm) {
+            return Err(ResumeFailed::Guest(e));
+        }
+        if Instant::now() >= deadline {
+            return Err(ResumeFailed::Link("no answer in time".into()));
+        }
+    }
+    let info = link.read_resumed().map_err(|e| failed(&e))?;
+    let _ = link.set_timeout(None);
+    Ok((link, info))
+}
+
+/// How handing over the clock on one link failed.
+#[derive(Debug)]
+enum ResumeFailed {
+    /// The link failed (guest-init may connect again).
+    Link(String),
+    /// The VM ended: nothing will answer.
+    Guest(GuestReadyError),
 }
 
 /// The guest did not get ready in time: what its console and vCPUs show.

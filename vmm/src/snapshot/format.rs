@@ -8,7 +8,9 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"PDKSNAP\0";
 /// Bumped on any change to the state layout, or to what the guest inside must do after a
 /// restore. 2: guest-init re-announces itself after the transport reset (protocol 2).
 /// 3: the virtio devices are a list of (slot, kind-tagged state) entries.
-pub const SNAPSHOT_VERSION: u32 = 3;
+/// 4: vsock keeps guest-init's link (its credit counters) and lists the connections to reset one
+///    by one; no transport reset (protocol 7).
+pub const SNAPSHOT_VERSION: u32 = 4;
 /// magic (8) + version (4) + payload length (8) + CRC32 (4).
 pub const HEADER_LEN: usize = 24;
 /// Largest state payload accepted (vCPU and device state is a few hundred KiB at most).

@@ -21,6 +21,7 @@ use super::packet::{
     Header, HEADER_SIZE_U32, HOST_CID, MAX_PKT_DATA, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE,
     OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM,
 };
+use super::saved_connections::{unread_bytes, KeptConnection};
 
 /// Guest → host bytes we buffer per connection (our advertised `buf_alloc`).
 pub const CONN_TX_BUF_SIZE: u32 = 256 * 1024;
@@ -177,6 +178,56 @@ impl Connection {
             deadline: None,
             close_flush_timeout,
         }
+    }
+
+    /// A connection resumed from a snapshot ([`KeptConnection`]) on a new host stream: established,
+    /// with the credit counters the guest's restored memory remembers.
+    pub fn resumed(
+        stream: UnixStream,
+        kept: &KeptConnection,
+        close_flush_timeout: Duration,
+    ) -> Self {
+        let mut conn = Self::new(
+            stream,
+            kept.host_port,
+            kept.guest_port,
+            State::Established,
+            close_flush_timeout,
+        );
+        conn.fwd_cnt = kept.fwd_cnt;
+        conn.last_fwd_cnt_sent = kept.last_fwd_cnt_sent;
+        conn.rx_cnt = kept.rx_cnt;
+        conn.peer_buf_alloc = kept.peer_buf_alloc;
+        conn.peer_fwd_cnt = kept.peer_fwd_cnt;
+        conn.pending.credit_update = kept.credit_update_owed;
+        conn
+    }
+
+    /// This connection's state for a snapshot, when it is idle: established, open both ways,
+    /// nothing buffered in either direction and no packet owed but a credit update. A busy
+    /// connection cannot be kept: its bytes in flight would be lost.
+    pub fn kept_state(&self) -> Option<KeptConnection> {
+        let open = self.state == State::Established
+            && !self.peer_shut_send
+            && !self.peer_shut_recv
+            && !self.host_write_shut
+            && !self.host_eof
+            && self.deadline.is_none();
+        let nothing_owed = !self.pending.request
+            && !self.pending.response
+            && !self.pending.shutdown_send
+            && self.tx_buf.is_empty();
+        let host_quiet = matches!(unread_bytes(&self.stream), Ok(0));
+        (open && nothing_owed && host_quiet).then_some(KeptConnection {
+            host_port: self.local_port,
+            guest_port: self.peer_port,
+            fwd_cnt: self.fwd_cnt,
+            last_fwd_cnt_sent: self.last_fwd_cnt_sent,
+            rx_cnt: self.rx_cnt,
+            peer_buf_alloc: self.peer_buf_alloc,
+            peer_fwd_cnt: self.peer_fwd_cnt,
+            credit_update_owed: self.pending.credit_update,
+        })
     }
 
     pub fn key(&self) -> ConnKey {

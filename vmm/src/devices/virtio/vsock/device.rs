@@ -2,18 +2,19 @@
 //! and the muxer.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueState, QueueT};
 use virtio_vsock::packet::VsockPacket;
-use vm_memory::Bytes;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
 
 use super::muxer::{Muxer, VsockTimeouts};
-use super::packet::{Header, EVENT_TRANSPORT_RESET, MAX_PKT_DATA};
-use super::{VsockError, EVENT_QUEUE, NUM_QUEUES, RX_QUEUE, TX_QUEUE, VSOCK_DEVICE_ID};
+use super::packet::{Header, MAX_PKT_DATA};
+use super::saved_connections::ConnectionsState;
+use super::{VsockError, NUM_QUEUES, RX_QUEUE, TX_QUEUE, VSOCK_DEVICE_ID};
 use crate::devices::virtio::{
     ActivateError, GuestMemory, Interrupt, VirtioDevice, INTERRUPT_USED_BUFFER, VIRTIO_F_VERSION_1,
 };
@@ -21,8 +22,6 @@ use crate::devices::virtio::{
 /// Size offered for each of the three queues.
 pub const VSOCK_QUEUE_SIZE: u16 = 256;
 const QUEUE_SIZES: [u16; NUM_QUEUES] = [VSOCK_QUEUE_SIZE; NUM_QUEUES];
-/// Size of `struct virtio_vsock_event`.
-const EVENT_SIZE: u32 = 4;
 
 /// The virtio-vsock device. Shared as `Arc<Mutex<VsockDevice>>` between the transport (vCPU
 /// threads) and the event loop, where it is a `MutEventSubscriber`.
@@ -40,8 +39,10 @@ pub struct VsockDevice {
     pub(super) queues: Option<Vec<Queue>>,
     pub(super) acked_features: u64,
     pub(super) muxer: Muxer,
-    /// A transport-reset event is owed to the guest once it gives us an event buffer.
-    pub(super) pending_reset_event: bool,
+    /// Connections to resume once the vCPUs are back after a restore or reset.
+    pub(super) pending_resume: Option<ConnectionsState>,
+    /// The host end of the connection resumed last, until its owner takes it.
+    pub(super) resumed_link: Option<UnixStream>,
 }
 
 impl std::fmt::Debug for VsockDevice {
@@ -80,7 +81,8 @@ impl VsockDevice {
             queues: None,
             acked_features: 0,
             muxer,
-            pending_reset_event: false,
+            pending_resume: None,
+            resumed_link: None,
         })
     }
 
@@ -109,13 +111,37 @@ impl VsockDevice {
         self.muxer.host_fd_count()
     }
 
-    /// After a snapshot restore (or reset in place): drops every host connection and tells the
-    /// guest, through `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`, that all its connections are gone.
-    pub fn transport_reset(&mut self) {
-        self.muxer.drop_all_connections();
-        self.pending_reset_event = true;
-        self.post_reset_event();
-        self.wake();
+    /// Makes the idle connection to host port `port` survive snapshots, restores and resets
+    /// (see [`ConnectionsState`]).
+    pub fn set_kept_port(&mut self, port: Option<u32>) {
+        self.muxer.set_kept_port(port);
+    }
+
+    pub fn kept_port(&self) -> Option<u32> {
+        self.muxer.kept_port()
+    }
+
+    /// The connections for a snapshot.
+    pub fn save_connections(&self) -> ConnectionsState {
+        self.muxer.save_connections()
+    }
+
+    /// After a restore or reset, once the vCPUs are back: resets, one by one, the guest's
+    /// connections whose host side is gone and resumes the kept one (see
+    /// [`VsockDevice::take_resumed_link`]). No device-wide transport reset.
+    pub fn resume_connections(&mut self) {
+        let Some(saved) = self.pending_resume.take() else {
+            return;
+        };
+        if self.is_activated() {
+            self.resumed_link = self.muxer.resume_connections(&saved);
+            self.wake();
+        }
+    }
+
+    /// The host end of the connection [`VsockDevice::resume_connections`] kept, once.
+    pub fn take_resumed_link(&mut self) -> Option<UnixStream> {
+        self.resumed_link.take()
     }
 
     pub(super) fn wake(&self) {
@@ -132,39 +158,6 @@ impl VsockDevice {
         // On a malformed ring, err on the side of interrupting.
         if q.needs_notification(&self.mem).unwrap_or(true) {
             self.interrupt.trigger(INTERRUPT_USED_BUFFER);
-        }
-    }
-
-    /// Posts the owed transport-reset event if the guest gave us an event buffer.
-    pub(super) fn post_reset_event(&mut self) {
-        if !self.pending_reset_event {
-            return;
-        }
-        let mem = &self.mem;
-        let Some(q) = self.queues.as_mut().and_then(|qs| qs.get_mut(EVENT_QUEUE)) else {
-            return;
-        };
-        let mut posted = false;
-        while let Some(mut chain) = q.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
-            let written = match chain.next() {
-                Some(d) if d.is_write_only() && d.len() >= EVENT_SIZE => mem
-                    .write_obj(EVENT_TRANSPORT_RESET.to_le(), d.addr())
-                    .is_ok(),
-                _ => false,
-            };
-            let len = if written { EVENT_SIZE } else { 0 };
-            if let Err(e) = q.add_used(mem, head, len) {
-                tracing::warn!("vsock: event queue add_used failed: {e}");
-            }
-            posted = true;
-            if written {
-                self.pending_reset_event = false;
-                break;
-            }
-        }
-        if posted {
-            self.notify_used(EVENT_QUEUE);
         }
     }
 
@@ -299,7 +292,8 @@ impl VirtioDevice for VsockDevice {
     fn reset(&mut self) {
         self.queues = None;
         self.acked_features = 0;
-        self.pending_reset_event = false;
+        self.pending_resume = None;
+        self.resumed_link = None;
         self.muxer.drop_all_connections();
         self.wake();
     }

@@ -87,7 +87,6 @@ impl MutEventSubscriber for VsockDevice {
                 }
             }
         }
-        self.post_reset_event();
         self.process_rx(ops);
         self.arm_timer();
     }

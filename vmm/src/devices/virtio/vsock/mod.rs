@@ -16,6 +16,7 @@ mod handshake;
 mod muxer;
 pub mod packet;
 mod persist;
+mod saved_connections;
 mod uds;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use device::{VsockDevice, VSOCK_QUEUE_SIZE};
 pub use handshake::parse_connect;
 pub use muxer::{VsockTimeouts, MAX_CONNECTIONS, MAX_HANDSHAKES};
 pub use persist::{VsockConstructorArgs, VsockRestoreError, VsockState};
+pub use saved_connections::{ConnectionsState, ConnectionsStateError, KeptConnection};
 
 use super::mmio::MmioTransport;
 use super::{clone_events, new_queue_events, GuestMemory, Interrupt};

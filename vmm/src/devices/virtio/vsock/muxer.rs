@@ -10,7 +10,7 @@ use crate::devices::repeats::Repeats;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use vm_memory::VolatileSlice;
 use super::connection::{ConnKey, Connection, RxOutcome, Verdict};
 use super::handshake::{HostHandshake, Step};
 use super::packet::{Header, HEADER_SIZE_U32, HOST_CID, OP_REQUEST, OP_RST, TYPE_STREAM};
+use super::saved_connections::ConnectionsState;
 use super::uds;
 
 /// Live connections (both directions together).
@@ -82,6 +83,10 @@ pub struct Muxer {
     orphan_replies: VecDeque<Header>,
     /// Connections dropped outside the event loop (device reset), awaiting epoll removal.
     graveyard: Vec<Connection>,
+    /// Connections added outside the event loop (a resume), awaiting epoll registration.
+    adopted: Vec<ConnKey>,
+    /// The host port whose idle connection a snapshot keeps ([`ConnectionsState`]).
+    kept_port: Option<u32>,
     next_local_port: u32,
     /// Set while the listener is unwatched after an accept failure.
     accept_paused_until: Option<Instant>,
@@ -109,6 +114,8 @@ impl Muxer {
             scheduled: HashSet::new(),
             orphan_replies: VecDeque::new(),
             graveyard: Vec::new(),
+            adopted: Vec::new(),
+            kept_port: None,
             next_local_port: FIRST_LOCAL_PORT,
             accept_paused_until: None,
             timeouts: VsockTimeouts::default(),
@@ -119,6 +126,16 @@ impl Muxer {
 
     pub fn set_timeouts(&mut self, timeouts: VsockTimeouts) {
         self.timeouts = timeouts;
+    }
+
+    /// Makes the idle connection to host port `port` survive snapshots (see
+    /// [`ConnectionsState`]).
+    pub fn set_kept_port(&mut self, port: Option<u32>) {
+        self.kept_port = port;
+    }
+
+    pub fn kept_port(&self) -> Option<u32> {
+        self.kept_port
     }
 
     pub fn listener(&self) -> &UnixListener {
@@ -151,22 +168,107 @@ impl Muxer {
         !self.orphan_replies.is_empty() || !self.backlog.is_empty()
     }
 
-    /// Drops every connection (device reset or transport reset). Callable without an
+    /// Drops every connection (a device reset, or a reset to a snapshot). Callable without an
     /// `EventOps`: the fds stay open in the graveyard until [`Muxer::bury`] unregisters them.
     pub fn drop_all_connections(&mut self) {
         self.graveyard.extend(self.conns.drain().map(|(_, c)| c));
         self.backlog.clear();
         self.scheduled.clear();
         self.orphan_replies.clear();
+        self.adopted.clear();
     }
 
-    /// Unregisters and closes connections dropped outside the event loop.
+    /// Unregisters and closes connections dropped outside the event loop, and registers those
+    /// added outside it.
     pub fn bury(&mut self, ops: &mut EventOps) {
         for conn in std::mem::take(&mut self.graveyard) {
             let fd = conn.stream().as_raw_fd();
             self.watch(fd, EventSet::empty(), ops);
             self.owners.remove(&fd);
         }
+        for key in std::mem::take(&mut self.adopted) {
+            self.refresh(key, ops);
+        }
+    }
+
+    /// What a snapshot keeps of the connections: the idle one on the kept port, and the ports of
+    /// all others and of the RSTs still owed, to reset after a restore.
+    pub fn save_connections(&self) -> ConnectionsState {
+        let kept = self.kept_port.and_then(|port| {
+            let mut candidates = self.conns.values().filter(|c| c.key().0 == port);
+            match (candidates.next(), candidates.next()) {
+                (Some(only), None) => only.kept_state(),
+                // None, or several (a guest that connected twice): keep none.
+                _ => None,
+            }
+        });
+        let kept_key = kept.map(|k| (k.host_port, k.guest_port));
+        let mut reset: Vec<(u32, u32)> = self
+            .conns
+            .keys()
+            .copied()
+            .filter(|key| Some(*key) != kept_key)
+            .chain(self.orphan_replies.iter().map(|h| (h.src_port, h.dst_port)))
+            .collect();
+        reset.sort_unstable();
+        reset.dedup();
+        ConnectionsState { kept, reset }
+    }
+
+    /// After a restore or reset (which left no connection): queues an RST for every connection
+    /// the guest may believe open, and resumes the kept one on a new stream pair, returning the
+    /// host end. Its registration with epoll happens on the next event ([`Muxer::bury`]).
+    pub fn resume_connections(&mut self, saved: &ConnectionsState) -> Option<UnixStream> {
+        // New host-initiated connections take ports after the saved ones, so none shares a
+        // port pair with a connection whose RST is still on its way.
+        let highest = saved
+            .reset
+            .iter()
+            .map(|&(host_port, _)| host_port)
+            .filter(|&port| port >= FIRST_LOCAL_PORT)
+            .max();
+        if let Some(next) = highest.and_then(|port| port.checked_add(1)) {
+            self.next_local_port = next;
+        }
+        for &(host_port, guest_port) in &saved.reset {
+            self.push_orphan_reply(Header {
+                src_cid: HOST_CID,
+                dst_cid: self.guest_cid,
+                src_port: host_port,
+                dst_port: guest_port,
+                type_: TYPE_STREAM,
+                op: OP_RST,
+                ..Header::default()
+            });
+        }
+        let kept = saved.kept.as_ref()?;
+        let reset_kept = |muxer: &mut Self, e: io::Error| {
+            tracing::warn!("vsock: cannot resume the kept connection, resetting it: {e}");
+            muxer.push_orphan_reply(Header {
+                src_cid: HOST_CID,
+                dst_cid: muxer.guest_cid,
+                src_port: kept.host_port,
+                dst_port: kept.guest_port,
+                type_: TYPE_STREAM,
+                op: OP_RST,
+                ..Header::default()
+            });
+            None
+        };
+        let (ours, theirs) = match UnixStream::pair() {
+            Ok(pair) => pair,
+            Err(e) => return reset_kept(self, e),
+        };
+        if let Err(e) = ours.set_nonblocking(true) {
+            return reset_kept(self, e);
+        }
+        let conn = Connection::resumed(ours, kept, self.timeouts.close_flush);
+        let key = conn.key();
+        self.owners
+            .insert(conn.stream().as_raw_fd(), FdOwner::Conn(key));
+        self.conns.insert(key, conn);
+        self.adopted.push(key);
+        Some(theirs)
     }
 
     /// Accepts pending host connections.

@@ -21,7 +21,6 @@ use super::{
 };
 use crate::devices::bus::lock;
 use crate::devices::virtio::test_driver::{guest_memory, Buf, Driver};
-use crate::devices::virtio::INTERRUPT_USED_BUFFER;
 use crate::snapshot::persist::Persist;
 
 const GUEST_CID: u64 = 3;
@@ -697,32 +696,6 @@ fn malformed_rx_buffers_are_returned_empty() {
 }
 
 #[test]
-fn transport_reset_posts_event_and_drops_connections() {
-    let mut h = Harness::new();
-    let (mut host, _) = h.open_from_host(1024);
-    let before = h.driver.take_used(EVENT_QUEUE);
-    assert!(before.is_empty());
-    lock(&h.vsock.device).transport_reset();
-    assert_ne!(
-        h.driver.read(reg::VIRTIO_MMIO_INTERRUPT_STATUS) & INTERRUPT_USED_BUFFER,
-        0
-    );
-    h.pump();
-    let events = h.driver.take_used(EVENT_QUEUE);
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].len, 4);
-    assert_eq!(
-        h.driver.read_written(&events[0]),
-        EVENT_TRANSPORT_RESET.to_le_bytes()
-    );
-    assert!(sees_eof(&mut host));
-    assert_eq!((h.connections(), h.host_fds()), (0, 0));
-    assert_eq!(lock(&h.vsock.device).muxer.watched_count(), 0);
-    // New connections work afterwards.
-    let _ = h.open_from_host(1024);
-}
-
-#[test]
 fn driver_reset_drops_connections() {
     let mut h = Harness::new();
     let (mut host, _) = h.open_from_host(1024);
@@ -733,17 +706,90 @@ fn driver_reset_drops_connections() {
     assert_eq!(h.host_fds(), 0);
 }
 
-#[test]
-fn snapshot_restore_keeps_queues_and_resets_transport() {
-    let mut h = Harness::new();
-    let (mut host, _) = h.open_from_host(1024);
-    let state = h.vsock.save();
-    let bytes = bincode::serde::encode_to_vec(&state, bincode::config::standard()).unwrap();
+/// The guest's link to the host's kept port (as guest-init's to the ready port): guest port
+/// `LINK_GUEST_PORT` to host port `LINK_PORT`, with bytes exchanged both ways so the credit
+/// counters are not zero. Returns the host's end.
+const LINK_PORT: u32 = 1025;
+const LINK_GUEST_PORT: u32 = 5000;
+
+fn open_link(h: &mut Harness) -> UnixStream {
+    lock(&h.vsock.device).set_kept_port(Some(LINK_PORT));
+    let listener = UnixListener::bind(format!("{}_{LINK_PORT}", h.uds.display())).unwrap();
+    h.send(h.hdr(OP_REQUEST, LINK_GUEST_PORT, LINK_PORT), &[]);
+    assert_eq!(h.recv()[0].hdr.op, OP_RESPONSE);
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    h.send(h.hdr(OP_RW, LINK_GUEST_PORT, LINK_PORT), b"ready");
+    let mut got = [0u8; 5];
+    peer.read_exact(&mut got).unwrap();
+    peer.write_all(b"resume").unwrap();
+    h.pump();
+    let rx = h.recv();
+    assert_eq!(
+        (rx[0].hdr.op, rx[0].data.as_slice()),
+        (OP_RW, &b"resume"[..])
+    );
+    h.guest_fwd_cnt += 6;
+    peer
+}
+
+/// A snapshot's state as a file holds it: encoded and decoded.
+fn through_a_file(state: &super::VsockState) -> super::VsockState {
+    let bytes = bincode::serde::encode_to_vec(state, bincode::config::standard()).unwrap();
     let (decoded, _): (super::VsockState, usize) =
         bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
-    assert_eq!(decoded, state);
-    assert_eq!(decoded.guest_cid, GUEST_CID);
-    assert!(decoded.transport.queues[RX_QUEUE].next_avail > 0);
+    decoded
+}
+
+/// Checks that the guest's link works on `host` after a restore or reset: bytes both ways,
+/// with credit counters continuing from before.
+fn link_carries_bytes_both_ways(h: &mut Harness, host: &mut UnixStream) {
+    host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    host.write_all(b"clock").unwrap();
+    h.pump();
+    let rx = h.recv();
+    assert_eq!(rx.len(), 1, "{rx:?}");
+    assert_eq!(
+        (rx[0].hdr.op, rx[0].hdr.src_port, rx[0].hdr.dst_port),
+        (OP_RW, LINK_PORT, LINK_GUEST_PORT)
+    );
+    assert_eq!(rx[0].data, b"clock");
+    assert_eq!(
+        rx[0].hdr.fwd_cnt, 5,
+        "the guest's 5 bytes from before the snapshot count"
+    );
+    h.send(h.hdr(OP_RW, LINK_GUEST_PORT, LINK_PORT), b"resumed");
+    let mut got = [0u8; 7];
+    host.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"resumed");
+}
+
+/// The guest's next packets are exactly one RST, for connection (`host_port`, `guest_port`).
+fn expect_only_a_reset_of(h: &mut Harness, host_port: u32, guest_port: u32) {
+    let rx = h.recv();
+    assert_eq!(rx.len(), 1, "{rx:?}");
+    assert_eq!(
+        (rx[0].hdr.op, rx[0].hdr.src_port, rx[0].hdr.dst_port),
+        (OP_RST, host_port, guest_port)
+    );
+}
+
+#[test]
+fn snapshot_restore_keeps_the_idle_link_and_resets_each_other_connection() {
+    let mut h = Harness::new();
+    let mut old_link = open_link(&mut h);
+    let (mut other, other_port) = h.open_from_host(1024);
+    let state = through_a_file(&h.vsock.save());
+    assert_eq!(state.guest_cid, GUEST_CID);
+    assert_eq!(state.kept_port, Some(LINK_PORT));
+    let kept = state.connections.kept.expect("the idle link is kept");
+    assert_eq!(
+        (kept.host_port, kept.guest_port),
+        (LINK_PORT, LINK_GUEST_PORT)
+    );
+    assert_eq!((kept.fwd_cnt, kept.rx_cnt), (5, 6));
+    assert_eq!(state.connections.reset, [(other_port, 1024)]);
+    assert!(state.transport.queues[RX_QUEUE].next_avail > 0);
 
     // "Restore" on the same guest memory, as a new process would on the snapshot's memory.
     let uds2 = h._dir.path().join("restored.sock");
@@ -751,16 +797,17 @@ fn snapshot_restore_keeps_queues_and_resets_transport() {
         mem: h.driver.mem.clone(),
         uds_path: uds2.clone(),
     };
-    let restored = Vsock::restore(args, &decoded).unwrap();
+    let restored = Vsock::restore(args, &state).unwrap();
     assert!(lock(&restored.device).is_activated());
-    restored.reset_guest_transport();
-    let queues = lock(&restored.transport).save().queues;
-    assert_eq!(queues[..EVENT_QUEUE], state.transport.queues[..EVENT_QUEUE]);
-    // The transport-reset event consumed one event buffer at restore.
-    assert_eq!(
-        queues[EVENT_QUEUE].next_used,
-        state.transport.queues[EVENT_QUEUE].next_used + 1
+    assert!(
+        restored.take_resumed_link().is_none(),
+        "not before the vCPUs run"
     );
+    restored.resume_guest_connections();
+    let mut link = restored.take_resumed_link().expect("the link resumed");
+    assert!(restored.take_resumed_link().is_none(), "handed out once");
+    let queues = lock(&restored.transport).save().queues;
+    assert_eq!(queues, state.transport.queues, "no event buffer used");
     drop(std::mem::replace(&mut h.vsock, restored));
     h.driver.transport = h.vsock.transport.clone();
     h.uds = uds2;
@@ -769,17 +816,80 @@ fn snapshot_restore_keeps_queues_and_resets_transport() {
     h.em = em;
     h.pump();
     assert!(
-        sees_eof(&mut host),
+        sees_eof(&mut old_link),
         "the old device's host streams are closed"
     );
-    let events = h.driver.take_used(EVENT_QUEUE);
-    assert_eq!(events.len(), 1);
-    assert_eq!(
-        h.driver.read_written(&events[0]),
-        EVENT_TRANSPORT_RESET.to_le_bytes()
+    assert!(sees_eof(&mut other));
+    // The other connection is reset on its own; the link is not.
+    expect_only_a_reset_of(&mut h, other_port, 1024);
+    assert!(
+        h.driver.take_used(EVENT_QUEUE).is_empty(),
+        "no transport reset"
     );
-    // The restored device serves connections on the new socket.
-    let _ = h.open_from_host(1024);
+    link_carries_bytes_both_ways(&mut h, &mut link);
+    // The restored device serves new connections on its own socket, not reusing the reset
+    // one's port, and keeps the link again.
+    let (_, new_port) = h.open_from_host(1024);
+    assert!(new_port > other_port);
+    assert!(h.vsock.save().connections.kept.is_some());
+}
+
+#[test]
+fn a_busy_link_is_reset_rather_than_kept() {
+    let mut h = Harness::new();
+    let mut host = open_link(&mut h);
+    // Host bytes the device has not read yet would be lost with the old stream.
+    host.write_all(b"unsent").unwrap();
+    let state = h.vsock.save();
+    assert_eq!(state.connections.kept, None);
+    assert_eq!(state.connections.reset, [(LINK_PORT, LINK_GUEST_PORT)]);
+    // So is a link the guest half closed.
+    let mut h = Harness::new();
+    let _host = open_link(&mut h);
+    let mut shut = h.hdr(OP_SHUTDOWN, LINK_GUEST_PORT, LINK_PORT);
+    shut.flags = SHUTDOWN_SEND;
+    h.send(shut, &[]);
+    assert_eq!(h.vsock.save().connections.kept, None);
+}
+
+#[test]
+fn owed_resets_survive_a_snapshot() {
+    // No rx buffer: the RST owed for a packet to an unknown connection cannot go out yet.
+    let mut h = Harness::with_rx_buffers(0);
+    h.send(h.hdr(OP_RW, 7000, 4242), b"stray");
+    assert_eq!(h.vsock.save().connections.reset, [(4242, 7000)]);
+}
+
+#[test]
+fn a_state_naming_impossible_connections_is_refused() {
+    let h = Harness::new();
+    let mut state = h.vsock.save();
+    state.connections.reset = vec![(1, 2); super::saved_connections::MAX_SAVED_RESETS + 1];
+    let args = super::VsockConstructorArgs {
+        mem: h.driver.mem.clone(),
+        uds_path: h._dir.path().join("refused.sock"),
+    };
+    assert!(matches!(
+        Vsock::restore(args, &state),
+        Err(super::VsockRestoreError::Connections(_))
+    ));
+}
+
+#[test]
+fn reset_in_place_resumes_the_link_on_a_new_stream() {
+    let mut h = Harness::new();
+    let mut old_link = open_link(&mut h);
+    let (mut other, other_port) = h.open_from_host(1024);
+    // Reset to the moment just taken (the test driver's rings cannot go back in time).
+    let state = h.vsock.save();
+    h.vsock.reset_to(&state).unwrap();
+    h.vsock.resume_guest_connections();
+    let mut link = h.vsock.take_resumed_link().expect("the link resumed");
+    h.pump();
+    assert!(sees_eof(&mut old_link));
+    assert!(sees_eof(&mut other));
+    expect_only_a_reset_of(&mut h, other_port, 1024);
+    link_carries_bytes_both_ways(&mut h, &mut link);
 }
 
 #[test]
@@ -792,7 +902,7 @@ fn reset_to_puts_queues_back_and_drops_connections_and_keeps_the_cid() {
     h.vsock.reset_to(&state).unwrap();
     assert_eq!(h.vsock.save(), state, "queues and registers as saved");
     assert!(lock(&h.vsock.device).is_activated());
-    h.vsock.reset_guest_transport();
+    h.vsock.resume_guest_connections();
     h.pump();
     assert!(
         sees_eof(&mut host),
