@@ -311,16 +311,7 @@ fn the_server_is_confined_and_ends_with_its_sandbox() {
     )
     .unwrap();
     let pid = u32::try_from(record["server_pid"].as_u64().unwrap()).unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default()
-    };
-    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
-    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    common::assert_unprivileged(pid);
     // Its own mount namespace, whose root holds the workspace alone.
     let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
     assert_ne!(ns(&pid.to_string()), ns("self"));

@@ -26,6 +26,12 @@ struct Proxy {
     _scratch: tempfile::TempDir,
 }
 
+impl Proxy {
+    fn scratch_path(&self) -> &Path {
+        self._scratch.path()
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.proxy.kill();
@@ -37,6 +43,11 @@ impl Drop for Proxy {
 
 /// Starts a proxy for sandbox `e` whose global policy is `policy`.
 fn start(policy: &str) -> Proxy {
+    start_as(policy, None)
+}
+
+/// Starts a proxy as [`start`] does, run by user and group `ids` if given (its files theirs).
+fn start_as(policy: &str, ids: Option<(u32, u32)>) -> Proxy {
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().join("state");
     let config = scratch.path().join("config");
@@ -47,8 +58,16 @@ fn start(policy: &str) -> Proxy {
     let paths = SandboxPaths::new(&state, "e").unwrap();
     std::fs::create_dir_all(&paths.dir).unwrap();
     let socket = egress::socket(&paths);
+    // A file beside the proxy's directories that its jail must not show.
+    std::fs::write(scratch.path().join("outside"), b"host file").unwrap();
     let watched = Command::new("sleep").arg("600").spawn().unwrap();
-    let mut proxy = Command::new(env!("CARGO_BIN_EXE_paddock"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_paddock"));
+    if let Some((uid, gid)) = ids {
+        use std::os::unix::process::CommandExt;
+        chown_tree(scratch.path(), uid, gid);
+        command.uid(uid).gid(gid);
+    }
+    let mut proxy = command
         .arg("__egress")
         .arg("--state-dir")
         .arg(&state)
@@ -82,6 +101,15 @@ fn start(policy: &str) -> Proxy {
         socket,
         log: files.log(),
         _scratch: scratch,
+    }
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            chown_tree(&entry.unwrap().path(), uid, gid);
+        }
     }
 }
 
@@ -180,6 +208,70 @@ fn the_filtered_proxy_resolves_decides_and_logs_and_every_thread_is_filtered() {
         modes.iter().all(|m| m == "2"),
         "every thread of the egress proxy is filtered: {modes:?}"
     );
+}
+
+#[test]
+fn the_proxy_is_jailed_without_privileges_and_keeps_the_network() {
+    assert_jailed(&start(r#"{"preset": "open"}"#));
+}
+
+#[test]
+fn run_by_an_ordinary_user_the_proxy_is_jailed_in_a_user_namespace() {
+    // SAFETY: geteuid has no memory effects.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: becoming another user needs root");
+        return;
+    }
+    let proxy = start_as(r#"{"preset": "open"}"#, Some((65534, 65534)));
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/user")).unwrap();
+    assert_ne!(
+        ns(&proxy.proxy.id().to_string()),
+        ns("self"),
+        "its own user namespace"
+    );
+    assert_jailed(&proxy);
+}
+
+/// Checks a running proxy's confinement and that it still resolves names and connects out.
+fn assert_jailed(proxy: &Proxy) {
+    let pid = proxy.proxy.id();
+    common::assert_unprivileged(pid);
+    let ns = |p: &str, kind: &str| std::fs::read_link(format!("/proc/{p}/ns/{kind}")).unwrap();
+    let me = std::process::id().to_string();
+    assert_ne!(
+        ns(&pid.to_string(), "mnt"),
+        ns(&me, "mnt"),
+        "its own mount namespace"
+    );
+    assert_eq!(
+        ns(&pid.to_string(), "net"),
+        ns(&me, "net"),
+        "the host's network"
+    );
+    // Its root holds its files, the resolver's and nothing else of the host's.
+    let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+    let sees = |path: &Path| root.join(path.strip_prefix("/").unwrap()).exists();
+    assert!(sees(&proxy.socket), "its socket");
+    assert!(
+        sees(&proxy.log) || sees(proxy.log.parent().unwrap()),
+        "its log"
+    );
+    assert!(!sees(Path::new("/usr")), "no /usr");
+    assert!(!sees(Path::new("/proc/self")), "no /proc");
+    assert!(
+        !sees(&proxy.scratch_path().join("outside")),
+        "nothing else of the scratch directory"
+    );
+    assert_eq!(
+        sees(Path::new("/etc/hosts")),
+        Path::new("/etc/hosts").exists(),
+        "the resolver's files"
+    );
+    // It still resolves with them and connects out: `localhost` from /etc/hosts is refused as
+    // a loopback address, not as unresolved.
+    let head = connect(&proxy.socket, "localhost", 443);
+    assert!(!head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(logged_reason(&proxy.log, "localhost"), "address");
 }
 
 #[test]

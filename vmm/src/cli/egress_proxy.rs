@@ -1,8 +1,9 @@
 //! `paddock __egress`: the egress proxy process of one sandbox (started by `start`, `run`,
 //! `restore` and `fork` next to the VMM; it ends when the VMM does). It reads the policy files
-//! and the secrets; the VMM reads neither. It holds no capability and cannot gain one, and
-//! every thread runs under its seccomp filter (`egress` in `vmm/seccomp/x86_64.json`) before
-//! the first guest connection is accepted.
+//! and the secrets; the VMM reads neither. It holds no capability and cannot gain one, runs in
+//! its own mount namespace that shows only the files it keeps using (the host's network stays:
+//! it connects out), and every thread runs under its seccomp filter (`egress` in
+//! `vmm/seccomp/x86_64.json`) before the first guest connection is accepted.
 
 use super::EgressProxyArgs;
 use anyhow::Context;
@@ -25,13 +26,11 @@ const ROOTS_ENV: &str = "PADDOCK_EGRESS_EXTRA_ROOTS";
 pub fn run(args: EgressProxyArgs) -> anyhow::Result<i32> {
     // Its own log level (`PADDOCK_EGRESS_LOG`, e.g. `debug`), apart from the commands'.
     super::init_tracing_from("PADDOCK_EGRESS_LOG", "info");
-    // It needs no capability (its files are its user's, its sockets are Unix sockets and
-    // outgoing TCP): none left, and none to gain by exec, before it reads a byte from the guest.
-    paddock_vmm::sandbox::privileges::drop_capabilities()
-        .and_then(|()| paddock_vmm::sandbox::privileges::forbid_new_privileges())
-        .context("dropping the egress proxy's privileges")?;
-    let paths = SandboxPaths::new(&args.state_dir, &args.name)?;
-    let files = EgressFiles::new(&args.state_dir);
+    // Absolute: the jail changes the root and the working directory.
+    let state_dir = std::path::absolute(&args.state_dir)
+        .with_context(|| format!("the state directory {}", args.state_dir.display()))?;
+    let paths = SandboxPaths::new(&state_dir, &args.name)?;
+    let files = EgressFiles::new(&state_dir);
     let store = SecretStore::open(&files.secrets())?;
     let credentials = Credentials::from_store(&store);
     let ca = SandboxCa::load_or_create(&files.ca_dir(&args.ca))
@@ -47,10 +46,23 @@ pub fn run(args: EgressProxyArgs) -> anyhow::Result<i32> {
     config.resolve_overrides = resolve_overrides()?;
     config.extra_roots = std::env::var_os(ROOTS_ENV)
         .map(|v| std::env::split_paths(&v).collect::<Vec<PathBuf>>())
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .iter()
+        .map(std::path::absolute)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{ROOTS_ENV}: a path cannot be made absolute"))?;
     config.credentials = credentials;
     config.ca = Some(ca);
     config.exit_when_pid_gone = Some(args.vmm_pid);
+    // Its secrets and CA read, and still one thread: into its jail, which holds only the files
+    // it goes on using (see `egress::jail_plan`) and keeps the host's network.
+    files
+        .create_config()
+        .context("creating the configuration directory")?;
+    let plan = egress::jail_plan(&files, &paths, &config.extra_roots);
+    // It needs no capability (its files are its user's, its sockets are Unix sockets and
+    // outgoing TCP): none left, and none to gain by exec, before it reads a byte from the guest.
+    super::confine::confine_helper(&plan, &egress::jail_root(&paths), "the egress proxy")?;
     // Once its files and socket are open and all its threads run, before the first guest
     // connection: a filter on every thread (an unlisted syscall fails with EPERM).
     if args.no_seccomp {

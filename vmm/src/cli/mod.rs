@@ -2,6 +2,7 @@
 
 mod agents;
 mod attach;
+mod confine;
 mod egress;
 mod egress_proxy;
 mod interactive;

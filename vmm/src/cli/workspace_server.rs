@@ -7,9 +7,9 @@
 
 use super::WorkspaceServerArgs;
 use anyhow::Context;
-use paddock_vmm::sandbox::jail::{self, Bind, JailPlan};
+use paddock_vmm::sandbox::jail::{Bind, JailPlan};
+use paddock_vmm::sandbox::rlimits;
 use paddock_vmm::sandbox::workspace::WorkspaceMode;
-use paddock_vmm::sandbox::{privileges, rlimits};
 use paddock_vmm::seccomp;
 use paddock_workspace::{Owner, WorkspaceServer};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -44,21 +44,9 @@ pub fn run(args: WorkspaceServerArgs) -> anyhow::Result<i32> {
             writable: true,
         }],
         bare: true,
+        keep_network: false,
     };
-    match jail::enter_as_helper(&plan, &args.jail_root) {
-        Ok(()) => {}
-        Err(e) if e.is_unavailable() => tracing::warn!(
-            "the workspace server runs unjailed: this host forbids user namespaces ({})",
-            seccomp::describe(&e)
-        ),
-        Err(e) => {
-            return Err(anyhow::anyhow!(seccomp::describe(&e)))
-                .context("confining the workspace server")
-        }
-    }
-    privileges::drop_capabilities()
-        .and_then(|()| privileges::forbid_new_privileges())
-        .context("dropping the workspace server's privileges")?;
+    super::confine::confine_helper(&plan, &args.jail_root, "the workspace server")?;
     let (started, running) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("vmm-watch".into())

@@ -3,6 +3,7 @@
 //! and opens no internet socket; the proxy holds the secrets and opens no guest memory.
 
 use super::helper::HelperLaunch;
+use super::jail::JailPlan;
 use super::paths::SandboxPaths;
 use paddock_protocol::EGRESS_PORT;
 use serde::{Deserialize, Serialize};
@@ -47,17 +48,18 @@ pub struct EgressFiles {
 }
 
 /// The configuration directory: `$PADDOCK_CONFIG_DIR`, else `$XDG_CONFIG_HOME/paddock`, else
-/// `~/.config/paddock`.
+/// `~/.config/paddock`; absolute (a jailed proxy has another working directory).
 pub fn config_dir() -> PathBuf {
     let from_env = |var: &str| std::env::var_os(var).filter(|d| !d.is_empty());
-    if let Some(dir) = from_env("PADDOCK_CONFIG_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = from_env("XDG_CONFIG_HOME") {
-        return PathBuf::from(dir).join("paddock");
-    }
-    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-        .join(".config/paddock")
+    let dir = if let Some(dir) = from_env("PADDOCK_CONFIG_DIR") {
+        PathBuf::from(dir)
+    } else if let Some(dir) = from_env("XDG_CONFIG_HOME") {
+        PathBuf::from(dir).join("paddock")
+    } else {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .join(".config/paddock")
+    };
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 impl EgressFiles {
@@ -91,6 +93,15 @@ impl EgressFiles {
     /// Creates the state directory.
     pub fn create(&self) -> std::io::Result<()> {
         std::fs::create_dir_all(self.state.join("ca"))
+    }
+    /// Creates the configuration directory (0700) if it is missing: a jailed proxy sees a policy
+    /// written later only inside a directory that existed when it started.
+    pub fn create_config(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.config)
     }
 }
 
@@ -160,6 +171,44 @@ pub fn socket(paths: &SandboxPaths) -> PathBuf {
     let mut name = paths.vsock().into_os_string();
     name.push(format!("_{EGRESS_PORT}"));
     PathBuf::from(name)
+}
+
+/// The empty directory the proxy's jail is built on.
+pub fn jail_root(paths: &SandboxPaths) -> PathBuf {
+    paths.dir.join("egress-jail")
+}
+
+/// Files the C library's resolver reads (the proxy resolves names with it): bound read-only
+/// into the proxy's jail where the host has them.
+pub const RESOLVER_FILES: [&str; 5] = [
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+];
+
+/// What the proxy of the sandbox at `paths` sees once jailed: its sandbox directory (its socket,
+/// the sandbox's policy), the egress state directory (the decision log, the name map), the
+/// configuration directory read-only (the global policy, re-read when it changes: bound as a
+/// directory, so a policy replaced by rename shows), the resolver's files and `extra_roots`
+/// read-only. Nothing else of the host's file system.
+pub fn jail_plan(files: &EgressFiles, paths: &SandboxPaths, extra_roots: &[PathBuf]) -> JailPlan {
+    let mut plan = JailPlan {
+        binds: Vec::new(),
+        bare: true,
+        keep_network: true,
+    };
+    plan.bind(&paths.dir, true);
+    plan.bind(&files.state, true);
+    plan.bind(&files.config, false);
+    for path in RESOLVER_FILES.iter().map(Path::new).filter(|p| p.exists()) {
+        plan.bind(path, false);
+    }
+    for root in extra_roots {
+        plan.bind(root, false);
+    }
+    plan
 }
 
 /// A sandbox's (or snapshot's) own policy file name.
@@ -297,6 +346,48 @@ pub fn refresh_proxy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_proxy_jail_holds_its_directories_the_resolver_files_and_the_extra_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = EgressFiles {
+            config: dir.path().join("config"),
+            state: dir.path().join("state/egress"),
+        };
+        let paths = SandboxPaths::new(&dir.path().join("state"), "s").unwrap();
+        let root = dir.path().join("extra.pem");
+        let plan = jail_plan(&files, &paths, std::slice::from_ref(&root));
+        assert!(plan.bare && plan.keep_network);
+        let bound = |path: &Path| {
+            plan.binds
+                .iter()
+                .find(|b| b.path == path)
+                .map(|b| b.writable)
+        };
+        assert_eq!(bound(&paths.dir), Some(true), "its socket and policy");
+        assert_eq!(bound(&files.state), Some(true), "the log and the name map");
+        assert_eq!(
+            bound(&files.config),
+            Some(false),
+            "the global policy, read only"
+        );
+        assert_eq!(bound(&root), Some(false));
+        for resolver in RESOLVER_FILES.iter().map(Path::new) {
+            assert_eq!(bound(resolver).is_some(), resolver.exists(), "{resolver:?}");
+        }
+        let others = plan.binds.len() - 4;
+        assert_eq!(
+            others,
+            RESOLVER_FILES
+                .iter()
+                .filter(|f| Path::new(f).exists())
+                .count(),
+            "nothing else: {:?}",
+            plan.binds
+        );
+        // Its jail is built in its sandbox's directory.
+        assert!(jail_root(&paths).starts_with(&paths.dir));
+    }
 
     #[test]
     fn records_round_trip_and_name_the_socket() {

@@ -85,6 +85,9 @@ pub struct JailPlan {
     /// No `/proc` and no device nodes: for a helper process that opened what it needs from
     /// them before it entered (it has no PID namespace of its own to show).
     pub bare: bool,
+    /// Stay in the host's network namespace: for a helper that connects out (the egress
+    /// proxy). Everything else gets an empty one.
+    pub keep_network: bool,
 }
 
 /// Device nodes every VMM needs.
@@ -157,7 +160,8 @@ pub fn new_pid_namespace() -> Result<(), JailError> {
     Ok(())
 }
 
-/// Enters the jail of a helper process (the workspace server): for an ordinary user first a
+/// Enters the jail of a helper process (the workspace server, the egress proxy): for an
+/// ordinary user first a
 /// user namespace mapping only their own ids, then [`enter`] with a bare plan (no PID namespace,
 /// no `/proc`, no devices). Single-threaded callers only.
 pub fn enter_as_helper(plan: &JailPlan, root: &Path) -> Result<(), JailError> {
@@ -201,7 +205,11 @@ enum RootSwitch {
 fn enter_with(plan: &JailPlan, root: &Path, switch: RootSwitch) -> Result<(), JailError> {
     // Before the fresh /proc hides the host's: this process's host pid.
     host_pid();
-    unshare(libc::CLONE_NEWNS | libc::CLONE_NEWNET, "mount and network")?;
+    if plan.keep_network {
+        unshare(libc::CLONE_NEWNS, "mount")?;
+    } else {
+        unshare(libc::CLONE_NEWNS | libc::CLONE_NEWNET, "mount and network")?;
+    }
     // Nothing mounted here propagates back to the host.
     mount(
         None,

@@ -373,6 +373,21 @@ impl Drop for Scratch {
     }
 }
 
+/// Asserts that process `pid` holds no effective capability and cannot gain one (`CapEff` 0,
+/// `NoNewPrivs` 1).
+pub fn assert_unprivileged(pid: u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+}
+
 /// SIGKILLs a process.
 pub fn kill9(pid: u32) {
     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
