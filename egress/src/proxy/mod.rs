@@ -64,7 +64,7 @@ pub use log::{
     Verdict, LOG_ROTATE_BYTES,
 };
 pub use names::{is_stable, NamesError, StableNames, MAX_STABLE_NAMES, STABLE_RANGE};
-pub use pid_watch::{process_alive, process_gone};
+pub use pid_watch::{process_alive, process_gone, PidWatch};
 pub use resolve::{ResolveError, Resolver, MAX_ADDRESSES};
 pub use serve::{run, serve, ServeError};
 pub use splice::{splice, Prefixed, Spliced};

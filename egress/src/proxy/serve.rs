@@ -22,7 +22,7 @@ use super::fd_limit::effective_max_connections;
 use super::listener::{BoundSocket, ListenError};
 use super::log::{EgressLog, EgressPath, LogOpenError};
 use super::names::{NamesError, StableNames};
-use super::pid_watch::process_gone;
+use super::pid_watch::PidWatch;
 use super::resolve::Resolver;
 use super::shared::{DenyReason, Shared};
 
@@ -74,6 +74,7 @@ pub async fn serve(mut config: ProxyConfig, shutdown: impl Future) -> Result<(),
     let ca = config.ca.take();
     let shared = Arc::new(shared_state(&config, ca)?);
     let socket = BoundSocket::bind(&config.listen).map_err(ServeError::Listen)?;
+    let vmm_watch = PidWatch::new(config.exit_when_pid_gone, config.limits.pid_poll_interval);
     if let Some(confine) = config.confine.take() {
         confine().map_err(ServeError::Confine)?;
     }
@@ -84,7 +85,7 @@ pub async fn serve(mut config: ProxyConfig, shutdown: impl Future) -> Result<(),
     let mut connections = JoinSet::new();
     let mut refusing = false;
     let mut shutdown = std::pin::pin!(shutdown);
-    let vmm_gone = process_gone(config.exit_when_pid_gone, config.limits.pid_poll_interval);
+    let vmm_gone = vmm_watch.gone();
     let mut vmm_gone = std::pin::pin!(vmm_gone);
     loop {
         tokio::select! {

@@ -41,3 +41,20 @@ async fn watching_ends_when_the_process_ends() {
     );
     assert!(never.await.is_err());
 }
+
+#[tokio::test]
+async fn a_pid_watch_ends_when_the_process_exits_even_unreaped() {
+    let mut child = Command::new("sleep").arg("0.2").spawn().unwrap();
+    let watch = PidWatch::new(Some(child.id()), Duration::from_secs(3600));
+    assert!(watch.pidfd.is_some(), "this kernel has pidfds");
+    // The hour-long poll interval would time out: only the pidfd can end it, while the child
+    // is still an unreaped zombie.
+    let watched = tokio::time::timeout(Duration::from_secs(10), watch.gone());
+    assert!(watched.await.is_ok());
+    child.wait().unwrap();
+    let never = tokio::time::timeout(
+        Duration::from_millis(100),
+        PidWatch::new(None, Duration::from_millis(20)).gone(),
+    );
+    assert!(never.await.is_err());
+}
