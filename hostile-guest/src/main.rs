@@ -7,6 +7,10 @@
 //! Usage: `paddock-hostile [--seed N] [--port P] [--connections C] [--per-connection K]`.
 //! The guest loses its devices (its vsock link to the host included): the VMM must keep
 //! serving, or end this one sandbox with a clear error.
+//!
+//! `paddock-hostile --seed N --fuse-rounds R` attacks only the sandbox's workspace server,
+//! with hostile FUSE requests over the kernel's own vsock (`fuse.rs`), and leaves the devices
+//! alone.
 
 // Register values, sizes and counts are small by construction; the casts below narrow them.
 #![allow(clippy::cast_possible_truncation)]
@@ -14,6 +18,7 @@
 mod attacks;
 mod devices;
 mod dma;
+mod fuse;
 mod mmio;
 mod ports;
 mod queue;
@@ -31,6 +36,7 @@ struct Options {
     port: u32,
     connections: u32,
     per_connection: u32,
+    fuse_rounds: u32,
 }
 
 fn options() -> Result<Options, String> {
@@ -39,6 +45,7 @@ fn options() -> Result<Options, String> {
         port: 5000,
         connections: 600,
         per_connection: 8,
+        fuse_rounds: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -52,6 +59,7 @@ fn options() -> Result<Options, String> {
             "--port" => o.port = small()?,
             "--connections" => o.connections = small()?,
             "--per-connection" => o.per_connection = small()?,
+            "--fuse-rounds" => o.fuse_rounds = small()?,
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -82,6 +90,10 @@ fn main() {
 fn run(o: &Options) -> std::io::Result<()> {
     let mut rng = rng::Rng::new(o.seed);
     say(&format!("seed {}", o.seed));
+    if o.fuse_rounds > 0 {
+        fuse::attack(&mut rng, o.fuse_rounds)?;
+        return Ok(());
+    }
 
     ports::gain_access()?;
     if let ports::PortPhase::Trapped = ports::hammer_in_child(&mut rng, 5_000)? {

@@ -60,6 +60,21 @@ fn alive(pid: u32) -> bool {
             .contains(") Z ")
 }
 
+/// Copies the hostile program into sandbox `name` as `/tmp/hostile`, through `exec`'s stdin.
+fn copy_into(s: &Scratch, name: &str, hostile: &Path) {
+    let binary = std::fs::read(hostile).unwrap();
+    let copy = [
+        "exec",
+        name,
+        "--",
+        "sh",
+        "-c",
+        "cat > /tmp/hostile && chmod +x /tmp/hostile",
+    ];
+    let out = s.output_with_stdin(s.paddock_command(&copy), &copy, &binary);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
 /// Holds every connection made to `path` open without ever reading from it.
 fn hoarding_listener(path: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
     let listener = UnixListener::bind(path).unwrap();
@@ -134,17 +149,7 @@ fn attack(victim: Victim) {
     let stop = Arc::new(AtomicBool::new(false));
     let hoarder = hoarding_listener(&flood_socket, stop.clone());
 
-    let binary = std::fs::read(&hostile).unwrap();
-    let copy = [
-        "exec",
-        "hb",
-        "--",
-        "sh",
-        "-c",
-        "cat > /tmp/hostile && chmod +x /tmp/hostile",
-    ];
-    let out = s.output_with_stdin(s.paddock_command(&copy), &copy, &binary);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    copy_into(&s, "hb", &hostile);
     // Reports go to the kernel log (the console, written by polling): the serial port's own
     // interrupts are among the things attacked. The exec returns at once; the guest's vsock
     // link goes down when the program takes the device.
@@ -248,4 +253,98 @@ fn attack(victim: Victim) {
     // The neighbour never noticed.
     assert_eq!(s.ok(&["exec", "calm", "--", "echo", "fine"]).trim(), "fine");
     s.ok(&["rm", "--force", "hb", "calm"]);
+}
+
+#[test]
+fn hostile_fuse_requests_stay_in_the_workspace_and_leave_its_server_serving() {
+    use std::os::unix::fs::FileTypeExt;
+    if !e2e_available() {
+        return;
+    }
+    let Some(hostile) = hostile_bin() else {
+        return;
+    };
+    let s = Scratch::new();
+    // The host: `ws` (the workspace) beside `outside`, a host-only file.
+    let host = s.path("fuse-host");
+    let ws = host.join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("from-host"), b"hello\n").unwrap();
+    let outside = host.join("outside");
+    std::fs::write(&outside, b"host secret\n").unwrap();
+    let passwd_before = std::fs::read("/etc/passwd").unwrap();
+    let ws_arg = ws.to_str().unwrap();
+    s.ok(&["start", "--name", "fw", "--workspace", ws_arg]);
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(s.state_dir().join("sandboxes/fw/workspace.json")).unwrap(),
+    )
+    .unwrap();
+    let server = u32::try_from(record["server_pid"].as_u64().unwrap()).unwrap();
+
+    copy_into(&s, "fw", &hostile);
+    let script = format!(
+        "cd / && /tmp/hostile --seed {} --fuse-rounds 2000",
+        std::process::id()
+    );
+    let out = s.cli(&["exec", "fw", "--", "sh", "-c", &script]);
+    let report = text(&out.stdout);
+    eprintln!("{report}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{report}\n{}\n{}",
+        text(&out.stderr),
+        s.sandbox_logs("fw")
+    );
+    assert!(report.contains("hostile: finished"), "{report}");
+    assert!(
+        report.contains("fuse: nothing of the host leaked") && !report.contains("ESCAPED"),
+        "a host file reached the guest:\n{report}"
+    );
+    assert!(
+        report.contains("fuse: a new connection's init answered Some(0)"),
+        "the server stopped serving:\n{report}"
+    );
+    assert!(
+        paddock_vmm::sandbox::process_alive(server),
+        "the workspace server died\n{}",
+        s.sandbox_logs("fw")
+    );
+    // Nothing changed outside the workspace, and nothing special was made inside it.
+    let beside: Vec<String> = std::fs::read_dir(&host)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut beside = beside;
+    beside.sort();
+    assert_eq!(
+        beside,
+        ["outside", "ws"],
+        "nothing appeared beside the workspace"
+    );
+    assert_eq!(std::fs::read(&outside).unwrap(), b"host secret\n");
+    assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd_before);
+    for entry in std::fs::read_dir(&ws).unwrap().flatten() {
+        let kind = entry.file_type().unwrap();
+        assert!(
+            !(kind.is_char_device()
+                || kind.is_block_device()
+                || kind.is_fifo()
+                || kind.is_socket()),
+            "the guest made a special file on the host: {:?}",
+            entry.path()
+        );
+    }
+    // A reset mounts the share again: the server serves the guest as before.
+    s.ok(&["reset", "fw"]);
+    let out = s.cli(&["exec", "fw", "--", "cat", &format!("{ws_arg}/from-host")]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "hello\n".to_string()),
+        "{}",
+        text(&out.stderr)
+    );
+    s.ok(&["rm", "--force", "fw"]);
+    s.assert_no_sandboxes_running();
 }
