@@ -336,12 +336,19 @@ fn hostile_fuse_requests_stay_in_the_workspace_and_leave_its_server_serving() {
             entry.path()
         );
     }
-    // A reset mounts the share again: the server serves the guest as before.
+    // A reset mounts the share again: the server serves the guest as before. The random
+    // requests may have changed modes and contents inside the workspace (that is the guest's
+    // right there, e.g. a SETATTR on the root): the host user sets the root's mode back, as they
+    // could, and writes a file the guest must then read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _ = std::fs::remove_file(ws.join("after-attack"));
+    std::fs::write(ws.join("after-attack"), b"served\n").unwrap();
     s.ok(&["reset", "fw"]);
-    let out = s.cli(&["exec", "fw", "--", "cat", &format!("{ws_arg}/from-host")]);
+    let out = s.cli(&["exec", "fw", "--", "cat", &format!("{ws_arg}/after-attack")]);
     assert_eq!(
         (out.status.code(), text(&out.stdout)),
-        (Some(0), "hello\n".to_string()),
+        (Some(0), "served\n".to_string()),
         "{}",
         text(&out.stderr)
     );
