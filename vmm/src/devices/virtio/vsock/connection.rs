@@ -217,8 +217,8 @@ impl Connection {
             && !self.pending.response
             && !self.pending.shutdown_send
             && self.tx_buf.is_empty();
-        let host_quiet = matches!(unread_bytes(&self.stream), Ok(0));
-        (open && nothing_owed && host_quiet).then_some(KeptConnection {
+        let host_quiet = || matches!(unread_bytes(&self.stream), Ok(0));
+        (open && nothing_owed && host_quiet()).then_some(KeptConnection {
             host_port: self.local_port,
             guest_port: self.peer_port,
             fwd_cnt: self.fwd_cnt,

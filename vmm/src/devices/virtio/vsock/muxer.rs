@@ -231,37 +231,21 @@ impl Muxer {
             self.next_local_port = next;
         }
         for &(host_port, guest_port) in &saved.reset {
-            self.push_orphan_reply(Header {
-                src_cid: HOST_CID,
-                dst_cid: self.guest_cid,
-                src_port: host_port,
-                dst_port: guest_port,
-                type_: TYPE_STREAM,
-                op: OP_RST,
-                ..Header::default()
-            });
+            self.owe_reset(host_port, guest_port);
         }
         let kept = saved.kept.as_ref()?;
-        let reset_kept = |muxer: &mut Self, e: io::Error| {
-            tracing::warn!("vsock: cannot resume the kept connection, resetting it: {e}");
-            muxer.push_orphan_reply(Header {
-                src_cid: HOST_CID,
-                dst_cid: muxer.guest_cid,
-                src_port: kept.host_port,
-                dst_port: kept.guest_port,
-                type_: TYPE_STREAM,
-                op: OP_RST,
-                ..Header::default()
-            });
-            None
-        };
-        let (ours, theirs) = match UnixStream::pair() {
+        let pair = UnixStream::pair().and_then(|(ours, theirs)| {
+            ours.set_nonblocking(true)?;
+            Ok((ours, theirs))
+        });
+        let (ours, theirs) = match pair {
             Ok(pair) => pair,
-            Err(e) => return reset_kept(self, e),
+            Err(e) => {
+                tracing::warn!("vsock: cannot resume the kept connection, resetting it: {e}");
+                self.owe_reset(kept.host_port, kept.guest_port);
+                return None;
+            }
         };
-        if let Err(e) = ours.set_nonblocking(true) {
-            return reset_kept(self, e);
-        }
         let conn = Connection::resumed(ours, kept, self.timeouts.close_flush);
         let key = conn.key();
         self.owners
@@ -426,6 +410,19 @@ impl Muxer {
                 self.reply_reset(hdr);
             }
         }
+    }
+
+    /// Queues an RST telling the guest that connection (`host_port`, `guest_port`) is gone.
+    fn owe_reset(&mut self, host_port: u32, guest_port: u32) {
+        self.push_orphan_reply(Header {
+            src_cid: HOST_CID,
+            dst_cid: self.guest_cid,
+            src_port: host_port,
+            dst_port: guest_port,
+            type_: TYPE_STREAM,
+            op: OP_RST,
+            ..Header::default()
+        });
     }
 
     /// Answers a guest packet with an RST, never an RST with an RST.

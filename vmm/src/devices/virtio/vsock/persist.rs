@@ -83,14 +83,13 @@ impl Persist for Vsock {
         let interrupt = Arc::new(Interrupt::new().map_err(VsockError::EventFd)?);
         let queue_evts = new_queue_events(NUM_QUEUES).map_err(VsockError::EventFd)?;
         let device_evts = clone_events(&queue_evts).map_err(VsockError::EventFd)?;
-        let device = VsockDevice::new(
+        let mut device = VsockDevice::new(
             args.mem.clone(),
             state.guest_cid,
             &args.uds_path,
             device_evts,
             interrupt.clone(),
         )?;
-        let mut device = device;
         device.set_kept_port(state.kept_port);
         let device = Arc::new(Mutex::new(device));
         let transport = MmioTransport::restore(
