@@ -51,14 +51,49 @@ pub enum KvmError {
 /// Marker module whose presence identifies a PVM host.
 pub const PVM_MODULE_PATH: &str = "/sys/module/kvm_pvm";
 
-/// Opens `/dev/kvm` and checks that it is hardware KVM with everything the VMM needs.
-pub fn open_kvm() -> Result<Kvm, KvmError> {
-    check_host_kind(Path::new(PVM_MODULE_PATH), Path::new("/dev/kvm"))?;
-    let kvm = Kvm::new().map_err(|e| match e.errno() {
+/// `/dev/kvm` opened ahead of time by [`open_early`].
+static OPENED_EARLY: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
+
+fn open_error(e: kvm_ioctls::Error) -> KvmError {
+    match e.errno() {
         libc::ENOENT | libc::ENODEV | libc::ENXIO => KvmError::NotFound,
         libc::EACCES | libc::EPERM => KvmError::PermissionDenied,
         _ => KvmError::Open(e),
-    })?;
+    }
+}
+
+/// Opens `/dev/kvm` now, for a process about to lose the right to (a VMM that becomes a user
+/// of its own, see `sandbox::vmm_user`): [`open_kvm`] then uses this descriptor. A failure is
+/// left for `open_kvm` to report.
+pub fn open_early() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/kvm");
+    if let Ok(file) = opened {
+        let _ = OPENED_EARLY.set(file.into());
+    }
+}
+
+/// Opens `/dev/kvm` (or takes the descriptor [`open_early`] kept) and checks that it is
+/// hardware KVM with everything the VMM needs.
+pub fn open_kvm() -> Result<Kvm, KvmError> {
+    check_host_kind(Path::new(PVM_MODULE_PATH), Path::new("/dev/kvm"))?;
+    let kvm = match OPENED_EARLY.get() {
+        Some(fd) => {
+            use std::os::fd::{FromRawFd, IntoRawFd};
+            let fd = fd.try_clone().map_err(|e| {
+                KvmError::Open(kvm_ioctls::Error::new(
+                    e.raw_os_error().unwrap_or(libc::EBADF),
+                ))
+            })?;
+            // SAFETY: `fd` is a descriptor of /dev/kvm this process owns; the Kvm takes it over.
+            unsafe { Kvm::from_raw_fd(fd.into_raw_fd()) }
+        }
+        None => Kvm::new().map_err(open_error)?,
+    };
     let version = kvm.get_api_version();
     if version != KVM_API_VERSION {
         return Err(KvmError::ApiVersion(version));

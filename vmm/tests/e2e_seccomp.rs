@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{e2e_available, Scratch};
+use common::{e2e_available, text, Scratch};
 use std::time::{Duration, Instant};
 
 /// A field of a `/proc/.../status` text (`"CapEff:"`), trimmed; empty when absent.
@@ -314,6 +314,128 @@ fn a_jailed_snapshot_of_a_restored_guest_holds_what_it_wrote() {
         "the snapshot lacks what the restored guest wrote: {out}"
     );
     for name in ["base", "again"] {
+        s.ok(&["rm", "--force", name]);
+    }
+}
+
+/// The ids of process `pid` (`Uid:`/`Gid:` lines: real, effective, saved, filesystem).
+fn ids(pid: u32) -> (String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    (status_field(&status, "Uid:"), status_field(&status, "Gid:"))
+}
+
+/// Asserts the command whose output is `out` started sandbox `name`.
+fn assert_started(s: &Scratch, out: &std::process::Output, name: &str) {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stderr),
+        s.sandbox_logs(name)
+    );
+}
+
+/// Asserts sandbox `name`'s VMM runs as nobody (all four ids), confined and jailed.
+fn assert_runs_as_nobody(s: &Scratch, name: &str) {
+    let pid = s.pid_of(name);
+    let (uid, gid) = ids(pid);
+    assert_eq!(
+        uid.split_whitespace().collect::<Vec<_>>(),
+        ["65534"; 4],
+        "{name}'s VMM uids"
+    );
+    assert_eq!(
+        gid.split_whitespace().collect::<Vec<_>>(),
+        ["65534"; 4],
+        "{name}'s VMM gids"
+    );
+    assert_confined(s, name);
+    assert_jailed(s, name);
+}
+
+/// Run by root with `PADDOCK_VMM_USER=nobody`, every VMM (booted, restored, reset, forked) runs
+/// as nobody, and still does all a VMM does: exec, a snapshot into a directory it never saw, a
+/// restore and a fork of it, a reset, a live workspace share, and a DNS question through the
+/// sandbox's egress proxy (both helpers stay root's and listen where the VMM can reach them).
+#[test]
+fn a_vmm_started_by_root_runs_as_the_configured_user() {
+    if !e2e_available() {
+        return;
+    }
+    // SAFETY: geteuid has no memory effects.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: --vmm-user is root's (the lab runs the tests as root)");
+        return;
+    }
+    let s = Scratch::new();
+    // By ids: the lab's initramfs has no passwd file to name nobody in.
+    let as_nobody = [("PADDOCK_VMM_USER", "65534:65534")];
+    let project = s.path("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let project = std::fs::canonicalize(&project).unwrap();
+    let project_arg = project.to_str().unwrap();
+    let out = s.cli_env(
+        &["start", "--name", "u", "--workspace", project_arg],
+        &as_nobody,
+    );
+    assert_started(&s, &out, "u");
+    assert_runs_as_nobody(&s, "u");
+    exec_ok(&s, "u");
+
+    // The workspace server (root's) serves the nobody VMM's guest.
+    std::fs::write(project.join("from-host"), "host\n").unwrap();
+    let echoed = s.ok(&[
+        "exec",
+        "u",
+        "--",
+        "sh",
+        "-c",
+        &format!("cat {project_arg}/from-host && echo guest > {project_arg}/from-guest"),
+    ]);
+    assert_eq!(echoed, "host\n");
+    assert_eq!(
+        std::fs::read_to_string(project.join("from-guest")).unwrap(),
+        "guest\n"
+    );
+    // The egress proxy (root's) answers the nobody VMM's guest: its DNS question is decided
+    // and logged, whatever the decision.
+    let _ = s.cli(&["exec", "u", "--", "nslookup", "vmm-user.test", "127.0.0.1"]);
+    let asked = s
+        .ok(&["policy", "log", "--json"])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|v| v["host"] == "vmm-user.test");
+    assert!(asked, "no egress decision for the guest's DNS question");
+
+    // A snapshot into a directory made now, then a restore, a reset and a fork of it.
+    let snap = s.path("snaps/one");
+    s.ok(&["snapshot", "u", snap.to_str().unwrap()]);
+    let out = s.cli_env(
+        &["restore", snap.to_str().unwrap(), "--name", "u2"],
+        &as_nobody,
+    );
+    assert_started(&s, &out, "u2");
+    assert_runs_as_nobody(&s, "u2");
+    exec_ok(&s, "u2");
+    s.ok(&["reset", "u2"]);
+    assert_runs_as_nobody(&s, "u2");
+    exec_ok(&s, "u2");
+    s.ok(&["reset", "u", "--to", snap.to_str().unwrap()]);
+    exec_ok(&s, "u");
+    let out = s.cli_env(
+        &[
+            "fork",
+            snap.to_str().unwrap(),
+            "--count",
+            "1",
+            "--prefix",
+            "uf",
+        ],
+        &as_nobody,
+    );
+    assert_started(&s, &out, "uf-0");
+    assert_runs_as_nobody(&s, "uf-0");
+    exec_ok(&s, "uf-0");
+    for name in ["u", "u2", "uf-0"] {
         s.ok(&["rm", "--force", name]);
     }
 }

@@ -43,6 +43,22 @@ pub struct BoundSocket {
     identity: (u64, u64),
 }
 
+/// The socket's mode: 0600, or 0666 where its directory is opened to a group and closed to
+/// everyone else (set-group-ID, `rwxrwx---`: a sandbox whose VMM runs as a user of its own, which
+/// reaches the proxy through that group; the directory is then what keeps others out).
+fn socket_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let shared = path
+        .parent()
+        .and_then(|dir| fs::metadata(dir).ok())
+        .is_some_and(|meta| meta.mode() & 0o2077 == 0o2070);
+    if shared {
+        0o666
+    } else {
+        0o600
+    }
+}
+
 impl BoundSocket {
     /// Binds `path`: inside a fresh private (0700) directory next to it first, chmod 0600,
     /// then renamed into place, so the socket is never reachable with a wider mode — not at
@@ -61,7 +77,7 @@ impl BoundSocket {
         let bound = UnixListener::bind(&temporary)
             .map_err(io_error(&temporary))
             .and_then(|listener| {
-                fs::set_permissions(&temporary, fs::Permissions::from_mode(0o600))
+                fs::set_permissions(&temporary, fs::Permissions::from_mode(socket_mode(path)))
                     .and_then(|()| fs::rename(&temporary, path))
                     .map_err(io_error(path))
                     .map(|()| listener)

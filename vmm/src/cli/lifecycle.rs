@@ -19,7 +19,8 @@ pub(super) fn sandboxes(state: &StateArgs) -> Sandboxes {
 pub fn start(args: StartArgs) -> anyhow::Result<i32> {
     let sandboxes = sandboxes(&args.state)
         .with_cpus(args.limits.cpus)
-        .with_seccomp(args.limits.seccomp());
+        .with_seccomp(args.limits.seccomp())
+        .with_vmm_user(args.limits.vmm_user()?)?;
     // Checked before anything starts.
     let workspace = resolve_workspace(&args.workspace)?;
     let plan = machine::plan(args.machine, &sandboxes)?;
@@ -241,7 +242,8 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
     let workspace = resolve_workspace(&args.workspace)?;
     let sandboxes = sandboxes(&args.state)
         .with_cpus(args.limits.cpus)
-        .with_seccomp(args.limits.seccomp());
+        .with_seccomp(args.limits.seccomp())
+        .with_vmm_user(args.limits.vmm_user()?)?;
     let info = sandboxes.start(args.name.as_deref(), launch)?;
     share(&sandboxes, &info.name, workspace.as_ref())?;
     let wall_ms = ms_since(requested);
@@ -308,7 +310,8 @@ pub fn fork(args: ForkArgs) -> anyhow::Result<i32> {
     let started = Instant::now();
     let sandboxes = sandboxes(&args.state)
         .with_cpus(args.limits.cpus)
-        .with_seccomp(args.limits.seccomp());
+        .with_seccomp(args.limits.seccomp())
+        .with_vmm_user(args.limits.vmm_user()?)?;
     let infos = sandboxes.fork(&dir, args.count, &args.prefix, false)?;
     for info in &infos {
         if let Err(e) = share(&sandboxes, &info.name, workspace.as_ref()) {
@@ -348,6 +351,11 @@ pub fn vmm_process(args: VmmArgs) -> anyhow::Result<i32> {
     use paddock_vmm::seccomp::{Filters, Mode, SeccompScope};
     let spawned = Instant::now();
     let launch: Launch = serde_json::from_str(&args.launch).context("bad --launch")?;
+    let user = args
+        .vmm_user
+        .as_deref()
+        .map(paddock_vmm::sandbox::vmm_user::VmmUser::parse)
+        .transpose()?;
     let paths = SandboxPaths::new(&args.state_dir, &args.name)?;
     ignore_terminal_signals();
     paddock_vmm::capped_log::cap_stderr().context("capping the VMM's log")?;
@@ -378,7 +386,11 @@ pub fn vmm_process(args: VmmArgs) -> anyhow::Result<i32> {
         &args.name,
         launch,
         args.cpus,
-        paddock_vmm::sandbox::daemon::Confinement { seccomp, jailed },
+        paddock_vmm::sandbox::daemon::Confinement {
+            seccomp,
+            jailed,
+            user,
+        },
         std::io::stdout(),
         spawned,
     ))

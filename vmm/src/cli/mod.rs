@@ -347,9 +347,31 @@ pub struct LimitArgs {
     /// filter killed a VMM (its log says so), never to run agents.
     #[arg(long)]
     pub no_seccomp: bool,
+    /// When paddock runs as root: the user the sandbox's VMM runs as (NAME, UID, NAME:GROUP or
+    /// UID:GID; default $PADDOCK_VMM_USER, else root without capabilities). Use a user of its
+    /// own: the sandbox's directory and the snapshots it writes are opened to its group.
+    #[arg(long, value_name = "USER")]
+    pub vmm_user: Option<String>,
 }
 
 impl LimitArgs {
+    /// The VMM's user: `--vmm-user`, else `$PADDOCK_VMM_USER` (empty: none).
+    pub fn vmm_user(
+        &self,
+    ) -> Result<
+        Option<paddock_vmm::sandbox::vmm_user::VmmUser>,
+        paddock_vmm::sandbox::vmm_user::VmmUserError,
+    > {
+        let named = self
+            .vmm_user
+            .clone()
+            .or_else(|| std::env::var("PADDOCK_VMM_USER").ok())
+            .filter(|s| !s.is_empty());
+        named
+            .map(|name| paddock_vmm::sandbox::vmm_user::VmmUser::parse(&name))
+            .transpose()
+    }
+
     /// Says loudly that the filters are off, when they are; whether they are on.
     pub fn seccomp(&self) -> bool {
         if self.no_seccomp {
@@ -683,6 +705,9 @@ pub struct VmmArgs {
     /// No seccomp filters (debugging only).
     #[arg(long)]
     pub no_seccomp: bool,
+    /// The user to become (UID:GID), when started by root.
+    #[arg(long, value_name = "UID:GID")]
+    pub vmm_user: Option<String>,
 }
 
 /// What a sandbox VM is built from.

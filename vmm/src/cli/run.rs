@@ -174,6 +174,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         "--cpus limits sandboxes (`paddock start`, `paddock run AGENT`); a throwaway \
          `paddock run -- CMD` runs in this process, which is not moved into a cgroup"
     );
+    anyhow::ensure!(
+        args.limits.vmm_user.is_none(),
+        "--vmm-user applies to sandboxes (`paddock start`, `paddock run AGENT`); a throwaway \
+         `paddock run -- CMD` runs its VM in this process, as you"
+    );
+    if std::env::var_os("PADDOCK_VMM_USER").is_some_and(|v| !v.is_empty()) {
+        eprintln!(
+            "paddock: note: PADDOCK_VMM_USER does not apply to a throwaway `paddock run -- CMD`: \
+             its VM runs in this process, as you"
+        );
+    }
     // The VM runs in this process: its own threads (vCPUs, devices) are confined, this one,
     // which also serves the terminal, is not.
     let seccomp = if args.limits.seccomp() {

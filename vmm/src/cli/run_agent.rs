@@ -32,7 +32,8 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<i32> {
     };
     let sandboxes = Sandboxes::new(args.state.state_dir.as_deref())
         .with_cpus(args.limits.cpus)
-        .with_seccomp(args.limits.seccomp());
+        .with_seccomp(args.limits.seccomp())
+        .with_vmm_user(args.limits.vmm_user()?)?;
     let policy = super::policy::sandbox_policy(&args.egress)?;
     block_handled_signals();
     let signals = SignalRouter::spawn()?;

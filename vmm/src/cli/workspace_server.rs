@@ -38,6 +38,17 @@ pub fn run(args: WorkspaceServerArgs) -> anyhow::Result<i32> {
     let _ = std::fs::remove_file(&args.socket);
     let listener = UnixListener::bind(&args.socket)
         .with_context(|| format!("listening on {}", args.socket.display()))?;
+    // A VMM that runs as a user of its own reaches the socket through its sandbox's directory,
+    // which is closed to everyone else (see `vmm_user::share_dir`).
+    if args
+        .socket
+        .parent()
+        .is_some_and(paddock_vmm::sandbox::vmm_user::dir_is_shared)
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o666))
+            .with_context(|| format!("opening {} to the VMM", args.socket.display()))?;
+    }
     let plan = JailPlan {
         binds: vec![Bind {
             path: args.dir.clone(),

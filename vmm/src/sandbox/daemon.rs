@@ -404,6 +404,8 @@ pub struct Confinement {
     /// Whether the process enters its jail (it is then PID 1 of its own PID namespace, which
     /// the supervisor made: see `supervisor::fork_vmm`).
     pub jailed: bool,
+    /// The user a VMM started by root becomes (`--vmm-user`); none: it keeps its own uid.
+    pub user: Option<super::vmm_user::VmmUser>,
 }
 
 /// Confines this process before any VM exists: into the sandbox's cgroup (so all of the VM's
@@ -417,11 +419,12 @@ fn confine(
     snapshot: Option<&ReadSnapshot>,
     cpus: Option<f64>,
     jailed: bool,
+    user: Option<super::vmm_user::VmmUser>,
 ) -> Result<cgroup::Placement, String> {
     let ram = guest_ram(launch, snapshot)?;
     let resources =
         cgroup::enter(name, &cgroup::Limits::for_guest(ram, cpus)).map_err(|e| e.to_string())?;
-    let plan = jail_plan(paths, launch, snapshot);
+    let plan = jail_plan(paths, launch, snapshot, user)?;
     if jailed {
         super::jail::enter(&plan.jail, &paths.dir.join(JAIL_ROOT))
             .map_err(|e| crate::seccomp::describe(&e))?;
@@ -437,6 +440,14 @@ fn confine(
     super::rlimits::Limits::for_guest(ram, plan.largest_writable_file)
         .apply()
         .map_err(|e| crate::seccomp::describe(&e))?;
+    if let Some(user) = user {
+        // The bounding set while CAP_SETPCAP is still held; the uid change takes the rest.
+        super::privileges::drop_bounding_set().map_err(|e| crate::seccomp::describe(&e))?;
+        // /dev/kvm while it may still be opened (it is root's, often mode 0600).
+        crate::kvm::open_early();
+        user.become_user()
+            .map_err(|e| crate::seccomp::describe(&e))?;
+    }
     super::privileges::drop_capabilities()
         .and_then(|()| super::privileges::forbid_new_privileges())
         .map_err(|e| crate::seccomp::describe(&e))?;
@@ -455,7 +466,11 @@ pub fn run(
     mut report: impl Write,
     spawned: Instant,
 ) -> i32 {
-    let Confinement { seccomp, jailed } = confinement;
+    let Confinement {
+        seccomp,
+        jailed,
+        user,
+    } = confinement;
     let launch = launch.absolute();
     // A snapshot's state file is read and decoded once, here: it sizes the cgroup, names the
     // disks the jail must show, and is what the restore uses.
@@ -466,7 +481,7 @@ pub fn run(
         },
         Launch::Boot { .. } => None,
     };
-    let resources = match confine(&paths, name, &launch, snapshot.as_ref(), cpus, jailed) {
+    let resources = match confine(&paths, name, &launch, snapshot.as_ref(), cpus, jailed, user) {
         Ok(resources) => resources,
         Err(message) => return report_failure(&mut report, message),
     };
@@ -624,12 +639,22 @@ impl LaunchJail {
 
 /// The paths a launch's VMM opens: its sandbox's directory, the image digest cache, its
 /// artifacts (a root image read-only, a scratch disk writable) or its snapshot and the disks
-/// that snapshot names, and its console log.
-fn jail_plan(paths: &SandboxPaths, launch: &Launch, snapshot: Option<&ReadSnapshot>) -> LaunchJail {
+/// that snapshot names, and its console log. With a VMM `user`, the files and directories it
+/// writes that root made are handed or opened to it.
+fn jail_plan(
+    paths: &SandboxPaths,
+    launch: &Launch,
+    snapshot: Option<&ReadSnapshot>,
+    user: Option<super::vmm_user::VmmUser>,
+) -> Result<LaunchJail, String> {
     let mut plan = LaunchJail::default();
     plan.add(&paths.dir, true);
     let digests = crate::config::cache_dir().join("digests");
     let _ = std::fs::create_dir_all(&digests);
+    if let Some(user) = user {
+        // Best effort, like the cache itself: one it cannot write only costs a re-hash.
+        let _ = super::vmm_user::share_dir(&digests, user.gid);
+    }
     plan.add(&digests, true);
     let console = match launch {
         Launch::Boot {
@@ -685,9 +710,13 @@ fn jail_plan(paths: &SandboxPaths, launch: &Launch, snapshot: Option<&ReadSnapsh
             .create(true)
             .append(true)
             .open(path);
+        if let Some(user) = user {
+            super::vmm_user::share_file(path, user.gid)
+                .map_err(|e| crate::seccomp::describe(&e))?;
+        }
         plan.add(path, true);
     }
-    plan
+    Ok(plan)
 }
 
 /// The text a panic carried (`panic!` with a literal or a formatted message).

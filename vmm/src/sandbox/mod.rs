@@ -25,6 +25,7 @@ pub mod privileges;
 pub mod review;
 pub mod rlimits;
 pub mod supervisor;
+pub mod vmm_user;
 pub mod workspace;
 
 pub use daemon::{ConsoleLog, Launch};
@@ -84,6 +85,9 @@ pub enum SandboxError {
     /// A guest file of the workspace could not be read.
     #[error(transparent)]
     Review(Box<review::GuestReadError>),
+    /// The VMM's own user (`--vmm-user`) cannot be used, or a directory not opened to it.
+    #[error(transparent)]
+    VmmUser(#[from] vmm_user::VmmUserError),
 }
 
 /// A sandbox as `ls` reports it.
@@ -150,6 +154,8 @@ pub struct Sandboxes {
     cpus: Option<f64>,
     /// Whether their VMMs run under seccomp filters (`--no-seccomp` turns them off).
     seccomp: bool,
+    /// The user their VMMs become when this process is root (`--vmm-user`).
+    vmm_user: Option<vmm_user::VmmUser>,
 }
 
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -190,7 +196,21 @@ impl Sandboxes {
             paddock_bin,
             cpus: None,
             seccomp: true,
+            vmm_user: None,
         }
+    }
+
+    /// Runs the VMMs of the sandboxes started from now on as `user` (see [`vmm_user`]); only
+    /// root may. Their directories, and the snapshots they write, are opened to its group.
+    pub fn with_vmm_user(
+        mut self,
+        user: Option<vmm_user::VmmUser>,
+    ) -> Result<Self, vmm_user::VmmUserError> {
+        if user.is_some() {
+            vmm_user::VmmUser::check_caller()?;
+        }
+        self.vmm_user = user;
+        Ok(self)
     }
 
     /// Gives the sandboxes started from now on a CPU quota of `cpus` CPUs (cgroup v2, see
@@ -241,7 +261,15 @@ impl Sandboxes {
             },
         )?;
         match std::fs::create_dir(&paths.dir) {
-            Ok(()) => Ok(paths),
+            Ok(()) => {
+                if let Some(user) = self.vmm_user {
+                    if let Err(e) = vmm_user::share_dir(&paths.dir, user.gid) {
+                        let _ = std::fs::remove_dir(&paths.dir);
+                        return Err(e.into());
+                    }
+                }
+                Ok(paths)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(PathsError::Exists(name.to_string()).into())
             }
@@ -277,6 +305,10 @@ impl Sandboxes {
             .arg(launch_json)
             .args(self.cpus.map(|cpus| format!("--cpus={cpus}")))
             .args((!self.seccomp).then_some("--no-seccomp"))
+            .args(
+                self.vmm_user
+                    .map(|user| format!("--vmm-user={}", user.to_arg())),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -515,6 +547,11 @@ impl Sandboxes {
                         path: dir.to_path_buf(),
                         source,
                     })?;
+                    // A VMM that runs as its own user writes there through its group, as it
+                    // does in its own directory.
+                    if let Some(gid) = vmm_user::shared_group(&paths.dir) {
+                        vmm_user::share_dir(dir, gid)?;
+                    }
                 }
                 let opened = std::fs::OpenOptions::new()
                     .read(true)

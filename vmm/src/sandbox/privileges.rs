@@ -66,6 +66,14 @@ fn capget() -> std::io::Result<[CapData; 2]> {
 /// for good. Called with one thread, or before the others were started: capability sets are
 /// per thread, and threads started afterwards inherit empty ones.
 pub fn drop_capabilities() -> Result<(), PrivilegeError> {
+    drop_bounding_set()?;
+    clear_capability_sets()
+}
+
+/// Empties the bounding set, where this process may (it holds `CAP_SETPCAP`): no program it
+/// executes can gain a capability back. Done before a uid change, which takes `CAP_SETPCAP`
+/// with it.
+pub fn drop_bounding_set() -> Result<(), PrivilegeError> {
     let held = capget().map_err(PrivilegeError::Capset)?;
     if held[0].effective & (1 << CAP_SETPCAP) != 0 {
         // The highest capability this kernel knows: drop every one up to it.
@@ -86,6 +94,11 @@ pub fn drop_capabilities() -> Result<(), PrivilegeError> {
             }
         }
     }
+    Ok(())
+}
+
+/// Empties the effective, permitted and inheritable sets.
+fn clear_capability_sets() -> Result<(), PrivilegeError> {
     let mut header = CapHeader {
         version: CAPABILITY_VERSION_3,
         pid: 0,

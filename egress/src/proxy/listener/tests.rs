@@ -96,3 +96,26 @@ fn the_private_directory_is_closed_to_others() {
     let mode = fs::metadata(&private).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
 }
+
+#[tokio::test]
+async fn socket_in_a_directory_shared_with_a_vmm_user_is_open_to_it() {
+    // A sandbox directory whose VMM runs as its own user: set-group-ID, rwxrwx---; the socket
+    // is open to all, the directory keeps out everyone but root and the VMM's group.
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o2770)).unwrap();
+    let path = dir.path().join("vsock.sock_1080");
+    let bound = BoundSocket::bind(&path).unwrap();
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o666
+    );
+    drop(bound);
+    // Open to others too, the directory is no shared one: the socket stays private.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o2775)).unwrap();
+    let bound = BoundSocket::bind(&path).unwrap();
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    drop(bound);
+}
