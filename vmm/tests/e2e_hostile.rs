@@ -1,8 +1,9 @@
 //! The malicious-guest suite: a guest whose root drives the devices itself (`paddock-hostile`,
 //! built from `hostile-guest/`) attacks the VMM through the legacy ports, every virtio-mmio
 //! register, broken virtqueues and a raw vsock flood that ignores the host's limits and credit.
-//! Two victims: a booted sandbox with a scratch disk (vsock and virtio-blk) and a sandbox
-//! restored from a template (its devices from a snapshot's state).
+//! Three victims: a booted sandbox with a scratch disk (vsock and virtio-blk), a sandbox
+//! restored from a template (its devices from a snapshot's state), and an agent sandbox (its
+//! Docker engine running, its root image on virtio-blk).
 //! Pass: the VMM keeps serving (its memory bounded by the sandbox's `--memory 256`, its control
 //! socket answering, no panic) or ends that one sandbox with a clear error; a second sandbox
 //! running beside it is untouched either way.
@@ -97,6 +98,9 @@ fn hoarding_listener(path: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHan
 enum Victim {
     BootedWithDisk,
     Restored,
+    /// An agent sandbox: Debian restored from the agent template, its Docker engine running and
+    /// its root image on virtio-blk.
+    Agent,
 }
 
 #[test]
@@ -109,6 +113,11 @@ fn a_hostile_restored_guest_crashes_only_itself() {
     attack(Victim::Restored);
 }
 
+#[test]
+fn a_hostile_agent_guest_with_its_engine_running_crashes_only_itself() {
+    attack(Victim::Agent);
+}
+
 fn attack(victim: Victim) {
     if !e2e_available() {
         return;
@@ -116,22 +125,34 @@ fn attack(victim: Victim) {
     let Some(hostile) = hostile_bin() else {
         return;
     };
-    let s = Scratch::new();
-    s.ok(&["start", "--name", "calm"]);
+    if victim == Victim::Agent && !common::agent_image_available() {
+        return;
+    }
+    let s = if victim == Victim::Agent {
+        Scratch::agent()
+    } else {
+        Scratch::new()
+    };
+    s.ok(&["start", "--name", "calm", "--profile", "minimal"]);
     let console = s.path("hb.console");
     let disk = s.path("hb.disk");
     let mut start = vec![
         "start".to_string(),
         "--name".into(),
         "hb".into(),
-        "--memory".into(),
-        GUEST_MIB.to_string(),
         "--console".into(),
         console.to_str().unwrap().into(),
-        // The program reports through the kernel log: let it reach the console.
-        "--kernel-args".into(),
-        "loglevel=7".into(),
     ];
+    if victim != Victim::Agent {
+        // The agent template fixes its own size and kernel arguments.
+        start.extend([
+            "--memory".into(),
+            GUEST_MIB.to_string(),
+            // The program reports through the kernel log: let it reach the console.
+            "--kernel-args".into(),
+            "loglevel=7".into(),
+        ]);
+    }
     if victim == Victim::BootedWithDisk {
         // A scratch disk gives the guest a virtio-blk device to attack beside vsock (and makes
         // the sandbox boot rather than restore a template).
@@ -144,6 +165,10 @@ fn attack(victim: Victim) {
     let start: Vec<&str> = start.iter().map(String::as_str).collect();
     s.ok(&start);
     let pid = s.pid_of("hb");
+    let agent_mib = s
+        .listed("hb")
+        .and_then(|hb| hb["memory_mib"].as_u64())
+        .unwrap_or(GUEST_MIB);
     let paths = paddock_vmm::sandbox::paths::SandboxPaths::new(&s.state_dir(), "hb").unwrap();
     let flood_socket = PathBuf::from(format!("{}_{FLOOD_PORT}", paths.vsock().display()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -154,7 +179,7 @@ fn attack(victim: Victim) {
     // interrupts are among the things attacked. The exec returns at once; the guest's vsock
     // link goes down when the program takes the device.
     let script = format!(
-        "echo on > /proc/sys/kernel/printk_devkmsg; \
+        "echo 8 > /proc/sys/kernel/printk; echo on > /proc/sys/kernel/printk_devkmsg; \
          /tmp/hostile --seed {} --port {FLOOD_PORT} --connections 600 --per-connection 5 \
          < /dev/null > /dev/kmsg 2>&1 &",
         std::process::id()
@@ -232,7 +257,12 @@ fn attack(victim: Victim) {
             s.sandbox_logs("hb")
         );
         // Still serving: bounded memory, a control socket that answers, a clean stop.
-        let limit_kib = (GUEST_MIB + OVERHEAD_MIB) << 10;
+        let guest_mib = if victim == Victim::Agent {
+            agent_mib
+        } else {
+            GUEST_MIB
+        };
+        let limit_kib = (guest_mib + OVERHEAD_MIB) << 10;
         assert!(
             peak_kib <= limit_kib,
             "VMM RSS reached {peak_kib} KiB (limit {limit_kib} KiB)"
