@@ -1,9 +1,10 @@
 //! The user a VMM started by root runs as (`--vmm-user`, `$PADDOCK_VMM_USER`): root's VMM
 //! gives up its user id too, not only its capabilities, so a guest that takes the VMM over owns
 //! no root file and can signal no root process. The user's group is what the VMM and root share:
-//! the sandbox's directory, the snapshot directories it writes and the sockets its helpers
-//! listen on are opened to that group (mode `g+rwx` with set-group-ID, so what is created in
-//! them keeps the group); `/dev/kvm`, often root's alone, is opened before the ids change.
+//! the sandbox's directory and the snapshot directories the VMM writes become root's and that
+//! group's alone (`rwxrws---`: what is created inside keeps the group), and the helpers' sockets
+//! in the sandbox's directory are open to all, the directory keeping others out. `/dev/kvm`,
+//! often root's alone, is opened before the ids change.
 
 use std::ffi::CString;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -148,7 +149,7 @@ pub fn share_dir(dir: &Path, gid: u32) -> Result<(), VmmUserError> {
 
 /// Whether `dir` is a directory [`share_dir`] made: set-group-ID, `rwxrwx---`.
 pub fn dir_is_shared(dir: &Path) -> bool {
-    std::fs::metadata(dir).is_ok_and(|meta| meta.mode() & 0o2077 == 0o2070)
+    shared_group(dir).is_some()
 }
 
 /// Opens file `path` (created by root for the VMM to write, e.g. a console log) to group `gid`:
@@ -165,9 +166,8 @@ pub fn share_file(path: &Path, gid: u32) -> Result<(), VmmUserError> {
 
 /// The group `dir` was opened to by [`share_dir`], if it was.
 pub fn shared_group(dir: &Path) -> Option<u32> {
-    dir_is_shared(dir)
-        .then(|| std::fs::metadata(dir).ok().map(|meta| meta.gid()))
-        .flatten()
+    let meta = std::fs::metadata(dir).ok()?;
+    (meta.mode() & 0o2077 == 0o2070).then(|| meta.gid())
 }
 
 /// A `passwd` entry by name: (uid, gid).
