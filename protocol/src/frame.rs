@@ -19,7 +19,9 @@ pub const FRAME_MAGIC: [u8; 4] = *b"PDKF";
 /// 7: the link a `Ready` opened survives snapshots, restores and resets (the VMM keeps it in its
 ///    snapshot): `Resume` arrives on it with no new `Ready`; guest-init announces itself again
 ///    only when the link breaks.
-pub const PROTOCOL_VERSION: u16 = 7;
+/// 8: a workspace mount a snapshot held is carried across it (`WorkspaceMounted` says whether
+///    the mount was carried; the workspace link's hellos are version 2, see `workspace`).
+pub const PROTOCOL_VERSION: u16 = 8;
 /// Upper bound of a frame payload, enforced on both encode and decode.
 pub const MAX_FRAME_PAYLOAD: u32 = 1 << 20;
 /// Size of the frame header in bytes.

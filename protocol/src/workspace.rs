@@ -60,8 +60,43 @@ pub const MAX_CHANGES_BYTES: usize = 256 * 1024;
 
 /// Host vsock port of the workspace server.
 pub const WORKSPACE_PORT: u32 = 1082;
-/// The first bytes on a workspace connection: magic and version of this framing.
-pub const HELLO: &[u8; 20] = b"PADDOCK-WORKSPACE/1\n";
+/// The first bytes on a workspace connection that starts a new mount: magic and version of
+/// this framing. The server answers with the mount's session id ([`SESSION_ID_LEN`] bytes,
+/// little-endian), which guest-init keeps (in guest memory, so a snapshot holds it too).
+pub const HELLO: &[u8; 20] = b"PADDOCK-WORKSPACE/2\n";
+/// The first bytes on a connection that carries on a mount a snapshot held (after a restore,
+/// reset or fork, whose vsock resets ended the mount's old connection): followed by the mount's
+/// session id. The server answers one byte, [`RESUMED`] when it re-established the nodes and
+/// open files the guest's kernel holds (saved with the snapshot) and serves the mount on, else
+/// [`NOT_RESUMED`] and closes. guest-init then sends again every request it had sent without
+/// an answer: whole FUSE messages follow as on a new mount.
+pub const RESUME_HELLO: &[u8; 20] = b"PADDOCK-WS-RESUME/2\n";
+/// Size of a mount's session id.
+pub const SESSION_ID_LEN: usize = 8;
+/// The server's answer to [`RESUME_HELLO`]: it serves the mount on.
+pub const RESUMED: u8 = 1;
+/// The server's answer to [`RESUME_HELLO`]: no saved state for that session; the mount is over.
+pub const NOT_RESUMED: u8 = 0;
+
+/// The host side's control connection to the workspace server (its own socket beside the
+/// guest's, which the guest cannot reach): [`CONTROL_HELLO`], then one command byte.
+/// [`SAVE_STATE`]: the server answers with its state (a `u32` little-endian length, then that
+/// many bytes, at most [`MAX_STATE_BYTES`]; length 0 when no mount is served) — the VMM asks
+/// while the vCPUs are paused for a snapshot and keeps the bytes in it. [`LOAD_STATE`]: a
+/// length and that many bytes follow (0: forget any loaded state), the state the next
+/// [`RESUME_HELLO`] carries on from; the server answers one byte, [`STATE_LOADED`] or
+/// [`STATE_REFUSED`] (not a state it made: bad magic, version or checksum, or another mode).
+pub const CONTROL_HELLO: &[u8; 20] = b"PADDOCK-WS-CONTROL1\n";
+/// Control command: send the server's state.
+pub const SAVE_STATE: u8 = b'S';
+/// Control command: take this state for the next resume.
+pub const LOAD_STATE: u8 = b'L';
+/// Answer to [`LOAD_STATE`]: taken.
+pub const STATE_LOADED: u8 = 1;
+/// Answer to [`LOAD_STATE`]: refused.
+pub const STATE_REFUSED: u8 = 0;
+/// Largest state either side accepts.
+pub const MAX_STATE_BYTES: usize = 64 << 20;
 /// Size of the kernel's `fuse_in_header` (every request starts with it).
 pub const IN_HEADER_LEN: usize = 40;
 /// Size of the kernel's `fuse_out_header` (every reply starts with it).

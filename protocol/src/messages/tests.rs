@@ -119,7 +119,7 @@ fn every_response_round_trips() {
         Response::ShuttingDown,
         Response::Detached { pid: 9 },
         Response::Attached { pid: 9 },
-        Response::WorkspaceMounted,
+        Response::WorkspaceMounted { carried: true },
         Response::WorkspaceChanges {
             changes: vec![
                 crate::workspace::WorkspaceChange {
