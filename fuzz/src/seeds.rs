@@ -25,6 +25,7 @@ pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("block_device", block_device()),
         ("legacy_devices", legacy_devices()),
         ("workspace_requests", workspace_requests()),
+        ("workspace_state", workspace_state()),
         ("working_set", working_set()),
     ]
 }
@@ -249,6 +250,57 @@ fn working_set() -> Vec<Vec<u8>> {
     ];
     sets.iter()
         .flat_map(|set| [with_flags(0, set.encode()), with_flags(1, set.encode())])
+        .collect()
+}
+
+fn workspace_state() -> Vec<Vec<u8>> {
+    use paddock_workspace::saved::{SavedHandle, SavedNode, SavedState};
+    let node = |id, parent, name: &[u8]| SavedNode {
+        id,
+        parent,
+        name: name.to_vec(),
+        lookups: 1,
+        dev: 2049,
+        ino: 1000 + id,
+        file_type: 0o100_000,
+    };
+    let states = [
+        SavedState {
+            session: 7,
+            capable: 0,
+            read_only: false,
+            next_node: 2,
+            next_handle: 1,
+            nodes: Vec::new(),
+            handles: Vec::new(),
+        },
+        SavedState {
+            session: 0x1234_5678_9abc_def0,
+            capable: 0x3f_ffff,
+            read_only: true,
+            next_node: 10,
+            next_handle: 4,
+            nodes: vec![node(2, 1, b"src"), node(3, 2, b"main.rs"), node(5, 1, b"")],
+            handles: vec![
+                SavedHandle {
+                    fh: 1,
+                    node: 3,
+                    flags: 0,
+                    is_dir: false,
+                },
+                SavedHandle {
+                    fh: 3,
+                    node: 1,
+                    flags: 0o200_000,
+                    is_dir: true,
+                },
+            ],
+        },
+    ];
+    states
+        .iter()
+        .filter_map(|state| state.encode().ok())
+        .flat_map(|bytes| [with_flags(0, bytes.clone()), with_flags(1, bytes)])
         .collect()
 }
 

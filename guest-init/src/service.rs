@@ -41,13 +41,13 @@ pub trait Platform: Send + Sync {
     fn resume(&self, wall_clock: UnixTime, entropy: &[u8]) -> io::Result<()>;
     /// Stops the machine; as PID 1 this does not return.
     fn shutdown(&self, action: ShutdownAction);
-    /// Mounts the sandbox's workspace at `path` (see [`crate::workspace::mount`]); a platform
-    /// that cannot says so.
+    /// Mounts the sandbox's workspace at `path`, or finds it carried across a restore (see
+    /// [`crate::workspace::mount`]); a platform that cannot says so.
     fn mount_workspace(
         &self,
         _path: &str,
         _mode: WorkspaceMode,
-    ) -> Result<(), crate::workspace::MountError> {
+    ) -> Result<crate::workspace::Mounted, crate::workspace::MountError> {
         Err(crate::workspace::MountError::Unsupported)
     }
     /// The changes of the copy-on-write workspace at `path` (see
@@ -199,7 +199,9 @@ impl ControlService {
                 }
                 Request::MountWorkspace { path, mode } => {
                     let response = match self.platform.mount_workspace(&path, mode) {
-                        Ok(()) => Response::WorkspaceMounted,
+                        Ok(mounted) => Response::WorkspaceMounted {
+                            carried: mounted == crate::workspace::Mounted::Carried,
+                        },
                         Err(e) => Response::Error {
                             kind: ErrorKind::Workspace,
                             message: e.to_string(),

@@ -1,15 +1,17 @@
 //! The guest side of the workspace share: a FUSE mount at the host directory's own path whose
-//! requests guest-init relays, unchanged, over one vsock connection to the sandbox's workspace
+//! requests guest-init relays, unchanged, over a vsock connection to the sandbox's workspace
 //! server on the host (see `paddock_protocol::workspace`). guest-init only moves whole messages;
-//! what the requests mean is the host server's business, and it trusts none of them.
+//! what the requests mean is the host server's business, and it trusts none of them. The mount
+//! and its relay live in guest memory, so a snapshot holds them: after a restore or reset the
+//! relay reconnects and carries the mount on (`link`).
 
 use crate::service::Transport;
 use crate::sys::{cstring, cvt};
 use crate::vsock::VsockStream;
-use paddock_protocol::workspace::{
-    message_len, BadLength, HELLO, IN_HEADER_LEN, MAX_MESSAGE, OUT_HEADER_LEN,
-};
+use link::{forward_requests, serve_replies, Link};
+use paddock_protocol::workspace::{HELLO, SESSION_ID_LEN};
 use paddock_protocol::{mountinfo, WorkspaceMode, HOST_CID, WORKSPACE_PORT};
+use status::{Settled, Status};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -19,6 +21,20 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+pub use relay::{relay_replies, relay_requests, RelayEnd};
+pub use resume::ResumeError;
+
+/// How a `mount` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mounted {
+    /// Mounted by this call.
+    Fresh,
+    /// It was mounted and served already (one a snapshot held, carried across the restore or
+    /// reset).
+    Carried,
+}
 
 /// Why the workspace could not be mounted.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +57,9 @@ pub enum MountError {
     /// The relay threads could not be started.
     #[error("cannot start the workspace relay: {0}")]
     Relay(#[source] io::Error),
+    /// The mount there is still reconnecting to the host after the wait.
+    #[error("the workspace at {0} is still reconnecting to the host")]
+    StillResuming(String),
     /// This platform mounts no workspaces (a test stand-in for the guest).
     #[error("this platform cannot mount a workspace")]
     Unsupported,
@@ -79,13 +98,15 @@ pub fn changes(
     changes::list(&layers.upper, &layers.lower).map_err(ChangesError::Read)
 }
 
-/// A mount this guest-init serves: its mode, and for a copy-on-write one, its upper layer.
+/// A mount this guest-init serves: its mode, for a copy-on-write one its layers, and where its
+/// relay stands.
 #[derive(Debug, Clone)]
 pub(crate) struct Served {
     /// Which mount (a later one at the same path has another).
     pub(crate) id: u32,
     pub(crate) mode: WorkspaceMode,
     pub(crate) layers: Option<CowLayers>,
+    pub(crate) status: Arc<Status>,
 }
 
 /// The paths whose mounts this guest-init serves now (a relay that ends removes its path).
@@ -193,19 +214,24 @@ fn is_plain_absolute(path: &str) -> bool {
         && path != "/"
 }
 
-/// Mounts the workspace at `path` as `mode` says and starts relaying it; nothing to do when
-/// this guest-init already serves it there. The host connection is made first: if the server
-/// cannot be reached, nothing is mounted.
-pub fn mount(path: &str, mode: WorkspaceMode) -> Result<(), MountError> {
+/// Longest `mount` waits for a relay that is reconnecting (its own attempts stop after 30 s).
+const CARRY_WAIT: Duration = Duration::from_secs(60);
+
+/// Mounts the workspace at `path` as `mode` says and starts relaying it. When this guest-init
+/// serves it there already (a snapshot held the mount), nothing is mounted: once its relay is
+/// connected (it may be reconnecting after a restore) the mount is [`Mounted::Carried`]; a
+/// relay that could not carry on is replaced by a fresh mount. The host connection is made
+/// first: if the server cannot be reached, nothing is mounted.
+pub fn mount(path: &str, mode: WorkspaceMode) -> Result<Mounted, MountError> {
     if !is_plain_absolute(path) {
         return Err(MountError::Path(path.to_string()));
     }
-    if lock_served().contains_key(path) {
-        return Ok(());
+    if let Some(carried) = carried_at(path, CARRY_WAIT)? {
+        return Ok(carried);
     }
     let target = Path::new(path);
-    // A mount of ours left behind (its relay ended, or a snapshot held it): out of the way.
-    // There is none before the first mount.
+    // A mount of ours left behind (its relay ended): out of the way. There is none before the
+    // first mount.
     if MOUNTED_ONCE.swap(true, Ordering::AcqRel) {
         detach_ours(target);
     }
@@ -219,6 +245,9 @@ pub fn mount(path: &str, mode: WorkspaceMode) -> Result<(), MountError> {
         .map_err(MountError::Device)?;
     let mut host = VsockStream::connect(HOST_CID, WORKSPACE_PORT).map_err(MountError::Host)?;
     host.write_all(HELLO).map_err(MountError::Host)?;
+    let mut session = [0u8; SESSION_ID_LEN];
+    host.read_exact(&mut session).map_err(MountError::Host)?;
+    let session = u64::from_le_bytes(session);
     let options = format!(
         "fd={},rootmode=40000,user_id=0,group_id=0,allow_other,max_read={}",
         fuse.as_raw_fd(),
@@ -242,24 +271,44 @@ pub fn mount(path: &str, mode: WorkspaceMode) -> Result<(), MountError> {
     )?;
     static MOUNTS: AtomicU32 = AtomicU32::new(0);
     let id = MOUNTS.fetch_add(1, Ordering::Relaxed);
-    let served = Served {
-        id,
-        mode,
-        layers: layers.clone(),
-    };
     // The relay runs before anything looks into the mount (the overlay does, at once).
-    if let Err(e) = start_relay(path, served, fuse, host) {
-        detach(fuse_at);
-        return Err(MountError::Relay(e));
-    }
+    let link = match start_relay(path, (id, mode, layers.clone()), fuse, host, session) {
+        Ok(link) => link,
+        Err(e) => {
+            detach(fuse_at);
+            return Err(MountError::Relay(e));
+        }
+    };
     if let Some(layers) = &layers {
         if let Err(e) = stack_overlay(target, layers) {
+            link.die();
             forget(path, id);
             unmount_cow(target, layers);
             return Err(e);
         }
     }
-    Ok(())
+    Ok(Mounted::Fresh)
+}
+
+/// Whether the mount this guest-init serves at `path` (if any) goes on: [`Mounted::Carried`]
+/// once its relay is connected (waiting up to `wait` while it reconnects); `None` when there is
+/// none, or its relay is dead (then it is forgotten, a copy-on-write one's layers unmounted,
+/// and a fresh mount replaces it).
+fn carried_at(path: &str, wait: Duration) -> Result<Option<Mounted>, MountError> {
+    let Some(served) = served_at(path) else {
+        return Ok(None);
+    };
+    match served.status.settle(wait) {
+        Settled::Connected => Ok(Some(Mounted::Carried)),
+        Settled::StillResuming => Err(MountError::StillResuming(path.to_string())),
+        Settled::Dead => {
+            forget(path, served.id);
+            if let Some(layers) = &served.layers {
+                unmount_cow(Path::new(path), layers);
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// The rest of the copy-on-write stack over the lower layer: a tmpfs for the guest's changes,
@@ -329,44 +378,62 @@ fn unmount_cow(target: &Path, layers: &CowLayers) {
     detach(&layers.lower);
 }
 
-/// Starts the two relay threads of the mount at `path`.
-fn start_relay(path: &str, served: Served, fuse: File, host: VsockStream) -> io::Result<()> {
+/// Starts the two relay threads of mount `id` at `path` (with its mode and layers), over the
+/// host connection `host` of session `session`; the relay's shared state.
+fn start_relay(
+    path: &str,
+    (id, mode, layers): (u32, WorkspaceMode, Option<CowLayers>),
+    fuse: File,
+    host: VsockStream,
+    session: u64,
+) -> io::Result<Arc<Link<VsockStream>>> {
     let fuse_in = fuse.try_clone()?;
-    let host_out = host.try_clone()?;
-    let ended = Arc::new(Mutex::new(false));
-    let closer = Arc::new(host.try_clone()?);
-    let id = served.id;
-    lock_served().insert(path.to_string(), served);
-    let end = {
-        let path = path.to_string();
-        move |why: String| {
-            crate::console_log!("workspace {path}: relay ended: {why}");
-            // The other direction ends too; the mount stays, dead, until the next one
-            // replaces it: its users get ENOTCONN, never the empty directory beneath.
-            let _ = closer.shutdown();
-            forget(&path, id);
+    let link = Arc::new(Link::new(host.try_clone()?, session, path));
+    lock_served().insert(
+        path.to_string(),
+        Served {
+            id,
+            mode,
+            layers,
+            status: Arc::clone(&link.status),
+        },
+    );
+    let requests = {
+        let (link, path) = (Arc::clone(&link), path.to_string());
+        move || ended(&path, id, &forward_requests(&link, fuse_in))
+    };
+    let replies = {
+        let (link, path) = (Arc::clone(&link), path.to_string());
+        move || {
+            let connect = || VsockStream::connect(HOST_CID, WORKSPACE_PORT);
+            let why = serve_replies(link, host, fuse, connect, resume::RECONNECT);
+            ended(&path, id, &why);
         }
     };
-    let (end_a, ended_a) = (end.clone(), ended.clone());
     let started = std::thread::Builder::new()
         .name("workspace-requests".into())
-        .spawn(move || {
-            let why = relay_requests(fuse_in, host_out);
-            finish(&ended_a, &end_a, why);
-        })
+        .spawn(requests)
         .and_then(|_| {
             std::thread::Builder::new()
                 .name("workspace-replies".into())
-                .spawn(move || {
-                    let why = relay_replies(host, fuse);
-                    finish(&ended, &end, why);
-                })
+                .spawn(replies)
         });
     if let Err(e) = started {
+        link.die();
         forget(path, id);
         return Err(e);
     }
-    Ok(())
+    Ok(link)
+}
+
+/// A relay direction ended: mount `id` at `path` is not served any more. The mount stays,
+/// dead, until the next one replaces it: its users get `ENOTCONN`, never the empty directory
+/// beneath. The direction that ended the relay says why (the other ends as `Ended`).
+fn ended(path: &str, id: u32, why: &RelayEnd) {
+    if !matches!(why, RelayEnd::Ended) {
+        crate::console_log!("workspace {path}: relay ended: {why}");
+    }
+    forget(path, id);
 }
 
 /// Forgets mount `id` at `path` (not a newer one there).
@@ -382,138 +449,14 @@ fn forget(path: &str, id: u32) {
 /// then, no mount of ours can exist, and nothing needs looking for.
 static MOUNTED_ONCE: AtomicBool = AtomicBool::new(false);
 
-/// After a restore or reset: the mounts the snapshot held are served over connections the
-/// restore reset (their host side is gone), so their relays are dead. Each is forgotten and unmounted (lazily:
-/// a process inside one gets `ENOTCONN`), a copy-on-write one with its layers (the guest's
-/// changes in it are gone: the host's baseline for them went with the connection). The host
-/// mounts the share again.
-pub fn forget_stale() {
-    lock_served().clear();
-    unmount_stale(
-        MOUNTED_ONCE.load(Ordering::Acquire),
-        || std::fs::read_to_string("/proc/self/mountinfo").ok(),
-        |point| {
-            detach(point);
-            crate::console_log!(
-                "workspace: {} from before the restore is unmounted",
-                point.display()
-            );
-        },
-    );
-}
-
-/// Unmounts every mount of ours in the table `read_table` gives, innermost first, the ones
-/// whose relays already saw the reset included; the table is not even read when nothing was
-/// ever `mounted_once`.
-fn unmount_stale(
-    mounted_once: bool,
-    mut read_table: impl FnMut() -> Option<String>,
-    mut unmount: impl FnMut(&Path),
-) {
-    if !mounted_once {
-        return;
-    }
-    for _ in 0..32 {
-        let Some(table) = read_table() else {
-            return;
-        };
-        let Some(point) = ours(&table).pop() else {
-            return;
-        };
-        unmount(Path::new(std::ffi::OsStr::from_bytes(&point)));
-    }
-}
-
-/// The mount points of our mounts (sources `paddock-workspace...`) in a mountinfo table,
-/// outermost first.
-fn ours(table: &str) -> Vec<Vec<u8>> {
-    table
-        .lines()
-        .filter_map(mountinfo::parse_line)
-        .filter(|mount| mount.source.starts_with("paddock-workspace"))
-        .map(|mount| mount.mount_point)
-        .collect()
-}
-
-/// The first relay thread to end reports why; either ending drops its handle on `/dev/fuse`
-/// (when both have, the kernel aborts the mount: its users get `ENOTCONN`, never a hang).
-fn finish(ended: &Mutex<bool>, end: &impl Fn(String), why: RelayEnd) {
-    let mut ended = ended.lock().unwrap_or_else(|p| p.into_inner());
-    if !*ended {
-        *ended = true;
-        end(why.to_string());
-    }
-}
-
-/// Why a relay direction stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum RelayEnd {
-    /// The kernel unmounted the file system.
-    #[error("unmounted")]
-    Unmounted,
-    /// The host closed the connection.
-    #[error("the host closed the connection")]
-    HostClosed,
-    /// A message with an impossible length.
-    #[error(transparent)]
-    BadLength(#[from] BadLength),
-    /// Reading or writing failed.
-    #[error("{0}")]
-    Io(#[from] io::Error),
-}
-
-/// Kernel -> host: each read of `/dev/fuse` is one whole request; it goes to the host as is.
-pub fn relay_requests(mut fuse: impl Read, mut host: impl Write) -> RelayEnd {
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    loop {
-        let n = match fuse.read(&mut buf) {
-            Ok(0) => return RelayEnd::Unmounted,
-            Ok(n) => n,
-            // An interrupted request the kernel took back, or a signal: read the next.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EINTR)) => {
-                continue
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return RelayEnd::Unmounted,
-            Err(e) => return RelayEnd::Io(e),
-        };
-        let message = &buf[..n];
-        if let Err(e) = message_len(message, IN_HEADER_LEN) {
-            return e.into();
-        }
-        if let Err(e) = host.write_all(message) {
-            return e.into();
-        }
-    }
-}
-
-/// Host -> kernel: replies come as a stream; each is cut at the length its header gives and
-/// written to `/dev/fuse` in one write, as the kernel requires.
-pub fn relay_replies(mut host: impl Read, mut fuse: impl Write) -> RelayEnd {
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    loop {
-        match host.read_exact(&mut buf[..OUT_HEADER_LEN]) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return RelayEnd::HostClosed,
-            Err(e) => return e.into(),
-        }
-        let len = match message_len(&buf[..OUT_HEADER_LEN], OUT_HEADER_LEN) {
-            Ok(len) => len,
-            Err(e) => return e.into(),
-        };
-        if let Err(e) = host.read_exact(&mut buf[OUT_HEADER_LEN..len]) {
-            return e.into();
-        }
-        match fuse.write(&buf[..len]) {
-            Ok(_) => {}
-            // The request was interrupted and is gone: its reply has nowhere to go.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return RelayEnd::Unmounted,
-            Err(e) => return e.into(),
-        }
-    }
-}
-
 pub mod changes;
+mod kept;
+mod link;
+mod relay;
+mod resume;
+mod status;
 
+#[cfg(test)]
+mod carry_tests;
 #[cfg(test)]
 mod tests;

@@ -205,7 +205,9 @@ pub enum Response {
     },
     /// The workspace is mounted and served. `carried`: the mount was there already (one a
     /// snapshot held, served on across the restore or reset), not made by this request.
-    WorkspaceMounted { carried: bool },
+    WorkspaceMounted {
+        carried: bool,
+    },
     /// Some of the copy-on-write workspace's changes (paths' bytes at most
     /// [`crate::workspace::MAX_CHANGES_BYTES`]); more follow while `more`.
     WorkspaceChanges {

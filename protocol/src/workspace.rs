@@ -83,7 +83,7 @@ pub const NOT_RESUMED: u8 = 0;
 /// [`SAVE_STATE`]: the server answers with its state (a `u32` little-endian length, then that
 /// many bytes, at most [`MAX_STATE_BYTES`]; length 0 when no mount is served) — the VMM asks
 /// while the vCPUs are paused for a snapshot and keeps the bytes in it. [`LOAD_STATE`]: a
-/// length and that many bytes follow (0: forget any loaded state), the state the next
+/// length and that many bytes follow (0: no state comes; a resume is refused at once), the state the next
 /// [`RESUME_HELLO`] carries on from; the server answers one byte, [`STATE_LOADED`] or
 /// [`STATE_REFUSED`] (not a state it made: bad magic, version or checksum, or another mode).
 pub const CONTROL_HELLO: &[u8; 20] = b"PADDOCK-WS-CONTROL1\n";

@@ -307,6 +307,7 @@ fn start(p: Parts) -> Result<Vmm, String> {
         msr_indices: p.msr_indices,
         launch_spans: Vec::new(),
         working_set: crate::vmm::WorkingSetUse::NotUsed,
+        companions: Vec::new(),
     };
     if let SeccompScope::Process(filters) = &p.seccomp {
         // On failure the parked vCPUs end with `vmm` unrun.

@@ -10,6 +10,7 @@ pub mod builder;
 pub mod capped_log;
 mod cast;
 pub mod client;
+pub mod companion;
 pub mod config;
 pub mod device_manager;
 pub mod devices;

@@ -73,6 +73,8 @@ pub struct Vmm {
     pub launch_spans: Vec<Span>,
     /// What the restore did with its snapshot's working-set record.
     pub working_set: WorkingSetUse,
+    /// The processes beside the VMM whose state snapshots keep ([`crate::companion`]).
+    pub companions: Vec<Box<dyn crate::companion::Companion>>,
 }
 
 /// What a restore did with its snapshot's working-set record
@@ -352,6 +354,7 @@ impl Vmm {
             vcpus,
             serial: self.devices.legacy.save(),
             devices: self.devices.virtio.save(),
+            companions: crate::companion::save_all(&self.companions),
         };
         let mut written = 0;
         let mut memory_error = None;
@@ -497,6 +500,12 @@ impl Vmm {
         // (vsock's per-connection resets) must not be overwritten by the restored LAPIC state.
         self.devices.reset_to(&state.serial, &state.devices)?;
         clock.lap("devices");
+        // Before the vCPUs run: the guest's side of a companion (its workspace mount) carries
+        // on from the snapshot's moment at once.
+        if !self.companions.is_empty() {
+            crate::companion::restore_all(&self.companions, &state.companions);
+            clock.lap("companions");
+        }
         Ok(())
     }
 

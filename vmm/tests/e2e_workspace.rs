@@ -1,7 +1,8 @@
 //! End-to-end tests of the workspace share (natively with hardware KVM, or in the lab): the
 //! host directory appears in the guest at its own path, live both ways; nothing outside it is
-//! reachable or changed, whatever the guest's root tries; a reset brings the share back; the
-//! server is confined and ends with its sandbox.
+//! reachable or changed, whatever the guest's root tries; a mount a snapshot holds carries on
+//! across restores, resets and forks, open files included; the server is confined and ends
+//! with its sandbox.
 
 mod common;
 
@@ -186,7 +187,7 @@ fn the_directory_is_shared_live_at_its_own_path_and_nothing_else() {
     );
 
     // A snapshot of the sandbox with its share mounted; a reset to it (the latest snapshot)
-    // drops the stale mount and mounts the share anew, live.
+    // carries the mount on, live.
     let snap = s.path("snap");
     s.ok(&["snapshot", "w", snap.to_str().unwrap()]);
     assert_eq!(guest_ok(&s, "w", &t.ws, "cat d/e/f"), "deep\n");
@@ -208,14 +209,13 @@ fn the_directory_is_shared_live_at_its_own_path_and_nothing_else() {
         std::fs::read(t.ws.join("from-guest-after-reset")).unwrap(),
         b"back\n"
     );
-    // A restore of that snapshot without a workspace has none: the mount is gone, not stale.
-    s.ok(&["restore", snap.to_str().unwrap(), "--name", "nows"]);
-    let (code, stdout, _) = guest(&s, "nows", Path::new("/"), &format!("ls -A {ws}"));
-    assert!(
-        code == Some(0) && stdout.trim().is_empty(),
-        "{code:?} {stdout}"
+    // A restore of that snapshot shares the directory the snapshot shared.
+    s.ok(&["restore", snap.to_str().unwrap(), "--name", "again"]);
+    assert_eq!(
+        guest_ok(&s, "again", &t.ws, "cat after-reset"),
+        "still shared\n"
     );
-    s.ok(&["rm", "--force", "nows"]);
+    s.ok(&["rm", "--force", "again"]);
     s.ok(&["rm", "--force", "w"]);
     s.assert_clean();
 }
@@ -528,6 +528,145 @@ fn forks_of_one_snapshot_each_keep_their_own_copy_on_write_changes() {
         "written on the host\n"
     );
     for name in ["f-0", "f-1", "r", "base"] {
+        s.ok(&["rm", "--force", name]);
+    }
+    s.assert_clean();
+}
+
+/// What the guest process started by [`hold_open`] saw once let go: each held file's bytes
+/// (or its error), its working directory, and its listing of it.
+fn held_results(s: &Scratch, name: &str) -> String {
+    guest_ok(
+        s,
+        name,
+        Path::new("/"),
+        "touch /tmp/go; for i in $(seq 300); do [ -e /tmp/done ] && break; sleep 0.1; done; \
+         for f in 3 4 5; do echo \"fd $f: $(cat /tmp/r$f) $(cat /tmp/e$f)\"; done; \
+         echo \"cwd: $(cat /tmp/pwd)\"; echo \"ls: $(cat /tmp/ls)\"",
+    )
+}
+
+/// Starts a guest process that opens three files of the workspace and changes into one of its
+/// directories, then waits for `/tmp/go` to read them and list it.
+fn hold_open(s: &Scratch, name: &str, ws: &Path) {
+    let ws = ws.to_str().unwrap();
+    guest_ok(
+        s,
+        name,
+        Path::new("/"),
+        &format!(
+            "( exec 3<{ws}/keep 4<{ws}/gone 5<{ws}/replaced; cd {ws}/d; echo held > /tmp/held; \
+             while [ ! -e /tmp/go ]; do sleep 0.1; done; \
+             for f in 3 4 5; do cat <&$f > /tmp/r$f 2> /tmp/e$f; done; \
+             pwd > /tmp/pwd; ls > /tmp/ls 2>&1; touch /tmp/done ) </dev/null >/dev/null 2>&1 & \
+             for i in $(seq 100); do [ -e /tmp/held ] && exit 0; sleep 0.1; done; exit 1"
+        ),
+    );
+}
+
+#[test]
+fn a_mount_held_by_a_snapshot_carries_on_with_its_open_files() {
+    if !e2e_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let t = host_tree(&s);
+    for (file, bytes) in [
+        ("keep", "kept\n"),
+        ("gone", "gone\n"),
+        ("replaced", "old\n"),
+    ] {
+        std::fs::write(t.ws.join(file), bytes).unwrap();
+    }
+    std::fs::create_dir(t.ws.join("d")).unwrap();
+    std::fs::write(t.ws.join("d/inside"), b"x").unwrap();
+    let ws = t.ws.to_str().unwrap();
+    s.ok(&["start", "--name", "m", "--workspace", ws]);
+    hold_open(&s, "m", &t.ws);
+    let snap = s.path("snap");
+    let snap_arg = snap.to_str().unwrap();
+    s.ok(&["snapshot", "m", snap_arg]);
+
+    // Meanwhile on the host: one file edited in place, one deleted, one replaced by another
+    // file at the same path.
+    std::fs::write(t.ws.join("keep"), b"kept, then edited\n").unwrap();
+    std::fs::remove_file(t.ws.join("gone")).unwrap();
+    std::fs::write(t.ws.join("replacement"), b"new\n").unwrap();
+    std::fs::rename(t.ws.join("replacement"), t.ws.join("replaced")).unwrap();
+
+    // Each way back to the snapshot: the held files read as the host has them now, the gone
+    // one and the replaced one fail (never the other file's bytes), the working directory
+    // still works; the mount is the snapshot's (one mount there, not a new one).
+    let check = |name: &str| {
+        let seen = held_results(&s, name);
+        assert!(seen.contains("fd 3: kept, then edited"), "{name}: {seen}");
+        assert!(
+            seen.contains("fd 4:  ") && seen.lines().any(|l| l.starts_with("fd 4:  cat")),
+            "{name}: the deleted file read: {seen}"
+        );
+        assert!(
+            !seen.contains("fd 5: new") && seen.lines().any(|l| l.starts_with("fd 5:  cat")),
+            "{name}: the replaced file read: {seen}"
+        );
+        assert!(seen.contains(&format!("cwd: {ws}/d")), "{name}: {seen}");
+        assert!(seen.contains("ls: inside"), "{name}: {seen}");
+        let mounts = guest_ok(
+            &s,
+            name,
+            Path::new("/"),
+            &format!("grep -c ' {ws} ' /proc/self/mountinfo"),
+        );
+        assert_eq!(mounts.trim(), "1", "{name}: mounts at {ws}");
+        assert_eq!(
+            guest_ok(&s, name, &t.ws, "cat keep; echo more > made-after"),
+            "kept, then edited\n"
+        );
+        assert_eq!(std::fs::read(t.ws.join("made-after")).unwrap(), b"more\n");
+        std::fs::remove_file(t.ws.join("made-after")).unwrap();
+    };
+    // A restore (the directory the snapshot shared, by default).
+    s.ok(&["restore", snap_arg, "--name", "r"]);
+    check("r");
+    // A reset in place to the snapshot.
+    s.ok(&["reset", "m"]);
+    check("m");
+    // Forks.
+    s.ok(&["fork", snap_arg, "--count", "2", "--prefix", "f"]);
+    check("f-0");
+    check("f-1");
+
+    // A directory that is not one, or another mode, is refused; nothing is left behind.
+    let out = s.cli(&[
+        "restore",
+        snap_arg,
+        "--name",
+        "bad",
+        "--workspace",
+        t.ws.join("keep").to_str().unwrap(),
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("Not a directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = s.cli(&[
+        "restore",
+        snap_arg,
+        "--name",
+        "bad",
+        "--workspace",
+        ws,
+        "--workspace-mode",
+        "cow",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("cannot change"),
+        "{}",
+        text(&out.stderr)
+    );
+    for name in ["r", "m", "f-0", "f-1"] {
         s.ok(&["rm", "--force", name]);
     }
     s.assert_clean();

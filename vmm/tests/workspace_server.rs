@@ -131,6 +131,8 @@ fn serve(cow: bool) -> Option<Served> {
         .arg(&dir)
         .arg("--socket")
         .arg(&socket)
+        .arg("--control-socket")
+        .arg(scratch.path().join("control.sock"))
         .arg("--jail-root")
         .arg(&jail)
         .arg("--vmm-pid")
@@ -163,6 +165,8 @@ fn serve(cow: bool) -> Option<Served> {
     wait_for(&socket, &mut server);
     let mut host = UnixStream::connect(&socket).unwrap();
     host.write_all(HELLO).unwrap();
+    let mut session = [0u8; paddock_protocol::workspace::SESSION_ID_LEN];
+    host.read_exact(&mut session).unwrap();
     let (fuse_in, fuse_out) = (fuse.try_clone().unwrap(), fuse);
     let (host_in, host_out) = (host.try_clone().unwrap(), host);
     std::thread::spawn(move || relay_requests(fuse_in, host_out));

@@ -1,15 +1,23 @@
 //! One sandbox's workspace server: the passthrough file system over the shared directory, and
-//! the guest connections it answers, one at a time (a reset or a remount makes a new one; the
-//! old one's nodes and handles are dropped when it ends).
+//! the guest connections it answers, one at a time. A connection either starts a new mount
+//! (`HELLO`: a new session id) or carries on one a snapshot held (`RESUME_HELLO`: the state the
+//! host loaded for that session is re-established first, see [`crate::nodes`]). A session's
+//! nodes and handles are dropped when its connection ends; a loaded state is not.
 
-use crate::guard::{self, NodeFacts, Verdict};
+use crate::guard::{self, Verdict};
 use crate::listing::Listings;
+use crate::nodes::NodeMap;
 use crate::owner::{Owner, OwnerMapped};
-use fuse_backend_rs::api::filesystem::{Context, FileSystem};
+use crate::pending::PendingState;
+use crate::saved::{DecodeError, SavedState};
+use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
-use paddock_protocol::workspace::{message_len, BadLength, HELLO, IN_HEADER_LEN, MAX_MESSAGE};
+use paddock_protocol::workspace::{
+    message_len, BadLength, HELLO, IN_HEADER_LEN, MAX_MESSAGE, NOT_RESUMED, RESUMED, RESUME_HELLO,
+    SESSION_ID_LEN,
+};
 use paddock_protocol::WorkspaceMode;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -25,6 +33,12 @@ const LIVE_CACHE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The same for a copy-on-write share, whose lower layer is not expected to change under the
 /// sandbox (overlayfs assumes as much).
 const COW_CACHE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a resuming connection waits for the host to load its state.
+pub const RESUME_WAIT: Duration = Duration::from_secs(10);
+
+/// The file system the FUSE server answers with: the passthrough, owners mapped, behind node
+/// ids and handles of the server's own.
+type Served = NodeMap<OwnerMapped<Arc<PassthroughFs>>>;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +55,13 @@ pub enum StartError {
 /// Why a guest connection ended other than by the guest closing it.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// The connection did not start with the workspace hello.
+    /// The connection did not start with the workspace hello or the resume hello.
     #[error("the connection did not start with the workspace hello")]
     Hello,
+    /// A resume found no state loaded for its session (or one of another mode), or could not
+    /// re-establish it: the guest was told, and the mount is over.
+    #[error("no state to resume session {0:#018x} from")]
+    NotResumed(u64),
     /// A request announced an impossible length.
     #[error(transparent)]
     Length(#[from] BadLength),
@@ -55,12 +73,25 @@ pub enum SessionError {
     Reply(fuse_backend_rs::Error),
 }
 
+/// Why a loaded state was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not a state this server's encoding makes.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A state of a share in the other mode (read-only or not).
+    #[error("the state is of a {} share, this one is not", if *.0 { "read-only" } else { "writable" })]
+    Mode(bool),
+}
+
 /// The passthrough file system over one directory, and its FUSE server.
 pub struct WorkspaceServer {
-    fs: Arc<PassthroughFs>,
+    nodes: Arc<Served>,
     read_only: bool,
-    server: Server<OwnerMapped<Arc<PassthroughFs>>>,
+    server: Server<Arc<Served>>,
     dir: PathBuf,
+    pending: PendingState,
+    resume_wait: Duration,
 }
 
 impl std::fmt::Debug for WorkspaceServer {
@@ -68,15 +99,6 @@ impl std::fmt::Debug for WorkspaceServer {
         f.debug_struct("WorkspaceServer")
             .field("dir", &self.dir)
             .finish_non_exhaustive()
-    }
-}
-
-impl NodeFacts for PassthroughFs {
-    fn mode_and_links(&self, node: u64) -> Result<(u32, u64), i32> {
-        match self.getattr(&Context::new(), node, None) {
-            Ok((stat, _)) => Ok((stat.st_mode, stat.st_nlink)),
-            Err(e) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
-        }
     }
 }
 
@@ -119,17 +141,64 @@ impl WorkspaceServer {
         // Checked now, so a directory that cannot be served is an error at start; every guest
         // session's INIT imports it again.
         fs.import().map_err(serve_error)?;
+        let nodes = Arc::new(NodeMap::new(OwnerMapped {
+            inner: fs,
+            host: own_ids(),
+            guest,
+            listings: Listings::default(),
+        }));
         Ok(Self {
-            server: Server::new(OwnerMapped {
-                inner: fs.clone(),
-                host: own_ids(),
-                guest,
-                listings: Listings::default(),
-            }),
-            fs,
+            server: Server::new(nodes.clone()),
+            nodes,
             read_only: mode == WorkspaceMode::Cow,
             dir: dir.to_path_buf(),
+            pending: PendingState::default(),
+            resume_wait: RESUME_WAIT,
         })
+    }
+
+    /// The same server with a resuming connection waiting at most `wait` for its state
+    /// ([`RESUME_WAIT`] by default).
+    pub fn with_resume_wait(mut self, wait: Duration) -> Self {
+        self.resume_wait = wait;
+        self
+    }
+
+    /// The state of the session being served, encoded (empty when none is served, or when it
+    /// does not fit a state's bounds: a resume from it then finds none and the guest mounts
+    /// again). The table is read under its lock once, so the state is consistent.
+    pub fn save_state(&self) -> Vec<u8> {
+        let Some(state) = self.nodes.save(self.read_only) else {
+            return Vec::new();
+        };
+        match state.encode() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!("the workspace state is not saved: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Whether a loaded state waits for its resume.
+    pub fn has_loaded_state(&self) -> bool {
+        self.pending.is_loaded()
+    }
+
+    /// Makes `bytes` (a state [`Self::save_state`] made, maybe in another process) the one the
+    /// next resume carries on from; empty bytes say that none comes (a resume is refused at
+    /// once, not after the wait).
+    pub fn load_state(&self, bytes: &[u8]) -> Result<(), LoadError> {
+        if bytes.is_empty() {
+            self.pending.put(None);
+            return Ok(());
+        }
+        let state = SavedState::decode(bytes)?;
+        if state.read_only != self.read_only {
+            return Err(LoadError::Mode(state.read_only));
+        }
+        self.pending.put(Some(state));
+        Ok(())
     }
 
     /// Starts the thread that serves guest connections, one at a time, as [`Sessions::accept`]
@@ -163,19 +232,63 @@ impl WorkspaceServer {
     /// Serves one guest connection until the guest closes it; then forgets every node and
     /// handle it had.
     pub fn serve(&self, stream: UnixStream) -> Result<(), SessionError> {
-        let result = self.serve_requests(stream);
-        self.fs.destroy();
+        let result = self.serve_connection(stream);
+        self.nodes.destroy();
         result
     }
 
-    fn serve_requests(&self, mut stream: UnixStream) -> Result<(), SessionError> {
+    fn serve_connection(&self, mut stream: UnixStream) -> Result<(), SessionError> {
         let mut hello = [0u8; HELLO.len()];
         stream
             .read_exact(&mut hello)
             .map_err(|_| SessionError::Hello)?;
-        if &hello != HELLO {
+        if &hello == HELLO {
+            let session = new_session_id()?;
+            self.nodes.start_session(session);
+            stream.write_all(&session.to_le_bytes())?;
+            tracing::info!("workspace session {session:#018x} mounted");
+        } else if &hello == RESUME_HELLO {
+            let mut session = [0u8; SESSION_ID_LEN];
+            stream.read_exact(&mut session)?;
+            let session = u64::from_le_bytes(session);
+            if !self.resume(session) {
+                stream.write_all(&[NOT_RESUMED])?;
+                return Err(SessionError::NotResumed(session));
+            }
+            stream.write_all(&[RESUMED])?;
+        } else {
             return Err(SessionError::Hello);
         }
+        self.serve_requests(stream)
+    }
+
+    /// Re-establishes `session` from the loaded state (waiting for one a while): whether it
+    /// was.
+    fn resume(&self, session: u64) -> bool {
+        let Some(state) = self.pending.take_within(self.resume_wait) else {
+            tracing::warn!("workspace session {session:#018x}: no state loaded to resume from");
+            return false;
+        };
+        if state.session != session || state.read_only != self.read_only {
+            tracing::warn!(
+                "workspace session {session:#018x}: the loaded state is of session {:#018x}",
+                state.session
+            );
+            return false;
+        }
+        match self.nodes.resume(&state, self.read_only) {
+            Ok(found) => {
+                tracing::info!("workspace session {session:#018x} resumed: {found:?}");
+                true
+            }
+            Err(e) => {
+                tracing::warn!("workspace session {session:#018x} not resumed: {e}");
+                false
+            }
+        }
+    }
+
+    fn serve_requests(&self, mut stream: UnixStream) -> Result<(), SessionError> {
         let mut request = vec![0u8; MAX_MESSAGE];
         let mut reply = vec![0u8; MAX_MESSAGE];
         loop {
@@ -187,7 +300,7 @@ impl WorkspaceServer {
             let len = message_len(&request[..IN_HEADER_LEN], IN_HEADER_LEN)?;
             stream.read_exact(&mut request[IN_HEADER_LEN..len])?;
             let message = &mut request[..len];
-            if let Verdict::Refuse(errno) = guard::vet(message, &*self.fs, self.read_only) {
+            if let Verdict::Refuse(errno) = guard::vet(message, &*self.nodes, self.read_only) {
                 stream.write_all(&guard::error_reply(guard::unique(message), errno))?;
                 continue;
             }
@@ -209,6 +322,29 @@ impl WorkspaceServer {
             }
         }
     }
+}
+
+/// A new mount's session id: random, so a state saved for one mount is never taken up by
+/// another's resume.
+fn new_session_id() -> io::Result<u64> {
+    let mut id = [0u8; SESSION_ID_LEN];
+    let mut filled = 0;
+    while filled < id.len() {
+        let rest = &mut id[filled..];
+        // SAFETY: the kernel writes at most `rest.len()` bytes into `rest`, which is valid
+        // for writes of that many; the result is checked.
+        let got = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match usize::try_from(got) {
+            Ok(n) => filled += n,
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(u64::from_le_bytes(id))
 }
 
 /// The hand-over to the session thread.

@@ -34,7 +34,7 @@ impl Platform for GuestPlatform {
     fn resume(&self, wall_clock: UnixTime, entropy: &[u8]) -> io::Result<()> {
         crate::resume::set_wall_clock(wall_clock)?;
         crate::resume::add_entropy(entropy)?;
-        crate::workspace::forget_stale();
+        // A workspace mount the snapshot held stays: its relay reconnects by itself.
         Ok(())
     }
 
@@ -46,7 +46,7 @@ impl Platform for GuestPlatform {
         &self,
         path: &str,
         mode: paddock_protocol::WorkspaceMode,
-    ) -> Result<(), crate::workspace::MountError> {
+    ) -> Result<crate::workspace::Mounted, crate::workspace::MountError> {
         crate::workspace::mount(path, mode)
     }
 

@@ -45,17 +45,18 @@ impl Platform for RecordingPlatform {
         &self,
         path: &str,
         mode: paddock_protocol::WorkspaceMode,
-    ) -> Result<(), crate::workspace::MountError> {
+    ) -> Result<crate::workspace::Mounted, crate::workspace::MountError> {
         self.calls
             .lock()
             .unwrap()
             .push(Call::MountWorkspace(path.to_string(), mode));
-        if path == "/unreachable" {
-            return Err(crate::workspace::MountError::Host(
+        match path {
+            "/unreachable" => Err(crate::workspace::MountError::Host(
                 io::Error::from_raw_os_error(libc::ECONNRESET),
-            ));
+            )),
+            "/carried" => Ok(crate::workspace::Mounted::Carried),
+            _ => Ok(crate::workspace::Mounted::Fresh),
         }
-        Ok(())
     }
 
     fn workspace_changes(
@@ -471,7 +472,12 @@ fn a_workspace_mount_is_answered_with_its_outcome_and_the_connection_stays() {
         path: "/home/me/project".into(),
         mode: paddock_protocol::WorkspaceMode::Cow,
     });
-    assert_eq!(h.recv(), Response::WorkspaceMounted);
+    assert_eq!(h.recv(), Response::WorkspaceMounted { carried: false });
+    h.send(&Request::MountWorkspace {
+        path: "/carried".into(),
+        mode: paddock_protocol::WorkspaceMode::Live,
+    });
+    assert_eq!(h.recv(), Response::WorkspaceMounted { carried: true });
     h.send(&Request::MountWorkspace {
         path: "/unreachable".into(),
         mode: paddock_protocol::WorkspaceMode::Live,
@@ -491,6 +497,7 @@ fn a_workspace_mount_is_answered_with_its_outcome_and_the_connection_stays() {
                 "/home/me/project".into(),
                 paddock_protocol::WorkspaceMode::Cow
             ),
+            Call::MountWorkspace("/carried".into(), paddock_protocol::WorkspaceMode::Live),
             Call::MountWorkspace("/unreachable".into(), paddock_protocol::WorkspaceMode::Live)
         ]
     );

@@ -1,12 +1,13 @@
 //! The relay and the path rules, without a guest: SOCK_SEQPACKET pairs stand in for `/dev/fuse`.
 
 use super::*;
+use paddock_protocol::workspace::{IN_HEADER_LEN, MAX_MESSAGE, OUT_HEADER_LEN};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 /// A connected pair of SOCK_SEQPACKET sockets: like `/dev/fuse`, every read returns one whole
 /// message and every write sends one.
-fn message_pair() -> (File, File) {
+pub(super) fn message_pair() -> (File, File) {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors socketpair returns.
     let ret = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, fds.as_mut_ptr()) };
@@ -120,53 +121,4 @@ fn the_topmost_mount_at_a_path_is_read_from_mountinfo() {
         Some("something-else")
     );
     assert_eq!(mounted_here(table, Path::new("/nowhere")), None);
-    assert_eq!(
-        ours(table),
-        [b"/tmp/my project".to_vec(), b"/tmp/my project".to_vec()]
-    );
-}
-
-#[test]
-fn stale_mounts_are_looked_for_only_once_something_was_mounted() {
-    let mut reads = 0;
-    unmount_stale(
-        false,
-        || {
-            reads += 1;
-            None
-        },
-        |point| panic!("{} unmounted", point.display()),
-    );
-    assert_eq!(reads, 0, "the mount table was read");
-
-    // What is mounted, as mountinfo lines; an unmount takes the topmost at its point away.
-    let table = std::cell::RefCell::new(vec![
-        "22 1 0:21 / /tmp rw - tmpfs tmpfs rw",
-        "40 22 0:40 / /run/paddock/workspace/0/lower ro - fuse paddock-workspace rw",
-        "41 22 0:41 / /run/paddock/workspace/0/layer rw - tmpfs paddock-workspace-layer rw",
-        "42 22 0:42 / /tmp/ws rw - overlay paddock-workspace rw",
-    ]);
-    let mut unmounted = Vec::new();
-    unmount_stale(
-        true,
-        || Some(table.borrow().join("\n")),
-        |point| {
-            let mut table = table.borrow_mut();
-            let at = table
-                .iter()
-                .rposition(|line| line.contains(&format!(" {} ", point.display())))
-                .unwrap();
-            table.remove(at);
-            unmounted.push(point.display().to_string());
-        },
-    );
-    assert_eq!(
-        unmounted,
-        [
-            "/tmp/ws",
-            "/run/paddock/workspace/0/layer",
-            "/run/paddock/workspace/0/lower"
-        ]
-    );
-    assert_eq!(*table.borrow(), ["22 1 0:21 / /tmp rw - tmpfs tmpfs rw"]);
 }

@@ -6,7 +6,7 @@ use super::{
     StateArgs, VmmArgs,
 };
 use anyhow::Context;
-use paddock_vmm::sandbox::workspace::WorkspaceMode;
+use paddock_vmm::sandbox::workspace::{SnapshotShare, WorkspaceMode};
 use paddock_vmm::sandbox::{ConsoleLog, Launch, SandboxPaths, Sandboxes};
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,7 +57,39 @@ fn resolve_workspace(
         return Ok(None);
     };
     let dir = paddock_vmm::sandbox::workspace::resolve(dir)?;
-    Ok(Some((dir, args.workspace_mode.into())))
+    Ok(Some((dir, args.workspace_mode.unwrap_or_default().into())))
+}
+
+/// The workspace a sandbox restored or forked from the snapshot in `snapshot` shares: the one
+/// `args` names, else the one the snapshot's sandbox shared (its mode kept: the guest's mount
+/// carries on as it was), with what the snapshot kept of that share.
+fn restored_workspace(
+    snapshot: &std::path::Path,
+    args: &super::WorkspaceArgs,
+) -> anyhow::Result<Option<(PathBuf, WorkspaceMode, Option<SnapshotShare>)>> {
+    let kept = SnapshotShare::read(snapshot)?;
+    let Some(kept) = kept else {
+        return Ok(resolve_workspace(args)?.map(|(dir, mode)| (dir, mode, None)));
+    };
+    let named = args.workspace.as_ref().unwrap_or(&kept.record.dir);
+    let dir = paddock_vmm::sandbox::workspace::resolve(named).with_context(|| {
+        format!(
+            "the snapshot shared {}: name the directory to share with --workspace DIR",
+            kept.record.dir.display()
+        )
+    })?;
+    let mode = kept.record.mode;
+    if let Some(asked) = args.workspace_mode {
+        anyhow::ensure!(
+            WorkspaceMode::from(asked) == mode,
+            "the snapshot shares its workspace {}: --workspace-mode cannot change that",
+            match mode {
+                WorkspaceMode::Live => "live",
+                WorkspaceMode::Cow => "copy-on-write",
+            }
+        );
+    }
+    Ok(Some((dir, mode, Some(kept))))
 }
 
 /// Shares `workspace` with the new sandbox `name`; if that fails, the sandbox goes too
@@ -67,10 +99,20 @@ fn share(
     name: &str,
     workspace: Option<&(PathBuf, WorkspaceMode)>,
 ) -> anyhow::Result<Option<PathBuf>> {
-    let Some((dir, mode)) = workspace else {
+    let workspace = workspace.map(|(dir, mode)| (dir.clone(), *mode, None));
+    share_restored(sandboxes, name, workspace.as_ref())
+}
+
+/// [`share`] for a sandbox restored or forked from a snapshot (see [`restored_workspace`]).
+fn share_restored(
+    sandboxes: &Sandboxes,
+    name: &str,
+    workspace: Option<&(PathBuf, WorkspaceMode, Option<SnapshotShare>)>,
+) -> anyhow::Result<Option<PathBuf>> {
+    let Some((dir, mode, kept)) = workspace else {
         return Ok(None);
     };
-    match sandboxes.share_workspace(name, dir, *mode) {
+    match sandboxes.share_workspace_from(name, dir, *mode, kept.as_ref()) {
         Ok(dir) => Ok(Some(dir)),
         Err(e) => {
             let _ = sandboxes.remove(name, true);
@@ -234,18 +276,18 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
         .image
         .map(|p| std::path::absolute(&p).with_context(|| format!("resolving {}", p.display())))
         .transpose()?;
+    let workspace = restored_workspace(&dir, &args.workspace)?;
     let launch = Launch::Restore {
         dir,
         console: ConsoleLog::Sandbox,
         image,
     };
-    let workspace = resolve_workspace(&args.workspace)?;
     let sandboxes = sandboxes(&args.state)
         .with_cpus(args.limits.cpus)
         .with_seccomp(args.limits.seccomp())
         .with_vmm_user(args.limits.vmm_user()?)?;
     let info = sandboxes.start(args.name.as_deref(), launch)?;
-    share(&sandboxes, &info.name, workspace.as_ref())?;
+    share_restored(&sandboxes, &info.name, workspace.as_ref())?;
     let wall_ms = ms_since(requested);
     if args.timings.json {
         print_json_timings(&[(&info.name, wall_ms, &info.spans)]);
@@ -306,7 +348,7 @@ pub fn fork(args: ForkArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(args.count > 0, "--count must be at least 1");
     let dir = std::path::absolute(&args.dir)
         .with_context(|| format!("resolving {}", args.dir.display()))?;
-    let workspace = resolve_workspace(&args.workspace)?;
+    let workspace = restored_workspace(&dir, &args.workspace)?;
     let started = Instant::now();
     let sandboxes = sandboxes(&args.state)
         .with_cpus(args.limits.cpus)
@@ -314,7 +356,7 @@ pub fn fork(args: ForkArgs) -> anyhow::Result<i32> {
         .with_vmm_user(args.limits.vmm_user()?)?;
     let infos = sandboxes.fork(&dir, args.count, &args.prefix, false)?;
     for info in &infos {
-        if let Err(e) = share(&sandboxes, &info.name, workspace.as_ref()) {
+        if let Err(e) = share_restored(&sandboxes, &info.name, workspace.as_ref()) {
             // All of them, or none.
             for other in &infos {
                 let _ = sandboxes.remove(&other.name, true);

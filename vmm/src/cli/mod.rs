@@ -312,6 +312,10 @@ pub struct WorkspaceServerArgs {
     /// Where to listen for the guest's connections.
     #[arg(long)]
     pub socket: PathBuf,
+    /// Where to listen for the host's control connections (the VMM saving and loading the
+    /// server's state for snapshots); the guest cannot reach it.
+    #[arg(long)]
+    pub control_socket: PathBuf,
     /// The empty directory its jail is built on.
     #[arg(long)]
     pub jail_root: PathBuf,
@@ -418,15 +422,11 @@ pub struct WorkspaceArgs {
     /// path (symlinks resolved), and nothing else of the host's files.
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
-    /// `live`: the guest's changes go straight to DIR. `cow`: DIR is read-only to the guest,
-    /// its changes stay in the sandbox (`paddock diff`, `paddock apply`; a reset drops them).
-    #[arg(
-        long,
-        value_name = "MODE",
-        default_value = "live",
-        requires = "workspace"
-    )]
-    pub workspace_mode: WorkspaceModeArg,
+    /// `live` (the default): the guest's changes go straight to DIR. `cow`: DIR is read-only
+    /// to the guest, its changes stay in the sandbox (`paddock diff`, `paddock apply`; a reset
+    /// drops them). A snapshot's share keeps the mode it had.
+    #[arg(long, value_name = "MODE", requires = "workspace")]
+    pub workspace_mode: Option<WorkspaceModeArg>,
 }
 
 /// How the workspace is shared (`--workspace-mode`).

@@ -35,20 +35,10 @@ pub fn run(args: WorkspaceServerArgs) -> anyhow::Result<i32> {
     let server = Arc::new(WorkspaceServer::new(&args.dir, mode, guest)?);
     let vmm = pidfd(args.vmm_pid)
         .with_context(|| format!("watching the sandbox's VMM (pid {})", args.vmm_pid))?;
-    let _ = std::fs::remove_file(&args.socket);
-    let listener = UnixListener::bind(&args.socket)
-        .with_context(|| format!("listening on {}", args.socket.display()))?;
-    // A VMM that runs as a user of its own reaches the socket through its sandbox's directory,
-    // which is closed to everyone else (see `vmm_user::share_dir`).
-    if args
-        .socket
-        .parent()
-        .is_some_and(paddock_vmm::sandbox::vmm_user::dir_is_shared)
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o666))
-            .with_context(|| format!("opening {} to the VMM", args.socket.display()))?;
-    }
+    // The control socket first: the host loads a snapshot's state through it as soon as the
+    // guest's socket listens.
+    let control = listen(&args.control_socket)?;
+    let listener = listen(&args.socket)?;
     let plan = JailPlan {
         binds: vec![Bind {
             path: args.dir.clone(),
@@ -70,6 +60,9 @@ pub fn run(args: WorkspaceServerArgs) -> anyhow::Result<i32> {
     let sessions = server
         .start_sessions()
         .context("starting the session thread")?;
+    server
+        .start_control(control)
+        .context("starting the control thread")?;
     // Every thread exists now; the filter covers them all and starts none.
     if args.no_seccomp {
         tracing::warn!(
@@ -85,6 +78,24 @@ pub fn run(args: WorkspaceServerArgs) -> anyhow::Result<i32> {
         .accept(&listener)
         .context("accepting guest connections")?;
     Ok(0)
+}
+
+/// A listening socket at `path` (anything there before is replaced). A VMM that runs as a user
+/// of its own reaches it through its sandbox's directory, which is closed to everyone else (see
+/// `vmm_user::share_dir`): there it is open to all.
+fn listen(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+    if path
+        .parent()
+        .is_some_and(paddock_vmm::sandbox::vmm_user::dir_is_shared)
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+            .with_context(|| format!("opening {} to the VMM", path.display()))?;
+    }
+    Ok(listener)
 }
 
 /// A pidfd of `pid`: readable once the process has ended (it works without `/proc`, which the

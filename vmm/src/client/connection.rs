@@ -194,18 +194,19 @@ impl Connection {
     }
 
     /// Asks guest-init to mount the sandbox's workspace at `path` (served by the workspace
-    /// server listening on the sandbox's workspace socket); returns once it is mounted.
+    /// server listening on the sandbox's workspace socket); returns once it is mounted, with
+    /// whether the mount was there already (carried across a snapshot) rather than made now.
     pub fn mount_workspace(
         &mut self,
         path: &str,
         mode: WorkspaceMode,
-    ) -> Result<(), MountWorkspaceError> {
+    ) -> Result<bool, MountWorkspaceError> {
         let request = Request::MountWorkspace {
             path: path.to_string(),
             mode,
         };
         match self.request(&request)? {
-            Response::WorkspaceMounted => Ok(()),
+            Response::WorkspaceMounted { carried } => Ok(carried),
             Response::Error { message, .. } => {
                 Err(MountWorkspaceError::Guest(bounded_message(message)))
             }

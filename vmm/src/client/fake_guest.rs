@@ -46,9 +46,9 @@ impl Platform for TestPlatform {
         &self,
         path: &str,
         _mode: paddock_protocol::WorkspaceMode,
-    ) -> Result<(), guest_init::workspace::MountError> {
+    ) -> Result<guest_init::workspace::Mounted, guest_init::workspace::MountError> {
         match path {
-            "/home/me/project" => Ok(()),
+            "/home/me/project" => Ok(guest_init::workspace::Mounted::Fresh),
             other => Err(guest_init::workspace::MountError::Path(other.to_string())),
         }
     }

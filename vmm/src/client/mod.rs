@@ -38,7 +38,7 @@ fn response_kind(response: &paddock_protocol::Response) -> &'static str {
         Response::ShuttingDown => "ShuttingDown",
         Response::Detached { .. } => "Detached",
         Response::Attached { .. } => "Attached",
-        Response::WorkspaceMounted => "WorkspaceMounted",
+        Response::WorkspaceMounted { .. } => "WorkspaceMounted",
         Response::WorkspaceChanges { .. } => "WorkspaceChanges",
     }
 }

@@ -189,7 +189,7 @@ fn bring_up(
     let uds = paths.vsock();
     let mut guest =
         GuestLink::listen(&uds).map_err(|e| format!("cannot listen for guest readiness: {e}"))?;
-    let (vmm, boot, launched) = match launch {
+    let (mut vmm, boot, launched) = match launch {
         Launch::Boot {
             kernel,
             rootfs,
@@ -253,6 +253,11 @@ fn bring_up(
             (vmm, boot, LaunchKind::Restore)
         }
     };
+    // The workspace server (once one is started) keeps its state in this VM's snapshots.
+    vmm.companions
+        .push(Box::new(super::workspace_control::WorkspaceCompanion::new(
+            paths,
+        )));
     let info = SandboxInfo {
         name: name.to_string(),
         pid: super::jail::host_pid(),

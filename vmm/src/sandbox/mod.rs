@@ -27,6 +27,7 @@ pub mod rlimits;
 pub mod supervisor;
 pub mod vmm_user;
 pub mod workspace;
+pub mod workspace_control;
 
 pub use daemon::{ConsoleLog, Launch};
 pub use paths::{SandboxInfo, SandboxPaths};
@@ -618,6 +619,9 @@ impl Sandboxes {
                     // No CA to name: nothing stale from a snapshot written there before.
                     let _ = std::fs::remove_file(dir.join("egress.json"));
                 }
+                // What the sandbox shared: a restore shares it again and carries the guest's
+                // mount on (the VMM kept the workspace server's state in the snapshot).
+                workspace::SnapshotShare::keep(&paths, &dir)?;
                 if stop {
                     self.wait_stopped(name, Duration::from_secs(10));
                 }
@@ -643,19 +647,38 @@ impl Sandboxes {
                 ready_ms,
                 mut spans,
             } => {
-                // Whatever share the snapshot held died with its connection (guest-init
-                // dropped it on resume): the guest mounts the share again, served by the same
-                // server, before the reset is done.
+                // A mount the snapshot held carries on (the VMM gave the server its state of
+                // that moment before the guest ran); without one, the guest mounts the share
+                // anew, served by the same server, before the reset is done.
                 let paths = self.paths(name)?;
                 if let Some(mut record) = workspace::WorkspaceRecord::read(&paths) {
                     let start = Instant::now();
-                    // A copy-on-write share starts over: the guest's changes are gone.
-                    record.mounted_ns = workspace::now_ns();
-                    record.applied.clear();
-                    workspace::mount(&paths.vsock(), &record.dir, record.mode)?;
+                    let carried = workspace::mount(&paths.vsock(), &record.dir, record.mode)?;
+                    // Copy-on-write, the guest's changes are the snapshot's, checked against
+                    // the host as of the snapshot's mount; a new mount starts over.
+                    let kept = carried
+                        .then(|| SandboxInfo::read(&paths).ok()?.origin_snapshot)
+                        .flatten()
+                        .and_then(|origin| workspace::WorkspaceRecord::read_in(&origin))
+                        .filter(|kept| kept.dir == record.dir);
+                    match kept {
+                        Some(kept) => {
+                            record.mounted_ns = kept.mounted_ns;
+                            record.applied = kept.applied;
+                        }
+                        None => {
+                            record.mounted_ns = workspace::now_ns();
+                            record.applied.clear();
+                        }
+                    }
                     record.write(&paths)?;
                     spans.push(crate::timings::Span {
-                        span: "workspace mounted".into(),
+                        span: if carried {
+                            "workspace carried on"
+                        } else {
+                            "workspace mounted"
+                        }
+                        .into(),
                         ms: start.elapsed().as_secs_f64() * 1e3,
                     });
                 }
@@ -760,21 +783,50 @@ impl Sandboxes {
         dir: &Path,
         mode: workspace::WorkspaceMode,
     ) -> Result<PathBuf, SandboxError> {
+        self.share_workspace_from(name, dir, mode, None)
+    }
+
+    /// [`Self::share_workspace`] for a sandbox restored or forked from a snapshot that held
+    /// a share (`kept`): the guest's mount from the snapshot carries on, its open files and
+    /// all, when `dir` is the directory it held and the snapshot kept the server's state;
+    /// otherwise it is mounted anew.
+    pub fn share_workspace_from(
+        &self,
+        name: &str,
+        dir: &Path,
+        mode: workspace::WorkspaceMode,
+        kept: Option<&workspace::SnapshotShare>,
+    ) -> Result<PathBuf, SandboxError> {
         let paths = self.paths(name)?;
         let info = SandboxInfo::read(&paths).map_err(|_| PathsError::NotFound(name.to_string()))?;
         let dir = workspace::resolve(dir)?;
         let uds = self.vsock_path(name)?;
         let mut server =
             workspace::start_server(self.helper_launch(), &paths, &dir, mode, info.pid)?;
+        let carry = kept.filter(|k| k.record.dir == dir && k.record.mode == mode);
+        // The guest's mount from the snapshot (if any) is waiting to carry on: the state it
+        // carries on from, or word that none comes (it is then mounted anew at once).
+        let state = carry.and_then(|k| k.state.as_deref());
+        if kept.is_some() {
+            if let Err(e) = workspace_control::load(&workspace_control::socket(&paths), state) {
+                tracing::warn!("the snapshot's workspace mount is mounted anew: {e}");
+            }
+        }
         let mounted_ns = workspace::now_ns();
-        let mounted = workspace::mount(&uds, &dir, mode).and_then(|()| {
+        let mounted = workspace::mount(&uds, &dir, mode).and_then(|carried| {
             let mut record = workspace::WorkspaceRecord::read(&paths).ok_or_else(|| {
                 workspace::WorkspaceError::Record {
                     path: paths.dir.clone(),
                     source: std::io::Error::from(std::io::ErrorKind::NotFound),
                 }
             })?;
-            record.mounted_ns = mounted_ns;
+            match carry.filter(|_| carried) {
+                Some(kept) => {
+                    record.mounted_ns = kept.record.mounted_ns;
+                    record.applied = kept.record.applied.clone();
+                }
+                None => record.mounted_ns = mounted_ns,
+            }
             record.write(&paths)
         });
         if let Err(e) = mounted {

@@ -53,6 +53,9 @@ pub enum WorkspaceError {
     /// The connection to guest-init failed.
     #[error("talking to guest-init: {0}")]
     Io(#[source] std::io::Error),
+    /// The snapshot's state file could not be read for the mount it carries.
+    #[error("reading the workspace mount the snapshot holds: {0}")]
+    Snapshot(#[source] crate::snapshot::store::StoreError),
 }
 
 /// A sandbox's workspace record: the shared directory and its server process.
@@ -78,7 +81,12 @@ pub struct WorkspaceRecord {
 impl WorkspaceRecord {
     /// The sandbox's record, if it shares a workspace.
     pub fn read(paths: &SandboxPaths) -> Option<Self> {
-        let text = std::fs::read(paths.dir.join(RECORD)).ok()?;
+        Self::read_in(&paths.dir)
+    }
+
+    /// The record in directory `dir` (a sandbox's, or a snapshot's), if there is one.
+    pub fn read_in(dir: &Path) -> Option<Self> {
+        let text = std::fs::read(dir.join(RECORD)).ok()?;
         serde_json::from_slice(&text).ok()
     }
 
@@ -89,12 +97,66 @@ impl WorkspaceRecord {
 
     /// Writes the record (atomically).
     pub fn write(&self, paths: &SandboxPaths) -> Result<(), WorkspaceError> {
-        let path = paths.dir.join(RECORD);
-        let tmp = paths.dir.join(format!(".{RECORD}.tmp"));
+        self.write_in(&paths.dir)
+    }
+
+    /// Writes the record into directory `dir` (atomically).
+    pub fn write_in(&self, dir: &Path) -> Result<(), WorkspaceError> {
+        let path = dir.join(RECORD);
+        let tmp = dir.join(format!(".{RECORD}.tmp"));
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other);
         text.and_then(|text| std::fs::write(&tmp, text))
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|source| WorkspaceError::Record { path, source })
+    }
+}
+
+/// The share a snapshot holds: what the sandbox shared when it was taken, and the workspace
+/// server's state of that moment (kept by the VMM), with which a restore, fork or reset
+/// carries the guest's mount on instead of mounting it anew.
+#[derive(Clone, Debug)]
+pub struct SnapshotShare {
+    /// The directory, mode, mount time and applied files as they were.
+    pub record: WorkspaceRecord,
+    /// The server's state (`None`: the VMM could not get it; the mount is made anew).
+    pub state: Option<Vec<u8>>,
+}
+
+impl SnapshotShare {
+    /// The share the snapshot in `dir` holds, if its sandbox shared a workspace.
+    pub fn read(dir: &Path) -> Result<Option<Self>, WorkspaceError> {
+        let Some(mut record) = WorkspaceRecord::read_in(dir) else {
+            return Ok(None);
+        };
+        record.server_pid = None;
+        let (state, _) = crate::snapshot::store::read::<crate::snapshot::state::SnapshotState>(
+            dir,
+            crate::snapshot::state::SnapshotState::memory,
+        )
+        .map_err(WorkspaceError::Snapshot)?;
+        let state = state
+            .companion(super::workspace_control::COMPANION_NAME)
+            .map(<[u8]>::to_vec);
+        Ok(Some(Self { record, state }))
+    }
+
+    /// Records, in the snapshot just written to `snapshot_dir`, the share of the sandbox at
+    /// `paths` (or that there is none: a record left there by an earlier snapshot goes).
+    pub fn keep(paths: &SandboxPaths, snapshot_dir: &Path) -> Result<(), WorkspaceError> {
+        match WorkspaceRecord::read(paths) {
+            Some(record) => WorkspaceRecord {
+                server_pid: None,
+                ..record
+            }
+            .write_in(snapshot_dir),
+            None => match std::fs::remove_file(snapshot_dir.join(RECORD)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(WorkspaceError::Record {
+                    path: snapshot_dir.join(RECORD),
+                    source: e,
+                }),
+                _ => Ok(()),
+            },
+        }
     }
 }
 
@@ -157,6 +219,8 @@ pub fn start_server(
         .arg(dir)
         .arg("--socket")
         .arg(&socket)
+        .arg("--control-socket")
+        .arg(super::workspace_control::socket(paths))
         .arg("--jail-root")
         .arg(jail_root(paths))
         .arg("--vmm-pid")
@@ -208,11 +272,11 @@ pub fn now_ns() -> u64 {
 }
 
 /// Asks guest-init (reached through the sandbox's vsock socket `uds`) to mount the workspace
-/// at `dir`, its host path, as `mode` says.
-pub fn mount(uds: &Path, dir: &Path, mode: WorkspaceMode) -> Result<(), WorkspaceError> {
+/// at `dir`, its host path, as `mode` says. Returns whether the guest's mount was there
+/// already, carried across a snapshot, rather than made now.
+pub fn mount(uds: &Path, dir: &Path, mode: WorkspaceMode) -> Result<bool, WorkspaceError> {
     let (mut conn, path) = guest_init_for(uds, dir, MOUNT_TIMEOUT)?;
-    conn.mount_workspace(path, mode)?;
-    Ok(())
+    Ok(conn.mount_workspace(path, mode)?)
 }
 
 /// A connection to guest-init behind `uds` that gives up after `timeout`, and the workspace

@@ -13,8 +13,9 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"PDKSNAP\0";
 pub const SNAPSHOT_VERSION: u32 = 4;
 /// magic (8) + version (4) + payload length (8) + CRC32 (4).
 pub const HEADER_LEN: usize = 24;
-/// Largest state payload accepted (vCPU and device state is a few hundred KiB at most).
-pub const MAX_STATE_BYTES: u64 = 64 << 20;
+/// Largest state payload accepted (vCPU and device state is a few hundred KiB at most; a
+/// companion's state up to 64 MiB).
+pub const MAX_STATE_BYTES: u64 = 80 << 20;
 /// [`MAX_STATE_BYTES`] as bincode's limit.
 // Bounded: 64 MiB fits every usize.
 #[allow(clippy::cast_possible_truncation)]

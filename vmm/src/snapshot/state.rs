@@ -26,6 +26,26 @@ pub struct SnapshotState {
     pub serial: SerialState,
     /// The virtio devices with their transports and slots, in attach order.
     pub devices: Vec<DeviceState>,
+    /// What the processes beside the VMM kept of this moment (see [`crate::companion`]).
+    pub companions: Vec<CompanionState>,
+}
+
+/// One companion process's state, as it gave it (opaque here; the companion checks it).
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct CompanionState {
+    /// Which companion ([`crate::companion::Companion::name`]).
+    pub name: String,
+    /// Its bytes.
+    pub state: Vec<u8>,
+}
+
+impl std::fmt::Debug for CompanionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompanionState")
+            .field("name", &self.name)
+            .field("bytes", &self.state.len())
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for SnapshotState {
@@ -42,5 +62,13 @@ impl SnapshotState {
     /// The memory file name and expected size, for `store::read`.
     pub fn memory(&self) -> (&str, u64) {
         (&self.memory_file, self.memory_bytes)
+    }
+
+    /// What companion `name` kept in this snapshot, if anything.
+    pub fn companion(&self, name: &str) -> Option<&[u8]> {
+        self.companions
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.state.as_slice())
     }
 }

@@ -20,6 +20,8 @@ struct Guest {
     stream: UnixStream,
     unique: u64,
     server: std::thread::JoinHandle<Result<(), SessionError>>,
+    /// The mount's session id, as the server gave it.
+    session: u64,
 }
 
 struct Reply {
@@ -32,15 +34,9 @@ impl Guest {
         Guest::to(WorkspaceServer::new(dir, WorkspaceMode::Live, AGENT).unwrap())
     }
 
-    fn to(server: WorkspaceServer) -> Guest {
-        let (mut stream, theirs) = UnixStream::pair().unwrap();
-        let server = std::thread::spawn(move || server.serve(theirs));
-        stream.write_all(HELLO).unwrap();
-        let mut guest = Guest {
-            stream,
-            unique: 0,
-            server,
-        };
+    /// A new mount on `server`: the hello, the session id back, INIT.
+    fn to(server: impl Into<Arc<WorkspaceServer>>) -> Guest {
+        let mut guest = Guest::hello(server.into());
         // INIT 7.31, no flags.
         let init = guest.ask(
             INIT,
@@ -51,19 +47,36 @@ impl Guest {
         guest
     }
 
+    /// A new mount's connection to `server`, past the hello (no INIT yet).
+    fn hello(server: Arc<WorkspaceServer>) -> Guest {
+        let (mut stream, theirs) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || server.serve(theirs));
+        stream.write_all(HELLO).unwrap();
+        let mut session = [0u8; SESSION_ID_LEN];
+        stream.read_exact(&mut session).unwrap();
+        Guest {
+            stream,
+            unique: 0,
+            server,
+            session: u64::from_le_bytes(session),
+        }
+    }
+
+    /// Sends a request that has no reply (FORGET, BATCH_FORGET).
+    fn tell(&mut self, opcode: u32, node: u64, body: &[&[u8]]) {
+        self.unique += 1;
+        let body = body.concat();
+        self.stream
+            .write_all(&request(opcode, self.unique, node, &body))
+            .unwrap();
+    }
+
     fn ask(&mut self, opcode: u32, node: u64, body: &[&[u8]]) -> Reply {
         self.unique += 1;
         let body = body.concat();
-        let len = u32::try_from(IN_HEADER_LEN + body.len()).unwrap();
-        let mut m = Vec::new();
-        m.extend_from_slice(&len.to_le_bytes());
-        m.extend_from_slice(&opcode.to_le_bytes());
-        m.extend_from_slice(&self.unique.to_le_bytes());
-        m.extend_from_slice(&node.to_le_bytes());
-        m.extend_from_slice(&[0xE8, 0x03, 0, 0, 0xE8, 0x03, 0, 0]); // uid, gid 1000
-        m.extend_from_slice(&[0; 8]); // pid, padding
-        m.extend_from_slice(&body);
-        self.stream.write_all(&m).unwrap();
+        self.stream
+            .write_all(&request(opcode, self.unique, node, &body))
+            .unwrap();
         let mut header = [0u8; 16];
         self.stream.read_exact(&mut header).unwrap();
         let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
@@ -94,19 +107,49 @@ impl Guest {
     }
 
     fn read(&mut self, node: u64, fh: u64, size: u32) -> Vec<u8> {
+        self.try_read(node, fh, size).unwrap()
+    }
+
+    fn try_read(&mut self, node: u64, fh: u64, size: u32) -> Result<Vec<u8>, i32> {
         let reply = self.ask(
             READ,
             node,
             &[&fh.to_le_bytes(), &[0; 8], &size.to_le_bytes(), &[0; 20]],
         );
-        assert_eq!(reply.error, 0);
-        reply.body
+        match reply.error {
+            0 => Ok(reply.body),
+            e => Err(-e),
+        }
+    }
+
+    /// The node's `st_ino` on the host, or the errno.
+    fn getattr(&mut self, node: u64) -> Result<u64, i32> {
+        let reply = self.ask(GETATTR, node, &[&[0; 16]]);
+        match reply.error {
+            // fuse_attr_out: attr_valid, attr_valid_nsec, dummy, then fuse_attr (ino first).
+            0 => Ok(u64::from_le_bytes(reply.body[16..24].try_into().unwrap())),
+            e => Err(-e),
+        }
     }
 
     fn hang_up(self) -> Result<(), SessionError> {
         drop(self.stream);
         self.server.join().unwrap()
     }
+}
+
+/// A whole FUSE request: header (uid and gid 1000, as a guest's agent sends) and body.
+fn request(opcode: u32, unique: u64, node: u64, body: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(IN_HEADER_LEN + body.len()).unwrap();
+    let mut m = Vec::new();
+    m.extend_from_slice(&len.to_le_bytes());
+    m.extend_from_slice(&opcode.to_le_bytes());
+    m.extend_from_slice(&unique.to_le_bytes());
+    m.extend_from_slice(&node.to_le_bytes());
+    m.extend_from_slice(&[0xE8, 0x03, 0, 0, 0xE8, 0x03, 0, 0]); // uid, gid 1000
+    m.extend_from_slice(&[0; 8]); // pid, padding
+    m.extend_from_slice(body);
+    m
 }
 
 /// A workspace `ws` beside a host-only file `outside`, hard-linked into it as `linked`.
@@ -241,14 +284,7 @@ fn the_host_users_files_show_as_the_agents_and_others_as_they_are() {
 fn init_offers_one_mebibyte_writes_when_the_kernel_can_take_them() {
     let dir = tempfile::tempdir().unwrap();
     let server = WorkspaceServer::new(dir.path(), WorkspaceMode::Live, AGENT).unwrap();
-    let (mut stream, theirs) = UnixStream::pair().unwrap();
-    let serving = std::thread::spawn(move || server.serve(theirs));
-    stream.write_all(HELLO).unwrap();
-    let mut guest = Guest {
-        stream,
-        unique: 0,
-        server: serving,
-    };
+    let mut guest = Guest::hello(Arc::new(server));
     const BIG_WRITES: u32 = 1 << 5;
     const MAX_PAGES: u32 = 1 << 22;
     let init = guest.ask(
@@ -272,3 +308,17 @@ fn init_offers_one_mebibyte_writes_when_the_kernel_can_take_them() {
     assert!(usize::try_from(max_write).unwrap() + 80 <= MAX_MESSAGE);
     guest.hang_up().unwrap();
 }
+
+#[test]
+fn each_new_mount_gets_a_session_id_of_its_own() {
+    let (_root, ws) = host_tree();
+    let server = Arc::new(WorkspaceServer::new(&ws, WorkspaceMode::Live, AGENT).unwrap());
+    let first = Guest::to(server.clone());
+    let first_id = first.session;
+    first.hang_up().unwrap();
+    let second = Guest::to(server);
+    assert_ne!(first_id, second.session);
+    second.hang_up().unwrap();
+}
+
+mod resume;
