@@ -17,6 +17,10 @@ use std::time::Duration;
 /// What the kernel may send in one request: writes as large as reads (1 MiB,
 /// `MAX_REQ_PAGES` pages), not one page each.
 const LARGE_REQUESTS: FsOptions = FsOptions::BIG_WRITES.union(FsOptions::MAX_PAGES);
+/// The kernel drops a file's cached pages when it sees the file's size or modification time
+/// change on a fresh look at its attributes: a host edit of a file the guest holds open (or
+/// held across a snapshot) is not read from stale pages.
+const CHECK_CACHED_DATA: FsOptions = FsOptions::AUTO_INVAL_DATA;
 
 /// A user and group id pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +71,7 @@ where
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
         // Writes of up to 1 MiB per request, not 4 KiB: a file is written in 256 times fewer
         // round trips over vsock (the relay's messages are sized for it).
-        Ok(self.inner.init(capable)? | (capable & LARGE_REQUESTS))
+        Ok(self.inner.init(capable)? | (capable & LARGE_REQUESTS.union(CHECK_CACHED_DATA)))
     }
 
     fn destroy(&self) {

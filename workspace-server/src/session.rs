@@ -251,39 +251,41 @@ impl WorkspaceServer {
             let mut session = [0u8; SESSION_ID_LEN];
             stream.read_exact(&mut session)?;
             let session = u64::from_le_bytes(session);
-            if !self.resume(session) {
+            let Some(nodes) = self.resume(session) else {
                 stream.write_all(&[NOT_RESUMED])?;
                 return Err(SessionError::NotResumed(session));
-            }
+            };
             stream.write_all(&[RESUMED])?;
+            stream.write_all(&invalidations(&nodes))?;
         } else {
             return Err(SessionError::Hello);
         }
         self.serve_requests(stream)
     }
 
-    /// Re-establishes `session` from the loaded state (waiting for one a while): whether it
-    /// was.
-    fn resume(&self, session: u64) -> bool {
+    /// Re-establishes `session` from the loaded state (waiting for one a while); returns the
+    /// guest node ids it holds (the root's included), or `None` if it was not re-established.
+    fn resume(&self, session: u64) -> Option<Vec<u64>> {
         let Some(state) = self.pending.take_within(self.resume_wait) else {
             tracing::warn!("workspace session {session:#018x}: no state loaded to resume from");
-            return false;
+            return None;
         };
         if state.session != session || state.read_only != self.read_only {
             tracing::warn!(
                 "workspace session {session:#018x}: the loaded state is of session {:#018x}",
                 state.session
             );
-            return false;
+            return None;
         }
         match self.nodes.resume(&state, self.read_only) {
             Ok(found) => {
                 tracing::info!("workspace session {session:#018x} resumed: {found:?}");
-                true
+                let nodes = std::iter::once(crate::saved::ROOT);
+                Some(nodes.chain(state.nodes.iter().map(|n| n.id)).collect())
             }
             Err(e) => {
                 tracing::warn!("workspace session {session:#018x} not resumed: {e}");
-                false
+                None
             }
         }
     }
@@ -322,6 +324,31 @@ impl WorkspaceServer {
             }
         }
     }
+}
+
+/// `FUSE_NOTIFY_INVAL_INODE`, the notification code in a `fuse_out_header`'s error field.
+const NOTIFY_INVAL_INODE: i32 = 2;
+
+/// Notifications that make the guest's kernel drop the attributes it cached of each of `nodes`
+/// (kept in guest memory since the snapshot, while the host's files went on changing): its
+/// next look at a node asks the server, and with `AUTO_INVAL_DATA` a changed size or time
+/// drops the node's cached pages too. Attributes only (offset -1): invalidating pages from the
+/// stream that also carries replies could wait on a page lock held by a read whose reply is
+/// behind it. Names are left to their one-second timeout for the same reason (invalidating an
+/// entry takes its directory's lock).
+fn invalidations(nodes: &[u64]) -> Vec<u8> {
+    const LEN: u32 = 16 + 24;
+    let mut out = Vec::with_capacity(nodes.len() * LEN as usize);
+    for node in nodes {
+        out.extend_from_slice(&LEN.to_le_bytes());
+        out.extend_from_slice(&NOTIFY_INVAL_INODE.to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes());
+        // fuse_notify_inval_inode_out: ino, off (-1: attributes only), len.
+        out.extend_from_slice(&node.to_le_bytes());
+        out.extend_from_slice(&(-1i64).to_le_bytes());
+        out.extend_from_slice(&0i64.to_le_bytes());
+    }
+    out
 }
 
 /// A new mount's session id: random, so a state saved for one mount is never taken up by

@@ -338,16 +338,17 @@ pub fn ci(e2e_only: bool, no_e2e: bool, test_args: &[String]) -> Result<()> {
 /// `working_set` (a restore's first touches, cold and warm); a filter naming one of them (or a
 /// benchmark inside it) runs only that one.
 pub fn bench(filter: Option<&str>) -> Result<()> {
-    const TARGETS: [&str; 7] = [
+    const TARGETS: [&str; 8] = [
         "vm",
         "engine",
         "run",
         "workspace",
+        "workspace_native",
         "egress",
         "pagemap",
         "working_set",
     ];
-    const NATIVE: [&str; 3] = ["egress", "pagemap", "working_set"];
+    const NATIVE: [&str; 4] = ["egress", "pagemap", "working_set", "workspace_native"];
     if !filter.is_some_and(|f| NATIVE.contains(&f)) {
         build_artifacts()?;
     }

@@ -22,6 +22,8 @@ struct Guest {
     server: std::thread::JoinHandle<Result<(), SessionError>>,
     /// The mount's session id, as the server gave it.
     session: u64,
+    /// The nodes whose attributes the server told the kernel to drop (notifications).
+    invalidated: Vec<u64>,
 }
 
 struct Reply {
@@ -59,6 +61,7 @@ impl Guest {
             unique: 0,
             server,
             session: u64::from_le_bytes(session),
+            invalidated: Vec::new(),
         }
     }
 
@@ -77,17 +80,25 @@ impl Guest {
         self.stream
             .write_all(&request(opcode, self.unique, node, &body))
             .unwrap();
-        let mut header = [0u8; 16];
-        self.stream.read_exact(&mut header).unwrap();
-        let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
-        let error = i32::from_le_bytes(header[4..8].try_into().unwrap());
-        assert_eq!(
-            u64::from_le_bytes(header[8..].try_into().unwrap()),
-            self.unique
-        );
-        let mut body = vec![0u8; len - 16];
-        self.stream.read_exact(&mut body).unwrap();
-        Reply { error, body }
+        loop {
+            let mut header = [0u8; 16];
+            self.stream.read_exact(&mut header).unwrap();
+            let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
+            let error = i32::from_le_bytes(header[4..8].try_into().unwrap());
+            let unique = u64::from_le_bytes(header[8..].try_into().unwrap());
+            let mut body = vec![0u8; len - 16];
+            self.stream.read_exact(&mut body).unwrap();
+            if unique == 0 {
+                // A notification: FUSE_NOTIFY_INVAL_INODE of attributes only.
+                assert_eq!((error, len), (NOTIFY_INVAL_INODE, 40));
+                assert_eq!(i64::from_le_bytes(body[8..16].try_into().unwrap()), -1);
+                self.invalidated
+                    .push(u64::from_le_bytes(body[..8].try_into().unwrap()));
+                continue;
+            }
+            assert_eq!(unique, self.unique);
+            return Reply { error, body };
+        }
     }
 
     fn lookup(&mut self, parent: u64, name: &str) -> Result<u64, i32> {

@@ -35,6 +35,7 @@ fn resume(server: Arc<WorkspaceServer>, session: u64) -> (Guest, u8) {
         unique: 1000,
         server: serving,
         session,
+        invalidated: Vec::new(),
     };
     (guest, answer[0])
 }
@@ -81,6 +82,13 @@ fn looked_up_nodes_and_open_handles_carry_on_in_a_new_server() {
     assert_eq!(guest.getattr(inner), Ok(ino("dir/inner")));
     assert_eq!(guest.read(file, fh, 4096), b"hello");
     assert_eq!(guest.read(inner, inner_fh, 4096), b"deeper");
+    // Before anything else, the kernel was told to drop the attributes it cached of every
+    // node the snapshot held (the host may have changed them since).
+    let mut invalidated = guest.invalidated.clone();
+    invalidated.sort_unstable();
+    let mut held = vec![ROOT, file, dir, inner];
+    held.sort_unstable();
+    assert_eq!(invalidated, held);
     // New lookups carry on with new ids, old nodes keep theirs.
     assert_eq!(guest.lookup(ROOT, "file"), Ok(file));
     let linked = guest.lookup(ROOT, "linked").unwrap();
