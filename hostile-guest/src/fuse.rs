@@ -2,7 +2,8 @@
 //! vsock to the server's port, as guest-init's relay would send the kernel's requests: escapes
 //! through `..`, names holding `/`, symlinks to host paths (created, then opened and read),
 //! device nodes, FIFOs and sockets, hard links to unknown nodes, writes whose sizes lie, random
-//! requests on random nodes, and broken framing. A read that returns the host's
+//! requests on random nodes, broken framing, a forged resume and the host's control commands
+//! on the guest's port. A read that returns the host's
 //! `/etc/passwd` is reported as `ESCAPED`; the run ends by checking that the server answers a
 //! new connection.
 
@@ -16,7 +17,11 @@ use crate::say;
 
 /// Host vsock port of the workspace server, and the framing's first bytes (`protocol::workspace`).
 const WORKSPACE_PORT: u32 = 1082;
-const HELLO: &[u8; 20] = b"PADDOCK-WORKSPACE/1\n";
+const HELLO: &[u8; 20] = b"PADDOCK-WORKSPACE/2\n";
+/// A resume of a mount (`protocol::workspace::RESUME_HELLO`), and the host's control hello,
+/// which the guest's port must not answer.
+const RESUME_HELLO: &[u8; 20] = b"PADDOCK-WS-RESUME/2\n";
+const CONTROL_HELLO: &[u8; 20] = b"PADDOCK-WS-CONTROL1\n";
 const HOST_CID: u32 = 2;
 /// The largest message the server accepts (`protocol::workspace::MAX_MESSAGE`).
 const MAX_MESSAGE: u32 = (1 << 20) + 4096;
@@ -50,7 +55,8 @@ struct Conn {
     unique: u64,
 }
 
-fn connect() -> io::Result<Conn> {
+/// A bare connection to the server's port, `first` sent on it.
+fn dial(first: &[u8]) -> io::Result<std::fs::File> {
     // SAFETY: plain syscall creating a new fd.
     let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -75,7 +81,15 @@ fn connect() -> io::Result<Conn> {
         return Err(io::Error::last_os_error());
     }
     let mut stream = std::fs::File::from(fd);
-    stream.write_all(HELLO)?;
+    stream.write_all(first)?;
+    Ok(stream)
+}
+
+/// A new mount's connection: the hello, the session id back.
+fn connect() -> io::Result<Conn> {
+    let mut stream = dial(HELLO)?;
+    let mut session = [0u8; 8];
+    stream.read_exact(&mut session)?;
     let mut reader = stream.try_clone()?;
     let (tx, replies) = mpsc::channel();
     std::thread::spawn(move || loop {
@@ -346,6 +360,30 @@ pub fn attack(rng: &mut Rng, rounds: u32) -> io::Result<bool> {
         .stream
         .write_all(&u32s(&[MAX_MESSAGE + 1, LOOKUP, 0, 0, 0, 0, 0, 0, 0, 0]));
     drop(conn);
+    // A resume of a session the guest makes up, and the host's control commands on the
+    // guest's port: neither may be taken up.
+    let mut forged = RESUME_HELLO.to_vec();
+    forged.extend_from_slice(&rng.next_u64().to_le_bytes());
+    let answer = dial(&forged).and_then(|mut stream| {
+        let mut answer = [0u8; 1];
+        stream.read_exact(&mut answer).map(|()| answer[0])
+    });
+    say(&format!("fuse: a forged resume answered {:?}", answer.ok()));
+    for command in [b'S', b'L'] {
+        let mut control = CONTROL_HELLO.to_vec();
+        control.push(command);
+        control.extend_from_slice(&[0; 4]);
+        let got = dial(&control).map(|mut stream| {
+            let mut got = Vec::new();
+            let _ = stream.read_to_end(&mut got);
+            got.len()
+        });
+        say(&format!(
+            "fuse: control {:?} on the guest's port answered {:?} bytes",
+            command as char,
+            got.ok()
+        ));
+    }
     // The server still answers a well-behaved newcomer.
     let mut conn = connect()?;
     let init = conn.call(INIT, 0, &init_body(), &mut escaped);

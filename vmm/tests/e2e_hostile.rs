@@ -335,6 +335,20 @@ fn hostile_fuse_requests_stay_in_the_workspace_and_leave_its_server_serving() {
         report.contains("fuse: a new connection's init answered Some(0)"),
         "the server stopped serving:\n{report}"
     );
+    // No state was loaded for a made-up session, and the guest cannot reach the control
+    // commands: no state comes out (a length would be 4 bytes or more).
+    assert!(
+        report.contains("fuse: a forged resume answered Some(0)"),
+        "a forged resume was taken up:\n{report}"
+    );
+    for command in ["'S'", "'L'"] {
+        assert!(
+            report.contains(&format!(
+                "fuse: control {command} on the guest's port answered Some(0) bytes"
+            )),
+            "the guest's port answered a control command:\n{report}"
+        );
+    }
     assert!(
         paddock_vmm::sandbox::process_alive(server),
         "the workspace server died\n{}",
