@@ -312,8 +312,12 @@ fn hostile_fuse_requests_stay_in_the_workspace_and_leave_its_server_serving() {
     let server = u32::try_from(record["server_pid"].as_u64().unwrap()).unwrap();
 
     copy_into(&s, "fw", &hostile);
+    // guest-init's own mount goes first. The server serves one connection at a time, the
+    // newest; guest-init's relay, its connection ended, connects again to carry its mount on
+    // (as after a restore), which would end the attack's connection in turn. The guest's own
+    // mount is the guest's to break; what is under test is the server.
     let script = format!(
-        "cd / && /tmp/hostile --seed {} --fuse-rounds 2000",
+        "umount -l {ws_arg} && sleep 1 && cd / && /tmp/hostile --seed {} --fuse-rounds 2000",
         std::process::id()
     );
     let out = s.cli(&["exec", "fw", "--", "sh", "-c", &script]);

@@ -232,7 +232,14 @@ impl WorkspaceServer {
     /// Serves one guest connection until the guest closes it; then forgets every node and
     /// handle it had.
     pub fn serve(&self, stream: UnixStream) -> Result<(), SessionError> {
+        let closer = stream.try_clone();
         let result = self.serve_connection(stream);
+        // The peer learns that the session is over (a refused hello or resume, a bad message)
+        // even while another handle on the connection stays open: [`Sessions::accept`] keeps
+        // one to end it when a newer connection comes.
+        if let Ok(closer) = closer {
+            let _ = closer.shutdown(std::net::Shutdown::Both);
+        }
         self.nodes.destroy();
         result
     }

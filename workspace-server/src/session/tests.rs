@@ -333,3 +333,26 @@ fn each_new_mount_gets_a_session_id_of_its_own() {
 }
 
 mod resume;
+
+#[test]
+fn a_session_that_ends_closes_its_connection_though_another_handle_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Arc::new(WorkspaceServer::new(dir.path(), WorkspaceMode::Live, AGENT).unwrap());
+    let (mut guest, theirs) = UnixStream::pair().unwrap();
+    // What the accepting side keeps of each connection.
+    let _kept = theirs.try_clone().unwrap();
+    let serving = std::thread::spawn(move || server.serve(theirs));
+    guest.write_all(b"PADDOCK-WS-CONTROL1\nS\0\0\0\0").unwrap();
+    guest
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    guest
+        .read_to_end(&mut got)
+        .expect("the connection ends (not a timeout)");
+    assert!(
+        got.is_empty(),
+        "a control command on the guest's socket: {got:?}"
+    );
+    assert!(matches!(serving.join().unwrap(), Err(SessionError::Hello)));
+}
