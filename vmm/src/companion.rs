@@ -15,8 +15,9 @@ pub trait Companion: Send + Sync {
     /// with the vCPUs paused.
     fn save(&self) -> Option<Vec<u8>>;
     /// The state a snapshot kept of it (`None`: it kept none), to carry on from. Called with
-    /// the vCPUs paused, before they run again.
-    fn restore(&self, saved: Option<&[u8]>);
+    /// the vCPUs paused, before they run again. Returns whether it had anything to do (a
+    /// companion that is not running has not).
+    fn restore(&self, saved: Option<&[u8]>) -> bool;
 }
 
 /// The states of `companions` now, for a snapshot.
@@ -32,15 +33,18 @@ pub fn save_all(companions: &[Box<dyn Companion>]) -> Vec<CompanionState> {
         .collect()
 }
 
-/// Gives each of `companions` what `saved` (a snapshot's list) kept of it.
-pub fn restore_all(companions: &[Box<dyn Companion>], saved: &[CompanionState]) {
+/// Gives each of `companions` what `saved` (a snapshot's list) kept of it; whether any had
+/// anything to do.
+pub fn restore_all(companions: &[Box<dyn Companion>], saved: &[CompanionState]) -> bool {
+    let mut acted = false;
     for companion in companions {
         let kept = saved
             .iter()
             .find(|s| s.name == companion.name())
             .map(|s| s.state.as_slice());
-        companion.restore(kept);
+        acted |= companion.restore(kept);
     }
+    acted
 }
 
 #[cfg(test)]
@@ -61,8 +65,9 @@ mod tests {
         fn save(&self) -> Option<Vec<u8>> {
             self.state.clone()
         }
-        fn restore(&self, saved: Option<&[u8]>) {
+        fn restore(&self, saved: Option<&[u8]>) -> bool {
             self.given.lock().unwrap().push(saved.map(<[u8]>::to_vec));
+            self.state.is_some()
         }
     }
 
@@ -88,7 +93,11 @@ mod tests {
             "a companion with nothing to keep is left out"
         );
         assert_eq!(saved[0].name, "a");
-        restore_all(&companions, &saved);
+        assert!(restore_all(&companions, &saved));
         assert_eq!(*given.lock().unwrap(), vec![Some(b"alpha".to_vec()), None]);
+        assert!(
+            !restore_all(&companions[1..], &saved),
+            "none of these had anything to do"
+        );
     }
 }

@@ -502,8 +502,7 @@ impl Vmm {
         clock.lap("devices");
         // Before the vCPUs run: the guest's side of a companion (its workspace mount) carries
         // on from the snapshot's moment at once.
-        if !self.companions.is_empty() {
-            crate::companion::restore_all(&self.companions, &state.companions);
+        if crate::companion::restore_all(&self.companions, &state.companions) {
             clock.lap("companions");
         }
         Ok(())

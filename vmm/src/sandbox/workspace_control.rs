@@ -137,15 +137,16 @@ impl Companion for WorkspaceCompanion {
         }
     }
 
-    fn restore(&self, saved: Option<&[u8]>) {
+    fn restore(&self, saved: Option<&[u8]>) -> bool {
         if !self.socket.exists() {
-            return;
+            return false;
         }
         if let Err(e) = load(&self.socket, saved) {
             tracing::warn!(
                 "the workspace mount is not carried across this reset (it is mounted anew): {e}"
             );
         }
+        true
     }
 }
 

@@ -87,7 +87,7 @@ fn without_a_server_there_is_nothing_to_keep() {
     let paths = SandboxPaths::new(dir.path(), "a").unwrap();
     let companion = WorkspaceCompanion::new(&paths);
     assert_eq!(companion.save(), None);
-    companion.restore(Some(b"ignored"));
+    assert!(!companion.restore(Some(b"ignored")), "nothing to do");
     assert!(matches!(
         save(&socket(&paths)),
         Err(ControlError::Connect { .. })
