@@ -6,10 +6,10 @@
 //! `git status` on a 10,000-file tree within 2× of the host's own, is bounded below by this
 //! one: a VM adds a vsock round trip (two exits) per request on top.
 //!
-//! Timed by criterion: `git status --porcelain` warm (caches kept; the share's names and
-//! attributes are cached for 1 s, as in a live share) and cold (the host's page, dentry and
-//! inode caches dropped before each run, which also empties the FUSE mount's), on the mount
-//! and on the directory. Needs root (the mount, `drop_caches`) and `/dev/fuse`; without them
+//! Timed by criterion: `git status --porcelain` warm (caches kept; a live share caches names,
+//! attributes and listings for 30 s beneath the directories it watches, the host's changes
+//! pushed) and cold (the host's page, dentry and inode caches dropped before each run, which
+//! also empties the FUSE mount's), on the mount and on the directory. Needs root (the mount, `drop_caches`) and `/dev/fuse`; without them
 //! it says why and measures nothing. Run with `cargo xtask bench workspace_native`. Files:
 //! `PADDOCK_BENCH_WORKSPACE_FILES` (10000).
 
@@ -120,6 +120,8 @@ impl Share {
         };
         let server = WorkspaceServer::new(dir, paddock_protocol::WorkspaceMode::Live, me)
             .map_err(std::io::Error::other)?;
+        let server = std::sync::Arc::new(server);
+        server.start_watch()?;
         let (mut relay_side, server_side) = UnixStream::pair()?;
         std::thread::spawn(move || server.serve(server_side));
         relay_side.write_all(HELLO)?;
@@ -128,7 +130,10 @@ impl Share {
         let fuse = mount_fuse(mount)?;
         let (fuse_in, host_out) = (fuse.try_clone()?, relay_side.try_clone()?);
         std::thread::spawn(move || guest_init::workspace::relay_requests(fuse_in, host_out));
-        std::thread::spawn(move || guest_init::workspace::relay_replies(relay_side, fuse));
+        let notifier = guest_init::workspace::Notifier::start(fuse.try_clone()?)?;
+        std::thread::spawn(move || {
+            guest_init::workspace::relay_replies(relay_side, fuse, notifier)
+        });
         Ok(Self {
             mount: mount.to_path_buf(),
         })

@@ -420,6 +420,8 @@ fn workspace_requests() -> Vec<Vec<u8>> {
     read.extend_from_slice(&0u64.to_le_bytes());
     read.extend_from_slice(&4096u32.to_le_bytes());
     read.extend_from_slice(&[0; 20]);
+    let mut o_path = libc::O_PATH.to_le_bytes().to_vec();
+    o_path.extend_from_slice(&[0; 4]);
     let mut mknod = Vec::new();
     mknod.extend_from_slice(&0o010_644u32.to_le_bytes());
     mknod.extend_from_slice(&[0; 12]);
@@ -448,6 +450,17 @@ fn workspace_requests() -> Vec<Vec<u8>> {
             init.clone(),
             lookup(2, b"linked"),
             fuse_request(OPEN, 3, 2, &[2, 0, 0, 0, 0, 0, 0, 0]),
+        ]
+        .concat(),
+        // A handle whose flags a read cannot apply (O_PATH), then an open that would reuse its
+        // descriptor's number had the read closed it, then the first handle again.
+        [
+            init.clone(),
+            lookup(2, b"file"),
+            fuse_request(OPEN, 3, 2, &o_path),
+            fuse_request(READ, 4, 2, &read),
+            fuse_request(OPEN, 5, 2, &[0; 8]),
+            fuse_request(READ, 6, 2, &read),
         ]
         .concat(),
         [init.clone(), fuse_request(MKNOD, 2, 1, &mknod)].concat(),

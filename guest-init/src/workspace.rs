@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+pub use notifier::Notifier;
 pub use relay::{relay_replies, relay_requests, RelayEnd};
 pub use resume::ResumeError;
 
@@ -388,6 +389,7 @@ fn start_relay(
     session: u64,
 ) -> io::Result<Arc<Link<VsockStream>>> {
     let fuse_in = fuse.try_clone()?;
+    let notifier = Notifier::start(fuse.try_clone()?)?;
     let link = Arc::new(Link::new(host.try_clone()?, session, path));
     lock_served().insert(
         path.to_string(),
@@ -406,7 +408,7 @@ fn start_relay(
         let (link, path) = (Arc::clone(&link), path.to_string());
         move || {
             let connect = || VsockStream::connect(HOST_CID, WORKSPACE_PORT);
-            let why = serve_replies(link, host, fuse, connect, resume::RECONNECT);
+            let why = serve_replies(link, host, (fuse, notifier), connect, resume::RECONNECT);
             ended(&path, id, &why);
         }
     };
@@ -452,6 +454,7 @@ static MOUNTED_ONCE: AtomicBool = AtomicBool::new(false);
 pub mod changes;
 mod kept;
 mod link;
+mod notifier;
 mod relay;
 mod resume;
 mod status;

@@ -4,7 +4,7 @@
 //! the server. No KVM needed; where this host cannot mount FUSE (no `/dev/fuse`, no permission)
 //! the test says so and does nothing. The same server serves a real guest in `e2e_workspace`.
 
-use guest_init::workspace::{relay_replies, relay_requests};
+use guest_init::workspace::{relay_replies, relay_requests, Notifier};
 use paddock_protocol::workspace::HELLO;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -170,7 +170,8 @@ fn serve(cow: bool) -> Option<Served> {
     let (fuse_in, fuse_out) = (fuse.try_clone().unwrap(), fuse);
     let (host_in, host_out) = (host.try_clone().unwrap(), host);
     std::thread::spawn(move || relay_requests(fuse_in, host_out));
-    std::thread::spawn(move || relay_replies(host_in, fuse_out));
+    let notifier = Notifier::start(fuse_out.try_clone().unwrap()).unwrap();
+    std::thread::spawn(move || relay_replies(host_in, fuse_out, notifier));
     Some(Served {
         server,
         watched,
@@ -391,5 +392,50 @@ fn the_read_only_server_reads_and_refuses_writes_without_dying() {
     );
     let refused = std::fs::write(mount.join("new.txt"), b"x").unwrap_err();
     assert_eq!(refused.raw_os_error(), Some(libc::EROFS));
+    assert_alive(&mut served);
+}
+
+/// Polls `check` every 10 ms for up to half a second (less than the one-second cache a mount
+/// without the host watch has); whether it held.
+fn soon(check: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    check()
+}
+
+#[test]
+fn the_hosts_changes_reach_a_mount_that_caches_them_for_long() {
+    let Some(mut served) = serve(false) else {
+        return;
+    };
+    let (dir, mount) = (served.dir.clone(), served.mount.clone());
+    std::fs::create_dir(dir.join("d")).unwrap();
+    std::fs::write(dir.join("d/f"), b"one").unwrap();
+    // The mount looks at all of it: names, sizes, an absent name (cached for 30 s beneath a
+    // watched directory).
+    assert_eq!(std::fs::read(mount.join("d/f")).unwrap(), b"one");
+    assert!(!mount.join("d/g").exists());
+    // The host changes all of it; the server's watch (under its filter) tells the kernel.
+    std::fs::write(dir.join("d/f"), b"two, and longer").unwrap();
+    std::fs::write(dir.join("d/g"), b"new").unwrap();
+    assert!(
+        soon(|| std::fs::read(mount.join("d/f")).ok().as_deref()
+            == Some(b"two, and longer".as_slice())),
+        "the host's write did not reach the mount"
+    );
+    assert!(
+        soon(|| mount.join("d/g").exists()),
+        "the host's new file did not reach the mount"
+    );
+    std::fs::remove_file(dir.join("d/f")).unwrap();
+    assert!(
+        soon(|| !mount.join("d/f").exists()),
+        "the host's removal did not reach the mount"
+    );
     assert_alive(&mut served);
 }

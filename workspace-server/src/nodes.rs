@@ -11,11 +11,14 @@
 
 mod resume;
 mod table;
+mod watched;
 
 pub use resume::Resumption;
+pub use table::Identity;
 
 use crate::guard::NodeFacts;
-use crate::saved::SavedState;
+use crate::saved::{SavedState, ROOT};
+use crate::watch::HostWatch;
 use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64, CreateIn, FsOptions, OpenOptions};
 use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, FileLock, FileSystem, GetxattrReply, IoctlData, ListxattrReply,
@@ -35,6 +38,8 @@ const RENAME_EXCHANGE: u32 = 2;
 pub struct NodeMap<F> {
     inner: F,
     table: Mutex<Table>,
+    /// The host's directories watched for changes (a live share), see `nodes/watched.rs`.
+    watch: Option<HostWatch>,
 }
 
 impl<F> NodeMap<F> {
@@ -42,7 +47,14 @@ impl<F> NodeMap<F> {
         Self {
             inner,
             table: Mutex::new(Table::default()),
+            watch: None,
         }
+    }
+
+    /// The same map, watching the host's directories the guest holds through `watch`.
+    pub fn watching(mut self, watch: HostWatch) -> Self {
+        self.watch = Some(watch);
+        self
     }
 
     /// The file system it wraps.
@@ -57,6 +69,10 @@ impl<F> NodeMap<F> {
     /// Starts a new mount's session `id`: an empty table (the root alone).
     pub fn start_session(&self, id: u64) {
         *self.lock() = Table::new(Some(id));
+        if let Some(watch) = &self.watch {
+            watch.clear();
+            watch.watch_root(ROOT);
+        }
     }
 
     /// The session being served, if any.
@@ -79,6 +95,17 @@ impl<F> NodeMap<F> {
         Ok((table.inner_node(node)?, table.inner_handle(fh)?))
     }
 
+    /// Inner node `node`, inner handle `fh` and the flags that handle was opened with. Reads
+    /// and writes pass those flags rather than the guest's: the passthrough applies differing
+    /// flags with `F_SETFL`, and when that fails (an `O_PATH` descriptor, or `O_NOATIME` on a
+    /// file the server does not own) fuse-backend-rs 0.14 closes the handle's descriptor while its handle still holds
+    /// the number, which a later open reuses: one handle would reach another file.
+    fn node_and_open_handle(&self, node: u64, fh: u64) -> io::Result<(u64, u64, u32)> {
+        let table = self.lock();
+        let (handle, flags) = table.inner_handle_and_flags(fh)?;
+        Ok((table.inner_node(node)?, handle, flags))
+    }
+
     fn node_and_maybe_handle(&self, node: u64, fh: Option<u64>) -> io::Result<(u64, Option<u64>)> {
         let table = self.lock();
         let inner = table.inner_node(node)?;
@@ -95,10 +122,18 @@ impl<F> NodeMap<F> {
         }
         let mut table = self.lock();
         let guest = table.looked_up(entry.inode, &entry.attr);
-        if let Some((parent, name)) = name.filter(|(_, n)| *n != b"." && *n != b"..") {
+        let named = name.filter(|(_, n)| *n != b"." && *n != b"..");
+        if let Some((parent, name)) = named {
             table.name(guest, (parent, name.to_vec()));
         }
         entry.inode = guest;
+        self.watch_if_directory(&table, guest, &entry.attr);
+        if let Some(timeout) =
+            named.and_then(|(parent, _)| self.watched_timeout(parent, &entry.attr))
+        {
+            entry.entry_timeout = timeout;
+            entry.attr_timeout = timeout;
+        }
         entry
     }
 }
@@ -164,25 +199,38 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for NodeMap<F> {
     fn destroy(&self) {
         self.inner.destroy();
         *self.lock() = Table::default();
+        if let Some(watch) = &self.watch {
+            watch.clear();
+        }
     }
 
     fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
-        let entry = self.inner.lookup(ctx, self.node(parent)?, name)?;
-        Ok(self.entry(entry, Some((parent, name.to_bytes()))))
+        match self.inner.lookup(ctx, self.node(parent)?, name) {
+            Ok(entry) => Ok(self.entry(entry, Some((parent, name.to_bytes())))),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.absent(parent).ok_or(e),
+            Err(e) => Err(e),
+        }
     }
 
     fn forget(&self, ctx: &Context, inode: u64, count: u64) {
-        let inner = self.lock().forget(inode, count);
+        let inner = {
+            let mut table = self.lock();
+            let inner = table.forget(inode, count);
+            self.unwatch_if_gone(&table, inode);
+            inner
+        };
         self.forward_forget(ctx, inner);
     }
 
     fn batch_forget(&self, ctx: &Context, requests: Vec<(u64, u64)>) {
         let inner: Vec<(u64, u64)> = {
             let mut table = self.lock();
-            requests
-                .into_iter()
-                .filter_map(|(node, count)| table.forget(node, count))
-                .collect()
+            let mut inner = Vec::new();
+            for (node, count) in requests {
+                inner.extend(table.forget(node, count));
+                self.unwatch_if_gone(&table, node);
+            }
+            inner
         };
         if !inner.is_empty() {
             self.inner.batch_forget(ctx, inner);
@@ -195,8 +243,10 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for NodeMap<F> {
         inode: u64,
         handle: Option<u64>,
     ) -> io::Result<(stat64, Duration)> {
+        let guest = inode;
         let (inode, handle) = self.node_and_maybe_handle(inode, handle)?;
-        self.inner.getattr(ctx, inode, handle)
+        let (attr, timeout) = self.inner.getattr(ctx, inode, handle)?;
+        Ok((attr, self.attr_timeout(guest, &attr, timeout)))
     }
 
     fn setattr(
@@ -207,8 +257,10 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for NodeMap<F> {
         handle: Option<u64>,
         valid: SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
+        let guest = inode;
         let (inode, handle) = self.node_and_maybe_handle(inode, handle)?;
-        self.inner.setattr(ctx, inode, attr, handle, valid)
+        let (attr, timeout) = self.inner.setattr(ctx, inode, attr, handle, valid)?;
+        Ok((attr, self.attr_timeout(guest, &attr, timeout)))
     }
 
     fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
@@ -344,9 +396,9 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for NodeMap<F> {
         size: u32,
         offset: u64,
         lock_owner: Option<u64>,
-        flags: u32,
+        _guest_flags: u32,
     ) -> io::Result<usize> {
-        let (inode, handle) = self.node_and_handle(inode, handle)?;
+        let (inode, handle, flags) = self.node_and_open_handle(inode, handle)?;
         self.inner
             .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
     }
@@ -362,10 +414,10 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for NodeMap<F> {
         offset: u64,
         lock_owner: Option<u64>,
         delayed_write: bool,
-        flags: u32,
+        _guest_flags: u32,
         fuse_flags: u32,
     ) -> io::Result<usize> {
-        let (inode, handle) = self.node_and_handle(inode, handle)?;
+        let (inode, handle, flags) = self.node_and_open_handle(inode, handle)?;
         self.inner.write(
             ctx,
             inode,
@@ -463,7 +515,7 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for NodeMap<F> {
     ) -> io::Result<(Option<u64>, OpenOptions)> {
         let (handle, options) = self.inner.opendir(ctx, self.node(inode)?, flags)?;
         let handle = handle.map(|h| self.lock().opened(h, inode, flags, true));
-        Ok((handle, options))
+        Ok((handle, options | self.listing_cache(inode)))
     }
 
     fn readdir(
@@ -498,11 +550,20 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for NodeMap<F> {
                 match added {
                     // No room: the kernel never saw the entry, and the inner file system
                     // forgets its own lookup of it.
-                    Ok(0) => self.lock().not_delivered(entry.inode),
+                    Ok(0) => {
+                        let mut table = self.lock();
+                        table.not_delivered(entry.inode);
+                        self.unwatch_if_gone(&table, entry.inode);
+                    }
                     Ok(_) => {}
                     // The reply failed: the inner lookup stays, the guest's is taken back.
                     Err(_) => {
-                        let inner = self.lock().forget(entry.inode, 1);
+                        let inner = {
+                            let mut table = self.lock();
+                            let inner = table.forget(entry.inode, 1);
+                            self.unwatch_if_gone(&table, entry.inode);
+                            inner
+                        };
                         self.forward_forget(ctx, inner);
                     }
                 }

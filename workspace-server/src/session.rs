@@ -7,9 +7,11 @@
 use crate::guard::{self, Verdict};
 use crate::listing::Listings;
 use crate::nodes::NodeMap;
+use crate::notify::Notifications;
 use crate::owner::{Owner, OwnerMapped};
 use crate::pending::PendingState;
 use crate::saved::{DecodeError, SavedState};
+use crate::watch::HostWatch;
 use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
@@ -19,16 +21,19 @@ use paddock_protocol::workspace::{
     SESSION_ID_LEN,
 };
 use paddock_protocol::WorkspaceMode;
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 /// How long the guest may trust attributes and names it was given before asking again. Live,
-/// the host may change the directory at any time, so this is short; a file's data is
-/// revalidated on every open (close-to-open consistency).
+/// the host may change the directory at any time, so this is short where no watch tells the
+/// guest of changes (beneath a watched directory: [`crate::watch::WATCHED_TIMEOUT`]); a file's
+/// data is revalidated on every open (close-to-open consistency).
 const LIVE_CACHE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The same for a copy-on-write share, whose lower layer is not expected to change under the
 /// sandbox (overlayfs assumes as much).
@@ -39,6 +44,16 @@ pub const RESUME_WAIT: Duration = Duration::from_secs(10);
 /// The file system the FUSE server answers with: the passthrough, owners mapped, behind node
 /// ids and handles of the server's own.
 type Served = NodeMap<OwnerMapped<Arc<PassthroughFs>>>;
+
+/// How a live share finds the host's changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostChanges {
+    /// Watched (`crate::watch`): pushed to the guest at once, and cached for long beneath
+    /// watched directories.
+    Watched,
+    /// Polled: the guest asks again for every name and attribute after a second.
+    Polled,
+}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +107,12 @@ pub struct WorkspaceServer {
     dir: PathBuf,
     pending: PendingState,
     resume_wait: Duration,
+    /// The connection being served, held while a reply is written: notifications of host
+    /// changes go on it between replies.
+    wire: Mutex<Option<UnixStream>>,
+    /// The host watch's events, until [`WorkspaceServer::start_watch`] takes them (a live
+    /// share's; `None` for a copy-on-write one).
+    host_events: Mutex<Option<inotify::Inotify>>,
 }
 
 impl std::fmt::Debug for WorkspaceServer {
@@ -115,6 +136,16 @@ impl WorkspaceServer {
     /// Opens what it needs now (the directory, `/proc/self/fd`), so it keeps working once its
     /// process is confined to `dir`.
     pub fn new(dir: &Path, mode: WorkspaceMode, guest: Owner) -> Result<Self, StartError> {
+        Self::with_host_changes(dir, mode, guest, HostChanges::Watched)
+    }
+
+    /// [`Self::new`], with the host's changes to a live share found as `changes` says.
+    pub fn with_host_changes(
+        dir: &Path,
+        mode: WorkspaceMode,
+        guest: Owner,
+        changes: HostChanges,
+    ) -> Result<Self, StartError> {
         let cache = match mode {
             WorkspaceMode::Live => LIVE_CACHE_TIMEOUT,
             WorkspaceMode::Cow => COW_CACHE_TIMEOUT,
@@ -141,12 +172,36 @@ impl WorkspaceServer {
         // Checked now, so a directory that cannot be served is an error at start; every guest
         // session's INIT imports it again.
         fs.import().map_err(serve_error)?;
-        let nodes = Arc::new(NodeMap::new(OwnerMapped {
+        let nodes = NodeMap::new(OwnerMapped {
             inner: fs,
             host: own_ids(),
             guest,
             listings: Listings::default(),
-        }));
+        });
+        let (nodes, host_events) = match mode {
+            WorkspaceMode::Live if changes == HostChanges::Polled => (nodes, None),
+            WorkspaceMode::Live if crate::watch::changed_elsewhere(dir) => {
+                tracing::info!(
+                    "{}: on a network file system, whose changes no watch here sees: polled",
+                    dir.display()
+                );
+                (nodes, None)
+            }
+            // Without a watch (the user's inotify instances used up) the share still works,
+            // with every name and attribute asked for again after a second.
+            WorkspaceMode::Live => match HostWatch::new(dir) {
+                Ok((watch, events)) => (nodes.watching(watch), Some(events)),
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: host changes are polled, not watched: {e}",
+                        dir.display()
+                    );
+                    (nodes, None)
+                }
+            },
+            WorkspaceMode::Cow => (nodes, None),
+        };
+        let nodes = Arc::new(nodes);
         Ok(Self {
             server: Server::new(nodes.clone()),
             nodes,
@@ -154,7 +209,57 @@ impl WorkspaceServer {
             dir: dir.to_path_buf(),
             pending: PendingState::default(),
             resume_wait: RESUME_WAIT,
+            wire: Mutex::new(None),
+            host_events: Mutex::new(host_events),
         })
+    }
+
+    fn lock_wire(&self) -> MutexGuard<'_, Option<UnixStream>> {
+        self.wire.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the thread that turns the host watch's events into notifications on the
+    /// connection being served (a live share's; a copy-on-write one has none, and a second call
+    /// starts nothing). Like [`Self::start_sessions`], it is running once this returns. It ends
+    /// when the server is dropped and an event comes.
+    pub fn start_watch(self: &Arc<Self>) -> io::Result<()> {
+        let events = self
+            .host_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(mut events) = events else {
+            return Ok(());
+        };
+        let server = Arc::downgrade(self);
+        let (started, running) = mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("workspace-watch".into())
+            .spawn(move || {
+                let _ = started.send(());
+                pass_host_changes(&mut events, &server);
+            })?;
+        running
+            .recv()
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+
+    /// Tells the guest of the host's changes `events`, between two replies on the connection
+    /// being served (held while the notifications are made, so none overtakes a reply it
+    /// concerns).
+    fn pass_host_events<'a>(&self, events: impl Iterator<Item = inotify::Event<&'a OsStr>>) {
+        let wire = self.lock_wire();
+        let mut notes = Notifications::default();
+        for event in events {
+            let name = event.name.map(OsStrExt::as_bytes);
+            self.nodes
+                .host_changed(&event.wd, event.mask, name, &mut notes);
+        }
+        if let (Some(stream), false) = (wire.as_ref(), notes.is_empty()) {
+            let mut stream: &UnixStream = stream;
+            // A failed write fails the session's next reply too, which ends it.
+            let _ = stream.write_all(notes.bytes());
+        }
     }
 
     /// The same server with a resuming connection waiting at most `wait` for its state
@@ -202,9 +307,11 @@ impl WorkspaceServer {
     }
 
     /// Starts the thread that serves guest connections, one at a time, as [`Sessions::accept`]
-    /// hands them over. The thread is running once this returns (past the syscalls a thread
-    /// makes as it starts), so the process can then be confined to a filter that allows none.
+    /// hands them over, and the host watch's ([`Self::start_watch`]). The threads are running
+    /// once this returns (past the syscalls a thread makes as it starts), so the process can
+    /// then be confined to a filter that allows none.
     pub fn start_sessions(self: &Arc<Self>) -> io::Result<Sessions> {
+        self.start_watch()?;
         let (streams, queued) = mpsc::channel::<UnixStream>();
         let server = self.clone();
         let (started, running) = mpsc::sync_channel::<()>(1);
@@ -234,6 +341,7 @@ impl WorkspaceServer {
     pub fn serve(&self, stream: UnixStream) -> Result<(), SessionError> {
         let closer = stream.try_clone();
         let result = self.serve_connection(stream);
+        *self.lock_wire() = None;
         // The peer learns that the session is over (a refused hello or resume, a bad message)
         // even while another handle on the connection stays open: [`Sessions::accept`] keeps
         // one to end it when a newer connection comes.
@@ -258,41 +366,44 @@ impl WorkspaceServer {
             let mut session = [0u8; SESSION_ID_LEN];
             stream.read_exact(&mut session)?;
             let session = u64::from_le_bytes(session);
-            let Some(nodes) = self.resume(session) else {
+            if !self.resume(session) {
                 stream.write_all(&[NOT_RESUMED])?;
                 return Err(SessionError::NotResumed(session));
-            };
+            }
             stream.write_all(&[RESUMED])?;
-            stream.write_all(&invalidations(&nodes))?;
+            // Kept in guest memory since the snapshot while the host's files went on changing:
+            // every attribute and name the guest's kernel cached is asked for again.
+            let mut notes = Notifications::default();
+            self.nodes.everything_changed(&mut notes);
+            stream.write_all(notes.bytes())?;
         } else {
             return Err(SessionError::Hello);
         }
         self.serve_requests(stream)
     }
 
-    /// Re-establishes `session` from the loaded state (waiting for one a while); returns the
-    /// guest node ids it holds (the root's included), or `None` if it was not re-established.
-    fn resume(&self, session: u64) -> Option<Vec<u64>> {
+    /// Re-establishes `session` from the loaded state (waiting for one a while); whether it
+    /// was.
+    fn resume(&self, session: u64) -> bool {
         let Some(state) = self.pending.take_within(self.resume_wait) else {
             tracing::warn!("workspace session {session:#018x}: no state loaded to resume from");
-            return None;
+            return false;
         };
         if state.session != session || state.read_only != self.read_only {
             tracing::warn!(
                 "workspace session {session:#018x}: the loaded state is of session {:#018x}",
                 state.session
             );
-            return None;
+            return false;
         }
         match self.nodes.resume(&state, self.read_only) {
             Ok(found) => {
                 tracing::info!("workspace session {session:#018x} resumed: {found:?}");
-                let nodes = std::iter::once(crate::saved::ROOT);
-                Some(nodes.chain(state.nodes.iter().map(|n| n.id)).collect())
+                true
             }
             Err(e) => {
                 tracing::warn!("workspace session {session:#018x} not resumed: {e}");
-                None
+                false
             }
         }
     }
@@ -300,6 +411,7 @@ impl WorkspaceServer {
     fn serve_requests(&self, mut stream: UnixStream) -> Result<(), SessionError> {
         let mut request = vec![0u8; MAX_MESSAGE];
         let mut reply = vec![0u8; MAX_MESSAGE];
+        *self.lock_wire() = Some(stream.try_clone()?);
         loop {
             match stream.read_exact(&mut request[..IN_HEADER_LEN]) {
                 Ok(()) => {}
@@ -309,6 +421,8 @@ impl WorkspaceServer {
             let len = message_len(&request[..IN_HEADER_LEN], IN_HEADER_LEN)?;
             stream.read_exact(&mut request[IN_HEADER_LEN..len])?;
             let message = &mut request[..len];
+            // Replies and notifications of host changes take turns on the connection.
+            let _wire = self.lock_wire();
             if let Verdict::Refuse(errno) = guard::vet(message, &*self.nodes, self.read_only) {
                 stream.write_all(&guard::error_reply(guard::unique(message), errno))?;
                 continue;
@@ -333,29 +447,24 @@ impl WorkspaceServer {
     }
 }
 
-/// `FUSE_NOTIFY_INVAL_INODE`, the notification code in a `fuse_out_header`'s error field.
-const NOTIFY_INVAL_INODE: i32 = 2;
-
-/// Notifications that make the guest's kernel drop the attributes it cached of each of `nodes`
-/// (kept in guest memory since the snapshot, while the host's files went on changing): its
-/// next look at a node asks the server, and with `AUTO_INVAL_DATA` a changed size or time
-/// drops the node's cached pages too. Attributes only (offset -1): invalidating pages from the
-/// stream that also carries replies could wait on a page lock held by a read whose reply is
-/// behind it. Names are left to their one-second timeout for the same reason (invalidating an
-/// entry takes its directory's lock).
-fn invalidations(nodes: &[u64]) -> Vec<u8> {
-    const LEN: u32 = 16 + 24;
-    let mut out = Vec::with_capacity(nodes.len() * LEN as usize);
-    for node in nodes {
-        out.extend_from_slice(&LEN.to_le_bytes());
-        out.extend_from_slice(&NOTIFY_INVAL_INODE.to_le_bytes());
-        out.extend_from_slice(&0u64.to_le_bytes());
-        // fuse_notify_inval_inode_out: ino, off (-1: attributes only), len.
-        out.extend_from_slice(&node.to_le_bytes());
-        out.extend_from_slice(&(-1i64).to_le_bytes());
-        out.extend_from_slice(&0i64.to_le_bytes());
+/// Reads the host watch's events and sends what they mean to the guest, until `server` is
+/// gone or the events cannot be read.
+fn pass_host_changes(events: &mut inotify::Inotify, server: &Weak<WorkspaceServer>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let read = match events.read_events_blocking(&mut buf) {
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!("the host watch stopped: {e}");
+                return;
+            }
+        };
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        server.pass_host_events(read);
     }
-    out
 }
 
 /// A new mount's session id: random, so a state saved for one mount is never taken up by

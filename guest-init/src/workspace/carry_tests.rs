@@ -4,6 +4,7 @@
 
 use super::kept::{error_reply, Kept, MAX_KEPT};
 use super::link::{forward_requests, serve_replies, Link};
+use super::notifier::Notifier;
 use super::resume::{reconnect, ResumeError, Retry};
 use super::status::{Settled, Status};
 use super::tests::message_pair;
@@ -130,7 +131,8 @@ impl Relay {
                 every: Duration::from_millis(5),
                 total: Duration::from_secs(10),
             };
-            std::thread::spawn(move || serve_replies(link, host, fuse, connect, retry))
+            let notifier = Notifier::start(fuse.try_clone().unwrap()).unwrap();
+            std::thread::spawn(move || serve_replies(link, host, (fuse, notifier), connect, retry))
         };
         Self {
             kernel: bounded(kernel),

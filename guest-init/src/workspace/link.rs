@@ -6,6 +6,7 @@
 //! guest process waits for ever, and nothing more is forwarded.
 
 use super::kept::{error_reply, Kept};
+use super::notifier::{is_notification, Notifier};
 use super::relay::{read_reply, read_request, write_reply, RelayEnd};
 use super::resume::{reconnect, Retry};
 use super::status::{Phase, Status};
@@ -111,13 +112,13 @@ pub(crate) fn forward_requests<S: Transport + AsFd>(
     }
 }
 
-/// Host -> kernel over `host`, then over each connection that replaces it; `connect` makes a
-/// new connection when one breaks, tried as `retry` says. Ends when the relay dies (this
-/// direction answers what is kept, then).
+/// Host -> kernel over `host`, then over each connection that replaces it (notifications to
+/// `notifier`); `connect` makes a new connection when one breaks, tried as `retry` says. Ends
+/// when the relay dies (this direction answers what is kept, then).
 pub(crate) fn serve_replies<S, C>(
     link: Arc<Link<S>>,
     mut host: S,
-    mut fuse: impl Write,
+    (mut fuse, notifier): (impl Write, Notifier),
     connect: C,
     retry: Retry,
 ) -> RelayEnd
@@ -128,7 +129,7 @@ where
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut resend: Option<JoinHandle<()>> = None;
     let why = loop {
-        let why = pass_replies(&link, &mut host, &mut fuse, &mut buf);
+        let why = pass_replies(&link, &mut host, (&mut fuse, &notifier), &mut buf);
         // Wakes a request (or a resend) blocked writing to this connection.
         let _ = host.shutdown();
         if link.status.is_dead() {
@@ -167,7 +168,7 @@ where
 fn pass_replies<S: Transport + AsFd>(
     link: &Link<S>,
     host: &mut S,
-    fuse: &mut impl Write,
+    (fuse, notifier): (&mut impl Write, &Notifier),
     buf: &mut [u8],
 ) -> RelayEnd {
     loop {
@@ -175,8 +176,13 @@ fn pass_replies<S: Transport + AsFd>(
             Ok(n) => n,
             Err(end) => return end,
         };
-        link.lock_kept().answered(&buf[..n]);
-        if let Err(end) = write_reply(fuse, &buf[..n]) {
+        let message = &buf[..n];
+        if is_notification(message) {
+            notifier.pass(message);
+            continue;
+        }
+        link.lock_kept().answered(message);
+        if let Err(end) = write_reply(fuse, message) {
             return end;
         }
     }

@@ -2,6 +2,7 @@
 //! stream and written back, and the plain relay loops built from them (no reconnection; the
 //! mount's own relay, which carries on across a reset, is in `link`).
 
+use super::notifier::{is_notification, Notifier};
 use super::resume::ResumeError;
 use paddock_protocol::workspace::{
     message_len, BadLength, IN_HEADER_LEN, MAX_MESSAGE, OUT_HEADER_LEN,
@@ -101,12 +102,19 @@ pub fn relay_requests(mut fuse: impl Read, mut host: impl Write) -> RelayEnd {
 }
 
 /// Host -> kernel: replies come as a stream; each is cut at the length its header gives and
-/// written to `/dev/fuse` in one write.
-pub fn relay_replies(mut host: impl Read, mut fuse: impl Write) -> RelayEnd {
+/// written to `/dev/fuse` in one write; notifications among them go to `notifier`.
+pub fn relay_replies(mut host: impl Read, mut fuse: impl Write, notifier: Notifier) -> RelayEnd {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
-        let result =
-            read_reply(&mut host, &mut buf).and_then(|n| write_reply(&mut fuse, &buf[..n]));
+        let result = read_reply(&mut host, &mut buf).and_then(|n| {
+            let message = &buf[..n];
+            if is_notification(message) {
+                notifier.pass(message);
+                Ok(())
+            } else {
+                write_reply(&mut fuse, message)
+            }
+        });
         if let Err(end) = result {
             return end;
         }

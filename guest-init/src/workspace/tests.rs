@@ -57,7 +57,8 @@ fn a_request_shorter_than_its_header_ends_the_relay() {
 fn replies_are_cut_at_their_lengths_and_written_one_each() {
     let (mut kernel, fuse) = message_pair();
     let (mut host, host_side) = UnixStream::pair().unwrap();
-    let relay = std::thread::spawn(move || relay_replies(host_side, fuse));
+    let notifier = Notifier::start(fuse.try_clone().unwrap()).unwrap();
+    let relay = std::thread::spawn(move || relay_replies(host_side, fuse, notifier));
     let (a, b, c) = (
         message(OUT_HEADER_LEN, 7),
         message(100_000, 8),
@@ -80,7 +81,8 @@ fn replies_are_cut_at_their_lengths_and_written_one_each() {
 fn an_oversized_reply_from_the_host_ends_the_relay_unread() {
     let (_kernel, fuse) = message_pair();
     let (mut host, host_side) = UnixStream::pair().unwrap();
-    let relay = std::thread::spawn(move || relay_replies(host_side, fuse));
+    let notifier = Notifier::start(fuse.try_clone().unwrap()).unwrap();
+    let relay = std::thread::spawn(move || relay_replies(host_side, fuse, notifier));
     let mut header = [0u8; OUT_HEADER_LEN];
     header[..4].copy_from_slice(&u32::MAX.to_le_bytes());
     host.write_all(&header).unwrap();
@@ -121,4 +123,50 @@ fn the_topmost_mount_at_a_path_is_read_from_mountinfo() {
         Some("something-else")
     );
     assert_eq!(mounted_here(table, Path::new("/nowhere")), None);
+}
+
+/// A `/dev/fuse` stand-in whose writes wait until the test lets each one through.
+struct Held {
+    fuse: File,
+    go: std::sync::mpsc::Receiver<()>,
+}
+
+impl Write for Held {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = self.go.recv();
+        self.fuse.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_notification_the_kernel_holds_up_does_not_hold_up_replies() {
+    let (mut kernel, fuse) = message_pair();
+    let (mut host, host_side) = UnixStream::pair().unwrap();
+    let (go, held) = std::sync::mpsc::channel();
+    let notifier = Notifier::start(Held {
+        fuse: fuse.try_clone().unwrap(),
+        go: held,
+    })
+    .unwrap();
+    let relay = std::thread::spawn(move || relay_replies(host_side, fuse, notifier));
+    // A notification (unique 0), then a reply (unique 0x0909...).
+    let (notification, reply) = (message(OUT_HEADER_LEN + 24, 0), message(OUT_HEADER_LEN, 9));
+    host.write_all(&[notification.clone(), reply.clone()].concat())
+        .unwrap();
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let n = kernel.read(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        &reply[..],
+        "the reply passes the held notification"
+    );
+    go.send(()).unwrap();
+    let n = kernel.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &notification[..]);
+    drop(host);
+    assert!(matches!(relay.join().unwrap(), RelayEnd::HostClosed));
 }

@@ -11,7 +11,7 @@ use paddock_vmm::sandbox::jail::{Bind, JailPlan};
 use paddock_vmm::sandbox::rlimits;
 use paddock_vmm::sandbox::workspace::WorkspaceMode;
 use paddock_vmm::seccomp;
-use paddock_workspace::{Owner, WorkspaceServer};
+use paddock_workspace::{HostChanges, Owner, WorkspaceServer};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
@@ -32,7 +32,15 @@ pub fn run(args: WorkspaceServerArgs) -> anyhow::Result<i32> {
     let open_files =
         rlimits::raise_open_files().context("raising the workspace server's open-file limit")?;
     tracing::debug!("open-file limit {open_files}");
-    let server = Arc::new(WorkspaceServer::new(&args.dir, mode, guest)?);
+    // `PADDOCK_WORKSPACE_WATCH=off`: the host's changes polled, as before the watch (for
+    // comparing the two in one lab boot).
+    let changes = match std::env::var("PADDOCK_WORKSPACE_WATCH").as_deref() {
+        Ok("off") => HostChanges::Polled,
+        _ => HostChanges::Watched,
+    };
+    let server = Arc::new(WorkspaceServer::with_host_changes(
+        &args.dir, mode, guest, changes,
+    )?);
     let vmm = pidfd(args.vmm_pid)
         .with_context(|| format!("watching the sandbox's VMM (pid {})", args.vmm_pid))?;
     // The control socket first: the host loads a snapshot's state through it as soon as the

@@ -79,8 +79,8 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> NodeMap<F> {
         }
         for handle in &state.handles {
             let node = table.nodes.get(&handle.node).and_then(|n| n.inner);
-            let inner =
-                node.and_then(|node| self.reopen(node, handle.flags, handle.is_dir, read_only));
+            let flags = handle.flags & !NOT_REPEATED.cast_unsigned();
+            let inner = node.and_then(|node| self.reopen(node, flags, handle.is_dir, read_only));
             if inner.is_some() {
                 summary.live_handles += 1;
             } else {
@@ -91,12 +91,16 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> NodeMap<F> {
                 OpenHandle {
                     inner,
                     node: handle.node,
-                    flags: handle.flags,
+                    flags,
                     is_dir: handle.is_dir,
                 },
             );
         }
         *self.lock() = table;
+        if let Some(watch) = &self.watch {
+            watch.clear();
+            watch.watch_root(ROOT);
+        }
         Ok(summary)
     }
 
@@ -169,12 +173,11 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> NodeMap<F> {
         }
     }
 
-    /// Opens inner node `node` again as a saved handle was opened, if the guard would let it
-    /// be: directories as directories; files only if regular, and for writing only if singly
-    /// linked and the share is not read-only.
+    /// Opens inner node `node` again with `flags` (a saved handle's, less those not repeated),
+    /// if the guard would let it be: directories as directories; files only if regular, and for
+    /// writing only if singly linked and the share is not read-only.
     fn reopen(&self, node: u64, flags: u32, is_dir: bool, read_only: bool) -> Option<u64> {
         let ctx = Context::new();
-        let flags = flags & !NOT_REPEATED.cast_unsigned();
         if is_dir {
             return self.inner.opendir(&ctx, node, flags).ok()?.0;
         }

@@ -3,10 +3,14 @@
 //! identity), and the bookkeeping each request does to it. No I/O here: the caller holds the
 //! table's lock only around these calls.
 
+use super::resume::MAX_DEPTH;
 use crate::saved::{SavedHandle, SavedNode, SavedState, ROOT};
 use fuse_backend_rs::abi::fuse_abi::stat64;
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 
 /// The first guest node id given out (1 is the root).
 const FIRST_NODE: u64 = 2;
@@ -55,6 +59,7 @@ pub struct OpenHandle {
     pub inner: Option<u64>,
     /// The guest node it was opened on.
     pub node: u64,
+    /// The flags the inner handle was opened with (a reopen's, after a resume).
     pub flags: u32,
     pub is_dir: bool,
 }
@@ -128,6 +133,12 @@ impl Table {
             .ok_or_else(ebadf)?
             .inner
             .ok_or_else(estale)
+    }
+
+    /// The inner handle of guest handle `fh` and the flags the inner one was opened with.
+    pub fn inner_handle_and_flags(&self, fh: u64) -> io::Result<(u64, u32)> {
+        let handle = self.handles.get(&fh).ok_or_else(ebadf)?;
+        Ok((handle.inner.ok_or_else(estale)?, handle.flags))
     }
 
     /// Takes one guest lookup of the node the inner file system answered with `inner` (its
@@ -223,6 +234,22 @@ impl Table {
         if self.nodes.get(&guest).is_some_and(|n| n.name.is_none()) {
             self.name(guest, name);
         }
+    }
+
+    /// Where `guest` is beneath the root as far as its names tell (the root: an empty path);
+    /// `None` for a node with no name, or one more than [`MAX_DEPTH`] names deep.
+    pub fn path_of(&self, guest: u64) -> Option<PathBuf> {
+        let mut names = Vec::new();
+        let mut at = guest;
+        while at != ROOT {
+            if names.len() >= MAX_DEPTH {
+                return None;
+            }
+            let (parent, name) = self.nodes.get(&at)?.name.as_ref()?;
+            names.push(name.as_slice());
+            at = *parent;
+        }
+        Some(names.iter().rev().map(|n| OsStr::from_bytes(n)).collect())
     }
 
     /// The node known by `name` (if any) is no longer there.

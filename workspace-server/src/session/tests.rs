@@ -24,6 +24,8 @@ struct Guest {
     session: u64,
     /// The nodes whose attributes the server told the kernel to drop (notifications).
     invalidated: Vec<u64>,
+    /// The names the server told the kernel to expire: (directory node, name).
+    expired: Vec<(u64, Vec<u8>)>,
 }
 
 struct Reply {
@@ -62,7 +64,59 @@ impl Guest {
             server,
             session: u64::from_le_bytes(session),
             invalidated: Vec::new(),
+            expired: Vec::new(),
         }
+    }
+
+    /// Records notification `code` (`body` after its header): FUSE_NOTIFY_INVAL_INODE of
+    /// attributes only, or FUSE_NOTIFY_INVAL_ENTRY expiring a name.
+    fn noted(&mut self, code: i32, body: &[u8]) {
+        let node = u64::from_le_bytes(body[..8].try_into().unwrap());
+        match code {
+            2 => {
+                assert_eq!(body.len(), 24);
+                assert_eq!(i64::from_le_bytes(body[8..16].try_into().unwrap()), -1);
+                self.invalidated.push(node);
+            }
+            3 => {
+                let len = u32::from_le_bytes(body[8..12].try_into().unwrap()) as usize;
+                assert_eq!(u32::from_le_bytes(body[12..16].try_into().unwrap()), 1);
+                assert_eq!(body.len(), 16 + len + 1);
+                self.expired.push((node, body[16..16 + len].to_vec()));
+            }
+            other => panic!("notification {other}"),
+        }
+    }
+
+    /// Records the notifications that come until `done` holds (within 10 s, or it panics).
+    fn notified_until(&mut self, done: impl Fn(&Guest) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done(self) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "notified of {:?} {:?}",
+                self.invalidated,
+                self.expired
+            );
+            self.await_notification(left.as_secs().max(1));
+        }
+    }
+
+    /// Waits up to `secs` for a notification and records it.
+    fn await_notification(&mut self, secs: u64) {
+        self.stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(secs)))
+            .unwrap();
+        let mut header = [0u8; 16];
+        self.stream.read_exact(&mut header).expect("a notification");
+        self.stream.set_read_timeout(None).unwrap();
+        let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
+        let code = i32::from_le_bytes(header[4..8].try_into().unwrap());
+        assert_eq!(u64::from_le_bytes(header[8..].try_into().unwrap()), 0);
+        let mut body = vec![0u8; len - 16];
+        self.stream.read_exact(&mut body).unwrap();
+        self.noted(code, &body);
     }
 
     /// Sends a request that has no reply (FORGET, BATCH_FORGET).
@@ -89,11 +143,7 @@ impl Guest {
             let mut body = vec![0u8; len - 16];
             self.stream.read_exact(&mut body).unwrap();
             if unique == 0 {
-                // A notification: FUSE_NOTIFY_INVAL_INODE of attributes only.
-                assert_eq!((error, len), (NOTIFY_INVAL_INODE, 40));
-                assert_eq!(i64::from_le_bytes(body[8..16].try_into().unwrap()), -1);
-                self.invalidated
-                    .push(u64::from_le_bytes(body[..8].try_into().unwrap()));
+                self.noted(error, &body);
                 continue;
             }
             assert_eq!(unique, self.unique);
@@ -101,10 +151,15 @@ impl Guest {
         }
     }
 
+    /// The node `name` in `parent` is, or the errno (node 0, an absent name the kernel may
+    /// cache, is `ENOENT` as the kernel takes it).
     fn lookup(&mut self, parent: u64, name: &str) -> Result<u64, i32> {
         let reply = self.ask(LOOKUP, parent, &[name.as_bytes(), &[0]]);
         match reply.error {
-            0 => Ok(u64::from_le_bytes(reply.body[..8].try_into().unwrap())),
+            0 => match u64::from_le_bytes(reply.body[..8].try_into().unwrap()) {
+                0 => Err(libc::ENOENT),
+                node => Ok(node),
+            },
             e => Err(-e),
         }
     }
@@ -333,6 +388,7 @@ fn each_new_mount_gets_a_session_id_of_its_own() {
 }
 
 mod resume;
+mod watch;
 
 #[test]
 fn a_session_that_ends_closes_its_connection_though_another_handle_stays_open() {
@@ -355,4 +411,26 @@ fn a_session_that_ends_closes_its_connection_though_another_handle_stays_open() 
         "a control command on the guest's socket: {got:?}"
     );
     assert!(matches!(serving.join().unwrap(), Err(SessionError::Hello)));
+}
+
+#[test]
+fn a_read_whose_flags_cannot_be_applied_leaves_the_handle_its_own_file() {
+    let (_root, ws) = host_tree();
+    std::fs::write(ws.join("other"), b"another file").unwrap();
+    let mut guest = Guest::connect(&ws);
+    let file = guest.lookup(ROOT, "file").unwrap();
+    // A handle whose flags differ from those a read names: fuse-backend-rs applies a read's
+    // flags with F_SETFL, which fails on an O_PATH descriptor, and on failure it used to close
+    // the handle's descriptor while the handle kept its number.
+    let path_only = guest.open(file, libc::O_PATH).unwrap();
+    assert!(guest.try_read(file, path_only, 64).is_err());
+    // An open that would reuse that number, then the first handle again.
+    let other = guest.lookup(ROOT, "other").unwrap();
+    let other_fh = guest.open(other, libc::O_RDONLY).unwrap();
+    assert_eq!(guest.read(other, other_fh, 64), b"another file");
+    assert!(
+        guest.try_read(file, path_only, 64).is_err(),
+        "the O_PATH handle reads another file's bytes"
+    );
+    guest.hang_up().unwrap();
 }

@@ -36,6 +36,7 @@ fn resume(server: Arc<WorkspaceServer>, session: u64) -> (Guest, u8) {
         server: serving,
         session,
         invalidated: Vec::new(),
+        expired: Vec::new(),
     };
     (guest, answer[0])
 }
@@ -89,6 +90,17 @@ fn looked_up_nodes_and_open_handles_carry_on_in_a_new_server() {
     let mut held = vec![ROOT, file, dir, inner];
     held.sort_unstable();
     assert_eq!(invalidated, held);
+    // And to expire every name they were known by (a name the host removed or replaced is
+    // looked up again, not trusted until its timeout).
+    let mut expired = guest.expired.clone();
+    expired.sort_unstable();
+    let mut names = vec![
+        (ROOT, b"dir".to_vec()),
+        (ROOT, b"file".to_vec()),
+        (dir, b"inner".to_vec()),
+    ];
+    names.sort_unstable();
+    assert_eq!(expired, names);
     // New lookups carry on with new ids, old nodes keep theirs.
     assert_eq!(guest.lookup(ROOT, "file"), Ok(file));
     let linked = guest.lookup(ROOT, "linked").unwrap();
