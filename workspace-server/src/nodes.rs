@@ -365,9 +365,10 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for NodeMap<F> {
         flags: u32,
         fuse_flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
-        let (handle, options, passthrough) =
-            self.inner.open(ctx, self.node(inode)?, flags, fuse_flags)?;
+        let inner = self.node(inode)?;
+        let (handle, options, passthrough) = self.inner.open(ctx, inner, flags, fuse_flags)?;
         let handle = handle.map(|h| self.lock().opened(h, inode, flags, false));
+        let options = options | self.data_cache(ctx, inode, inner);
         Ok((handle, options, passthrough))
     }
 

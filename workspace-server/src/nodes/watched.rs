@@ -7,7 +7,7 @@ use crate::notify::Notifications;
 use crate::saved::ROOT;
 use crate::watch::WATCHED_TIMEOUT;
 use fuse_backend_rs::abi::fuse_abi::{stat64, OpenOptions};
-use fuse_backend_rs::api::filesystem::Entry;
+use fuse_backend_rs::api::filesystem::{Context, Entry, FileSystem};
 use inotify::{EventMask, WatchDescriptor};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
@@ -61,6 +61,35 @@ impl<F> NodeMap<F> {
                 OpenOptions::CACHE_DIR | OpenOptions::KEEP_CACHE
             }
             _ => OpenOptions::empty(),
+        }
+    }
+
+    /// How the guest's kernel may cache the data of file node `guest` (inner node `inner`)
+    /// it opens: kept across opens (`KEEP_CACHE`) if a change to it reaches the guest (a
+    /// regular file with one link, in a watched directory): a host write drops its attributes,
+    /// and the next read finds its size or time changed and drops the pages (`AUTO_INVAL_DATA`).
+    /// Otherwise each open drops them (close-to-open).
+    pub(super) fn data_cache(&self, ctx: &Context, guest: u64, inner: u64) -> OpenOptions
+    where
+        F: FileSystem<Inode = u64, Handle = u64>,
+    {
+        if self.watch.is_none() {
+            return OpenOptions::empty();
+        }
+        let Ok((attr, _)) = self.inner.getattr(ctx, inner, None) else {
+            return OpenOptions::empty();
+        };
+        let regular = attr.st_mode & libc::S_IFMT == libc::S_IFREG;
+        let parent = {
+            let table = self.lock();
+            let node = table.nodes.get(&guest);
+            node.and_then(|n| n.name.as_ref().map(|(parent, _)| *parent))
+        };
+        let reached = parent.is_some_and(|p| self.watched_timeout(p, &attr).is_some());
+        if regular && reached {
+            OpenOptions::KEEP_CACHE
+        } else {
+            OpenOptions::empty()
         }
     }
 

@@ -79,3 +79,30 @@ fn a_copy_on_write_share_watches_nothing_and_keeps_its_timeout() {
     assert_eq!(timeout, 60);
     guest.hang_up().unwrap();
 }
+
+/// The `open_flags` of an OPEN of `node` (read-only).
+fn open_flags(guest: &mut Guest, node: u64) -> u32 {
+    let reply = guest.ask(OPEN, node, &[&libc::O_RDONLY.to_le_bytes(), &[0; 4]]);
+    assert_eq!(reply.error, 0);
+    // fuse_open_out: fh, open_flags, padding.
+    u32::from_le_bytes(reply.body[8..12].try_into().unwrap())
+}
+
+#[test]
+fn a_file_whose_changes_reach_the_guest_keeps_its_cached_data_across_opens() {
+    const KEEP_CACHE: u32 = 2;
+    let (_root, ws) = host_tree();
+    let live = Arc::new(WorkspaceServer::new(&ws, WorkspaceMode::Live, AGENT).unwrap());
+    let mut guest = Guest::to(live);
+    let (file, _) = looked_up(&mut guest, ROOT, "file");
+    assert_eq!(open_flags(&mut guest, file) & KEEP_CACHE, KEEP_CACHE);
+    // Changed through its other link, outside, no watch would see it: dropped at each open.
+    let (linked, _) = looked_up(&mut guest, ROOT, "linked");
+    assert_eq!(open_flags(&mut guest, linked) & KEEP_CACHE, 0);
+    guest.hang_up().unwrap();
+    let cow = Arc::new(WorkspaceServer::new(&ws, WorkspaceMode::Cow, AGENT).unwrap());
+    let mut guest = Guest::to(cow);
+    let (file, _) = looked_up(&mut guest, ROOT, "file");
+    assert_eq!(open_flags(&mut guest, file) & KEEP_CACHE, 0);
+    guest.hang_up().unwrap();
+}
