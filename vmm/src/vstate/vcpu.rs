@@ -193,11 +193,44 @@ impl std::fmt::Debug for VcpuCommand {
 }
 
 /// A pointer to a vCPU's `kvm_run.immediate_exit` byte.
-struct ImmediateExit(*mut u8);
-// SAFETY: the pointer targets the vCPU's kvm_run mapping, which lives as long as the VcpuFd; the
-// handle that holds this is joined (in `VcpuHandle::drop`/`join`) before the VcpuFd is dropped by
-// its thread returning, and a single-byte volatile store is atomic on x86.
-unsafe impl Send for ImmediateExit {}
+struct KvmRunByte(*mut u8);
+// SAFETY: the pointer targets the vCPU's kvm_run mapping; it is only written through
+// `ImmediateExit`, under its lock, while the mapping exists (see there).
+unsafe impl Send for KvmRunByte {}
+
+/// A vCPU's `kvm_run.immediate_exit` byte, shared by its handle and its thread while the
+/// thread's `VcpuFd` (and with it the kvm_run mapping) exists. The thread retires it before
+/// the `VcpuFd` goes ([`Retire`]): a handle that kicks a thread which has just taken its
+/// `Exit` and returned must not write into the unmapped page (it did: a SIGSEGV at the end of
+/// `paddock run`, or a stray byte in whatever was mapped there next).
+#[derive(Clone)]
+struct ImmediateExit(Arc<Mutex<Option<KvmRunByte>>>);
+
+impl ImmediateExit {
+    fn set(&self) {
+        let byte = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(byte) = byte.as_ref() {
+            // SAFETY: the byte is in the kvm_run mapping, which exists while it is not retired
+            // (checked under the lock the retiring thread takes); a single-byte volatile store
+            // is atomic on x86.
+            unsafe { std::ptr::write_volatile(byte.0, 1) };
+        }
+    }
+
+    fn retire(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Retires the `immediate_exit` byte when dropped: the first field of the vCPU thread's loop,
+/// so it goes before the loop's `VcpuFd`, whether the thread returns or unwinds.
+struct Retire(ImmediateExit);
+
+impl Drop for Retire {
+    fn drop(&mut self) {
+        self.0.retire();
+    }
+}
 
 /// The controlling side of a running vCPU thread.
 pub struct VcpuHandle {
@@ -241,8 +274,7 @@ fn install_kick_handler() {
 impl VcpuHandle {
     /// Interrupts KVM_RUN so the thread looks at its commands.
     fn kick(&self) {
-        // SAFETY: see `ImmediateExit`: the kvm_run page outlives this handle's use of it.
-        unsafe { std::ptr::write_volatile(self.immediate_exit.0, 1) };
+        self.immediate_exit.set();
         if let Some(thread) = &self.thread {
             use std::os::unix::thread::JoinHandleExt;
             // SAFETY: the pthread id belongs to a thread we have not joined yet.
@@ -296,20 +328,16 @@ pub fn spawn_vcpu(
     install_kick_handler();
     let (commands, command_rx) = channel();
     let (paused_tx, paused) = channel();
-    let immediate_exit = ImmediateExit(&mut fd.get_kvm_run().immediate_exit as *mut u8);
+    let byte = KvmRunByte(&mut fd.get_kvm_run().immediate_exit as *mut u8);
+    let immediate_exit = ImmediateExit(Arc::new(Mutex::new(Some(byte))));
+    let retire = Retire(immediate_exit.clone());
     let thread = std::thread::Builder::new()
         .name(format!("vcpu{index}"))
         .spawn(move || {
-            if let Some(filters) = filters {
-                if let Err(e) = filters.install(crate::seccomp::ThreadKind::Vcpu) {
-                    exit.exit(VmExitReason::Fatal(format!(
-                        "vCPU {index}: {}",
-                        crate::seccomp::describe(&e)
-                    )));
-                    return;
-                }
-            }
-            VcpuLoop {
+            // Built first, so that every way out of this thread retires the byte before the
+            // VcpuFd goes.
+            let vcpu = VcpuLoop {
+                _retire: retire,
                 fd,
                 index,
                 pio,
@@ -319,8 +347,17 @@ pub fn spawn_vcpu(
                 paused: paused_tx,
                 io_incomplete: false,
                 ended: false,
+            };
+            if let Some(filters) = filters {
+                if let Err(e) = filters.install(crate::seccomp::ThreadKind::Vcpu) {
+                    vcpu.exit.exit(VmExitReason::Fatal(format!(
+                        "vCPU {index}: {}",
+                        crate::seccomp::describe(&e)
+                    )));
+                    return;
+                }
             }
-            .run()
+            vcpu.run()
         })
         .map_err(VcpuError::Spawn)?;
     Ok(VcpuHandle {
@@ -333,6 +370,8 @@ pub fn spawn_vcpu(
 }
 
 struct VcpuLoop {
+    /// First: dropped before `fd` (fields drop in order).
+    _retire: Retire,
     fd: VcpuFd,
     index: u8,
     pio: Bus,
