@@ -1,4 +1,5 @@
-//! paddock's headline figures: boot-to-ready, exec round trip, VMM memory, snapshot, restore,
+//! paddock's headline figures: boot-to-ready, exec round trip, VMM memory, snapshot, restore
+//! (a VMM process started, a warm VMM claimed, in process),
 //! reset with 0/16/64 MiB dirtied, fork of 10 and memory per fork.
 //!
 //! Run with `cargo xtask bench` (natively with hardware KVM, otherwise inside the lab, where
@@ -91,6 +92,26 @@ fn memory_figures() {
     let _ = sandboxes.remove("rss", true);
 }
 
+/// Restores `snap` as sandbox `r{n}` through the library, timed from the call to ready, then
+/// removes it; whether it claimed a warm VMM.
+fn timed_restore(sandboxes: &Sandboxes, snap: &std::path::Path, n: u32) -> (Duration, bool) {
+    let name = format!("r{n}");
+    let t = Instant::now();
+    let info = sandboxes
+        .start(
+            Some(&name),
+            Launch::Restore {
+                dir: snap.to_path_buf(),
+                console: ConsoleLog::Off,
+                image: None,
+            },
+        )
+        .expect("restore");
+    let elapsed = t.elapsed();
+    sandboxes.remove(&name, true).expect("remove");
+    (elapsed, info.from_pool)
+}
+
 fn snapshots(c: &mut Criterion) {
     if !available() {
         return;
@@ -126,24 +147,31 @@ fn snapshots(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 n += 1;
-                let name = format!("r{n}");
-                let t = Instant::now();
-                sandboxes
-                    .start(
-                        Some(&name),
-                        Launch::Restore {
-                            dir: snap.clone(),
-                            console: ConsoleLog::Off,
-                            image: None,
-                        },
-                    )
-                    .expect("restore");
-                total += t.elapsed();
-                sandboxes.remove(&name, true).expect("remove");
+                let (elapsed, _) = timed_restore(&sandboxes, &snap, n);
+                total += elapsed;
             }
             total
         })
     });
+    // The same restore claiming a warm VMM (`paddock pool`): the pool is refilled before each
+    // one, outside the measurement.
+    let pool = sandboxes.pool();
+    g.bench_function("restore_to_ready_pool", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                paddock_vmm::sandbox::pool::await_refills();
+                pool.fill(1, Duration::from_secs(120)).expect("pool");
+                n += 1;
+                let (elapsed, from_pool) = timed_restore(&sandboxes, &snap, n);
+                total += elapsed;
+                assert!(from_pool, "the restore claimed a warm VMM");
+            }
+            total
+        })
+    });
+    paddock_vmm::sandbox::pool::await_refills();
+    pool.drain().expect("drain");
     g.bench_function("restore_to_ready_in_process", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

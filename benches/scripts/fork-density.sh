@@ -2,6 +2,7 @@
 # Fork at density: `paddock fork SNAP --count K` for K = 1, 10 and 50 (wall clock of the whole
 # command), then each sandbox's PSS (its share of the memory file's pages and of the VMM's own,
 # from /proc/PID/smaps_rollup) and RSS, in one lab boot.
+# POOL=1: each fork claims K warm VMMs, filled (`paddock pool fill K`) before it, untimed.
 # Lab:    cargo xtask lab -- sh -c "$(cat benches/scripts/fork-density.sh)"
 # Native: sh benches/scripts/fork-density.sh   (paddock on PATH, default artifacts built)
 set -e
@@ -16,6 +17,7 @@ paddock snapshot base "$snap" --stop >/dev/null
 paddock restore "$snap" --name warm >/dev/null
 paddock rm --force warm >/dev/null
 for k in ${COUNTS:-1 10 50}; do
+  if [ -n "$POOL" ]; then paddock pool fill "$k" >/dev/null; fi
   t0=$(ms)
   paddock fork "$snap" --count "$k" --prefix "f$k" >/dev/null
   t1=$(ms)
@@ -29,3 +31,4 @@ for k in ${COUNTS:-1 10 50}; do
   for i in $(seq 0 $((k - 1))); do paddock rm --force "f$k-$i" >/dev/null; done
 done
 paddock rm --force base >/dev/null 2>&1 || true
+if [ -n "$POOL" ]; then paddock pool drain; fi

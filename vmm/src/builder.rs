@@ -28,10 +28,11 @@ use crate::vmm::{Origin, Vmm};
 use crate::vstate::memory::{self, GuestRam, MAX_MEMORY_MIB, MIN_MEMORY_MIB};
 use crate::vstate::memory::{create_guest_ram, MemoryError};
 use crate::vstate::persist::{self, PersistError};
+use crate::vstate::prepared::PreparedVm;
 use crate::vstate::vcpu::{
     create_boot_vcpu, spawn_vcpu, ExitSignal, VcpuCommand, VcpuError, VmExitReason,
 };
-use crate::vstate::vm::{create_vm, VmError};
+use crate::vstate::vm::{create_vm, register_memory, VmError};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use linux_loader::cmdline::Cmdline;
@@ -511,20 +512,42 @@ pub fn restore(
     image: Option<&Path>,
     seccomp: &SeccompScope,
 ) -> Result<Vmm, RestoreError> {
-    restore_read(read_snapshot(dir)?, vsock_uds, console_log, image, seccomp)
+    restore_read(
+        read_snapshot(dir)?,
+        vsock_uds,
+        console_log,
+        image,
+        seccomp,
+        None,
+    )
 }
 
-/// [`restore`] of a snapshot already read with [`read_snapshot`].
+/// [`restore`] of a snapshot already read with [`read_snapshot`], into `prepared` when a VM was
+/// made ahead of time (a warm VMM's: its KVM, VM and first vCPUs are used, not made now).
 pub fn restore_read(
     snapshot: ReadSnapshot,
     vsock_uds: &Path,
     console_log: Option<&Path>,
     image: Option<&Path>,
     seccomp: &SeccompScope,
+    prepared: Option<PreparedVm>,
 ) -> Result<Vmm, RestoreError> {
     let started = Instant::now();
     let mut clock = SpanClock::starting_at(started);
-    let kvm = open_kvm()?;
+    let (kvm, prepared_vm, prepared_vcpus) = match prepared {
+        Some(prepared) => {
+            let (kvm, vm, vcpus) = prepared.into_parts();
+            (kvm, Some(vm), vcpus)
+        }
+        None => (open_kvm()?, None, Vec::new()),
+    };
+    if prepared_vcpus.len() > snapshot.state.vcpus.len() {
+        return Err(RestoreError::Invalid(format!(
+            "{} vCPUs were made ahead for a snapshot of {}",
+            prepared_vcpus.len(),
+            snapshot.state.vcpus.len()
+        )));
+    }
     let origin = check_snapshot(snapshot, &kvm, None)?;
     let disks = reopen_disks(&origin.state, image)?;
     clock.lap("snapshot checked");
@@ -549,7 +572,13 @@ pub fn restore_read(
     clock.lap("memory mapped");
     let working_set = prefetch_working_set(&origin);
     clock.lap("working set prefetched");
-    let vm = create_vm(&kvm, &ram.memory)?;
+    let vm = match prepared_vm {
+        Some(vm) => {
+            register_memory(&vm, &ram.memory)?;
+            vm
+        }
+        None => create_vm(&kvm, &ram.memory)?,
+    };
     persist::restore_vm(&vm, &state.vm)?;
     clock.lap("VM created");
     tracing::debug!(elapsed = ?started.elapsed(), "restore: VM created");
@@ -585,13 +614,17 @@ pub fn restore_read(
     clock.lap("devices");
 
     let mut fds = Vec::with_capacity(state.vcpus.len());
+    let mut made_ahead = prepared_vcpus.into_iter();
     for (index, vcpu_state) in state.vcpus.iter().enumerate() {
         // The count was checked against the u8 `vcpu_count` above.
         let index = u8::try_from(index)
             .map_err(|_| RestoreError::Invalid(format!("vCPU index {index} out of range")))?;
-        let fd = vm
-            .create_vcpu(u64::from(index))
-            .map_err(|source| RestoreError::Vcpu { index, source })?;
+        let fd = match made_ahead.next() {
+            Some(fd) => fd,
+            None => vm
+                .create_vcpu(u64::from(index))
+                .map_err(|source| RestoreError::Vcpu { index, source })?,
+        };
         persist::restore_vcpu(&fd, vcpu_state, true)?;
         fds.push(fd);
     }

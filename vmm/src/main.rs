@@ -14,5 +14,7 @@ fn main() {
             paddock_vmm::exit_codes::PADDOCK_ERROR
         }
     };
+    // A warm VMM claimed is replaced before this process goes.
+    paddock_vmm::sandbox::pool::await_refills();
     std::process::exit(code);
 }

@@ -64,6 +64,8 @@ impl StandIn {
             spans: Vec::new(),
             minor_faults: None,
             prefetched_pages: None,
+            from_pool: false,
+            caller_spans: Vec::new(),
         }
         .write(&paths)
         .unwrap();

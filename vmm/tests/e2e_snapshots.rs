@@ -6,18 +6,6 @@ mod common;
 use common::{e2e_available, text, Scratch};
 use std::time::Duration;
 
-fn exec_ok(s: &Scratch, name: &str, script: &str) -> String {
-    let out = s.cli(&["exec", name, "--", "sh", "-c", script]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "exec {script:?} in {name}: {}\n{}",
-        text(&out.stderr),
-        s.sandbox_logs(name)
-    );
-    text(&out.stdout)
-}
-
 /// The host's wall clock, in seconds since the Unix epoch.
 fn host_unix_secs() -> i64 {
     let now = std::time::SystemTime::now()
@@ -43,15 +31,15 @@ fn restore_keeps_processes_and_files_and_reset_forgets_what_came_after() {
     }
     let s = Scratch::new();
     s.ok(&["start", "--name", "base"]);
-    exec_ok(&s, "base", "echo before > /tmp/before; (while :; do sleep 1; done) </dev/null >/dev/null 2>&1 & echo $! > /tmp/loop.pid");
+    s.exec_ok("base", "echo before > /tmp/before; (while :; do sleep 1; done) </dev/null >/dev/null 2>&1 & echo $! > /tmp/loop.pid");
     let snap = s.path("snap");
     s.ok(&["snapshot", "base", snap.to_str().unwrap()]);
     s.ok(&["rm", "--force", "base"]);
 
     s.ok(&["restore", snap.to_str().unwrap(), "--name", "r"]);
-    assert_eq!(exec_ok(&s, "r", "cat /tmp/before"), "before\n");
+    assert_eq!(s.exec_ok("r", "cat /tmp/before"), "before\n");
     assert_eq!(
-        exec_ok(&s, "r", "kill -0 $(cat /tmp/loop.pid) && echo alive"),
+        s.exec_ok("r", "kill -0 $(cat /tmp/loop.pid) && echo alive"),
         "alive\n",
         "the process from before the snapshot runs on"
     );
@@ -61,25 +49,24 @@ fn restore_keeps_processes_and_files_and_reset_forgets_what_came_after() {
     // again, so the sleeper's PID may well belong to a new process.
     let sleeper = "for c in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $c 2>/dev/null; echo; done \
                    | grep -q '^sleep 1000 ' && echo alive || echo gone";
-    exec_ok(
-        &s,
+    s.exec_ok(
         "r",
         "echo after > /tmp/after; sleep 1000 </dev/null >/dev/null 2>&1 &",
     );
-    assert_eq!(exec_ok(&s, "r", sleeper), "alive\n");
+    assert_eq!(s.exec_ok("r", sleeper), "alive\n");
     s.ok(&["reset", "r"]);
     assert_eq!(
-        exec_ok(&s, "r", "ls /tmp/after 2>/dev/null || echo gone"),
+        s.exec_ok("r", "ls /tmp/after 2>/dev/null || echo gone"),
         "gone\n"
     );
-    assert_eq!(exec_ok(&s, "r", "cat /tmp/before"), "before\n");
+    assert_eq!(s.exec_ok("r", "cat /tmp/before"), "before\n");
     assert_eq!(
-        exec_ok(&s, "r", sleeper),
+        s.exec_ok("r", sleeper),
         "gone\n",
         "the process started after the snapshot is gone"
     );
     assert_eq!(
-        exec_ok(&s, "r", "kill -0 $(cat /tmp/loop.pid) && echo alive"),
+        s.exec_ok("r", "kill -0 $(cat /tmp/loop.pid) && echo alive"),
         "alive\n"
     );
     s.ok(&["rm", "--force", "r"]);
@@ -94,7 +81,7 @@ fn a_reset_without_to_returns_to_the_latest_snapshot() {
     let s = Scratch::new();
     s.ok(&["start", "--name", "b"]);
     let first = s.path("first");
-    exec_ok(&s, "b", "echo one > /tmp/one");
+    s.exec_ok("b", "echo one > /tmp/one");
     s.ok(&["snapshot", "b", first.to_str().unwrap()]);
     let entry = s.listed("b").expect("b is listed");
     assert_eq!(entry["latest_snapshot"], first.to_str().unwrap(), "{entry}");
@@ -102,14 +89,10 @@ fn a_reset_without_to_returns_to_the_latest_snapshot() {
 
     // Twice: the first reset maps the new snapshot, the second drops what was written since.
     for round in 0..2 {
-        exec_ok(&s, "b", "echo two > /tmp/two");
+        s.exec_ok("b", "echo two > /tmp/two");
         s.ok(&["reset", "b"]);
         assert_eq!(
-            exec_ok(
-                &s,
-                "b",
-                "cat /tmp/one; ls /tmp/two 2>/dev/null || echo gone"
-            ),
+            s.exec_ok("b", "cat /tmp/one; ls /tmp/two 2>/dev/null || echo gone"),
             "one\ngone\n",
             "round {round}"
         );
@@ -131,9 +114,9 @@ fn a_reset_without_to_returns_to_the_latest_snapshot() {
             text(&out.stderr)
         );
     }
-    assert_eq!(exec_ok(&s, "b", "cat /tmp/one"), "one\n");
+    assert_eq!(s.exec_ok("b", "cat /tmp/one"), "one\n");
     s.ok(&["reset", "b", "--to", first.to_str().unwrap()]);
-    assert_eq!(exec_ok(&s, "b", "cat /tmp/one"), "one\n");
+    assert_eq!(s.exec_ok("b", "cat /tmp/one"), "one\n");
     // A reset to another snapshot makes that one the target: the vanished latest is forgotten.
     let entry = s.listed("b").expect("b is listed");
     assert!(entry["latest_snapshot"].is_null(), "{entry}");
@@ -189,7 +172,11 @@ fn restore_and_reset_report_where_the_time_went() {
     let restore = spans_of(
         &json,
         &[
-            "VMM process, cgroup, jail",
+            "VMM process started, snapshot read",
+            "cgroup",
+            "jail",
+            "limits, capabilities dropped",
+            "control thread",
             "snapshot checked",
             "memory mapped",
             "working set prefetched",
@@ -298,7 +285,7 @@ fn a_snapshot_with_an_exec_streaming_keeps_guest_inits_link_and_resets_only_the_
     ]);
     assert_eq!(last_span(&json), "guest answered", "{json}");
     // The exec's connection was reset in the copy; the copy serves new ones.
-    assert_eq!(exec_ok(&s, "r", "echo fresh"), "fresh\n");
+    assert_eq!(s.exec_ok("r", "echo fresh"), "fresh\n");
     // The original's exec did not notice the snapshot.
     {
         use std::io::Write;
@@ -314,7 +301,7 @@ fn a_snapshot_with_an_exec_streaming_keeps_guest_inits_link_and_resets_only_the_
     assert_eq!(last_span(&json), "guest answered", "{json}");
     // The running exec's connection was reset: it ends.
     ends_within_30_s(&mut again, "the exec whose connection the reset dropped");
-    assert_eq!(exec_ok(&s, "r", "echo sound"), "sound\n");
+    assert_eq!(s.exec_ok("r", "echo sound"), "sound\n");
     drop(streaming.stdin.take());
     let _ = streaming.kill();
     let _ = streaming.wait();
@@ -402,7 +389,7 @@ fn a_hundred_resets_do_not_grow_memory_or_descriptors() {
     let pid = s.pid_of("loop");
     let mut samples = Vec::new();
     for i in 0..100 {
-        exec_ok(&s, "loop", "head -c 1048576 /dev/urandom > /tmp/junk");
+        s.exec_ok("loop", "head -c 1048576 /dev/urandom > /tmp/junk");
         s.ok(&["reset", "loop"]);
         if i == 9 || i == 99 {
             samples.push((common::rss_kib(pid), common::settled_fds(pid)));
@@ -420,7 +407,7 @@ fn a_hundred_resets_do_not_grow_memory_or_descriptors() {
         "RSS grew from {rss10} KiB to {rss100} KiB over 90 resets"
     );
     assert_eq!(
-        exec_ok(&s, "loop", "ls /tmp/junk 2>/dev/null || echo clean"),
+        s.exec_ok("loop", "ls /tmp/junk 2>/dev/null || echo clean"),
         "clean\n"
     );
     s.ok(&["rm", "--force", "loop"]);
@@ -442,7 +429,7 @@ fn resets_while_the_guest_handles_device_traffic_leave_it_sound() {
     // The kernel log is part of the snapshot: after each reset it must hold no crash beyond
     // what it held then (a lab kernel warns once at boot).
     let crash_signs = "dmesg | grep -E 'segfault|Oops|BUG:|general protection|RIP:' || true";
-    let logged_at_snapshot = exec_ok(&s, "busy", crash_signs);
+    let logged_at_snapshot = s.exec_ok("busy", crash_signs);
     for round in 0..40u64 {
         let mut stream = s
             .paddock_command(&[
@@ -479,7 +466,7 @@ fn resets_while_the_guest_handles_device_traffic_leave_it_sound() {
         );
         writer.join().expect("writer thread");
         assert_eq!(
-            exec_ok(&s, "busy", &format!("echo sound; {crash_signs}")),
+            s.exec_ok("busy", &format!("echo sound; {crash_signs}")),
             format!("sound\n{logged_at_snapshot}"),
             "round {round}: the guest is damaged after a reset during device traffic"
         );
@@ -494,11 +481,7 @@ fn forks_are_independent_and_share_memory() {
     }
     let s = Scratch::new();
     s.ok(&["start", "--name", "base"]);
-    exec_ok(
-        &s,
-        "base",
-        "head -c 20000000 /dev/urandom > /tmp/shared-blob",
-    );
+    s.exec_ok("base", "head -c 20000000 /dev/urandom > /tmp/shared-blob");
     let snap = s.path("snap");
     s.ok(&["snapshot", "base", snap.to_str().unwrap(), "--stop"]);
     s.ok(&[
@@ -509,12 +492,12 @@ fn forks_are_independent_and_share_memory() {
         "--prefix",
         "f",
     ]);
-    exec_ok(&s, "f-3", "echo mine > /tmp/only-in-3");
+    s.exec_ok("f-3", "echo mine > /tmp/only-in-3");
     for i in 0..10 {
         let name = format!("f-{i}");
         // Touch the shared data in every fork, so each maps it.
-        exec_ok(&s, &name, "cat /tmp/shared-blob > /dev/null");
-        let seen = exec_ok(&s, &name, "cat /tmp/only-in-3 2>/dev/null || echo absent");
+        s.exec_ok(&name, "cat /tmp/shared-blob > /dev/null");
+        let seen = s.exec_ok(&name, "cat /tmp/only-in-3 2>/dev/null || echo absent");
         assert_eq!(seen, if i == 3 { "mine\n" } else { "absent\n" }, "{name}");
     }
     let (rss, pss): (u64, u64) = (0..10)
@@ -545,28 +528,20 @@ fn restores_get_the_current_clock_and_fresh_entropy() {
     s.ok(&["restore", snap.to_str().unwrap(), "--name", "a"]);
     s.ok(&["restore", snap.to_str().unwrap(), "--name", "b"]);
     let host_now = host_unix_secs();
-    let guest_now: i64 = exec_ok(&s, "a", "date +%s").trim().parse().unwrap();
+    let guest_now: i64 = s.exec_ok("a", "date +%s").trim().parse().unwrap();
     assert!(
         (guest_now - host_now).abs() <= 5,
         "guest clock {guest_now} vs host {host_now}"
     );
-    let ra = exec_ok(
-        &s,
-        "a",
-        "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'",
-    );
-    let rb = exec_ok(
-        &s,
-        "b",
-        "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'",
-    );
+    let ra = s.exec_ok("a", "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'");
+    let rb = s.exec_ok("b", "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'");
     assert_eq!(ra.len(), 64);
     assert_ne!(
         ra, rb,
         "two restores of one snapshot must not share their random stream"
     );
     s.ok(&["reset", "a"]);
-    let guest_now: i64 = exec_ok(&s, "a", "date +%s").trim().parse().unwrap();
+    let guest_now: i64 = s.exec_ok("a", "date +%s").trim().parse().unwrap();
     let host_now = host_unix_secs();
     assert!(
         (guest_now - host_now).abs() <= 5,
@@ -681,7 +656,7 @@ fn bad_snapshots_are_refused_and_nothing_is_started() {
         text(&out.stderr)
     );
     // The refused resets left base running as it was.
-    assert_eq!(exec_ok(&s, "base", "echo still-here"), "still-here\n");
+    assert_eq!(s.exec_ok("base", "echo still-here"), "still-here\n");
 
     // Killing the VMM in the middle of a snapshot leaves the previous snapshot usable. The VMM
     // is started with a fault hook that stalls a snapshot between writing memory and state
@@ -701,7 +676,7 @@ fn bad_snapshots_are_refused_and_nothing_is_started() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let crash_snap = s.path("crash-snap");
     s.ok(&["snapshot", "crashy", crash_snap.to_str().unwrap()]);
-    exec_ok(&s, "crashy", "echo second-generation > /tmp/gen");
+    s.exec_ok("crashy", "echo second-generation > /tmp/gen");
     std::fs::write(&trigger, b"").unwrap();
     let pid = s.pid_of("crashy");
     let mut child = s.cli_background(&["snapshot", "crashy", crash_snap.to_str().unwrap()]);
@@ -725,8 +700,7 @@ fn bad_snapshots_are_refused_and_nothing_is_started() {
         "after-crash",
     ]);
     assert_eq!(
-        exec_ok(
-            &s,
+        s.exec_ok(
             "after-crash",
             "cat /tmp/gen 2>/dev/null || echo first-generation"
         ),

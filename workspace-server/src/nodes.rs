@@ -98,8 +98,9 @@ impl<F> NodeMap<F> {
     /// Inner node `node`, inner handle `fh` and the flags that handle was opened with. Reads
     /// and writes pass those flags rather than the guest's: the passthrough applies differing
     /// flags with `F_SETFL`, and when that fails (an `O_PATH` descriptor, or `O_NOATIME` on a
-    /// file the server does not own) fuse-backend-rs 0.14 closes the handle's descriptor while its handle still holds
-    /// the number, which a later open reuses: one handle would reach another file.
+    /// file the server does not own) fuse-backend-rs 0.14 closes the handle's descriptor while
+    /// its handle still holds the number, which a later open reuses: one handle would reach
+    /// another file.
     fn node_and_open_handle(&self, node: u64, fh: u64) -> io::Result<(u64, u64, u32)> {
         let table = self.lock();
         let (handle, flags) = table.inner_handle_and_flags(fh)?;

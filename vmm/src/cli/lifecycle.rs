@@ -290,16 +290,24 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
     share_restored(&sandboxes, &info.name, workspace.as_ref())?;
     let wall_ms = ms_since(requested);
     if args.timings.json {
-        print_json_timings(&[(&info.name, wall_ms, &info.spans)]);
+        print_json_timings(&[(&info.name, wall_ms, &info.spans, &info.caller_spans)]);
     } else {
         println!("{}", info.name);
     }
     eprintln!(
-        "paddock: sandbox {} restored and ready in {:.1} ms (pid {})",
-        info.name, info.ready_ms, info.pid
+        "paddock: sandbox {} restored and ready in {:.1} ms (pid {}{})",
+        info.name,
+        info.ready_ms,
+        info.pid,
+        if info.from_pool { ", a warm VMM" } else { "" }
     );
     if args.timings.timings && !args.timings.json {
         eprint!("{}", timings_text(&info.name, wall_ms, &info.spans));
+        eprint!(
+            "paddock: {}: this command's part, meanwhile\n{}",
+            info.name,
+            paddock_vmm::timings::describe(&info.caller_spans)
+        );
     }
     Ok(0)
 }
@@ -313,7 +321,7 @@ pub fn reset(args: ResetArgs) -> anyhow::Result<i32> {
         args.name, report.reset_ms, report.ready_ms
     );
     if args.timings.json {
-        print_json_timings(&[(&args.name, wall_ms, &report.spans)]);
+        print_json_timings(&[(&args.name, wall_ms, &report.spans, &[])]);
     } else if args.timings.timings {
         eprint!("{}", timings_text(&args.name, wall_ms, &report.spans));
     }
@@ -333,12 +341,24 @@ fn timings_text(name: &str, wall_ms: f64, spans: &[paddock_vmm::timings::Span]) 
     )
 }
 
-/// `--timings --json`: one object per sandbox, `{name, wall_ms, spans: [{span, ms}]}`, as a list.
-fn print_json_timings(reports: &[(&str, f64, &[paddock_vmm::timings::Span])]) {
+/// The spans of one sandbox for `--timings --json`: its name, the wall clock, the VMM's spans
+/// and the caller's.
+type TimingReport<'a> = (
+    &'a str,
+    f64,
+    &'a [paddock_vmm::timings::Span],
+    &'a [paddock_vmm::timings::Span],
+);
+
+/// `--timings --json`: one object per sandbox, `{name, wall_ms, spans: [{span, ms}],
+/// caller_spans: [...]}` (the caller's own, where measured), as a list.
+fn print_json_timings(reports: &[TimingReport<'_>]) {
     let list: Vec<serde_json::Value> = reports
         .iter()
-        .map(|(name, wall_ms, spans)| {
-            serde_json::json!({"name": name, "wall_ms": wall_ms, "spans": spans})
+        .map(|(name, wall_ms, spans, caller)| {
+            serde_json::json!({
+                "name": name, "wall_ms": wall_ms, "spans": spans, "caller_spans": caller
+            })
         })
         .collect();
     println!("{}", serde_json::Value::Array(list));
@@ -366,9 +386,9 @@ pub fn fork(args: ForkArgs) -> anyhow::Result<i32> {
     }
     let wall_ms = ms_since(started);
     if args.timings.json {
-        let reports: Vec<(&str, f64, &[paddock_vmm::timings::Span])> = infos
+        let reports: Vec<TimingReport<'_>> = infos
             .iter()
-            .map(|i| (i.name.as_str(), wall_ms, i.spans.as_slice()))
+            .map(|i| (i.name.as_str(), wall_ms, i.spans.as_slice(), &[][..]))
             .collect();
         print_json_timings(&reports);
     } else {
@@ -389,16 +409,28 @@ pub fn fork(args: ForkArgs) -> anyhow::Result<i32> {
 }
 
 pub fn vmm_process(args: VmmArgs) -> anyhow::Result<i32> {
+    use paddock_vmm::sandbox::daemon::{Confinement, VmmStart};
+    use paddock_vmm::sandbox::pool::warm::{wait_for_claim, WarmError};
     use paddock_vmm::sandbox::supervisor::{fork_vmm, Side};
-    use paddock_vmm::seccomp::{Filters, Mode, SeccompScope};
     let spawned = Instant::now();
-    let launch: Launch = serde_json::from_str(&args.launch).context("bad --launch")?;
     let user = args
         .vmm_user
         .as_deref()
         .map(paddock_vmm::sandbox::vmm_user::VmmUser::parse)
         .transpose()?;
-    let paths = SandboxPaths::new(&args.state_dir, &args.name)?;
+    // What a VMM started for a sandbox is given up front; a warm one learns it from its claim.
+    let given = match (&args.pool_entry, &args.name, &args.launch) {
+        (None, Some(name), Some(launch)) => {
+            let launch: Launch = serde_json::from_str(launch).context("bad --launch")?;
+            Some((
+                SandboxPaths::new(&args.state_dir, name)?,
+                name.clone(),
+                launch,
+            ))
+        }
+        (Some(_), _, _) => None,
+        _ => anyhow::bail!("__vmm needs --name and --launch, or --pool-entry"),
+    };
     ignore_terminal_signals();
     paddock_vmm::capped_log::cap_stderr().context("capping the VMM's log")?;
     // The jail is for debugging only to leave off, like the filters.
@@ -411,31 +443,57 @@ pub fn vmm_process(args: VmmArgs) -> anyhow::Result<i32> {
         Side::Ended(status) => return Ok(status),
         Side::Vmm { jailed } => jailed,
     };
-    let seccomp = if args.no_seccomp {
-        tracing::warn!("seccomp filters are OFF (--no-seccomp): for debugging only");
-        SeccompScope::Off
-    } else {
-        let mode = Mode::from_env();
-        if mode == Mode::Log {
-            tracing::warn!(
-                "PADDOCK_SECCOMP=log: syscalls outside the filters are logged, not refused"
-            );
-        }
-        SeccompScope::Process(std::sync::Arc::new(Filters::new(mode)))
+    let confinement = Confinement {
+        seccomp: seccomp_scope(args.no_seccomp),
+        jailed,
+        user,
     };
-    Ok(paddock_vmm::sandbox::daemon::run(
-        paths,
-        &args.name,
-        launch,
-        args.cpus,
-        paddock_vmm::sandbox::daemon::Confinement {
-            seccomp,
-            jailed,
-            user,
+    use paddock_vmm::sandbox::daemon::run;
+    match (given, &args.pool_entry) {
+        (Some((paths, name, launch)), _) => Ok(run(
+            paths,
+            &name,
+            launch,
+            args.cpus,
+            confinement,
+            std::io::stdout(),
+            VmmStart::spawned(spawned),
+        )),
+        (None, Some(entry)) => match wait_for_claim(&args.state_dir, entry, jailed) {
+            Ok(claimed) => Ok(run(
+                claimed.paths,
+                &claimed.name,
+                claimed.launch,
+                claimed.cpus,
+                confinement,
+                claimed.stream,
+                VmmStart {
+                    at: claimed.at,
+                    ahead: Some(claimed.ahead),
+                },
+            )),
+            Err(WarmError::Discarded) => {
+                tracing::info!("warm VMM taken out of the pool unclaimed");
+                Ok(0)
+            }
+            Err(e) => Err(e).context("warm VMM"),
         },
-        std::io::stdout(),
-        spawned,
-    ))
+        (None, None) => anyhow::bail!("__vmm needs --name and --launch, or --pool-entry"),
+    }
+}
+
+/// The VMM's seccomp filters (`--no-seccomp`: none, loudly).
+fn seccomp_scope(off: bool) -> paddock_vmm::seccomp::SeccompScope {
+    use paddock_vmm::seccomp::{Filters, Mode, SeccompScope};
+    if off {
+        tracing::warn!("seccomp filters are OFF (--no-seccomp): for debugging only");
+        return SeccompScope::Off;
+    }
+    let mode = Mode::from_env();
+    if mode == Mode::Log {
+        tracing::warn!("PADDOCK_SECCOMP=log: syscalls outside the filters are logged, not refused");
+    }
+    SeccompScope::Process(std::sync::Arc::new(Filters::new(mode)))
 }
 
 /// The VMM process outlives the terminal that started it: it ignores SIGHUP, SIGINT and
@@ -471,6 +529,8 @@ mod tests {
                 spans: Vec::new(),
                 minor_faults: None,
                 prefetched_pages: None,
+                from_pool: false,
+                caller_spans: Vec::new(),
             },
             state: if running { "running" } else { "stopped" },
             uptime_secs: 3725,

@@ -10,6 +10,7 @@ mod lifecycle;
 mod machine;
 mod outcome;
 mod policy;
+mod pool;
 mod review;
 mod run;
 mod run_agent;
@@ -137,6 +138,10 @@ pub enum Command {
     /// Templates: snapshots of a booted guest (engine up) that `start` and `run` restore.
     #[command(subcommand)]
     Template(TemplateCommand),
+    /// Warm VMMs: idle VMM processes with their VM made ahead, which `restore`, `fork`, `start`
+    /// and `run` claim instead of starting one (a claimed one is replaced in the background).
+    #[command(subcommand)]
+    Pool(PoolCommand),
     /// Egress policy: which hosts sandboxes may reach (global, or per sandbox with
     /// --sandbox); changes apply to running sandboxes at their next connection.
     #[command(after_help = POLICY_HELP)]
@@ -584,6 +589,52 @@ pub struct LogsArgs {
 }
 
 #[derive(Subcommand)]
+pub enum PoolCommand {
+    /// Keep SIZE warm VMMs (default 2): start them (stopping any beyond SIZE), wait until they
+    /// are ready, and show the pool. Only sandboxes started with the same options (and the same
+    /// paddock binary and PADDOCK_* environment) claim them.
+    Fill(PoolFillArgs),
+    /// Show the pool's size and its warm VMMs (state, pid, resident memory, age).
+    Show(PoolShowArgs),
+    /// Stop every warm VMM and set the size to 0.
+    Drain(PoolDrainArgs),
+}
+
+#[derive(Args)]
+pub struct PoolFillArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// How many warm VMMs to keep.
+    #[arg(default_value_t = 2)]
+    pub size: usize,
+    /// DEBUGGING ONLY: warm VMMs without seccomp filters (claimed only by sandboxes started
+    /// with --no-seccomp).
+    #[arg(long)]
+    pub no_seccomp: bool,
+    /// When paddock runs as root: the user the warm VMMs become once claimed (as `start`'s).
+    #[arg(long, value_name = "USER")]
+    pub vmm_user: Option<String>,
+    /// Print the pool as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct PoolShowArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct PoolDrainArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Subcommand)]
 pub enum TemplateCommand {
     /// Boot the guest once, wait until it is ready (agent profile: the Docker engine answers),
     /// and snapshot it into the cache; prints the template's key.
@@ -694,11 +745,14 @@ pub struct ForkArgs {
 pub struct VmmArgs {
     #[arg(long)]
     pub state_dir: PathBuf,
-    #[arg(long)]
-    pub name: String,
+    #[arg(long, required_unless_present = "pool_entry")]
+    pub name: Option<String>,
     /// The launch description (JSON).
-    #[arg(long)]
-    pub launch: String,
+    #[arg(long, required_unless_present = "pool_entry")]
+    pub launch: Option<String>,
+    /// Be a warm VMM of the pool, in this entry: make the VM ahead and wait to be claimed.
+    #[arg(long, conflicts_with_all = ["name", "launch", "cpus"])]
+    pub pool_entry: Option<String>,
     /// The CPU quota, in CPUs.
     #[arg(long)]
     pub cpus: Option<f64>,
@@ -865,6 +919,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Apply(args) => review::apply(args),
         Command::Agents(args) => agents::agents(args),
         Command::Template(command) => template::dispatch(command),
+        Command::Pool(command) => pool::dispatch(command),
         Command::Policy(args) => policy::dispatch(args),
         Command::Secret(command) => secret::dispatch(command),
         Command::Vmm(args) => lifecycle::vmm_process(args),

@@ -110,6 +110,18 @@ pub struct CgroupError {
 /// it went, or why it runs unlimited; an error only when an available cgroup refused the
 /// limits (the VMM should not start then).
 pub fn enter(name: &str, limits: &Limits) -> Result<Placement, CgroupError> {
+    enter_with(name, Some(limits))
+}
+
+/// Moves the calling process into a new cgroup named after `name` with no limits yet: a warm
+/// VMM's, made before it knows its sandbox (so that what it makes ahead is charged there too),
+/// limited by [`limit`] once claimed. A cgroup v2 directory cannot be renamed, so it keeps the
+/// warm VMM's name.
+pub fn enter_unlimited(name: &str) -> Result<Placement, CgroupError> {
+    enter_with(name, None)
+}
+
+fn enter_with(name: &str, limits: Option<&Limits>) -> Result<Placement, CgroupError> {
     let base = match base() {
         Ok(base) => base,
         Err(why) => return Ok(Placement::Unlimited(why.to_string())),
@@ -117,26 +129,35 @@ pub fn enter(name: &str, limits: &Limits) -> Result<Placement, CgroupError> {
     sweep(&base);
     // The host's pid: inside its PID namespace every VMM is 1.
     let dir = base.join(format!("{name}-{}", super::jail::host_pid()));
-    let err = |what: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CgroupError { what, path, source }
-    };
-    std::fs::create_dir(&dir).map_err(err("creating", &dir))?;
-    let joined = (|| {
-        write(&dir, "memory.max", &limits.memory_max.to_string())?;
-        write(&dir, "pids.max", &limits.pids_max.to_string())?;
-        if let Some(cpu_max) = limits.cpu_max() {
-            write(&dir, "cpu.max", &cpu_max)?;
-        }
-        write(&dir, "cgroup.procs", &std::process::id().to_string())
-    })();
+    std::fs::create_dir(&dir).map_err(|source| CgroupError {
+        what: "creating",
+        path: dir.clone(),
+        source,
+    })?;
+    let placement = Placement::Limited(dir.clone());
+    let joined = limits
+        .map_or(Ok(()), |limits| limit(&placement, limits))
+        .and_then(|()| write(&dir, "cgroup.procs", &std::process::id().to_string()));
     match joined {
-        Ok(()) => Ok(Placement::Limited(dir)),
+        Ok(()) => Ok(placement),
         Err(e) => {
             let _ = std::fs::remove_dir(&dir);
             Err(e)
         }
     }
+}
+
+/// Sets `limits` on the cgroup of `placement` (nothing for a process without one).
+pub fn limit(placement: &Placement, limits: &Limits) -> Result<(), CgroupError> {
+    let Placement::Limited(dir) = placement else {
+        return Ok(());
+    };
+    write(dir, "memory.max", &limits.memory_max.to_string())?;
+    write(dir, "pids.max", &limits.pids_max.to_string())?;
+    if let Some(cpu_max) = limits.cpu_max() {
+        write(dir, "cpu.max", &cpu_max)?;
+    }
+    Ok(())
 }
 
 /// Removes the cgroup of a sandbox whose VMM has ended (it must be empty).

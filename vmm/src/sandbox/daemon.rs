@@ -11,6 +11,7 @@ use crate::seccomp::{SeccompScope, ThreadKind};
 use crate::timings::{Span, SpanClock};
 use crate::vmm::Vmm;
 use crate::vmm::WorkingSetUse;
+use crate::vstate::prepared::PreparedVm;
 use crate::vstate::vcpu::VmExitReason;
 use paddock_protocol::{read_frame, write_frame};
 use serde::{Deserialize, Serialize};
@@ -157,7 +158,7 @@ fn boot_timeout(with_image: bool) -> Duration {
         })
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -176,6 +177,45 @@ fn guest_ram(launch: &Launch, snapshot: Option<&ReadSnapshot>) -> Result<u64, St
     }
 }
 
+/// How this VMM process came to its launch: spawned for it, or a warm VMM of the pool claimed
+/// for it (`sandbox::pool`), with what it made ahead of time.
+#[derive(Debug)]
+pub struct VmmStart {
+    /// When the process started, or when the claim reached it: where its spans begin.
+    pub at: Instant,
+    /// What a warm VMM made ahead.
+    pub ahead: Option<MadeAhead>,
+}
+
+/// What a warm VMM made before it was claimed.
+#[derive(Debug)]
+pub struct MadeAhead {
+    /// The VM (used by a restore; a boot makes its own).
+    pub vm: crate::vstate::prepared::PreparedVm,
+    /// Its cgroup, without limits yet.
+    pub cgroup: cgroup::Placement,
+    /// Its jail, without the sandbox's paths yet (none when the VMM runs unjailed).
+    pub jail: Option<super::jail::PreparedJail>,
+}
+
+impl VmmStart {
+    /// A VMM process spawned for its launch at `at`.
+    pub fn spawned(at: Instant) -> Self {
+        Self { at, ahead: None }
+    }
+
+    /// The name of the first span: from the start (or the claim) to the snapshot read.
+    fn first_span(&self) -> &'static str {
+        match self.ahead {
+            Some(_) => "claimed from the pool, snapshot read",
+            None => "VMM process started, snapshot read",
+        }
+    }
+}
+
+/// The cgroup and jail a warm VMM made ahead, for [`confine`] to complete.
+type ConfinedAhead = Option<(cgroup::Placement, Option<super::jail::PreparedJail>)>;
+
 fn bring_up(
     paths: &SandboxPaths,
     name: &str,
@@ -183,9 +223,9 @@ fn bring_up(
     snapshot: Option<ReadSnapshot>,
     resources: cgroup::Placement,
     seccomp: &SeccompScope,
-    spawned: Instant,
+    (spawned, prepared, mut clock): (Instant, Option<PreparedVm>, SpanClock),
 ) -> Result<(Running, SandboxInfo), String> {
-    let mut clock = SpanClock::starting_at(spawned);
+    let from_pool = prepared.is_some();
     let uds = paths.vsock();
     let mut guest =
         GuestLink::listen(&uds).map_err(|e| format!("cannot listen for guest readiness: {e}"))?;
@@ -211,7 +251,6 @@ fn bring_up(
                 console_log: console.path(paths),
                 vsock_uds: uds.clone(),
             };
-            clock.lap("VMM process, cgroup, jail");
             let vmm = crate::builder::boot(&config, seccomp).map_err(|e| e.to_string())?;
             clock.lap("VM built, vCPUs running");
             let boot = guest
@@ -232,13 +271,13 @@ fn bring_up(
                     dir.display()
                 )
             })?;
-            clock.lap("VMM process, cgroup, jail");
             let mut vmm = crate::builder::restore_read(
                 snapshot,
                 &uds,
                 log.as_deref(),
                 image.as_deref(),
                 seccomp,
+                prepared,
             )
             .map_err(|e| e.to_string())?;
             clock.extend(std::mem::take(&mut vmm.launch_spans));
@@ -271,6 +310,8 @@ fn bring_up(
         guest: Some(boot),
         resources,
         spans: clock.into_spans(),
+        from_pool,
+        caller_spans: Vec::new(),
         minor_faults: own_minor_faults(),
         prefetched_pages: match vmm.working_set {
             WorkingSetUse::Prefetched { pages } => Some(pages),
@@ -422,17 +463,31 @@ fn confine(
     name: &str,
     launch: &Launch,
     snapshot: Option<&ReadSnapshot>,
-    cpus: Option<f64>,
-    jailed: bool,
-    user: Option<super::vmm_user::VmmUser>,
+    (cpus, ahead): (Option<f64>, ConfinedAhead),
+    &Confinement { jailed, user, .. }: &Confinement,
+    clock: &mut SpanClock,
 ) -> Result<cgroup::Placement, String> {
     let ram = guest_ram(launch, snapshot)?;
-    let resources =
-        cgroup::enter(name, &cgroup::Limits::for_guest(ram, cpus)).map_err(|e| e.to_string())?;
+    let limits = cgroup::Limits::for_guest(ram, cpus);
+    let (resources, jail_ahead) = match ahead {
+        Some((placement, jail)) => {
+            cgroup::limit(&placement, &limits).map_err(|e| e.to_string())?;
+            (placement, jail)
+        }
+        None => (
+            cgroup::enter(name, &limits).map_err(|e| e.to_string())?,
+            None,
+        ),
+    };
+    clock.lap("cgroup");
     let plan = jail_plan(paths, launch, snapshot, user)?;
     if jailed {
-        super::jail::enter(&plan.jail, &paths.dir.join(JAIL_ROOT))
-            .map_err(|e| crate::seccomp::describe(&e))?;
+        let root = paths.dir.join(JAIL_ROOT);
+        match jail_ahead {
+            Some(prepared) => super::jail::finish(prepared, &root, &plan.jail),
+            None => super::jail::enter(&plan.jail, &root),
+        }
+        .map_err(|e| crate::seccomp::describe(&e))?;
         // PID 1 of its namespace gets only the signals it handles: SIGTERM still ends it.
         // SAFETY: installs an async-signal-safe handler (it only calls _exit).
         unsafe {
@@ -442,6 +497,7 @@ fn confine(
             )
         };
     }
+    clock.lap("jail");
     super::rlimits::Limits::for_guest(ram, plan.largest_writable_file)
         .apply()
         .map_err(|e| crate::seccomp::describe(&e))?;
@@ -456,6 +512,7 @@ fn confine(
     super::privileges::drop_capabilities()
         .and_then(|()| super::privileges::forbid_new_privileges())
         .map_err(|e| crate::seccomp::describe(&e))?;
+    clock.lap("limits, capabilities dropped");
     Ok(resources)
 }
 
@@ -469,13 +526,8 @@ pub fn run(
     cpus: Option<f64>,
     confinement: Confinement,
     mut report: impl Write,
-    spawned: Instant,
+    start: VmmStart,
 ) -> i32 {
-    let Confinement {
-        seccomp,
-        jailed,
-        user,
-    } = confinement;
     let launch = launch.absolute();
     // A snapshot's state file is read and decoded once, here: it sizes the cgroup, names the
     // disks the jail must show, and is what the restore uses.
@@ -486,17 +538,39 @@ pub fn run(
         },
         Launch::Boot { .. } => None,
     };
-    let resources = match confine(&paths, name, &launch, snapshot.as_ref(), cpus, jailed, user) {
+    let mut clock = SpanClock::starting_at(start.at);
+    clock.lap(start.first_span());
+    let (prepared, ahead) = match start.ahead {
+        Some(MadeAhead { vm, cgroup, jail }) => (Some(vm), Some((cgroup, jail))),
+        None => (None, None),
+    };
+    let confined = confine(
+        &paths,
+        name,
+        &launch,
+        snapshot.as_ref(),
+        (cpus, ahead),
+        &confinement,
+        &mut clock,
+    );
+    let resources = match confined {
         Ok(resources) => resources,
         Err(message) => return report_failure(&mut report, message),
     };
     let vmm: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
-    let control = match spawn_control_thread(vmm.clone(), paths.clone(), &seccomp) {
+    let control = match spawn_control_thread(vmm.clone(), paths.clone(), &confinement.seccomp) {
         Ok(control) => control,
         Err(message) => return report_failure(&mut report, message),
     };
+    clock.lap("control thread");
     let brought_up = bring_up(
-        &paths, name, &launch, snapshot, resources, &seccomp, spawned,
+        &paths,
+        name,
+        &launch,
+        snapshot,
+        resources,
+        &confinement.seccomp,
+        (start.at, prepared, clock),
     );
     let (running, info) = match brought_up {
         Ok(up) => up,

@@ -203,9 +203,35 @@ enum RootSwitch {
 }
 
 fn enter_with(plan: &JailPlan, root: &Path, switch: RootSwitch) -> Result<(), JailError> {
+    let prepared = prepare_with(root, plan.keep_network, !plan.bare)?;
+    finish_with(prepared, root, plan, switch)
+}
+
+/// A jail half built by [`prepare`]: its namespaces, its root's tmpfs, the devices and `/proc`
+/// are there; the plan's paths are not, and the process's root is still the host's.
+#[derive(Debug)]
+#[must_use = "a prepared jail is entered with `finish`"]
+pub struct PreparedJail {
+    _private: (),
+}
+
+/// The part of [`enter`] that needs no plan, done ahead of time by a warm VMM (its sandbox, and
+/// so the paths its jail shows, are not known yet): new mount and network namespaces, the
+/// tmpfs on `root`, the devices and a fresh `/proc`. Call it single-threaded, as `enter`.
+pub fn prepare(root: &Path) -> Result<PreparedJail, JailError> {
+    prepare_with(root, false, true)
+}
+
+/// Completes a [`prepare`]d jail with `plan`'s paths and makes it the process's root. `root` is
+/// the prepared root's path now (the directory holding it may have been moved meanwhile).
+pub fn finish(prepared: PreparedJail, root: &Path, plan: &JailPlan) -> Result<(), JailError> {
+    finish_with(prepared, root, plan, RootSwitch::Pivot)
+}
+
+fn prepare_with(root: &Path, keep_network: bool, devices: bool) -> Result<PreparedJail, JailError> {
     // Before the fresh /proc hides the host's: this process's host pid.
     host_pid();
-    if plan.keep_network {
+    if keep_network {
         unshare(libc::CLONE_NEWNS, "mount")?;
     } else {
         unshare(libc::CLONE_NEWNS | libc::CLONE_NEWNET, "mount and network")?;
@@ -230,19 +256,15 @@ fn enter_with(plan: &JailPlan, root: &Path, switch: RootSwitch) -> Result<(), Ja
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         "mounting a tmpfs on",
     )?;
-    let mut binds = plan.ordered();
-    // A missing device is the VMM's to report (no /dev/kvm: not a KVM host).
-    let devices = if plan.bare { &[][..] } else { &DEVICES[..] };
-    for device in devices.iter().filter(|d| Path::new(d).exists()) {
-        binds.push(Bind {
-            path: PathBuf::from(device),
-            writable: true,
-        });
-    }
-    for bind in &binds {
-        bind_into(root, bind)?;
-    }
-    if !plan.bare {
+    if devices {
+        // A missing device is the VMM's to report (no /dev/kvm: not a KVM host).
+        for device in DEVICES.iter().filter(|d| Path::new(d).exists()) {
+            let bind = Bind {
+                path: PathBuf::from(device),
+                writable: true,
+            };
+            bind_into(root, &bind)?;
+        }
         let proc_dir = root.join("proc");
         make_dir(&proc_dir)?;
         mount(
@@ -252,6 +274,18 @@ fn enter_with(plan: &JailPlan, root: &Path, switch: RootSwitch) -> Result<(), Ja
             libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             "mounting /proc on",
         )?;
+    }
+    Ok(PreparedJail { _private: () })
+}
+
+fn finish_with(
+    _prepared: PreparedJail,
+    root: &Path,
+    plan: &JailPlan,
+    switch: RootSwitch,
+) -> Result<(), JailError> {
+    for bind in &plan.ordered() {
+        bind_into(root, bind)?;
     }
     match switch {
         RootSwitch::Pivot => match pivot_into(root) {
@@ -577,62 +611,70 @@ mod tests {
         true
     }
 
-    /// Runs `checks` in a jail built as the VMM's is: a child makes the PID namespace (as
-    /// `nobody` when `unprivileged`), its child enters the jail.
-    fn jailed_checks(tree: &Tree, unprivileged: bool, switch: RootSwitch) -> i32 {
-        let mut plan = JailPlan::default();
-        plan.bind(&tree.writable, true);
-        plan.bind(&tree.read_only, false);
+    /// Forks a child that makes a PID namespace (as `nobody` when `unprivileged`) and a
+    /// grandchild in it that runs `inner`, as the supervisor and the VMM are; returns the
+    /// child's pid. Its exit status is `inner`'s, or 20–23 when the scaffolding failed.
+    fn spawn_in_pid_namespace(unprivileged: bool, inner: impl FnOnce() -> i32) -> libc::pid_t {
         // SAFETY: the child and grandchild make raw syscalls and simple file operations, then
         // _exit; nothing they do needs another thread of the test process.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
-        if pid == 0 {
-            let code = (|| {
-                if unprivileged {
-                    // SAFETY: dropping to nobody in the child.
-                    if unsafe { libc::setgid(65534) != 0 || libc::setuid(65534) != 0 } {
-                        return 20;
-                    }
-                    // A process that changed its uid is not dumpable, which leaves its /proc
-                    // files (the id maps among them) root's; a user's own process is.
-                    // SAFETY: prctl with integer arguments.
-                    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1) };
-                }
-                if let Err(e) = new_pid_namespace() {
-                    eprintln!("jail: {}", crate::seccomp::describe(&e));
-                    return 21;
-                }
-                // SAFETY: as above.
-                let inner = unsafe { libc::fork() };
-                if inner == 0 {
-                    let code = match enter_with(&plan, &tree.root, switch) {
-                        Ok(()) => checks(tree),
-                        Err(e) => {
-                            eprintln!("jail: {}", crate::seccomp::describe(&e));
-                            22
-                        }
-                    };
-                    // SAFETY: ends the grandchild.
-                    unsafe { libc::_exit(code) };
-                }
-                let mut status = 0;
-                // SAFETY: waiting for our own child.
-                unsafe { libc::waitpid(inner, &mut status, 0) };
-                if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status)
-                } else {
-                    23
-                }
-            })();
-            // SAFETY: ends the child.
-            unsafe { libc::_exit(code) };
+        if pid != 0 {
+            return pid;
         }
+        let code = (|| {
+            if unprivileged {
+                // SAFETY: dropping to nobody in the child.
+                if unsafe { libc::setgid(65534) != 0 || libc::setuid(65534) != 0 } {
+                    return 20;
+                }
+                // A process that changed its uid is not dumpable, which leaves its /proc
+                // files (the id maps among them) root's; a user's own process is.
+                // SAFETY: prctl with integer arguments.
+                unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1) };
+            }
+            if let Err(e) = new_pid_namespace() {
+                eprintln!("jail: {}", crate::seccomp::describe(&e));
+                return 21;
+            }
+            // SAFETY: as above.
+            let grandchild = unsafe { libc::fork() };
+            if grandchild == 0 {
+                let code = inner();
+                // SAFETY: ends the grandchild.
+                unsafe { libc::_exit(code) };
+            }
+            exit_status(grandchild).unwrap_or(23)
+        })();
+        // SAFETY: ends the child.
+        unsafe { libc::_exit(code) };
+    }
+
+    /// Waits for child `pid`; its exit status (none if a signal ended it).
+    fn exit_status(pid: libc::pid_t) -> Option<i32> {
         let mut status = 0;
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(libc::WIFEXITED(status), "status {status:#x}");
-        libc::WEXITSTATUS(status)
+        libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status))
+    }
+
+    /// A step of entering the jail, its error reported as the check numbered `failed`.
+    fn entered<T>(result: Result<T, JailError>, failed: i32) -> Result<T, i32> {
+        result.map_err(|e| {
+            eprintln!("jail: {}", crate::seccomp::describe(&e));
+            failed
+        })
+    }
+
+    /// Runs `checks` in a jail built as the VMM's is (see [`spawn_in_pid_namespace`]).
+    fn jailed_checks(tree: &Tree, unprivileged: bool, switch: RootSwitch) -> i32 {
+        let mut plan = JailPlan::default();
+        plan.bind(&tree.writable, true);
+        plan.bind(&tree.read_only, false);
+        let pid = spawn_in_pid_namespace(unprivileged, || {
+            entered(enter_with(&plan, &tree.root, switch), 22).map_or_else(|e| e, |()| checks(tree))
+        });
+        exit_status(pid).expect("the child exits")
     }
 
     #[test]
@@ -660,6 +702,59 @@ mod tests {
             );
             // The jail's root was mounted only inside: the host sees the empty mount point.
             assert_eq!(std::fs::read_dir(&tree.root).unwrap().count(), 0);
+        }
+    }
+
+    /// A warm VMM's jail: prepared while the sandbox's directory is the pool entry's, finished
+    /// after the claimer moved it to the sandbox's path.
+    #[test]
+    fn a_jail_prepared_ahead_is_finished_after_its_directory_moved() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let tree = tree();
+        let entry = tree.writable.with_file_name("entry");
+        std::fs::rename(&tree.writable, &entry).unwrap();
+        let mut plan = JailPlan::default();
+        plan.bind(&tree.writable, true);
+        plan.bind(&tree.read_only, false);
+        let (mut to_child, mut from_child) = ([0; 2], [0; 2]);
+        // SAFETY: pipe writes two descriptors into each array.
+        unsafe {
+            assert_eq!(libc::pipe(to_child.as_mut_ptr()), 0);
+            assert_eq!(libc::pipe(from_child.as_mut_ptr()), 0);
+        }
+        let pid = spawn_in_pid_namespace(false, || {
+            let mut byte = [0u8; 1];
+            let prepared = match entered(prepare(&entry.join("jail-root")), 24) {
+                Ok(prepared) => prepared,
+                Err(code) => return code,
+            };
+            // SAFETY: one byte each way on the pipes' descriptors.
+            unsafe {
+                libc::write(from_child[1], byte.as_ptr().cast(), 1);
+                libc::read(to_child[0], byte.as_mut_ptr().cast(), 1);
+            }
+            entered(finish(prepared, &tree.root, &plan), 22).map_or_else(|e| e, |()| checks(&tree))
+        });
+        let mut byte = [0u8; 1];
+        // SAFETY: one byte each way on the pipes' descriptors.
+        unsafe { libc::read(from_child[0], byte.as_mut_ptr().cast(), 1) };
+        // The claimer's move, from the host's mount namespace.
+        std::fs::rename(&entry, &tree.writable).unwrap();
+        // SAFETY: as above.
+        unsafe { libc::write(to_child[1], byte.as_ptr().cast(), 1) };
+        assert_eq!(exit_status(pid), Some(0), "the check that failed");
+        assert_eq!(
+            std::fs::read(tree.writable.join("written")).unwrap(),
+            b"inside"
+        );
+        // SAFETY: closing the pipes' descriptors, which this process owns.
+        unsafe {
+            for fd in to_child.into_iter().chain(from_child) {
+                libc::close(fd);
+            }
         }
     }
 

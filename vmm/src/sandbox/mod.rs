@@ -21,6 +21,7 @@ pub mod guest;
 pub mod helper;
 pub mod jail;
 pub mod paths;
+pub mod pool;
 pub mod privileges;
 pub mod review;
 pub mod rlimits;
@@ -120,6 +121,67 @@ pub struct ResetReport {
     pub ready_ms: f64,
     /// Where the time went (docs/BENCHMARKS.md).
     pub spans: Vec<crate::timings::Span>,
+}
+
+/// A sandbox's VMM, just started: a process of ours, or a warm VMM of the pool claimed for it.
+#[derive(Debug)]
+enum StartedVmm {
+    /// Started for the sandbox: its launch report comes on its stdout.
+    Spawned(Child),
+    /// Claimed from the pool: its launch report comes on the claim connection.
+    Claimed(pool::ClaimedVmm),
+}
+
+impl StartedVmm {
+    /// The host pid whose end is the sandbox's end (the VMM's supervisor).
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Spawned(child) => child.id(),
+            Self::Claimed(claimed) => claimed.pid,
+        }
+    }
+
+    fn is_claimed(&self) -> bool {
+        matches!(self, Self::Claimed(_))
+    }
+
+    /// Ends it (a failed start).
+    fn kill(self) {
+        match self {
+            Self::Spawned(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Self::Claimed(claimed) => {
+                let pid = libc::pid_t::try_from(claimed.pid).unwrap_or(0);
+                if pid > 0 {
+                    // SAFETY: kill takes a pid and a signal; the supervisor's end takes its
+                    // VMM with it (PR_SET_PDEATHSIG).
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+
+    /// Reads the launch report line (empty if the VMM ended without one). A process of ours
+    /// is reaped whenever it ends, so it never lingers as a zombie.
+    fn report_line(self) -> String {
+        let mut line = String::new();
+        match self {
+            Self::Spawned(mut child) => {
+                if let Some(out) = child.stdout.take() {
+                    let _ = BufReader::new(out).read_line(&mut line);
+                }
+                std::thread::spawn(move || {
+                    let _ = child.wait();
+                });
+            }
+            Self::Claimed(claimed) => {
+                let _ = BufReader::new(&claimed.stream).read_line(&mut line);
+            }
+        }
+        line
+    }
 }
 
 /// Moves the working set a VMM recorded on the first restore of `snapshot` beside it (atomically:
@@ -283,7 +345,47 @@ impl Sandboxes {
         }
     }
 
+    /// The pool of warm VMMs this caller's sandboxes may claim (`paddock pool`).
+    pub fn pool(&self) -> pool::PoolLaunch {
+        pool::PoolLaunch {
+            state_dir: self.state_dir.clone(),
+            binary: self.paddock_bin.clone(),
+            seccomp: self.seccomp,
+            vmm_user: self.vmm_user,
+        }
+    }
+
+    /// Starts the VMM of a launch: a warm one of the pool claimed for a restore when there is
+    /// one, else a VMM process started for it.
     fn spawn(
+        &self,
+        paths: &SandboxPaths,
+        name: &str,
+        launch: &Launch,
+        clock: &mut crate::timings::SpanClock,
+    ) -> Result<StartedVmm, SandboxError> {
+        let claimed = match launch {
+            Launch::Restore { .. } => self.pool().claim(paths, name, launch, self.cpus),
+            Launch::Boot { .. } => None,
+        };
+        let vmm = match claimed {
+            Some(claimed) => {
+                clock.lap("warm VMM claimed");
+                StartedVmm::Claimed(claimed)
+            }
+            None => {
+                let child = self.spawn_process(paths, name, launch)?;
+                clock.lap("VMM process spawned");
+                StartedVmm::Spawned(child)
+            }
+        };
+        let vmm = self.start_egress(paths, name, launch, vmm)?;
+        clock.lap("egress proxy listening");
+        Ok(vmm)
+    }
+
+    /// Starts a VMM process for a launch.
+    fn spawn_process(
         &self,
         paths: &SandboxPaths,
         name: &str,
@@ -315,10 +417,20 @@ impl Sandboxes {
             .stderr(log)
             // Its own session: the sandbox outlives this process and its terminal's signals.
             .process_group(0);
-        let mut vmm = cmd.spawn().map_err(|source| SandboxError::Spawn {
+        cmd.spawn().map_err(|source| SandboxError::Spawn {
             bin: self.paddock_bin.clone(),
             source,
-        })?;
+        })
+    }
+
+    /// Starts the egress proxy of a sandbox whose VMM was just started.
+    fn start_egress(
+        &self,
+        paths: &SandboxPaths,
+        name: &str,
+        launch: &Launch,
+        vmm: StartedVmm,
+    ) -> Result<StartedVmm, SandboxError> {
         // The proxy starts while the VMM restores: the guest's first connection out comes
         // only after guest-init is ready.
         let kept_ca = match launch {
@@ -352,7 +464,7 @@ impl Sandboxes {
                     &self.state_dir,
                     paths,
                     name,
-                    vmm.id(),
+                    vmm.pid(),
                     &ca,
                 )
             });
@@ -365,8 +477,7 @@ impl Sandboxes {
                 Ok(vmm)
             }
             Err(e) => {
-                let _ = vmm.kill();
-                let _ = vmm.wait();
+                vmm.kill();
                 Err(e.into())
             }
         }
@@ -375,18 +486,10 @@ impl Sandboxes {
     fn await_report(
         &self,
         paths: &SandboxPaths,
-        mut child: Child,
+        vmm: StartedVmm,
     ) -> Result<SandboxInfo, SandboxError> {
-        let stdout = child.stdout.take();
-        let mut line = String::new();
-        if let Some(out) = stdout {
-            let _ = BufReader::new(out).read_line(&mut line);
-        }
+        let line = vmm.report_line();
         let report: Option<LaunchReport> = serde_json::from_str(line.trim()).ok();
-        // Reap the VMM process whenever it ends, so it never lingers as a zombie of ours.
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
         match report {
             Some(LaunchReport::Ready(info)) => {
                 cgroup::note_once(&self.state_dir, &info.resources);
@@ -423,6 +526,7 @@ impl Sandboxes {
         launch: Launch,
         prepare: &dyn Fn(&SandboxPaths) -> Result<(), SandboxError>,
     ) -> Result<SandboxInfo, SandboxError> {
+        let mut clock = crate::timings::SpanClock::starting_at(Instant::now());
         let name = name
             .map(str::to_string)
             .unwrap_or_else(|| format!("sb-{}", random_suffix()));
@@ -431,14 +535,24 @@ impl Sandboxes {
             let _ = std::fs::remove_dir_all(&paths.dir);
             return Err(e);
         }
-        let child = match self.spawn(&paths, &name, &launch) {
-            Ok(c) => c,
+        clock.lap("sandbox directory made");
+        let vmm = match self.spawn(&paths, &name, &launch, &mut clock) {
+            Ok(vmm) => vmm,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&paths.dir);
                 return Err(e);
             }
         };
-        self.await_report(&paths, child)
+        let claimed = vmm.is_claimed();
+        let started = self.await_report(&paths, vmm).map(|mut info| {
+            clock.lap("launch report read");
+            info.caller_spans = clock.into_spans();
+            info
+        });
+        if claimed {
+            self.pool().refill_in_background();
+        }
+        started
     }
 
     /// Starts `count` sandboxes from one snapshot, in parallel; they share its memory file.
@@ -462,8 +576,9 @@ impl Sandboxes {
                 },
                 image: None,
             };
-            match self.spawn(&paths, &name, &launch) {
-                Ok(child) => pending.push((paths, child)),
+            let mut clock = crate::timings::SpanClock::starting_at(Instant::now());
+            match self.spawn(&paths, &name, &launch, &mut clock) {
+                Ok(vmm) => pending.push((paths, vmm)),
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&paths.dir);
                     return Err(e);
@@ -472,11 +587,16 @@ impl Sandboxes {
         }
         let mut up = Vec::with_capacity(count);
         let mut first_error = None;
-        for (paths, child) in pending {
-            match self.await_report(&paths, child) {
+        let mut claimed = false;
+        for (paths, vmm) in pending {
+            claimed |= vmm.is_claimed();
+            match self.await_report(&paths, vmm) {
                 Ok(info) => up.push(info),
                 Err(e) => first_error = first_error.or(Some(e)),
             }
+        }
+        if claimed {
+            self.pool().refill_in_background();
         }
         match first_error {
             Some(e) => {

@@ -184,6 +184,14 @@ pub struct SandboxInfo {
     /// Where the time from the VMM's start to guest-init ready went.
     #[serde(default)]
     pub spans: Vec<crate::timings::Span>,
+    /// Whether a warm VMM of the pool was claimed for it (`paddock pool`), rather than a VMM
+    /// process started for it.
+    #[serde(default)]
+    pub from_pool: bool,
+    /// Where the caller's time went, from its request to the launch report (the VMM's
+    /// `spans` run meanwhile): set by the caller, not recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caller_spans: Vec<crate::timings::Span>,
     /// Page faults the VMM process took from its start to guest-init ready (minor, that is
     /// served from memory: the guest's first touches of its pages among them).
     #[serde(default)]
@@ -323,6 +331,8 @@ mod tests {
             }],
             minor_faults: Some(1234),
             prefetched_pages: Some(56),
+            from_pool: true,
+            caller_spans: Vec::new(),
         };
         info.write(&paths).unwrap();
         assert_eq!(SandboxInfo::read(&paths).unwrap(), info);

@@ -3,5 +3,6 @@
 pub mod memory;
 pub mod pagemap;
 pub mod persist;
+pub mod prepared;
 pub mod vcpu;
 pub mod vm;

@@ -32,8 +32,15 @@ pub enum VmError {
 
 /// Creates the VM with `mem` as its RAM, an in-kernel irqchip and PIT.
 pub fn create_vm(kvm: &Kvm, mem: &GuestMemory) -> Result<VmFd, VmError> {
-    let vm = kvm.create_vm().map_err(VmError::Create)?;
+    let vm = create_vm_without_memory(kvm)?;
     register_memory(&vm, mem)?;
+    Ok(vm)
+}
+
+/// Creates the VM with its in-kernel irqchip and PIT but no RAM yet: what a warm VMM does ahead
+/// of knowing its guest (memory slots may be added at any time, before the vCPUs first run).
+pub fn create_vm_without_memory(kvm: &Kvm) -> Result<VmFd, VmError> {
+    let vm = kvm.create_vm().map_err(VmError::Create)?;
     vm.set_tss_address(KVM_TSS_ADDRESS)
         .map_err(|source| VmError::Setup {
             what: "TSS",

@@ -133,9 +133,11 @@ impl Scratch {
         let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         // `template`, `agents` and `secret` take no state directory (templates live in the
         // cache, the agents in the image, secrets in the configuration directory).
+        // `pool` takes it after its own subcommand.
+        let at = if args.first() == Some(&"pool") { 2 } else { 1 };
         if !matches!(args.first(), Some(&"template" | &"agents" | &"secret")) {
-            v.insert(1, "--state-dir".into());
-            v.insert(2, self.state_dir().display().to_string());
+            v.insert(at, "--state-dir".into());
+            v.insert(at + 1, self.state_dir().display().to_string());
         }
         v
     }
@@ -250,6 +252,18 @@ impl Scratch {
             .spawn()
             .expect("spawn paddock")
     }
+    /// Runs `sh -c SCRIPT` in sandbox `name` and asserts it succeeded; returns its stdout.
+    pub fn exec_ok(&self, name: &str, script: &str) -> String {
+        let out = self.cli(&["exec", name, "--", "sh", "-c", script]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "exec {script:?} in {name}: {}\n{}",
+            text(&out.stderr),
+            self.sandbox_logs(name)
+        );
+        text(&out.stdout)
+    }
     /// Runs `paddock ARGS` and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
@@ -353,6 +367,14 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        // Warm VMMs of a pool this test filled end with it.
+        if self.state_dir().join("pool").exists() {
+            let _ = self
+                .paddock()
+                .args(["pool", "drain", "--state-dir"])
+                .arg(self.state_dir())
+                .output();
+        }
         // Never leave VMM processes behind, whatever the test did.
         if let Ok(out) = self
             .paddock()
