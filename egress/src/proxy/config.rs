@@ -41,6 +41,9 @@ pub struct ProxyConfig {
     /// The Unix socket to listen on: the sandbox's `<vsock.sock>_1080`. Created 0600 and removed
     /// on exit; a live socket there is an error, a stale one is replaced.
     pub listen: PathBuf,
+    /// The socket at `listen`, bound and listening already by the process that started this
+    /// one ([`crate::proxy::bind_listening`]); `listen` is bound here when there is none.
+    pub listener: Option<std::os::unix::net::UnixListener>,
     /// The global policy file (`<state>/egress/policy.json`; may be missing).
     pub global_policy: PathBuf,
     /// The sandbox's policy file (`<sandbox>/policy.json`), if it has one (may be missing).
@@ -85,6 +88,7 @@ impl ProxyConfig {
         ProxyConfig {
             sandbox: sandbox.into(),
             listen: listen.into(),
+            listener: None,
             global_policy: global_policy.into(),
             sandbox_policy: None,
             log: log.into(),
@@ -106,6 +110,7 @@ impl fmt::Debug for ProxyConfig {
         f.debug_struct("ProxyConfig")
             .field("sandbox", &self.sandbox)
             .field("listen", &self.listen)
+            .field("inherited_listener", &self.listener.is_some())
             .field("global_policy", &self.global_policy)
             .field("sandbox_policy", &self.sandbox_policy)
             .field("log", &self.log)

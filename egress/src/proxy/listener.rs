@@ -63,32 +63,29 @@ impl BoundSocket {
     /// Binds `path`: inside a fresh private (0700) directory next to it first, chmod 0600,
     /// then renamed into place, so the socket is never reachable with a wider mode — not at
     /// `path`, and not at its temporary name either (the process-wide umask is left alone).
+    /// Call it inside a tokio runtime.
     pub fn bind(path: &Path) -> Result<Self, ListenError> {
-        clear_stale(path)?;
-        let mut private_dir = path.as_os_str().to_owned();
-        private_dir.push(format!(".b{}", std::process::id()));
-        let private_dir = PathBuf::from(private_dir);
-        let temporary = private_dir.join("s");
-        let io_error = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ListenError::Io { path, source }
+        let listener = bind_listening(path)?;
+        Self::adopt(listener, path)
+    }
+
+    /// Takes over `listener`, bound at `path` by [`bind_listening`] in another process (the
+    /// one that started this proxy: socket activation, so that connections queue from the
+    /// start and nobody waits for this process to bind). Call it inside a tokio runtime.
+    pub fn adopt(
+        listener: std::os::unix::net::UnixListener,
+        path: &Path,
+    ) -> Result<Self, ListenError> {
+        let io_error = |source| ListenError::Io {
+            path: path.to_path_buf(),
+            source,
         };
-        make_private_dir(&private_dir).map_err(io_error(&private_dir))?;
-        let bound = UnixListener::bind(&temporary)
-            .map_err(io_error(&temporary))
-            .and_then(|listener| {
-                fs::set_permissions(&temporary, fs::Permissions::from_mode(socket_mode(path)))
-                    .and_then(|()| fs::rename(&temporary, path))
-                    .map_err(io_error(path))
-                    .map(|()| listener)
-            });
-        let _ = fs::remove_file(&temporary);
-        let _ = fs::remove_dir(&private_dir);
-        let listener = bound?;
+        listener.set_nonblocking(true).map_err(io_error)?;
+        let listener = UnixListener::from_std(listener).map_err(io_error)?;
         let identity = file_identity(path).ok_or_else(|| {
-            io_error(path)(io::Error::new(
+            io_error(io::Error::new(
                 io::ErrorKind::NotFound,
-                "the socket vanished after it was moved into place",
+                "the socket is not at its path",
             ))
         })?;
         Ok(BoundSocket {
@@ -116,6 +113,33 @@ impl Drop for BoundSocket {
             let _ = fs::remove_file(&self.path);
         }
     }
+}
+
+/// Binds and listens on `path` as [`BoundSocket::bind`] does (stale socket replaced, live one
+/// refused, never reachable with a wider mode), without a runtime: for a process that hands the
+/// listener to the proxy it starts ([`BoundSocket::adopt`]).
+pub fn bind_listening(path: &Path) -> Result<std::os::unix::net::UnixListener, ListenError> {
+    clear_stale(path)?;
+    let mut private_dir = path.as_os_str().to_owned();
+    private_dir.push(format!(".b{}", std::process::id()));
+    let private_dir = PathBuf::from(private_dir);
+    let temporary = private_dir.join("s");
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ListenError::Io { path, source }
+    };
+    make_private_dir(&private_dir).map_err(io_error(&private_dir))?;
+    let bound = std::os::unix::net::UnixListener::bind(&temporary)
+        .map_err(io_error(&temporary))
+        .and_then(|listener| {
+            fs::set_permissions(&temporary, fs::Permissions::from_mode(socket_mode(path)))
+                .and_then(|()| fs::rename(&temporary, path))
+                .map_err(io_error(path))
+                .map(|()| listener)
+        });
+    let _ = fs::remove_file(&temporary);
+    let _ = fs::remove_dir(&private_dir);
+    bound
 }
 
 /// Creates `dir` with mode 0700, replacing one left by an earlier attempt of this process id.

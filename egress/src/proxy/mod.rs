@@ -58,7 +58,7 @@ mod tests;
 
 pub use config::{Confine, Limits, ProxyConfig};
 pub use hello::{read_hello, HelloError, ReadHello};
-pub use listener::{BoundSocket, ListenError};
+pub use listener::{bind_listening, BoundSocket, ListenError};
 pub use log::{
     egress_log_line, rfc3339_utc, rotated_log, EgressLog, EgressLogEntry, EgressPath, LogOpenError,
     Verdict, LOG_ROTATE_BYTES,

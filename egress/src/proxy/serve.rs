@@ -73,7 +73,11 @@ pub enum ServeError {
 pub async fn serve(mut config: ProxyConfig, shutdown: impl Future) -> Result<(), ServeError> {
     let ca = config.ca.take();
     let shared = Arc::new(shared_state(&config, ca)?);
-    let socket = BoundSocket::bind(&config.listen).map_err(ServeError::Listen)?;
+    let socket = match config.listener.take() {
+        Some(listener) => BoundSocket::adopt(listener, &config.listen),
+        None => BoundSocket::bind(&config.listen),
+    }
+    .map_err(ServeError::Listen)?;
     let vmm_watch = PidWatch::new(config.exit_when_pid_gone, config.limits.pid_poll_interval);
     if let Some(confine) = config.confine.take() {
         confine().map_err(ServeError::Confine)?;

@@ -43,6 +43,9 @@ pub fn run(args: EgressProxyArgs) -> anyhow::Result<i32> {
         files.names(),
     );
     config.sandbox_policy = Some(egress::sandbox_policy(&paths));
+    if let Some(fd) = args.listen_fd {
+        config.listener = Some(inherited_listener(fd)?);
+    }
     config.resolve_overrides = resolve_overrides()?;
     config.extra_roots = std::env::var_os(ROOTS_ENV)
         .map(|v| std::env::split_paths(&v).collect::<Vec<PathBuf>>())
@@ -80,6 +83,24 @@ pub fn run(args: EgressProxyArgs) -> anyhow::Result<i32> {
     config.limits.pid_poll_interval = std::time::Duration::from_millis(500);
     proxy::run(config)?;
     Ok(0)
+}
+
+/// The listening Unix socket the starting process left at descriptor `fd` (checked to be one).
+fn inherited_listener(fd: i32) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: fstat writes into `stat`; an invalid descriptor only makes it fail.
+    let kind = unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        (libc::fstat(fd, &mut stat) == 0).then_some(stat.st_mode & libc::S_IFMT)
+    };
+    anyhow::ensure!(
+        kind == Some(libc::S_IFSOCK),
+        "--listen-fd {fd} is not an open socket"
+    );
+    // SAFETY: `fd` is an open socket this process inherited for this purpose and nothing else
+    // owns; the listener takes it over.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(std::os::unix::net::UnixListener::from(owned))
 }
 
 fn resolve_overrides() -> anyhow::Result<Vec<(String, IpAddr)>> {

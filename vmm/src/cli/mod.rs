@@ -304,6 +304,10 @@ pub struct EgressProxyArgs {
     /// The CA the sandbox's guest trusts.
     #[arg(long)]
     pub ca: String,
+    /// The descriptor of its socket, bound and listening already (socket activation by the
+    /// process that starts it); without it the proxy binds the socket itself.
+    #[arg(long, value_name = "FD")]
+    pub listen_fd: Option<i32>,
     /// Runs without the proxy's seccomp filter: for debugging only.
     #[arg(long)]
     pub no_seccomp: bool,

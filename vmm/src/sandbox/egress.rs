@@ -8,13 +8,8 @@ use super::paths::SandboxPaths;
 use paddock_protocol::EGRESS_PORT;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::Duration;
-
-/// How long a new proxy may take to listen.
-const PROXY_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the egress proxy of a sandbox could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +23,9 @@ pub enum EgressStartError {
     /// It exited before listening; its log says why.
     #[error("the egress proxy exited at start: {log}")]
     Exited { log: String },
-    /// It did not listen in time.
-    #[error("the egress proxy did not listen within {timeout:?}: {log}")]
-    Timeout { timeout: Duration, log: String },
+    /// Its socket could not be bound.
+    #[error(transparent)]
+    Listen(paddock_egress::proxy::ListenError),
     /// A record could not be written.
     #[error("writing {path}: {source}")]
     Record {
@@ -154,18 +149,6 @@ impl EgressRecord {
 
 const RECORD: &str = "egress.json";
 
-impl From<super::helper::HelperStartError> for EgressStartError {
-    fn from(e: super::helper::HelperStartError) -> Self {
-        use super::helper::HelperStartError;
-        match e {
-            HelperStartError::Exited { log } => EgressStartError::Exited { log },
-            HelperStartError::Timeout { timeout, log } => {
-                EgressStartError::Timeout { timeout, log }
-            }
-        }
-    }
-}
-
 /// The sandbox's egress socket: where the guest's connections to host port [`EGRESS_PORT`] land.
 pub fn socket(paths: &SandboxPaths) -> PathBuf {
     let mut name = paths.vsock().into_os_string();
@@ -251,8 +234,13 @@ pub fn new_ca_id() -> std::io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Starts the egress proxy of sandbox `name` (whose VMM is `vmm_pid`) and waits until it
-/// listens; records it with the CA `ca` in the sandbox's `egress.json`.
+/// The descriptor the proxy finds its listening socket on (`paddock __egress --listen-fd`).
+pub const LISTEN_FD: i32 = 3;
+
+/// Starts the egress proxy of sandbox `name` (whose VMM is `vmm_pid`) and records it with the
+/// CA `ca` in the sandbox's `egress.json`. Its socket is bound here and handed to it (socket
+/// activation): a guest connection made before the proxy serves waits in the socket's backlog,
+/// so nobody waits for the proxy to start. [`confirm_started`] tells whether it ended at start.
 pub fn start_proxy(
     launch: HelperLaunch<'_>,
     state_dir: &Path,
@@ -261,16 +249,21 @@ pub fn start_proxy(
     vmm_pid: u32,
     ca: &str,
 ) -> Result<Child, EgressStartError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
     let log_path = proxy_log(paths);
     let log = std::fs::File::create(&log_path).map_err(|source| EgressStartError::Record {
         path: log_path.clone(),
         source,
     })?;
     let socket = socket(paths);
+    let listener =
+        paddock_egress::proxy::bind_listening(&socket).map_err(EgressStartError::Listen)?;
+    let fd = listener.as_raw_fd();
     // Read before the proxy reads the file: a change in between shows as a newer file.
     let stamp = secrets_stamp(&EgressFiles::new(state_dir).secrets());
-    let mut child = launch
-        .command("__egress")
+    let mut command = launch.command("__egress");
+    command
         .arg("--state-dir")
         .arg(state_dir)
         .arg("--name")
@@ -279,16 +272,37 @@ pub fn start_proxy(
         .arg(vmm_pid.to_string())
         .arg("--ca")
         .arg(ca)
+        .arg("--listen-fd")
+        .arg(LISTEN_FD.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
-        .process_group(0)
-        .spawn()
-        .map_err(|source| EgressStartError::Spawn {
+        .process_group(0);
+    // SAFETY: runs in the child between fork and exec, where only async-signal-safe calls are
+    // allowed: dup2 and fcntl act on descriptors only.
+    unsafe {
+        command.pre_exec(move || {
+            let kept = if fd == LISTEN_FD {
+                // Already in place: only its close-on-exec flag must go.
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, LISTEN_FD)
+            };
+            if kept < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let child = command.spawn().map_err(|source| {
+        let _ = std::fs::remove_file(&socket);
+        EgressStartError::Spawn {
             bin: launch.bin.to_path_buf(),
             source,
-        })?;
-    super::helper::wait_listening(&mut child, &socket, &log_path, PROXY_START_TIMEOUT)?;
+        }
+    })?;
+    // The proxy holds its own copy now.
+    drop(listener);
     let record = EgressRecord {
         ca: ca.to_string(),
         proxy_pid: Some(child.id()),
@@ -301,6 +315,19 @@ pub fn start_proxy(
             source,
         })?;
     Ok(child)
+}
+
+/// Whether the proxy started as `pid` for `paths` still runs: checked once the sandbox is up,
+/// so that a proxy that ended at start (its log says why) fails the start as it would have
+/// before socket activation.
+pub fn confirm_started(pid: u32, paths: &SandboxPaths) -> Result<(), EgressStartError> {
+    if super::process_alive(pid) {
+        return Ok(());
+    }
+    let log = std::fs::read_to_string(proxy_log(paths)).unwrap_or_default();
+    Err(EgressStartError::Exited {
+        log: log.trim().to_string(),
+    })
 }
 
 /// Ends the proxy recorded for a sandbox (it also ends by itself once its VMM is gone).
@@ -432,8 +459,18 @@ mod tests {
             bin: Path::new(bin),
             seccomp: true,
         };
-        let err = start_proxy(launch("/bin/false"), dir.path(), &paths, "a", 1, "ab").unwrap_err();
+        // Started on its socket at once; that it ended shows when the sandbox is up.
+        let mut child = start_proxy(launch("/bin/false"), dir.path(), &paths, "a", 1, "ab")
+            .expect("started without waiting for it");
+        assert!(
+            socket(&paths).exists(),
+            "the socket is bound before the proxy runs"
+        );
+        let pid = child.id();
+        child.wait().unwrap();
+        let err = confirm_started(pid, &paths).unwrap_err();
         assert!(matches!(err, EgressStartError::Exited { .. }), "{err}");
+        std::fs::remove_file(socket(&paths)).unwrap();
         let err = start_proxy(
             launch("/nonexistent/paddock"),
             dir.path(),

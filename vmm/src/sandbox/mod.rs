@@ -363,7 +363,7 @@ impl Sandboxes {
         name: &str,
         launch: &Launch,
         clock: &mut crate::timings::SpanClock,
-    ) -> Result<StartedVmm, SandboxError> {
+    ) -> Result<(StartedVmm, u32), SandboxError> {
         let claimed = match launch {
             Launch::Restore { .. } => self.pool().claim(paths, name, launch, self.cpus),
             Launch::Boot { .. } => None,
@@ -379,9 +379,9 @@ impl Sandboxes {
                 StartedVmm::Spawned(child)
             }
         };
-        let vmm = self.start_egress(paths, name, launch, vmm)?;
-        clock.lap("egress proxy listening");
-        Ok(vmm)
+        let started = self.start_egress(paths, name, launch, vmm)?;
+        clock.lap("egress proxy started");
+        Ok(started)
     }
 
     /// Starts a VMM process for a launch.
@@ -430,9 +430,9 @@ impl Sandboxes {
         name: &str,
         launch: &Launch,
         vmm: StartedVmm,
-    ) -> Result<StartedVmm, SandboxError> {
-        // The proxy starts while the VMM restores: the guest's first connection out comes
-        // only after guest-init is ready.
+    ) -> Result<(StartedVmm, u32), SandboxError> {
+        // The proxy starts while the VMM restores, on a socket bound here: a guest connection
+        // out made before it serves waits in the socket's backlog.
         let kept_ca = match launch {
             Launch::Restore { dir, .. } => {
                 // A snapshot's own policy comes with it, unless this sandbox was given one.
@@ -470,17 +470,34 @@ impl Sandboxes {
             });
         match proxy {
             Ok(mut proxy) => {
+                let pid = proxy.id();
                 // Reaped whenever it ends; it ends by itself once the VMM is gone.
                 std::thread::spawn(move || {
                     let _ = proxy.wait();
                 });
-                Ok(vmm)
+                Ok((vmm, pid))
             }
             Err(e) => {
                 vmm.kill();
                 Err(e.into())
             }
         }
+    }
+
+    /// [`await_report`](Self::await_report), then checks that the egress proxy `proxy` did not
+    /// end at start (the sandbox is removed if it did).
+    fn await_ready(
+        &self,
+        paths: &SandboxPaths,
+        vmm: StartedVmm,
+        proxy: u32,
+    ) -> Result<SandboxInfo, SandboxError> {
+        let info = self.await_report(paths, vmm)?;
+        if let Err(e) = egress::confirm_started(proxy, paths) {
+            let _ = self.remove(&info.name, true);
+            return Err(e.into());
+        }
+        Ok(info)
     }
 
     fn await_report(
@@ -536,15 +553,15 @@ impl Sandboxes {
             return Err(e);
         }
         clock.lap("sandbox directory made");
-        let vmm = match self.spawn(&paths, &name, &launch, &mut clock) {
-            Ok(vmm) => vmm,
+        let (vmm, proxy) = match self.spawn(&paths, &name, &launch, &mut clock) {
+            Ok(started) => started,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&paths.dir);
                 return Err(e);
             }
         };
         let claimed = vmm.is_claimed();
-        let started = self.await_report(&paths, vmm).map(|mut info| {
+        let started = self.await_ready(&paths, vmm, proxy).map(|mut info| {
             clock.lap("launch report read");
             info.caller_spans = clock.into_spans();
             info
@@ -578,7 +595,7 @@ impl Sandboxes {
             };
             let mut clock = crate::timings::SpanClock::starting_at(Instant::now());
             match self.spawn(&paths, &name, &launch, &mut clock) {
-                Ok(vmm) => pending.push((paths, vmm)),
+                Ok((vmm, proxy)) => pending.push((paths, vmm, proxy)),
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&paths.dir);
                     return Err(e);
@@ -588,9 +605,9 @@ impl Sandboxes {
         let mut up = Vec::with_capacity(count);
         let mut first_error = None;
         let mut claimed = false;
-        for (paths, vmm) in pending {
+        for (paths, vmm, proxy) in pending {
             claimed |= vmm.is_claimed();
-            match self.await_report(&paths, vmm) {
+            match self.await_ready(&paths, vmm, proxy) {
                 Ok(info) => up.push(info),
                 Err(e) => first_error = first_error.or(Some(e)),
             }

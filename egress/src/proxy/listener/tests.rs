@@ -119,3 +119,26 @@ async fn socket_in_a_directory_shared_with_a_vmm_user_is_open_to_it() {
     );
     drop(bound);
 }
+
+/// Socket activation: a connection made after the starter bound the socket and before the
+/// proxy took it over waits in the backlog and is accepted once the proxy serves.
+#[tokio::test]
+async fn a_socket_bound_by_the_starter_queues_connections_until_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vsock.sock_1080");
+    let listening = bind_listening(&path).unwrap();
+    let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let early = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let adopted = BoundSocket::adopt(listening, &path).unwrap();
+    let (mut accepted, _) = adopted.listener().accept().await.unwrap();
+    let mut early = early;
+    std::io::Write::write_all(&mut early, b"x").unwrap();
+    let mut byte = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut accepted, &mut byte)
+        .await
+        .unwrap();
+    assert_eq!(&byte, b"x");
+    drop(adopted);
+    assert!(!path.exists(), "the proxy removes the socket it adopted");
+}
