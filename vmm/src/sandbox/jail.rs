@@ -244,11 +244,18 @@ fn prepare_with(root: &Path, keep_network: bool, devices: bool) -> Result<Prepar
         libc::MS_REC | libc::MS_PRIVATE,
         "making private",
     )?;
-    std::fs::create_dir_all(root).map_err(|source| JailError::Mount {
-        what: "creating",
-        path: root.to_path_buf(),
-        source,
-    })?;
+    // Only the root itself: its parent (the sandbox's directory) must still be there, so that
+    // a helper starting late never makes a removed sandbox's directory again.
+    match std::fs::create_dir(root) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(JailError::Mount {
+                what: "creating",
+                path: root.to_path_buf(),
+                source: e,
+            })
+        }
+        _ => {}
+    }
     mount(
         Some("tmpfs".as_ref()),
         root,

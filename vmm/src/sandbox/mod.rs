@@ -492,7 +492,16 @@ impl Sandboxes {
         vmm: StartedVmm,
         proxy: u32,
     ) -> Result<SandboxInfo, SandboxError> {
-        let info = self.await_report(paths, vmm)?;
+        let info = match self.await_report(paths, vmm) {
+            Ok(info) => info,
+            Err(e) => {
+                // The proxy may still be starting (nobody waited for it): it is stopped before
+                // the sandbox's directory goes again, so that nothing of it is left behind.
+                helper::stop(proxy, "__egress", &egress::socket(paths));
+                let _ = std::fs::remove_dir_all(&paths.dir);
+                return Err(e);
+            }
+        };
         if let Err(e) = egress::confirm_started(proxy, paths) {
             let _ = self.remove(&info.name, true);
             return Err(e.into());
