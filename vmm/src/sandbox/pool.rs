@@ -17,6 +17,7 @@ use crate::sandbox::daemon::Launch;
 use crate::sandbox::paths::SandboxPaths;
 use entry::{EntryConfig, EntryError, EntryRecord, PoolDirs, CLAIM_SOCKET, LOG_FILE};
 use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -262,11 +263,15 @@ impl PoolLaunch {
                 let _ = std::fs::remove_dir_all(&taken);
                 continue;
             };
-            if let Err(e) = move_into_place(&taken, &paths.dir) {
-                tracing::warn!("a warm VMM could not be given its sandbox's directory: {e}");
-                let _ = std::fs::remove_dir_all(&taken);
-                return None;
-            }
+            // On failure what the caller prepared is back in its directory, untouched.
+            let prepared = match move_into_place(&taken, &paths.dir) {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    tracing::warn!("a warm VMM could not be given its sandbox's directory: {e}");
+                    let _ = std::fs::remove_dir_all(&taken);
+                    return None;
+                }
+            };
             let claim = PoolClaim {
                 name: name.to_string(),
                 // Against this caller's working directory: the warm VMM's is another.
@@ -276,9 +281,12 @@ impl PoolLaunch {
             let mut stream = stream;
             if paddock_protocol::write_frame(&mut stream, &claim).is_err() {
                 // It ended between the connect and the claim: the sandbox's directory keeps
-                // what the caller prepared, and the caller starts a VMM itself.
-                for file in [CLAIM_SOCKET, entry::RECORD_FILE, LOG_FILE] {
-                    let _ = std::fs::remove_file(paths.dir.join(file));
+                // only what the caller prepared, and the caller starts a VMM itself.
+                if let Err(e) = take_entry_back(&paths.dir, &taken, &prepared) {
+                    tracing::warn!(
+                        "a dead warm VMM's files stay in {}: {e}",
+                        paths.dir.display()
+                    );
                 }
                 return None;
             }
@@ -488,20 +496,56 @@ pub fn await_refills() {
 }
 
 /// Moves everything in `sandbox_dir` (what the caller prepared) into the taken entry `taken`,
-/// then renames `taken` over the now empty `sandbox_dir`.
-fn move_into_place(taken: &Path, sandbox_dir: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(sandbox_dir)? {
-        let entry = entry?;
-        let to = taken.join(entry.file_name());
-        if to.exists() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!("{} is in both", entry.file_name().to_string_lossy()),
-            ));
-        }
-        std::fs::rename(entry.path(), to)?;
+/// then renames `taken` over the now empty `sandbox_dir`; returns the names moved. On failure
+/// (a name both hold, a rename refused) whatever was moved is moved back first, so the caller's
+/// directory is as it was and `taken` holds only the entry's own files.
+fn move_into_place(taken: &Path, sandbox_dir: &Path) -> std::io::Result<Vec<OsString>> {
+    let prepared: Vec<OsString> = std::fs::read_dir(sandbox_dir)?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()?;
+    // Checked before anything moves: the usual failure then moves nothing.
+    if let Some(both) = prepared.iter().find(|name| taken.join(name).exists()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} is in both", both.to_string_lossy()),
+        ));
     }
-    std::fs::rename(taken, sandbox_dir)
+    let mut moved = 0;
+    let result = prepared
+        .iter()
+        .try_for_each(|name| {
+            std::fs::rename(sandbox_dir.join(name), taken.join(name))?;
+            moved += 1;
+            Ok(())
+        })
+        .and_then(|()| std::fs::rename(taken, sandbox_dir));
+    if let Err(e) = result {
+        for name in &prepared[..moved] {
+            if let Err(back) = std::fs::rename(taken.join(name), sandbox_dir.join(name)) {
+                tracing::warn!(
+                    "{} could not be moved back into {}: {back}",
+                    name.to_string_lossy(),
+                    sandbox_dir.display()
+                );
+            }
+        }
+        return Err(e);
+    }
+    Ok(prepared)
+}
+
+/// Undoes a completed [`move_into_place`] whose VMM is gone: moves the entry's own files (all
+/// but `prepared`) out of `sandbox_dir` into `taken` (free again) and removes them. The
+/// sandbox's directory stays in place throughout, so its name stays reserved.
+fn take_entry_back(sandbox_dir: &Path, taken: &Path, prepared: &[OsString]) -> std::io::Result<()> {
+    std::fs::create_dir(taken)?;
+    for entry in std::fs::read_dir(sandbox_dir)? {
+        let name = entry?.file_name();
+        if !prepared.contains(&name) {
+            std::fs::rename(sandbox_dir.join(&name), taken.join(&name))?;
+        }
+    }
+    std::fs::remove_dir_all(taken)
 }
 
 /// The names in `dir` (none if it cannot be read), sorted.

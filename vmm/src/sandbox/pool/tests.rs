@@ -1,9 +1,9 @@
 //! The claim: atomic, skipping dead and foreign entries, handing over the sandbox's directory.
 //! A listening thread plays each warm VMM (no KVM needed).
 
-use super::entry::{EntryConfig, EntryRecord, PoolDirs, CLAIM_SOCKET, LOG_FILE};
+use super::entry::{EntryConfig, EntryRecord, PoolDirs, CLAIM_SOCKET, LOG_FILE, RECORD_FILE};
 use super::{PoolClaim, PoolLaunch};
-use crate::sandbox::daemon::{ConsoleLog, Launch};
+use crate::sandbox::daemon::{ConsoleLog, Launch, JAIL_ROOT};
 use crate::sandbox::paths::SandboxPaths;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -170,4 +170,50 @@ fn callers_claiming_at_once_never_get_the_same_vmm() {
             "round {round}: two different sandboxes, one VMM each"
         );
     }
+}
+
+#[test]
+fn a_failed_handover_leaves_what_the_caller_prepared_in_place() {
+    let fixture = Fixture::new();
+    let _listener = fixture.entry("w-1", true);
+    let paths = fixture.sandbox("sb");
+    // Prepared files sorted before and after the colliding name: nothing may be lost.
+    std::fs::write(paths.dir.join("a-policy.json"), "policy").unwrap();
+    std::fs::write(paths.dir.join(RECORD_FILE), "the caller's own").unwrap();
+    assert!(fixture
+        .pool()
+        .claim(&paths, "sb", &launch(), None)
+        .is_none());
+    let mut left = super::list(&paths.dir);
+    left.sort();
+    assert_eq!(left, ["a-policy.json", RECORD_FILE, "prepared"]);
+    assert_eq!(
+        std::fs::read_to_string(paths.dir.join(RECORD_FILE)).unwrap(),
+        "the caller's own"
+    );
+    assert_eq!(
+        std::fs::read_to_string(paths.dir.join("a-policy.json")).unwrap(),
+        "policy"
+    );
+    let taken = PoolDirs::new(fixture.state.path()).taken();
+    assert!(super::list(&taken).is_empty(), "the taken entry is removed");
+}
+
+#[test]
+fn a_handover_to_a_vmm_gone_before_its_claim_is_undone_to_the_prepared_files() {
+    let fixture = Fixture::new();
+    let _listener = fixture.entry("w-1", true);
+    let dirs = PoolDirs::new(fixture.state.path());
+    std::fs::create_dir_all(dirs.taken()).unwrap();
+    let taken = dirs.taken().join("w-1");
+    std::fs::rename(dirs.idle().join("w-1"), &taken).unwrap();
+    std::fs::create_dir(taken.join(JAIL_ROOT)).unwrap();
+    let paths = fixture.sandbox("sb");
+    let prepared = super::move_into_place(&taken, &paths.dir).unwrap();
+    assert!(!taken.exists());
+    assert!(paths.dir.join(CLAIM_SOCKET).exists() && paths.dir.join(JAIL_ROOT).is_dir());
+    super::take_entry_back(&paths.dir, &taken, &prepared).unwrap();
+    // Only the caller's files: a VMM it starts itself can make its jail's root again.
+    assert_eq!(super::list(&paths.dir), ["prepared"]);
+    assert!(!taken.exists());
 }
