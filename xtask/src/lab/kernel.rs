@@ -1,5 +1,9 @@
 //! The lab kernel: Debian's cloud kernel and the KVM modules it needs, unpacked from the .deb (never
 //! installed into the host's /boot) and cached under `<cache>/lab/<hash>/`.
+//!
+//! `PADDOCK_LAB_KERNEL=backports` takes the newer cloud kernel of the host release's backports
+//! suite instead (Debian 12: Linux 6.12, with `PAGEMAP_SCAN` and `KVM_PRE_FAULT_MEMORY`), read
+//! through a private apt configuration under the cache: the host's apt sources stay as they are.
 
 use crate::tools::{self, Tool};
 use crate::util;
@@ -28,9 +32,102 @@ pub struct LabKernel {
     pub release: String,
 }
 
+/// Which Debian suite the lab kernel comes from.
+enum Suite {
+    /// The host's own apt sources (the release's kernel): the default, what CI runs.
+    Host,
+    /// `<codename>-backports`, through a private apt configuration.
+    Backports(AptPrivate),
+}
+
+impl Suite {
+    /// From `PADDOCK_LAB_KERNEL` (`stable`, the default, or `backports`).
+    fn from_env() -> Result<Self> {
+        match std::env::var("PADDOCK_LAB_KERNEL").as_deref() {
+            Err(_) | Ok("" | "stable") => Ok(Self::Host),
+            Ok("backports") => Ok(Self::Backports(AptPrivate::backports()?)),
+            Ok(other) => bail!("PADDOCK_LAB_KERNEL={other}: expected `stable` or `backports`"),
+        }
+    }
+
+    /// An apt command reading this suite's package lists.
+    fn apt(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        if let Self::Backports(private) = self {
+            command.args(private.options());
+        }
+        command
+    }
+
+    /// Fetches this suite's package lists.
+    fn update(&self) -> Result<()> {
+        if let Self::Backports(private) = self {
+            private.prepare()?;
+        }
+        util::run(self.apt("apt-get").args(["update", "-qq"]))
+    }
+}
+
+/// A private apt configuration (sources, lists, cache) under `<cache>/lab/apt-<suite>/`.
+struct AptPrivate {
+    dir: PathBuf,
+    suite: String,
+}
+
+impl AptPrivate {
+    fn backports() -> Result<Self> {
+        let release =
+            std::fs::read_to_string("/etc/os-release").context("reading /etc/os-release")?;
+        let codename = release
+            .lines()
+            .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+            .map(|c| c.trim_matches('"').to_owned())
+            .filter(|c| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphanumeric()))
+            .context("/etc/os-release names no release codename, so no backports suite")?;
+        let suite = format!("{codename}-backports");
+        Ok(Self {
+            dir: util::cache_dir().join("lab").join(format!("apt-{suite}")),
+            suite,
+        })
+    }
+
+    fn sources(&self) -> PathBuf {
+        self.dir.join("sources.list")
+    }
+
+    fn prepare(&self) -> Result<()> {
+        for dir in ["lists/partial", "cache/archives/partial", "parts"] {
+            let dir = self.dir.join(dir);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let line = format!(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+             http://deb.debian.org/debian {} main\n",
+            self.suite
+        );
+        std::fs::write(self.sources(), line)
+            .with_context(|| format!("writing {}", self.sources().display()))
+    }
+
+    fn options(&self) -> Vec<String> {
+        [
+            ("Dir::Etc::SourceList", self.sources()),
+            ("Dir::Etc::SourceParts", self.dir.join("parts")),
+            ("Dir::State::Lists", self.dir.join("lists")),
+            ("Dir::Cache", self.dir.join("cache")),
+        ]
+        .into_iter()
+        .flat_map(|(key, path)| ["-o".to_owned(), format!("{key}={}", path.display())])
+        // The lists live in root's cache, which apt's _apt sandbox user cannot write.
+        .chain(["-o".to_owned(), "APT::Sandbox::User=root".to_owned()])
+        .collect()
+    }
+}
+
 /// Returns the lab kernel, downloading and unpacking it on a cache miss.
 pub fn lab_kernel() -> Result<LabKernel> {
-    let package = resolve_package()?;
+    let suite = Suite::from_env()?;
+    let package = resolve_package(&suite)?;
     let hash = util::hash_parts([
         RECIPE_VERSION,
         &package.name,
@@ -44,7 +141,7 @@ pub fn lab_kernel() -> Result<LabKernel> {
     eprintln!("xtask: lab: unpacking {} {}", package.name, package.version);
     let staging = dir.with_file_name(format!(".staging-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    let result = unpack(&package, &staging).and_then(|()| {
+    let result = unpack(&suite, &package, &staging).and_then(|()| {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(staging.join("out"), &dir)
             .with_context(|| format!("moving into {}", dir.display()))
@@ -62,14 +159,14 @@ struct Package {
     sha256: String,
 }
 
-fn resolve_package() -> Result<Package> {
+fn resolve_package(suite: &Suite) -> Result<Package> {
     tools::ensure(&[Tool::AptGet, Tool::AptCache])?;
-    let depends = match util::output(Command::new("apt-cache").args(["depends", METAPACKAGE])) {
+    let depends = match util::output(suite.apt("apt-cache").args(["depends", METAPACKAGE])) {
         Ok(text) if text.contains("Depends:") => text,
         _ => {
             // No package lists yet (fresh machine): fetch them once.
-            util::run(Command::new("apt-get").args(["update", "-qq"]))?;
-            util::output(Command::new("apt-cache").args(["depends", METAPACKAGE]))?
+            suite.update()?;
+            util::output(suite.apt("apt-cache").args(["depends", METAPACKAGE]))?
         }
     };
     let name = depends
@@ -81,7 +178,11 @@ fn resolve_package() -> Result<Package> {
             format!("{METAPACKAGE} does not depend on a versioned cloud kernel:\n{depends}")
         })?
         .to_owned();
-    let show = util::output(Command::new("apt-cache").args(["show", "--no-all-versions", &name]))?;
+    let show = util::output(
+        suite
+            .apt("apt-cache")
+            .args(["show", "--no-all-versions", &name]),
+    )?;
     let field = |key: &str| {
         show.lines()
             .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
@@ -95,7 +196,7 @@ fn resolve_package() -> Result<Package> {
 }
 
 /// Downloads and unpacks the package into `staging`, leaving the result in `staging/out`.
-fn unpack(package: &Package, staging: &Path) -> Result<()> {
+fn unpack(suite: &Suite, package: &Package, staging: &Path) -> Result<()> {
     let (download, root, out) = (
         staging.join("deb"),
         staging.join("root"),
@@ -106,7 +207,8 @@ fn unpack(package: &Package, staging: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     util::run(
-        Command::new("apt-get")
+        suite
+            .apt("apt-get")
             .current_dir(&download)
             // Downloading into root's cache: apt's _apt sandbox user could not write there.
             .args(["-o", "APT::Sandbox::User=root", "download", "-qq"])

@@ -257,7 +257,7 @@ pub fn run(
     }
 }
 
-/// The lab kernel's command line.
+/// The lab kernel's command line (`PADDOCK_LAB_CMDLINE` appends parameters).
 fn kernel_cmdline(verbose: bool) -> String {
     let mut cmdline = LAB_CMDLINE.to_owned();
     if let Some(khz) = clock::host_tsc_khz() {
@@ -265,6 +265,11 @@ fn kernel_cmdline(verbose: bool) -> String {
     }
     if !verbose {
         cmdline.push_str(&format!(" {QUIET}"));
+    }
+    // Extra lab kernel parameters, for experiments (e.g. `clearcpuid=…`).
+    if let Ok(extra) = std::env::var("PADDOCK_LAB_CMDLINE") {
+        cmdline.push(' ');
+        cmdline.push_str(extra.trim());
     }
     cmdline
 }
