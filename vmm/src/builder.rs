@@ -570,7 +570,7 @@ pub fn restore_read(
         size: state.memory_bytes,
     };
     clock.lap("memory mapped");
-    let working_set = prefetch_working_set(&origin);
+    let (working_set, recorded) = prefetch_working_set(&origin);
     clock.lap("working set prefetched");
     let vm = match prepared_vm {
         Some(vm) => {
@@ -633,6 +633,14 @@ pub fn restore_read(
     // state, or sent before the vCPU exists.
     devices.virtio.after_restore();
     clock.lap("vCPU state");
+    let working_set = match (recorded, fds.first()) {
+        (Some(set), Some(vcpu)) if crate::vstate::prefault::available(&vm) => {
+            let pre_faulted = pre_fault_working_set(&set, &ram.memory, vcpu);
+            clock.lap("working set pre-faulted");
+            working_set.with_pre_faulted(pre_faulted)
+        }
+        _ => working_set,
+    };
     tracing::debug!(elapsed = ?started.elapsed(), "restore: devices and vCPUs restored");
     let msr_indices = state.vcpus[0].msrs.iter().map(|m| m.index).collect();
     let cmdline = state.cmdline.clone();
@@ -680,32 +688,64 @@ fn working_sets_enabled() -> bool {
 /// for one to be recorded; a corrupt one is ignored with a warning (and recorded again); a
 /// failure to prefetch costs only speed. Prefetching rather than populating the page tables:
 /// docs/BENCHMARKS.md has the measurements that chose it.
-pub(crate) fn prefetch_working_set(origin: &Origin) -> crate::vmm::WorkingSetUse {
+/// Returns the record too when it was prefetched, for [`pre_fault_working_set`].
+pub(crate) fn prefetch_working_set(
+    origin: &Origin,
+) -> (
+    crate::vmm::WorkingSetUse,
+    Option<crate::snapshot::working_set::WorkingSet>,
+) {
     use crate::snapshot::working_set::WorkingSet;
     use crate::vmm::WorkingSetUse;
     if !working_sets_enabled() {
-        return WorkingSetUse::NotUsed;
+        return (WorkingSetUse::NotUsed, None);
     }
     let (name, bytes) = origin.state.memory();
     match WorkingSet::load(&origin.dir, name, bytes) {
         Ok(Some(set)) => match set.prefetch(&origin.memory) {
-            Ok(pages) => WorkingSetUse::Prefetched { pages },
+            Ok(pages) => (
+                WorkingSetUse::Prefetched {
+                    pages,
+                    pre_faulted: None,
+                },
+                Some(set),
+            ),
             Err(e) => {
                 tracing::warn!(
                     "working set not prefetched: {}",
                     crate::seccomp::describe(&e)
                 );
-                WorkingSetUse::NotUsed
+                (WorkingSetUse::NotUsed, None)
             }
         },
-        Ok(None) => WorkingSetUse::Missing,
+        Ok(None) => (WorkingSetUse::Missing, None),
         Err(e) => {
             tracing::warn!(
                 "ignoring the working-set record of {}: {}",
                 origin.dir.display(),
                 crate::seccomp::describe(&e)
             );
-            WorkingSetUse::Missing
+            (WorkingSetUse::Missing, None)
+        }
+    }
+}
+
+/// Maps the working set into KVM's stage-2 tables through `vcpu` (restored), where the host's
+/// KVM can ([`crate::vstate::prefault`]); returns the pages mapped. A failure costs only speed:
+/// the guest faults the rest in itself.
+fn pre_fault_working_set(
+    set: &crate::snapshot::working_set::WorkingSet,
+    memory: &crate::vstate::memory::GuestMemory,
+    vcpu: &kvm_ioctls::VcpuFd,
+) -> u64 {
+    match crate::vstate::prefault::pre_fault(vcpu, set.guest_ranges(memory)) {
+        Ok(bytes) => bytes / crate::vstate::pagemap::PAGE,
+        Err(e) => {
+            tracing::warn!(
+                "working set not pre-faulted: {}",
+                crate::seccomp::describe(&e)
+            );
+            0
         }
     }
 }

@@ -91,7 +91,23 @@ pub enum WorkingSetUse {
     Prefetched {
         /// Pages asked for.
         pages: u64,
+        /// Pages mapped into KVM's stage-2 tables too, where the host's KVM can
+        /// ([`crate::vstate::prefault`]).
+        pre_faulted: Option<u64>,
     },
+}
+
+impl WorkingSetUse {
+    /// The same, with `pages` pre-faulted.
+    pub fn with_pre_faulted(self, pages: u64) -> Self {
+        match self {
+            Self::Prefetched { pages: asked, .. } => Self::Prefetched {
+                pages: asked,
+                pre_faulted: Some(pages),
+            },
+            other => other,
+        }
+    }
 }
 
 impl std::fmt::Debug for Vmm {
@@ -461,7 +477,8 @@ impl Vmm {
         match target {
             Some(new_origin) => {
                 memory::remap_private(&self.ram.memory, &new_origin.memory)?;
-                self.working_set = crate::builder::prefetch_working_set(&new_origin);
+                // The vCPUs run again at once; KVM's tables keep the clean pages mapped.
+                self.working_set = crate::builder::prefetch_working_set(&new_origin).0;
                 // The old backing (a live memfd, or an older snapshot) is no longer mapped.
                 // A memfd would keep its pages while its fd is open: free them.
                 if self.origin.is_none() {

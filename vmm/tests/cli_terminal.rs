@@ -64,6 +64,7 @@ impl StandIn {
             spans: Vec::new(),
             minor_faults: None,
             prefetched_pages: None,
+            pre_faulted_pages: None,
             from_pool: false,
             caller_spans: Vec::new(),
         }

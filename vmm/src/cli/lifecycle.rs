@@ -529,6 +529,7 @@ mod tests {
                 spans: Vec::new(),
                 minor_faults: None,
                 prefetched_pages: None,
+                pre_faulted_pages: None,
                 from_pool: false,
                 caller_spans: Vec::new(),
             },

@@ -299,9 +299,14 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     block_handled_signals();
     let signals = SignalRouter::spawn()?;
     let env = parse_env(&args.cmd.env)?;
-    let uds = Sandboxes::new(args.state.state_dir.as_deref()).vsock_path(&args.name)?;
+    let sandboxes = Sandboxes::new(args.state.state_dir.as_deref());
+    let uds = sandboxes.vsock_path(&args.name)?;
     let tty = Tty::choose(args.tty, args.interactive, true);
     let outcome = exec_in(&uds, args.cmd, env, tty, &signals, None)?;
+    // Costs only speed when it fails: later restores prefetch what they have.
+    if let Err(e) = sandboxes.exec_ended(&args.name) {
+        tracing::debug!("working set not recorded through the first exec: {e}");
+    }
     Ok(shared_code(&outcome, Some(&args.name)).unwrap_or_else(|| {
         eprintln!("paddock: the sandbox's guest rebooted, stopped or was reset before the command finished");
         exit_codes::GUEST_ENDED

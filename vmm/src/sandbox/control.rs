@@ -26,6 +26,9 @@ pub enum ControlRequest {
     Reset { to: Option<PathBuf> },
     /// Stop the sandbox.
     Stop,
+    /// The first exec since the snapshot's first restore has ended: record the working set
+    /// again, now through that exec (done once; a no-op after a reset or when not pending).
+    RecordWorkingSet,
 }
 
 /// Answers from a sandbox's VMM process.
@@ -48,6 +51,8 @@ pub enum ControlResponse {
     },
     /// The VMM is stopping.
     Stopping,
+    /// The working set was recorded again (its pages), or was not pending (`None`).
+    WorkingSetRecorded { pages: Option<u64> },
     /// The request failed.
     Error { message: String },
 }
@@ -78,7 +83,9 @@ impl ControlRequest {
         match self {
             ControlRequest::Snapshot { dir, .. } => Some(dir),
             ControlRequest::Reset { to } => to.as_deref(),
-            ControlRequest::Status | ControlRequest::Stop => None,
+            ControlRequest::Status | ControlRequest::Stop | ControlRequest::RecordWorkingSet => {
+                None
+            }
         }
     }
 }

@@ -131,6 +131,9 @@ struct Running {
     /// The latest snapshot taken of this sandbox, when it is not yet the VM's origin: where a
     /// reset without `--to` goes (its directory held open: the jail does not see its path).
     latest: Option<LatestSnapshot>,
+    /// The working set was recorded at ready on the snapshot's first restore, and is recorded
+    /// again once the first exec ends (then, or after any reset, no longer).
+    working_set_pending: bool,
 }
 
 /// A snapshot taken of the running sandbox, by its directory and the caller's path for it.
@@ -285,9 +288,12 @@ fn bring_up(
                 .resume(&vmm, READY_TIMEOUT)
                 .map_err(|e| e.to_string())?;
             clock.lap(resumed_on.span());
-            if vmm.working_set == WorkingSetUse::Missing {
-                record_working_set(&vmm, paths);
+            if vmm.working_set == WorkingSetUse::Missing
+                && record_working_set(&vmm, paths).is_some()
+            {
                 clock.lap("working set recorded");
+                // Recorded again through the first exec: the caller sees this file.
+                let _ = std::fs::write(paths.working_set_pending(), b"");
             }
             (vmm, boot, LaunchKind::Restore)
         }
@@ -314,13 +320,18 @@ fn bring_up(
         caller_spans: Vec::new(),
         minor_faults: own_minor_faults(),
         prefetched_pages: match vmm.working_set {
-            WorkingSetUse::Prefetched { pages } => Some(pages),
+            WorkingSetUse::Prefetched { pages, .. } => Some(pages),
+            _ => None,
+        },
+        pre_faulted_pages: match vmm.working_set {
+            WorkingSetUse::Prefetched { pre_faulted, .. } => pre_faulted,
             _ => None,
         },
     };
     info.write(paths).map_err(|e| e.to_string())?;
     Ok((
         Running {
+            working_set_pending: paths.working_set_pending().exists(),
             vm: vmm,
             guest,
             latest: None,
@@ -329,23 +340,27 @@ fn bring_up(
     ))
 }
 
-/// Records the guest pages touched from the restore to guest-init's answer in the sandbox's
-/// directory; the launching process moves the record beside the snapshot. A failure costs later
-/// restores only speed.
-fn record_working_set(vmm: &crate::vmm::Vmm, paths: &SandboxPaths) {
+/// Records the guest pages touched since the restore (to guest-init's answer, or through the
+/// first exec) in the sandbox's directory; the host-side caller moves the record beside the
+/// snapshot. Returns its pages; a failure costs later restores only speed.
+fn record_working_set(vmm: &crate::vmm::Vmm, paths: &SandboxPaths) -> Option<u64> {
     let recorded = vmm
         .touched_working_set()
         .map(|set| set.and_then(|set| set.write(&paths.recorded_working_set()).map(|()| set)));
     match recorded {
-        Some(Ok(set)) => tracing::info!(
-            pages = set.pages(),
-            runs = set.runs.len(),
-            "working set recorded"
-        ),
-        Some(Err(e)) => {
-            tracing::warn!("working set not recorded: {}", crate::seccomp::describe(&e))
+        Some(Ok(set)) => {
+            tracing::info!(
+                pages = set.pages(),
+                runs = set.runs.len(),
+                "working set recorded"
+            );
+            Some(set.pages())
         }
-        None => {}
+        Some(Err(e)) => {
+            tracing::warn!("working set not recorded: {}", crate::seccomp::describe(&e));
+            None
+        }
+        None => None,
     }
 }
 
@@ -848,7 +863,13 @@ fn handle(
     dir: Option<std::fs::File>,
 ) -> ControlResponse {
     let mut guard = crate::devices::bus::lock(vmm);
-    let Some(Running { vm, guest, latest }) = guard.as_mut() else {
+    let Some(Running {
+        vm,
+        guest,
+        latest,
+        working_set_pending,
+    }) = guard.as_mut()
+    else {
         return ControlResponse::Error {
             message: "the sandbox is stopping".into(),
         };
@@ -876,6 +897,10 @@ fn handle(
         }
         ControlRequest::Reset { to } => {
             let started = Instant::now();
+            // The pages touched from here on belong to the reset's timeline, not the restore's.
+            if std::mem::take(working_set_pending) {
+                let _ = std::fs::remove_file(paths.working_set_pending());
+            }
             // Without --to: the latest snapshot taken, else the origin (restored from). After a
             // successful reset, whatever its target, that target is the origin: no latest. A
             // failed one changes nothing, the latest snapshot included.
@@ -937,5 +962,13 @@ fn handle(
             vm.exit.exit(VmExitReason::Stopped);
             ControlResponse::Stopping
         }
+        ControlRequest::RecordWorkingSet => ControlResponse::WorkingSetRecorded {
+            pages: if std::mem::take(working_set_pending) {
+                let _ = std::fs::remove_file(paths.working_set_pending());
+                record_working_set(vm, paths)
+            } else {
+                None
+            },
+        },
     }
 }

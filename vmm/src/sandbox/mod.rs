@@ -777,6 +777,34 @@ impl Sandboxes {
         }
     }
 
+    /// Tells sandbox `name` that an exec in it ended. After the first exec since the first
+    /// restore of its snapshot (once), its VMM records the snapshot's working set again, now
+    /// through that exec, and this moves the record beside the snapshot: later restores
+    /// prefetch (and pre-fault) what a restore and a first command touch. Any other time it
+    /// costs one file check. Returns the pages recorded, if it recorded. `paddock exec` calls
+    /// it; library callers that run commands through [`Self::vsock_path`] may too.
+    pub fn exec_ended(&self, name: &str) -> Result<Option<u64>, SandboxError> {
+        let paths = self.paths(name)?;
+        // Only one caller wins the removal, so the VMM is asked once.
+        if std::fs::remove_file(paths.working_set_pending()).is_err() {
+            return Ok(None);
+        }
+        match self.control(name, &ControlRequest::RecordWorkingSet)? {
+            ControlResponse::WorkingSetRecorded { pages: Some(pages) } => {
+                if let Some(snapshot) = SandboxInfo::read(&paths)
+                    .ok()
+                    .and_then(|info| info.origin_snapshot)
+                {
+                    publish_working_set(&paths, &snapshot);
+                }
+                Ok(Some(pages))
+            }
+            ControlResponse::WorkingSetRecorded { pages: None } => Ok(None),
+            ControlResponse::Error { message } => Err(ControlError::Remote(message).into()),
+            other => Err(SandboxError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Resets sandbox `name` in place to `to`, else its latest snapshot, else its origin.
     pub fn reset(&self, name: &str, to: Option<&Path>) -> Result<ResetReport, SandboxError> {
         let to = match to {

@@ -96,6 +96,11 @@ impl SandboxPaths {
     pub fn recorded_working_set(&self) -> PathBuf {
         self.dir.join(crate::snapshot::working_set::FILE_NAME)
     }
+    /// Present while the working set recorded at the first restore of the sandbox's snapshot
+    /// waits to be recorded again through the first exec ([`crate::sandbox::Sandboxes::exec_ended`]).
+    pub fn working_set_pending(&self) -> PathBuf {
+        self.dir.join("working-set.pending")
+    }
     /// The VMM process's own log.
     pub fn vmm_log(&self) -> PathBuf {
         self.dir.join("vmm.log")
@@ -200,6 +205,10 @@ pub struct SandboxInfo {
     /// before the vCPUs ran.
     #[serde(default)]
     pub prefetched_pages: Option<u64>,
+    /// Of those, the pages mapped into KVM's stage-2 tables before the vCPUs ran
+    /// (`KVM_PRE_FAULT_MEMORY`, where the host's KVM has it).
+    #[serde(default)]
+    pub pre_faulted_pages: Option<u64>,
 }
 
 /// How a sandbox's VM came to be.
@@ -331,6 +340,7 @@ mod tests {
             }],
             minor_faults: Some(1234),
             prefetched_pages: Some(56),
+            pre_faulted_pages: Some(56),
             from_pool: true,
             caller_spans: Vec::new(),
         };

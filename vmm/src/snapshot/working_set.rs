@@ -1,8 +1,10 @@
 //! A snapshot's working set: the guest pages a restore touched from the vCPUs' start until
 //! guest-init answered, recorded the first time a snapshot is restored. Every later restore asks
 //! the kernel to read those pages into the page cache before the vCPUs run (all runs at once,
-//! not waited for), instead of the guest faulting them in one synchronous read at a time.
-//! ([`WorkingSet::populate`], filling the page tables too, measured slower: docs/BENCHMARKS.md.)
+//! not waited for), instead of the guest faulting them in one synchronous read at a time, and,
+//! where the host's KVM has `KVM_PRE_FAULT_MEMORY`, maps them into KVM's stage-2 tables too
+//! ([`crate::vstate::prefault`]). ([`WorkingSet::populate`], filling the VMM's page tables,
+//! measured slower: docs/BENCHMARKS.md.)
 //!
 //! The record lives beside the snapshot (`working-set.bin`) and names the memory file it was
 //! taken from: a snapshot written again into the same directory has a new memory file, so an
@@ -324,47 +326,90 @@ impl WorkingSet {
     /// copied, the pages stay shared with the file until written), one call per run. Returns
     /// the pages populated.
     pub fn populate(&self, memory: &GuestMemory) -> Result<u64, WorkingSetError> {
-        let regions: Vec<(u64, u64, u64)> = {
+        let mut populated = 0u64;
+        for part in self.parts(memory) {
+            // SAFETY: [host, host + len) lies inside a region of guest RAM this GuestMemory
+            // mapped and owns (`parts` clamps each run to its region); MADV_POPULATE_READ only
+            // faults the file's pages in for reading, as a guest read would.
+            let rc = unsafe {
+                libc::madvise(
+                    part.host as *mut libc::c_void,
+                    u64_to_usize(part.pages * PAGE),
+                    libc::MADV_POPULATE_READ,
+                )
+            };
+            if rc != 0 {
+                return Err(WorkingSetError::Populate {
+                    first: part.first,
+                    pages: part.pages,
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+            populated += part.pages;
+        }
+        Ok(populated)
+    }
+
+    /// The set as guest-physical ranges `(address, bytes)` of `memory`, for
+    /// [`crate::vstate::prefault::pre_fault`].
+    pub fn guest_ranges(&self, memory: &GuestMemory) -> Vec<(u64, u64)> {
+        self.parts(memory)
+            .into_iter()
+            .map(|part| (part.guest, part.pages * PAGE))
+            .collect()
+    }
+
+    /// The runs split at region boundaries, each located in the guest and in this process
+    /// (regions sit back to back in the memory file, in order). Pages past the end of guest RAM
+    /// are left out.
+    fn parts(&self, memory: &GuestMemory) -> Vec<RunPart> {
+        let regions: Vec<(u64, u64, u64, u64)> = {
             let mut first_page = 0u64;
             memory
                 .iter()
                 .map(|region| {
                     let pages = region.len() / PAGE;
-                    let entry = (first_page, pages, region.as_ptr() as u64);
+                    let entry = (
+                        first_page,
+                        pages,
+                        region.as_ptr() as u64,
+                        region.start_addr().0,
+                    );
                     first_page += pages;
                     entry
                 })
                 .collect()
         };
-        let mut populated = 0u64;
+        let mut parts = Vec::new();
         for &(first, pages) in &self.runs {
-            // A run may span regions: populate its part in each.
-            for &(region_first, region_pages, base) in &regions {
+            // A run may span regions: one part in each.
+            for &(region_first, region_pages, host, guest) in &regions {
                 let start = first.max(region_first);
                 let end = (first + pages).min(region_first + region_pages);
-                if start >= end {
-                    continue;
-                }
-                let addr = base + (start - region_first) * PAGE;
-                let len = u64_to_usize((end - start) * PAGE);
-                // SAFETY: [addr, addr + len) lies inside a region of guest RAM this GuestMemory
-                // mapped and owns (clamped to the region above); MADV_POPULATE_READ only faults
-                // the file's pages in for reading, as a guest read would.
-                let rc = unsafe {
-                    libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_READ)
-                };
-                if rc != 0 {
-                    return Err(WorkingSetError::Populate {
+                if start < end {
+                    parts.push(RunPart {
                         first: start,
                         pages: end - start,
-                        source: std::io::Error::last_os_error(),
+                        host: host + (start - region_first) * PAGE,
+                        guest: guest + (start - region_first) * PAGE,
                     });
                 }
-                populated += end - start;
             }
         }
-        Ok(populated)
+        parts
     }
+}
+
+/// A run's part within one region of guest RAM.
+struct RunPart {
+    /// First page, counted from the start of the memory file.
+    first: u64,
+    /// Pages.
+    pages: u64,
+    /// Its address in this process.
+    host: u64,
+    /// Its guest-physical address.
+    guest: u64,
 }
 
 /// Reads little-endian fields off the front of a byte slice, refusing to read past its end.

@@ -3,6 +3,7 @@
 pub mod memory;
 pub mod pagemap;
 pub mod persist;
+pub mod prefault;
 pub mod prepared;
 pub mod vcpu;
 pub mod vm;
