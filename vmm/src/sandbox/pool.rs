@@ -209,20 +209,20 @@ impl PoolLaunch {
             .into_iter()
             .map(|id| {
                 let dir = dirs.idle().join(&id);
-                let record = EntryRecord::read(&dir).ok().flatten();
-                let pid = record.as_ref().map(|r| r.pid);
-                let alive = pid.is_some_and(super::process_alive);
-                let state = match &record {
-                    _ if !alive && record.is_some() => "dead",
-                    Some(r) if Some(&r.config) != config.as_ref() => "stale",
-                    Some(_) if dir.join(CLAIM_SOCKET).exists() => "ready",
+                let found = EntryState::of(&dir, config.as_ref());
+                let record = found.record();
+                let pid = record.map(|r| r.pid);
+                let state = match &found {
+                    EntryState::Dead(_) => "dead",
+                    EntryState::Foreign(_) => "stale",
+                    EntryState::Ours(_) if dir.join(CLAIM_SOCKET).exists() => "ready",
                     _ => "starting",
                 };
                 EntryStatus {
                     id,
                     state,
                     pid,
-                    rss_bytes: pid.filter(|_| alive).and_then(process_tree_rss),
+                    rss_bytes: pid.filter(|_| found.alive()).and_then(process_tree_rss),
                     age_secs: record.map(|r| now.saturating_sub(r.created_unix_secs)),
                 }
             })
@@ -324,20 +324,15 @@ impl PoolLaunch {
         let config = self.config();
         for id in list(&dirs.idle()) {
             let dir = dirs.idle().join(&id);
-            match EntryRecord::read(&dir) {
-                Ok(Some(record)) => {
-                    if !super::process_alive(record.pid) || Some(&record.config) != config.as_ref()
-                    {
-                        self.discard(&id);
-                    }
-                }
+            match EntryState::of(&dir, config.as_ref()) {
+                EntryState::Ours(_) => {}
                 // Being written by the process starting it, unless that is long ago.
-                Ok(None) => {
+                EntryState::Unwritten => {
                     if older_than(&dir, Duration::from_secs(60)) {
                         let _ = std::fs::remove_dir_all(dir);
                     }
                 }
-                Err(_) => {
+                EntryState::Foreign(_) | EntryState::Dead(_) | EntryState::Corrupt => {
                     self.discard(&id);
                 }
             }
@@ -357,12 +352,10 @@ impl PoolLaunch {
         list(&dirs.idle())
             .into_iter()
             .filter(|id| {
-                EntryRecord::read(&dirs.idle().join(id))
-                    .ok()
-                    .flatten()
-                    .is_some_and(|r| {
-                        Some(&r.config) == config.as_ref() && super::process_alive(r.pid)
-                    })
+                matches!(
+                    EntryState::of(&dirs.idle().join(id), config.as_ref()),
+                    EntryState::Ours(_)
+                )
             })
             .collect()
     }
@@ -444,11 +437,7 @@ impl PoolLaunch {
                 if dir.join(CLAIM_SOCKET).exists() {
                     continue;
                 }
-                let alive = EntryRecord::read(&dir)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|r| super::process_alive(r.pid));
-                if alive {
+                if EntryState::of(&dir, None).alive() {
                     waiting += 1;
                 } else {
                     died.push(id);
@@ -492,6 +481,45 @@ pub fn await_refills() {
     let refills = std::mem::take(&mut *crate::devices::bus::lock(&REFILLS));
     for refill in refills {
         let _ = refill.join();
+    }
+}
+
+/// What an idle entry's record says of it.
+enum EntryState {
+    /// Its VMM is alive and of the caller's configuration.
+    Ours(EntryRecord),
+    /// Its VMM is alive but of another configuration (binary, options, environment).
+    Foreign(EntryRecord),
+    /// Its VMM is gone.
+    Dead(EntryRecord),
+    /// No record yet: the process starting it has not written it.
+    Unwritten,
+    /// An unreadable record.
+    Corrupt,
+}
+
+impl EntryState {
+    /// The state of entry `dir` for a caller of configuration `ours` (none: every live VMM is
+    /// foreign, for callers that only ask whether it is alive).
+    fn of(dir: &Path, ours: Option<&EntryConfig>) -> Self {
+        match EntryRecord::read(dir) {
+            Ok(Some(record)) if !super::process_alive(record.pid) => Self::Dead(record),
+            Ok(Some(record)) if Some(&record.config) == ours => Self::Ours(record),
+            Ok(Some(record)) => Self::Foreign(record),
+            Ok(None) => Self::Unwritten,
+            Err(_) => Self::Corrupt,
+        }
+    }
+
+    fn record(&self) -> Option<&EntryRecord> {
+        match self {
+            Self::Ours(r) | Self::Foreign(r) | Self::Dead(r) => Some(r),
+            Self::Unwritten | Self::Corrupt => None,
+        }
+    }
+
+    fn alive(&self) -> bool {
+        matches!(self, Self::Ours(_) | Self::Foreign(_))
     }
 }
 
