@@ -157,7 +157,7 @@ pub(crate) fn base_command(
     if let Some(cwd) = &request.cwd {
         cmd.current_dir(cwd);
     }
-    crate::sys::with_no_blocked_signals(&mut cmd);
+    crate::sys::with_default_signals(&mut cmd);
     Ok(cmd)
 }
 

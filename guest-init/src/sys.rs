@@ -29,14 +29,21 @@ pub(crate) fn cstring(text: &str) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in string"))
 }
 
-/// Makes `cmd`'s child start with no signal blocked. PID 1 blocks the signals it reads from
-/// its signalfd (SIGINT, SIGTERM, SIGHUP, SIGCHLD, ...) in every thread, a child inherits the
-/// mask across exec, and `std::process::Command` does not reset it: without this, Ctrl-C, a
-/// hang-up or `kill` would never reach the commands, the engine or its containers.
-pub(crate) fn with_no_blocked_signals(cmd: &mut Command) {
+/// The kernel's signals on x86-64 (`_NSIG`), and the size of its signal set.
+const KERNEL_SIGNALS: libc::c_int = 64;
+const KERNEL_SIGSET_BYTES: usize = 8;
+
+/// Makes `cmd`'s child start with no signal blocked and none ignored. PID 1 blocks the signals
+/// it reads from its signalfd (SIGINT, SIGTERM, SIGHUP, SIGCHLD, ...) in every thread, a child
+/// inherits the mask across exec, and `std::process::Command` does not reset it: without this,
+/// Ctrl-C, a hang-up or `kill` would never reach the commands, the engine or its containers.
+/// Ignored signals survive exec too (a guest-init started under `nohup`, as its tests may be,
+/// ignores SIGHUP): they go back to their defaults, as a freshly started program expects.
+pub(crate) fn with_default_signals(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec; sigemptyset and
-    // pthread_sigmask are async-signal-safe and only touch the closure's own local set.
+    // SAFETY: the closure runs in the forked child before exec; sigemptyset, pthread_sigmask
+    // and rt_sigaction are async-signal-safe and only read the closure's own local values (the
+    // all-zero action is a valid kernel `struct sigaction` of KERNEL_SIGSET_BYTES mask bytes).
     unsafe {
         cmd.pre_exec(|| {
             let mut none: libc::sigset_t = std::mem::zeroed();
@@ -44,6 +51,21 @@ pub(crate) fn with_no_blocked_signals(cmd: &mut Command) {
             let err = libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             if err != 0 {
                 return Err(io::Error::from_raw_os_error(err));
+            }
+            // The kernel's own `struct sigaction` (handler, flags, restorer, mask), all zero:
+            // SIG_DFL. Through the raw system call, since the C library refuses the signals it
+            // reserves (32 and 33), which an ignoring parent may have ignored too.
+            let default = [0u64; 4];
+            for signal in 1..=KERNEL_SIGNALS {
+                if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                    libc::syscall(
+                        libc::SYS_rt_sigaction,
+                        signal,
+                        default.as_ptr(),
+                        std::ptr::null_mut::<u64>(),
+                        KERNEL_SIGSET_BYTES,
+                    );
+                }
             }
             Ok(())
         });
@@ -78,10 +100,45 @@ mod tests {
             let inherited = blocked_in_child(&mut Command::new("grep"));
             assert_ne!(inherited, "SigBlk:\t0000000000000000", "std resets nothing");
             let mut cmd = Command::new("grep");
-            with_no_blocked_signals(&mut cmd);
+            with_default_signals(&mut cmd);
             assert_eq!(blocked_in_child(&mut cmd), "SigBlk:\t0000000000000000");
         })
         .join()
         .expect("test thread");
+    }
+
+    /// The child's ignored signals, from /proc (`SigIgn`), when whatever ran before it in the
+    /// child ignored SIGHUP (as an inherited `nohup` would).
+    fn ignored_in_child_of_an_ignoring_parent(reset: bool) -> String {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("grep");
+        // SAFETY: runs in the forked child before exec; signal(2) is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        if reset {
+            with_default_signals(&mut cmd);
+        }
+        let out = cmd
+            .args(["SigIgn", "/proc/self/status"])
+            .output()
+            .expect("run grep");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn children_start_with_no_signal_ignored_whatever_the_parent_ignores() {
+        assert_ne!(
+            ignored_in_child_of_an_ignoring_parent(false),
+            "SigIgn:\t0000000000000000",
+            "an ignored signal survives exec"
+        );
+        assert_eq!(
+            ignored_in_child_of_an_ignoring_parent(true),
+            "SigIgn:\t0000000000000000"
+        );
     }
 }

@@ -78,7 +78,7 @@ impl ToolCommand {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        crate::sys::with_no_blocked_signals(&mut command);
+        crate::sys::with_default_signals(&mut command);
         let (mut child, exit) = reaper.spawn(&mut command).map_err(|source| {
             if source.kind() == ErrorKind::NotFound {
                 ToolError::Missing { program: program() }

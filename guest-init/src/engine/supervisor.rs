@@ -281,7 +281,7 @@ impl Supervised {
             .stdin(Stdio::null())
             .stdout(sink.stdio()?)
             .stderr(sink.stdio()?);
-        crate::sys::with_no_blocked_signals(&mut command);
+        crate::sys::with_default_signals(&mut command);
         // SAFETY: the closure runs in the forked child before exec and only calls setsid(2),
         // which is async-signal-safe and touches no memory shared with the parent.
         unsafe {
