@@ -76,13 +76,18 @@ pub(crate) fn with_default_signals(cmd: &mut Command) {
 mod tests {
     use super::*;
 
-    /// The mask of the process reading it, from /proc (`SigBlk`, hexadecimal).
-    fn blocked_in_child(cmd: &mut Command) -> String {
+    /// A line of the `/proc/self/status` of the process `cmd` runs (`SigBlk`, `SigIgn`: hexadecimal
+    /// signal sets), read by that process itself (`grep`).
+    fn status_line_in_child(cmd: &mut Command, field: &str) -> String {
         let out = cmd
-            .args(["SigBlk", "/proc/self/status"])
+            .args([field, "/proc/self/status"])
             .output()
             .expect("run grep");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn blocked_in_child(cmd: &mut Command) -> String {
+        status_line_in_child(cmd, "SigBlk")
     }
 
     #[test]
@@ -122,11 +127,7 @@ mod tests {
         if reset {
             with_default_signals(&mut cmd);
         }
-        let out = cmd
-            .args(["SigIgn", "/proc/self/status"])
-            .output()
-            .expect("run grep");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        status_line_in_child(&mut cmd, "SigIgn")
     }
 
     #[test]

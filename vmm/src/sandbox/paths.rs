@@ -97,7 +97,8 @@ impl SandboxPaths {
         self.dir.join(crate::snapshot::working_set::FILE_NAME)
     }
     /// Present while the working set recorded at the first restore of the sandbox's snapshot
-    /// waits to be recorded again through the first exec ([`crate::sandbox::Sandboxes::exec_ended`]).
+    /// waits to be recorded again through the first exec
+    /// ([`crate::sandbox::Sandboxes::exec_ended`]).
     pub fn working_set_pending(&self) -> PathBuf {
         self.dir.join("working-set.pending")
     }
