@@ -232,6 +232,7 @@ fn bring_up(
     let uds = paths.vsock();
     let mut guest =
         GuestLink::listen(&uds).map_err(|e| format!("cannot listen for guest readiness: {e}"))?;
+    let mut working_set_pending = false;
     let (mut vmm, boot, launched) = match launch {
         Launch::Boot {
             kernel,
@@ -292,8 +293,9 @@ fn bring_up(
                 && record_working_set(&vmm, paths).is_some()
             {
                 clock.lap("working set recorded");
-                // Recorded again through the first exec: the caller sees this file.
-                let _ = std::fs::write(paths.working_set_pending(), b"");
+                // Recorded again through the first exec: callers see the file, this VMM its
+                // own flag (a reset clears both).
+                working_set_pending = std::fs::write(paths.working_set_pending(), b"").is_ok();
             }
             (vmm, boot, LaunchKind::Restore)
         }
@@ -331,7 +333,7 @@ fn bring_up(
     info.write(paths).map_err(|e| e.to_string())?;
     Ok((
         Running {
-            working_set_pending: paths.working_set_pending().exists(),
+            working_set_pending,
             vm: vmm,
             guest,
             latest: None,

@@ -73,21 +73,25 @@ pub fn pre_fault(
             // SAFETY: `arg` is a live, properly laid out `struct kvm_pre_fault_memory` that the
             // kernel reads and updates in place; the fd is a vCPU of this process's VM.
             let rc = unsafe { libc::ioctl(vcpu.as_raw_fd(), KVM_PRE_FAULT_MEMORY as _, &mut arg) };
-            mapped += before - arg.size.min(before);
-            if rc == 0 {
-                continue;
+            if rc != 0 {
+                let error = std::io::Error::last_os_error();
+                if !matches!(error.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) {
+                    return Err(PreFaultError::Ioctl {
+                        gpa: arg.gpa,
+                        source: error,
+                    });
+                }
             }
-            let error = std::io::Error::last_os_error();
-            let retry = matches!(error.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN));
-            if !retry {
-                return Err(PreFaultError::Ioctl {
-                    gpa: arg.gpa,
-                    source: error,
-                });
-            }
-            stalls = if arg.size < before { 0 } else { stalls + 1 };
-            if stalls > MAX_STALLS {
-                return Err(PreFaultError::Stalled { gpa: arg.gpa });
+            // Whatever the kernel answered, a call that moved nothing counts against the range:
+            // a kernel that never advances cannot hold the restore in this loop.
+            if arg.size < before {
+                mapped += before - arg.size;
+                stalls = 0;
+            } else {
+                stalls += 1;
+                if stalls > MAX_STALLS {
+                    return Err(PreFaultError::Stalled { gpa: arg.gpa });
+                }
             }
         }
     }
