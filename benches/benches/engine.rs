@@ -8,21 +8,14 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use paddock_benches::{agent_available, exec, rss_pss_kib};
 use paddock_protocol::{EngineState, ExitStatus};
-use paddock_vmm::artifacts::{DigestCache, Profile};
 use paddock_vmm::sandbox::guest::GuestLink;
 use paddock_vmm::sandbox::{ConsoleLog, Launch, Sandboxes};
-use paddock_vmm::template::{self, TemplateSpec, TemplateStore};
+use paddock_vmm::template::TemplateSpec;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 fn spec() -> TemplateSpec {
-    TemplateSpec {
-        profile: Profile::Agent,
-        artifacts: Profile::Agent.artifacts(None, None, None),
-        vcpus: 1,
-        memory_mib: Profile::Agent.default_memory_mib(),
-        kernel_args: std::env::var("PADDOCK_BENCH_KERNEL_ARGS").ok(),
-    }
+    paddock_benches::agent_template_spec()
 }
 
 fn boot_launch(spec: &TemplateSpec) -> Launch {
@@ -73,14 +66,7 @@ fn cold_boot_figures(sandboxes: &Sandboxes) {
 }
 
 fn template_dir(sandboxes: &Sandboxes) -> PathBuf {
-    let (t, built) = template::build::ensure(
-        &TemplateStore::default_location(),
-        sandboxes,
-        &DigestCache::default_location(),
-        &spec(),
-        &mut |_| {},
-    )
-    .expect("template");
+    let (t, built) = paddock_benches::agent_template(sandboxes);
     println!(
         "engine/template: {} ({}; boot to engine ready {:.2} s, {:.1} MiB on disk)",
         t.manifest.key.short(),

@@ -106,3 +106,42 @@ pub fn rss_pss_kib(pid: u32) -> (u64, u64) {
     };
     (get("Rss:"), get("Pss:"))
 }
+
+/// Restores `snapshot` in this process and waits for guest-init's answer; returns the VM and
+/// guest-init's link (keep it for as long as the VM runs).
+pub fn restore_ready(snapshot: &Path, uds: &Path) -> (Vmm, GuestLink) {
+    let _ = std::fs::remove_file(uds);
+    let mut link = GuestLink::listen(uds).expect("listen");
+    let vmm =
+        paddock_vmm::builder::restore(snapshot, uds, None, None, &seccomp()).expect("restore");
+    link.resume(&vmm, Duration::from_secs(60)).expect("resume");
+    (vmm, link)
+}
+
+/// The agent profile's template as the benchmarks use it: 1 vCPU, the profile's memory.
+pub fn agent_template_spec() -> paddock_vmm::template::TemplateSpec {
+    use paddock_vmm::artifacts::Profile;
+    paddock_vmm::template::TemplateSpec {
+        profile: Profile::Agent,
+        artifacts: Profile::Agent.artifacts(None, None, None),
+        vcpus: 1,
+        memory_mib: Profile::Agent.default_memory_mib(),
+        kernel_args: std::env::var("PADDOCK_BENCH_KERNEL_ARGS").ok(),
+    }
+}
+
+/// The agent template (built now if no cached one matches) and whether it was built now.
+pub fn agent_template(
+    sandboxes: &paddock_vmm::sandbox::Sandboxes,
+) -> (paddock_vmm::template::Template, bool) {
+    use paddock_vmm::artifacts::DigestCache;
+    use paddock_vmm::template::{build, TemplateStore};
+    build::ensure(
+        &TemplateStore::default_location(),
+        sandboxes,
+        &DigestCache::default_location(),
+        &agent_template_spec(),
+        &mut |_| {},
+    )
+    .expect("agent template")
+}

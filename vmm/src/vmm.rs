@@ -493,12 +493,13 @@ impl Vmm {
                 self.origin = Some(new_origin);
             }
             None => {
-                let dropped = memory::discard_private_pages(&self.ram.memory)?;
-                tracing::debug!(
-                    "reset: dropped {} KiB of written guest pages in {:?}",
-                    dropped >> 10,
-                    started.elapsed()
-                );
+                // `ram.file` is the origin's memory file, which guest RAM maps privately.
+                let returned = crate::vstate::reset_pages::return_written_pages(
+                    &self.ram.memory,
+                    &self.ram.file,
+                    crate::vstate::reset_pages::copy_back_limit(),
+                )?;
+                tracing::debug!(?returned, elapsed = ?started.elapsed(), "reset: written guest pages");
             }
         }
         clock.lap("memory");

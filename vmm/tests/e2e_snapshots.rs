@@ -444,8 +444,11 @@ fn a_hundred_resets_do_not_grow_memory_or_descriptors() {
         fds10.len(),
         "open descriptors after 10 resets: {fds10:?}; after 100: {fds100:?}"
     );
+    // A reset copies up to COPY_BACK_LIMIT of written pages back in place rather than
+    // dropping them, so RSS may sit up to that much higher at one sample than at the other.
+    let copied_back_kib = paddock_vmm::vstate::reset_pages::COPY_BACK_LIMIT >> 10;
     assert!(
-        *rss100 <= rss10 + 2048,
+        *rss100 <= rss10 + 2048 + copied_back_kib,
         "RSS grew from {rss10} KiB to {rss100} KiB over 90 resets"
     );
     assert_eq!(

@@ -338,8 +338,9 @@ pub fn ci(e2e_only: bool, no_e2e: bool, test_args: &[String]) -> Result<()> {
 /// `working_set` (a restore's first touches, cold and warm); a filter naming one of them (or a
 /// benchmark inside it) runs only that one.
 pub fn bench(filter: Option<&str>) -> Result<()> {
-    const TARGETS: [&str; 8] = [
+    const TARGETS: [&str; 9] = [
         "vm",
+        "fast_path",
         "engine",
         "run",
         "workspace",

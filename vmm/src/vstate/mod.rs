@@ -5,5 +5,6 @@ pub mod pagemap;
 pub mod persist;
 pub mod prefault;
 pub mod prepared;
+pub mod reset_pages;
 pub mod vcpu;
 pub mod vm;
