@@ -2,8 +2,9 @@
 # Where a reset's and a restore's `guest answered` time goes, seen from the lab's own KVM: its
 # trace events (exits by reason, page faults, interrupts, userspace exits) recorded over one
 # `paddock reset` with nothing dirtied and one `paddock restore` of the same snapshot (minimal
-# profile, 1 vCPU, 256 MiB), then summarised: exits by reason, and the longest stretches
-# between two events (the guest running, or the host working, without an exit).
+# profile, 1 vCPU, 256 MiB; `PROFILE=agent`: the agent template, engine up), then summarised:
+# exits by reason, and the longest stretches between two events (the guest running, or the
+# host working, without an exit).
 # Lab:    cargo xtask lab -- sh -c "$(cat benches/scripts/guest-exits.sh)"
 # Native: sh benches/scripts/guest-exits.sh   (as root, paddock on PATH, tracefs available)
 set -e
@@ -41,7 +42,11 @@ trace_on() {
 
 trace_off() { echo 0 > "$T/tracing_on"; }
 
-paddock start --name g --memory 256 --profile minimal >/dev/null
+if [ "${PROFILE:-minimal}" = agent ]; then
+  paddock start --name g --profile agent >/dev/null
+else
+  paddock start --name g --memory 256 --profile minimal >/dev/null
+fi
 paddock snapshot g "$XDG_STATE_HOME/snap" >/dev/null
 # The first resets after a snapshot settle the guest's page mappings; measure a later one.
 for i in 1 2 3; do paddock reset g >/dev/null; done

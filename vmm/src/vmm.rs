@@ -478,7 +478,7 @@ impl Vmm {
             Some(new_origin) => {
                 memory::remap_private(&self.ram.memory, &new_origin.memory)?;
                 // Prefetched only: the new mapping's pages are not pre-faulted into KVM's
-                // tables (this runs on the control thread, and the vCPU fds are the vCPU
+                // tables (this runs on the main thread, and the vCPU fds are the vCPU
                 // threads').
                 self.working_set = crate::builder::prefetch_working_set(&new_origin).0;
                 // The old backing (a live memfd, or an older snapshot) is no longer mapped.

@@ -176,7 +176,6 @@ fn restore_and_reset_report_where_the_time_went() {
             "cgroup",
             "jail",
             "limits, capabilities dropped",
-            "control thread",
             "snapshot checked",
             "memory mapped",
             "working set prefetched",

@@ -7,7 +7,7 @@ use super::guest::GuestLink;
 use super::paths::{LaunchKind, SandboxInfo, SandboxPaths};
 use crate::builder::ReadSnapshot;
 use crate::config::VmConfig;
-use crate::seccomp::{SeccompScope, ThreadKind};
+use crate::seccomp::SeccompScope;
 use crate::timings::{Span, SpanClock};
 use crate::vmm::Vmm;
 use crate::vmm::WorkingSetUse;
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Where a sandbox's guest console goes (it is also always kept in memory for error reports).
@@ -374,80 +374,94 @@ fn own_minor_faults() -> Option<u64> {
     after_name.split_whitespace().nth(7)?.parse().ok()
 }
 
-/// What the control thread needs once the VM is up.
-struct ControlSetup {
-    listener: UnixListener,
-    info: Arc<Mutex<SandboxInfo>>,
-    exit: Arc<crate::vstate::vcpu::ExitSignal>,
-}
+/// How long a control client may take to send its request (and to take the answer): one that
+/// connects and stalls must not hold the VMM's only thread.
+const CONTROL_IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Starts the control thread before the VM exists (a confined VMM cannot start threads): it
-/// confines itself, says so, and waits for the listener it serves.
-fn spawn_control_thread(
-    vmm: Arc<Mutex<Option<Running>>>,
-    paths: SandboxPaths,
-    seccomp: &SeccompScope,
-) -> Result<std::sync::mpsc::Sender<ControlSetup>, String> {
-    let filters = seccomp.filters().cloned();
-    let (setup_tx, setup_rx) = std::sync::mpsc::channel::<ControlSetup>();
-    let (confined_tx, confined_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    std::thread::Builder::new()
-        .name("vmm-control".into())
-        .spawn(move || {
-            if let Some(filters) = filters {
-                if let Err(e) = filters.install(ThreadKind::Vmm) {
-                    let _ = confined_tx.send(Err(crate::seccomp::describe(&e)));
-                    return;
-                }
-            }
-            let _ = confined_tx.send(Ok(()));
-            // No setup: the VM did not come up.
-            if let Ok(setup) = setup_rx.recv() {
-                serve_control(setup, &vmm, &paths);
-            }
-        })
-        .map_err(|e| format!("cannot start the control thread: {e}"))?;
-    confined_rx
-        .recv()
-        .map_err(|_| "the control thread ended at start".to_string())??;
-    Ok(setup_tx)
-}
-
-/// Answers control requests until the process ends.
-fn serve_control(setup: ControlSetup, vmm: &Mutex<Option<Running>>, paths: &SandboxPaths) {
-    for stream in setup.listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        let Ok(request) = read_frame::<_, ControlRequest>(&mut stream) else {
-            continue;
-        };
-        let dir = match request.directory() {
-            Some(_) => match super::control::receive_directory(&stream) {
-                Ok(dir) => Some(dir),
-                Err(e) => {
-                    let message = format!("the request's directory: {e}");
-                    let _ = write_frame(&mut stream, &ControlResponse::Error { message });
-                    continue;
-                }
-            },
-            None => None,
-        };
-        // A bug met while serving a request must not leave a VM nobody can reach: it ends
-        // the sandbox, loudly, and the client hears why.
-        let served_request = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            handle(vmm, paths, &setup.info, request, dir)
-        }));
-        let response = served_request.unwrap_or_else(|panic| {
-            let what = panic_message(panic.as_ref());
-            tracing::error!("control request panicked: {what}");
-            setup
-                .exit
-                .exit(VmExitReason::Fatal(format!("internal error: {what}")));
-            ControlResponse::Error {
-                message: format!("internal error in the VMM, the sandbox ends: {what}"),
-            }
-        });
-        let _ = write_frame(&mut stream, &response);
+/// Serves control requests on this thread, the process's main one, until the VM ends; returns
+/// why it ended. One thread both waits for the end and answers requests: a confined VMM cannot
+/// start threads, and a control thread started ahead for them cost every restore a thread and a
+/// seccomp filter before the VM could be built.
+fn serve_until_exit(
+    listener: &UnixListener,
+    vmm: &Mutex<Option<Running>>,
+    paths: &SandboxPaths,
+    info: &Mutex<SandboxInfo>,
+    exit: &crate::vstate::vcpu::ExitSignal,
+) -> VmExitReason {
+    use std::os::fd::AsRawFd;
+    // Accepting never blocks, so the end of the VM is seen at once.
+    if let Err(e) = listener.set_nonblocking(true) {
+        tracing::warn!("the control socket stays blocking: {e}");
     }
+    loop {
+        if let Some(reason) = exit.reason() {
+            return reason;
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: exit.evt.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, 1000) };
+        if fds[1].revents & libc::POLLIN == 0 {
+            continue;
+        }
+        if let Ok((stream, _)) = listener.accept() {
+            serve_one(stream, vmm, paths, info, exit);
+        }
+    }
+}
+
+/// Reads one control request from `stream`, handles it and answers.
+fn serve_one(
+    mut stream: std::os::unix::net::UnixStream,
+    vmm: &Mutex<Option<Running>>,
+    paths: &SandboxPaths,
+    info: &Mutex<SandboxInfo>,
+    exit: &crate::vstate::vcpu::ExitSignal,
+) {
+    if stream.set_read_timeout(Some(CONTROL_IO_TIMEOUT)).is_err()
+        || stream.set_write_timeout(Some(CONTROL_IO_TIMEOUT)).is_err()
+    {
+        return;
+    }
+    let Ok(request) = read_frame::<_, ControlRequest>(&mut stream) else {
+        return;
+    };
+    let dir = match request.directory() {
+        Some(_) => match super::control::receive_directory(&stream) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                let message = format!("the request's directory: {e}");
+                let _ = write_frame(&mut stream, &ControlResponse::Error { message });
+                return;
+            }
+        },
+        None => None,
+    };
+    // A bug met while serving a request must not leave a VM nobody can reach: it ends the
+    // sandbox, loudly, and the client hears why.
+    let served_request = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handle(vmm, paths, info, request, dir)
+    }));
+    let response = served_request.unwrap_or_else(|panic| {
+        let what = panic_message(panic.as_ref());
+        tracing::error!("control request panicked: {what}");
+        exit.exit(VmExitReason::Fatal(format!("internal error: {what}")));
+        ControlResponse::Error {
+            message: format!("internal error in the VMM, the sandbox ends: {what}"),
+        }
+    });
+    let _ = write_frame(&mut stream, &response);
 }
 
 fn report_failure(report: &mut impl Write, message: String) -> i32 {
@@ -535,7 +549,7 @@ fn confine(
 
 /// Runs the VMM process; returns its exit status. `report` receives the launch report line.
 /// With [`SeccompScope::Process`] every thread of the process is confined before the guest
-/// runs (the control thread, started first, too).
+/// runs; the main thread then waits for the VM to end and answers the control socket.
 pub fn run(
     paths: SandboxPaths,
     name: &str,
@@ -574,12 +588,6 @@ pub fn run(
         Ok(resources) => resources,
         Err(message) => return report_failure(&mut report, message),
     };
-    let vmm: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
-    let control = match spawn_control_thread(vmm.clone(), paths.clone(), &confinement.seccomp) {
-        Ok(control) => control,
-        Err(message) => return report_failure(&mut report, message),
-    };
-    clock.lap("control thread");
     let brought_up = bring_up(
         &paths,
         name,
@@ -628,26 +636,9 @@ pub fn run(
         );
     }
     let exit = running.vm.exit.clone();
-    *crate::devices::bus::lock(&vmm) = Some(running);
-    let _ = control.send(ControlSetup {
-        listener,
-        info: Arc::new(Mutex::new(info)),
-        exit: exit.clone(),
-    });
-
-    // Wait for the VM to end (guest shutdown, Stop request, fatal error).
-    let reason = loop {
-        if let Some(reason) = exit.reason() {
-            break reason;
-        }
-        let mut pfd = libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(&exit.evt),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `pfd` is a valid pollfd for the duration of the call.
-        unsafe { libc::poll(&mut pfd, 1, 1000) };
-    };
+    let vmm = Mutex::new(Some(running));
+    // Wait for the VM to end (guest shutdown, Stop request, fatal error), answering requests.
+    let reason = serve_until_exit(&listener, &vmm, &paths, &Mutex::new(info), &exit);
     if let Some(running) = crate::devices::bus::lock(&vmm).take() {
         if matches!(reason, VmExitReason::TripleFault) {
             dump_after_triple_fault(&running.vm, &paths);

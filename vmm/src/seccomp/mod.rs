@@ -20,8 +20,8 @@ use std::sync::Arc;
 /// What a thread does, and so which filter it gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThreadKind {
-    /// The VMM's main thread and its control thread: builds nothing once filtered, but takes
-    /// snapshots, resets and answers the control socket.
+    /// The VMM's main thread: builds nothing once filtered, but answers the control socket
+    /// (snapshots, resets) until the VM ends.
     Vmm,
     /// The device event loop (virtio queues, vsock connections, block I/O).
     Events,
