@@ -145,38 +145,6 @@ pub fn remap_private(mem: &GuestMemory, file: &File) -> Result<(), MemoryError> 
     Ok(())
 }
 
-/// Drops every page the guest wrote since guest RAM was (re)mapped privately from a file: the
-/// next access sees the file's contents again. Only the written pages are dropped (found in the
-/// pagemap): clean pages keep their host and KVM mappings, so the guest does not fault on them
-/// again, and the cost follows what was dirtied. Returns the number of bytes dropped.
-pub fn discard_private_pages(mem: &GuestMemory) -> Result<u64, MemoryError> {
-    use super::pagemap::{for_each_private_run, PAGE};
-    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
-    let mut dropped = 0u64;
-    for region in mem.iter() {
-        let base = region.as_ptr() as u64;
-        for_each_private_run(base, region.len(), |first, count| {
-            // SAFETY: the run lies inside a private file mapping this GuestMemory owns (the
-            // pagemap walk stays within the region); MADV_DONTNEED only drops its anonymous
-            // copy-on-write pages, the mapping itself stays in place.
-            let rc = unsafe {
-                libc::madvise(
-                    (base + first * PAGE) as *mut libc::c_void,
-                    crate::cast::u64_to_usize(count * PAGE),
-                    libc::MADV_DONTNEED,
-                )
-            };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            dropped += count * PAGE;
-            Ok(())
-        })
-        .map_err(|e| MemoryError::Mmap(format!("discarding written guest pages: {e}")))?;
-    }
-    Ok(dropped)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,7 +179,8 @@ mod tests {
             7,
             "private writes never reach the file"
         );
-        discard_private_pages(&ram.memory).unwrap();
+        // A copy-back limit of 0: the written page is dropped, and the file shows again.
+        crate::vstate::reset_pages::return_written_pages(&ram.memory, &snapshot, 0).unwrap();
         assert_eq!(ram.memory.read_obj::<u64>(GuestAddress(0x2000)).unwrap(), 7);
     }
 
