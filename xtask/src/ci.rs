@@ -331,8 +331,9 @@ pub fn ci(e2e_only: bool, no_e2e: bool, test_args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Runs the criterion benchmarks (natively or in the lab): `vm` (the minimal guest), `engine`
-/// (the agent profile), `run` (`paddock run shell` as a user meets it) and `workspace` (the
+/// Runs the criterion benchmarks (natively or in the lab): `vm` (the minimal guest),
+/// `fast_path` (issue 12's restore, reset and fork figures for three guests), `engine` (the
+/// agent profile), `run` (`paddock run shell` as a user meets it) and `workspace` (the
 /// share against the guest's tmpfs), each in its own lab boot, and, natively (no VM in them),
 /// `egress` (the egress proxy on loopback), `pagemap` (finding a reset's written pages) and
 /// `working_set` (a restore's first touches, cold and warm); a filter naming one of them (or a
