@@ -5,9 +5,20 @@ mod cli;
 use clap::Parser;
 
 fn main() {
-    let args = cli::Cli::parse();
-    cli::init_tracing(args.verbose);
-    let code = match cli::dispatch(args) {
+    // The processes paddock starts for itself (`__vmm`, `__egress`, `__workspace`, always the
+    // first argument) parse only their own arguments: see `cli::internal`.
+    let internal = std::env::args_os()
+        .nth(1)
+        .is_some_and(|first| cli::InternalCommand::is_named(&first));
+    let ran = if internal {
+        let args = cli::InternalCli::parse();
+        cli::dispatch_internal(args)
+    } else {
+        let args = cli::Cli::parse();
+        cli::init_tracing(args.verbose);
+        cli::dispatch(args)
+    };
+    let code = match ran {
         Ok(code) => code,
         Err(e) => {
             eprintln!("paddock: {e:#}");

@@ -6,6 +6,7 @@ mod confine;
 mod egress;
 mod egress_proxy;
 mod interactive;
+mod internal;
 mod lifecycle;
 mod machine;
 mod outcome;
@@ -20,6 +21,7 @@ mod template;
 mod workspace_server;
 
 use clap::{Args, Parser, Subcommand};
+pub use internal::{dispatch_internal, InternalCli, InternalCommand};
 use std::path::PathBuf;
 
 /// paddock: millisecond-reset microVM sandboxes for AI coding agents, on KVM.
@@ -150,15 +152,6 @@ pub enum Command {
     /// puts the real value into requests to the service's hosts only.
     #[command(subcommand)]
     Secret(SecretCommand),
-    /// (internal) The background VMM process of one sandbox.
-    #[command(name = "__vmm", hide = true)]
-    Vmm(VmmArgs),
-    /// (internal) The egress proxy process of one sandbox.
-    #[command(name = "__egress", hide = true)]
-    Egress(EgressProxyArgs),
-    /// (internal) The workspace server process of one sandbox.
-    #[command(name = "__workspace", hide = true)]
-    Workspace(WorkspaceServerArgs),
 }
 
 const POLICY_HELP: &str = "\
@@ -926,9 +919,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Pool(command) => pool::dispatch(command),
         Command::Policy(args) => policy::dispatch(args),
         Command::Secret(command) => secret::dispatch(command),
-        Command::Vmm(args) => lifecycle::vmm_process(args),
-        Command::Egress(args) => egress_proxy::run(args),
-        Command::Workspace(args) => workspace_server::run(args),
     }
 }
 
