@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 const FILL_TIMEOUT: Duration = Duration::from_secs(300);
 /// How many sandboxes a fork makes here.
 const FORK_COUNT: usize = 10;
+/// Forks of FORK_COUNT taken per shape (their median is the figure: one is noisy in the lab).
+const FORK_RUNS: usize = 3;
 
 /// One guest the figures are taken for: its label and the snapshot every restore starts from.
 struct Shape {
@@ -60,7 +62,7 @@ struct Figures {
     restore_in_process: Samples,
     reset: Samples,
     reset_in_process: Samples,
-    fork_wall_ms: Option<f64>,
+    fork: Samples,
     fork_from_pool: usize,
     fork_pss_kib: u64,
     pre_faulted_pages: Option<u64>,
@@ -232,28 +234,29 @@ fn resets(
     vmm.stop();
 }
 
-/// A fork of FORK_COUNT claiming warm VMMs made ahead (outside the measurement); printed, not
-/// sampled (each is seconds in the lab).
+/// FORK_RUNS forks of FORK_COUNT, each claiming warm VMMs made ahead (outside the
+/// measurement); printed, not sampled by criterion (each is seconds in the lab).
 fn fork(sandboxes: &Sandboxes, shape: &Shape, figures: &mut Figures) {
     let warm = sandboxes.pool();
-    pool::await_refills();
-    warm.fill(FORK_COUNT, FILL_TIMEOUT).expect("pool");
-    let started = Instant::now();
-    let forks = sandboxes
-        .fork(
-            &shape.snapshot,
-            FORK_COUNT,
-            &format!("{}-f", shape.label),
-            false,
-        )
-        .expect("fork");
-    let elapsed = started.elapsed();
-    figures.fork_wall_ms = Some(elapsed.as_secs_f64() * 1e3);
-    figures.fork_from_pool = forks.iter().filter(|f| f.from_pool).count();
-    let pss: u64 = forks.iter().map(|f| rss_pss_kib(f.pid).1).sum();
-    figures.fork_pss_kib = pss / forks.len().max(1) as u64;
-    for f in &forks {
-        let _ = sandboxes.remove(&f.name, true);
+    for run in 0..FORK_RUNS {
+        pool::await_refills();
+        warm.fill(FORK_COUNT, FILL_TIMEOUT).expect("pool");
+        let started = Instant::now();
+        let forks = sandboxes
+            .fork(
+                &shape.snapshot,
+                FORK_COUNT,
+                &format!("{}-f{run}", shape.label),
+                false,
+            )
+            .expect("fork");
+        figures.fork.push(started.elapsed());
+        figures.fork_from_pool = forks.iter().filter(|f| f.from_pool).count();
+        let pss: u64 = forks.iter().map(|f| rss_pss_kib(f.pid).1).sum();
+        figures.fork_pss_kib = pss / forks.len().max(1) as u64;
+        for f in &forks {
+            let _ = sandboxes.remove(&f.name, true);
+        }
     }
     pool::await_refills();
     warm.drain().expect("drain the pool");
@@ -297,10 +300,11 @@ fn report(shape: &Shape, figures: &Figures) {
         "  reset → ready, in this process: {}",
         figures.reset_in_process.describe()
     );
-    if let (Some(wall), Some(one)) = (figures.fork_wall_ms, restore) {
+    if let (Some(wall), Some(one)) = (figures.fork.median(), restore) {
         println!(
-            "  fork of {FORK_COUNT}: {wall:.0} ms wall, {} from the pool, PSS {} KiB each; \
+            "  fork of {FORK_COUNT}: {} wall, {} from the pool (last), PSS {} KiB each; \
              {:.1} × one restore [goal ≤ {FORK_COUNT} ×: {}]",
+            figures.fork.describe(),
             figures.fork_from_pool,
             figures.fork_pss_kib,
             wall / one,
