@@ -10,6 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Samp
 use paddock_benches::{agent_available, available, restore_ready, rss_pss_kib};
 use paddock_vmm::sandbox::pool;
 use paddock_vmm::sandbox::{ConsoleLog, Launch, SandboxInfo, Sandboxes};
+use paddock_vmm::timings::Span;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -54,12 +55,51 @@ impl Samples {
     }
 }
 
+/// Every sample of each span of one kind of restore, spans in the order they first came.
+#[derive(Default)]
+struct SpanSamples(Vec<(String, Samples)>);
+
+impl SpanSamples {
+    fn push(&mut self, spans: &[Span]) {
+        for span in spans {
+            let at = match self.0.iter().position(|(name, _)| *name == span.span) {
+                Some(at) => at,
+                None => {
+                    self.0.push((span.span.clone(), Samples::default()));
+                    self.0.len() - 1
+                }
+            };
+            self.0[at].1 .0.push(span.ms);
+        }
+    }
+
+    /// One line per span: its median, then the medians' sum.
+    fn describe(&self, indent: &str) -> String {
+        let width = self.0.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        let mut total = 0.0;
+        for (name, samples) in &self.0 {
+            let median = samples.median().unwrap_or(0.0);
+            total += median;
+            out.push_str(&format!("{indent}{name:<width$}  {median:>7.1} ms\n"));
+        }
+        out.push_str(&format!(
+            "{indent}{:<width$}  {total:>7.1} ms",
+            "sum of medians"
+        ));
+        out
+    }
+}
+
 /// What one shape measured.
 #[derive(Default)]
 struct Figures {
     restore_pool: Samples,
+    restore_pool_caller_spans: SpanSamples,
+    restore_pool_spans: SpanSamples,
     restore_process: Samples,
     restore_in_process: Samples,
+    restore_in_process_spans: SpanSamples,
     reset: Samples,
     reset_in_process: Samples,
     fork: Samples,
@@ -152,6 +192,8 @@ fn restores(
                 let (elapsed, info) = timed_restore(sandboxes, &shape.snapshot, &name);
                 assert!(info.from_pool, "the restore claimed a warm VMM");
                 figures.pre_faulted_pages = info.pre_faulted_pages;
+                figures.restore_pool_caller_spans.push(&info.caller_spans);
+                figures.restore_pool_spans.push(&info.spans);
                 total += figures.restore_pool.push(elapsed);
                 sandboxes.remove(&name, true).expect("remove");
             }
@@ -184,7 +226,15 @@ fn restores(
                 for _ in 0..iters {
                     let started = Instant::now();
                     let (vmm, _link) = restore_ready(&shape.snapshot, &uds);
-                    total += figures.restore_in_process.push(started.elapsed());
+                    let elapsed = started.elapsed();
+                    total += figures.restore_in_process.push(elapsed);
+                    let mut spans = vmm.launch_spans.clone();
+                    let launched: f64 = spans.iter().map(|s| s.ms).sum();
+                    spans.push(Span {
+                        span: "guest answered".into(),
+                        ms: (elapsed.as_secs_f64() * 1e3 - launched).max(0.0),
+                    });
+                    figures.restore_in_process_spans.push(&spans);
                     vmm.stop();
                 }
                 total
@@ -277,12 +327,21 @@ fn report(shape: &Shape, figures: &Figures) {
         verdict(restore.is_some_and(|m| m <= 53.0))
     );
     println!(
+        "    the caller's spans:\n{}\n    the VMM's spans (from the claim, within the caller's):\n{}",
+        figures.restore_pool_caller_spans.describe("      "),
+        figures.restore_pool_spans.describe("      ")
+    );
+    println!(
         "  restore → ready, VMM process started: {}",
         figures.restore_process.describe()
     );
     println!(
         "  restore → ready, in this process: {}",
         figures.restore_in_process.describe()
+    );
+    println!(
+        "    its spans:\n{}",
+        figures.restore_in_process_spans.describe("      ")
     );
     println!(
         "  working set pre-faulted: {}",

@@ -6,6 +6,7 @@ use super::{
     WorkspaceServerArgs,
 };
 use clap::{Parser, Subcommand};
+use paddock_vmm::sandbox::helper::{EGRESS_PROCESS, VMM_PROCESS, WORKSPACE_PROCESS};
 
 /// The processes paddock starts for a sandbox (`paddock __vmm|__egress|__workspace ...`),
 /// parsed apart from the commands users type: a parser of every command, with all its help,
@@ -21,20 +22,20 @@ pub struct InternalCli {
 #[derive(Subcommand)]
 pub enum InternalCommand {
     /// The background VMM process of one sandbox.
-    #[command(name = "__vmm")]
+    #[command(name = VMM_PROCESS)]
     Vmm(VmmArgs),
     /// The egress proxy process of one sandbox.
-    #[command(name = "__egress")]
+    #[command(name = EGRESS_PROCESS)]
     Egress(EgressProxyArgs),
     /// The workspace server process of one sandbox.
-    #[command(name = "__workspace")]
+    #[command(name = WORKSPACE_PROCESS)]
     Workspace(WorkspaceServerArgs),
 }
 
 impl InternalCommand {
     /// Whether `first` (the first argument) names an internal process.
     pub fn is_named(first: &std::ffi::OsStr) -> bool {
-        ["__vmm", "__egress", "__workspace"]
+        [VMM_PROCESS, EGRESS_PROCESS, WORKSPACE_PROCESS]
             .iter()
             .any(|name| first == *name)
     }

@@ -262,7 +262,7 @@ pub fn start_proxy(
     let fd = listener.as_raw_fd();
     // Read before the proxy reads the file: a change in between shows as a newer file.
     let stamp = secrets_stamp(&EgressFiles::new(state_dir).secrets());
-    let mut command = launch.command("__egress");
+    let mut command = launch.command(super::helper::EGRESS_PROCESS);
     command
         .arg("--state-dir")
         .arg(state_dir)
@@ -339,7 +339,7 @@ pub fn stop_proxy(paths: &SandboxPaths) {
     else {
         return;
     };
-    super::helper::stop(pid, "__egress", &socket(paths));
+    super::helper::stop(pid, super::helper::EGRESS_PROCESS, &socket(paths));
 }
 
 /// Restarts a running sandbox's proxy when the secrets changed since it read them (a
@@ -356,9 +356,9 @@ pub fn refresh_proxy(
         return Ok(false);
     };
     let now = secrets_stamp(&EgressFiles::new(state_dir).secrets());
-    let alive = record
-        .proxy_pid
-        .is_some_and(|pid| super::process_alive(pid) && super::helper::runs(pid, "__egress"));
+    let alive = record.proxy_pid.is_some_and(|pid| {
+        super::process_alive(pid) && super::helper::runs(pid, super::helper::EGRESS_PROCESS)
+    });
     if alive && record.secrets == now {
         return Ok(false);
     }

@@ -5,6 +5,13 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+/// The first argument of a sandbox's VMM process (`paddock __vmm ...`).
+pub const VMM_PROCESS: &str = "__vmm";
+/// The first argument of a sandbox's egress proxy (`paddock __egress ...`).
+pub const EGRESS_PROCESS: &str = "__egress";
+/// The first argument of a sandbox's workspace server (`paddock __workspace ...`).
+pub const WORKSPACE_PROCESS: &str = "__workspace";
+
 /// How a sandbox's helpers are started: the `paddock` binary, and whether each confines itself
 /// with its seccomp filter (off only with `--no-seccomp`, for debugging).
 #[derive(Debug, Clone, Copy)]

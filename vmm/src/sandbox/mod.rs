@@ -399,7 +399,7 @@ impl Sandboxes {
         let launch_json =
             serde_json::to_string(launch).map_err(|e| SandboxError::Launch(e.to_string()))?;
         let mut cmd = Command::new(&self.paddock_bin);
-        cmd.arg("__vmm")
+        cmd.arg(helper::VMM_PROCESS)
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--name")
@@ -497,7 +497,7 @@ impl Sandboxes {
             Err(e) => {
                 // The proxy may still be starting (nobody waited for it): it is stopped before
                 // the sandbox's directory goes again, so that nothing of it is left behind.
-                helper::stop(proxy, "__egress", &egress::socket(paths));
+                helper::stop(proxy, helper::EGRESS_PROCESS, &egress::socket(paths));
                 let _ = std::fs::remove_dir_all(&paths.dir);
                 return Err(e);
             }

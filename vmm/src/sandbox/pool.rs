@@ -382,7 +382,7 @@ impl PoolLaunch {
         let log_path = dir.join(LOG_FILE);
         let log = std::fs::File::create(&log_path).map_err(io_err("creating", &log_path))?;
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("__vmm")
+        cmd.arg(crate::sandbox::helper::VMM_PROCESS)
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--pool-entry")

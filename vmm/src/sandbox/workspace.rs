@@ -214,7 +214,7 @@ pub fn start_server(
     let socket = socket(paths);
     let _ = std::fs::remove_file(&socket);
     let mut child = launch
-        .command("__workspace")
+        .command(super::helper::WORKSPACE_PROCESS)
         .arg("--dir")
         .arg(dir)
         .arg("--socket")
@@ -260,7 +260,7 @@ pub fn stop_server(paths: &SandboxPaths) {
     else {
         return;
     };
-    super::helper::stop(pid, "__workspace", &socket(paths));
+    super::helper::stop(pid, super::helper::WORKSPACE_PROCESS, &socket(paths));
 }
 
 /// Nanoseconds since the epoch, now.
