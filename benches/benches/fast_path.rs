@@ -55,33 +55,57 @@ impl Samples {
     }
 }
 
-/// Every sample of each span of one kind of restore, spans in the order they first came.
+/// Every sample of each span of one kind of restore, in the order the spans run (one seen
+/// only in some restores, such as the working set's first recording, goes after the span it
+/// followed there).
 #[derive(Default)]
-struct SpanSamples(Vec<(String, Samples)>);
+struct SpanSamples {
+    spans: Vec<(String, Samples)>,
+    restores: usize,
+}
 
 impl SpanSamples {
     fn push(&mut self, spans: &[Span]) {
+        self.restores += 1;
+        let mut previous: Option<usize> = None;
         for span in spans {
-            let at = match self.0.iter().position(|(name, _)| *name == span.span) {
+            let at = match self.spans.iter().position(|(name, _)| *name == span.span) {
                 Some(at) => at,
                 None => {
-                    self.0.push((span.span.clone(), Samples::default()));
-                    self.0.len() - 1
+                    let at = previous.map_or(0, |p| p + 1);
+                    self.spans
+                        .insert(at, (span.span.clone(), Samples::default()));
+                    at
                 }
             };
-            self.0[at].1 .0.push(span.ms);
+            self.spans[at].1 .0.push(span.ms);
+            previous = Some(at);
         }
     }
 
-    /// One line per span: its median, then the medians' sum.
+    /// One line per span: its median (and in how many restores it ran, when not in all),
+    /// then the sum of the medians of the spans every restore ran.
     fn describe(&self, indent: &str) -> String {
-        let width = self.0.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+        let width = self
+            .spans
+            .iter()
+            .map(|(name, _)| name.len())
+            .max()
+            .unwrap_or(0);
         let mut out = String::new();
         let mut total = 0.0;
-        for (name, samples) in &self.0 {
+        for (name, samples) in &self.spans {
             let median = samples.median().unwrap_or(0.0);
-            total += median;
-            out.push_str(&format!("{indent}{name:<width$}  {median:>7.1} ms\n"));
+            let runs = samples.0.len();
+            if runs == self.restores {
+                total += median;
+                out.push_str(&format!("{indent}{name:<width$}  {median:>7.1} ms\n"));
+            } else {
+                out.push_str(&format!(
+                    "{indent}{name:<width$}  {median:>7.1} ms (in {runs} of {} restores)\n",
+                    self.restores
+                ));
+            }
         }
         out.push_str(&format!(
             "{indent}{:<width$}  {total:>7.1} ms",
